@@ -1,0 +1,323 @@
+"""
+Configuration as a pure function: (command-line values, environment, a file reader)
+-> a frozen AgentConfig, or a ConfigError naming the setting and the problem.
+
+Precedence per setting: command line, then environment, then a *_FILE file (secrets),
+then the default. Environment values may carry one pair of surrounding double quotes,
+because the seed's Pod manifest writes them that way (value: '"8443"').
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from attrs import frozen
+
+from . import model, tls
+from .errors import ConfigError
+from .secret import Secret
+from .settings import BY_KEY, Setting
+
+ReadFile = Callable[[str], bytes]
+
+_ACCESS_KEY = re.compile(r"[A-Za-z0-9_=+/]{20}")  # mepauth's Authorization header regex
+_SECRET_KEY = re.compile(r"[A-Za-z0-9_=+/]{64}")  # mepauth's provisioning rule
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+@frozen
+class Credentials:
+    """What identifies this app to the MEP; every field prints as <redacted>."""
+
+    access_key: Secret
+    secret_key: Secret
+    app_instance_id: Secret
+
+    def all(self) -> tuple[Secret, ...]:
+        return (self.access_key, self.secret_key, self.app_instance_id)
+
+
+@frozen
+class AgentConfig:
+    mep_host: str
+    mep_port: int
+    protocol: str  # "https" or "http"
+    ca_pems: tuple[bytes, ...]
+    ca_cert_domain_name: str | None
+    ciphers: tuple[str, ...]
+    credentials: Credentials
+    enable_wait: bool
+    app: model.AppInstanceInfo
+    listen: str
+    request_timeout: float
+    app_conf_path: str
+    app_instance_info_path: str
+
+    @property
+    def host_header(self) -> str:
+        """The Host header sent to the MEP and signed: host, a colon and the port."""
+        host = f"[{self.mep_host}]" if ":" in self.mep_host else self.mep_host
+        return f"{host}:{self.mep_port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.protocol}://{self.host_header}"
+
+    def summary(self) -> dict[str, Any]:
+        """Everything an operator may see (no secrets), for --check and the start-up log."""
+        return {
+            "mep": self.base_url,
+            "tls": None
+            if self.protocol == "http"
+            else {
+                "ca_certificates": len(self.ca_pems),
+                "expected_name": self.ca_cert_domain_name,
+                "ciphers": list(self.ciphers),
+                "minimum_version": "TLSv1.2",
+            },
+            "enable_wait": self.enable_wait,
+            "listen": self.listen,
+            "request_timeout": self.request_timeout,
+            "app_conf": self.app_conf_path,
+            "app_instance_info": self.app_instance_info_path,
+            "services": [service.name for service in self.app.services],
+            "subscriptions": len(self.app.subscriptions),
+        }
+
+
+def strip_quotes(value: str) -> str:
+    """Remove one pair of surrounding double quotes, as the seed manifest writes them."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+class _Resolver:
+    """Looks settings up in precedence order and remembers where each value came from."""
+
+    def __init__(
+        self, cli: Mapping[str, str | None], environ: Mapping[str, str], read_file: ReadFile
+    ) -> None:
+        self._cli = cli
+        self._environ = environ
+        self._read_file = read_file
+
+    def get(self, key: str) -> tuple[str | None, str]:
+        """(value, name of its source); empty values count as unset."""
+        setting = BY_KEY[key]
+        value = self._cli.get(key)
+        if value:
+            return value, f"--{setting.option}"
+        if setting.env and self._environ.get(setting.env):
+            value = strip_quotes(self._environ[setting.env])
+            if value:
+                return value, setting.env
+        return setting.default, _name(setting)
+
+    def read(self, where: str, path: str) -> bytes:
+        try:
+            return self._read_file(path)
+        except OSError as e:
+            raise ConfigError(where, f"cannot read {path}: {e.strerror or e}") from None
+
+    def secret(self, key: str) -> tuple[str | None, str]:
+        """A secret from the command line or environment, else from its *_FILE setting."""
+        value, source = self.get(key)
+        if value:
+            return value, source
+        path, file_source = self.get(f"{key}_file")
+        if path:
+            data = self.read(file_source, path)
+            try:
+                return data.decode("utf-8").strip(), file_source
+            except UnicodeDecodeError:
+                raise ConfigError(file_source, f"{path} is not UTF-8 text") from None
+        return None, source
+
+
+def _name(setting: Setting) -> str:
+    return setting.env or f"--{setting.option}"
+
+
+def _secret(resolver: _Resolver, key: str, pattern: re.Pattern[str], rule: str) -> Secret:
+    value, source = resolver.secret(key)
+    if not value:
+        setting = BY_KEY[key]
+        raise ConfigError(
+            _name(setting),
+            f"missing or empty (set {setting.env}, --{setting.option} or {setting.env}_FILE)",
+        )
+    if not pattern.fullmatch(value):
+        # The message says what is wrong without repeating the value.
+        raise ConfigError(source, f"must be {rule} (got {len(value)} characters)")
+    return Secret(value)
+
+
+def _host(value: str, where: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None:
+        labels = value.rstrip(".").split(".")
+        if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise ConfigError(where, f"{value[:60]!r} is neither an IP address nor a host name")
+        return value
+    if address.is_multicast or address.is_unspecified or str(address) == "255.255.255.255":
+        raise ConfigError(where, f"{value} is not a unicast address")
+    return str(address)
+
+
+def _port(value: str, where: str) -> int:
+    if not _PORT.fullmatch(value) or int(value) > 65535:
+        raise ConfigError(where, f"{value[:20]!r} must be a port number from 1 to 65535")
+    return int(value)
+
+
+def parse_bool(value: str, where: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(where, f"{value[:20]!r} must be true or false")
+
+
+def parse_seconds(value: str, where: str, minimum: float, maximum: float) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(where, f"{value[:20]!r} must be a number of seconds") from None
+    if not minimum <= seconds <= maximum:
+        raise ConfigError(where, f"must be between {minimum:g} and {maximum:g} seconds")
+    return seconds
+
+
+def _ciphers(resolver: _Resolver, path: str, where: str, explicit: bool) -> tuple[str, ...]:
+    try:
+        data = resolver.read(where, path)
+    except ConfigError:
+        if explicit:
+            raise
+        return tls.DEFAULT_CIPHERS  # the file is optional at its default location
+    document = model.load_yaml(path, data.decode("utf-8", "replace"))
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(path, "must be a mapping with the key sslCiphers")
+    for key in document:
+        if key != "sslCiphers":
+            raise ConfigError(f"{path}: {key}", "unknown key (known keys: sslCiphers)")
+    raw = document.get("sslCiphers")
+    if raw is None:
+        return tls.DEFAULT_CIPHERS
+    if not isinstance(raw, str):
+        raise ConfigError(
+            f"{path}: sslCiphers", "must be a comma-separated string of IANA cipher suite names"
+        )
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    if not names:
+        raise ConfigError(f"{path}: sslCiphers", "is empty")
+    for name in names:
+        if name not in tls.IANA_TO_OPENSSL:
+            raise ConfigError(
+                f"{path}: sslCiphers",
+                f"unknown or unsupported cipher suite "
+                f"{name[:60]!r} (supported: {', '.join(tls.IANA_TO_OPENSSL)})",
+            )
+    return names
+
+
+def _file_path(resolver: _Resolver, key: str, conf_dir: str) -> tuple[str, str, bool]:
+    value, source = resolver.get(key)
+    default = BY_KEY[key].default or ""
+    if value == default:
+        return value.replace("<conf-dir>", conf_dir.rstrip("/") or "/"), source, False
+    return value or "", source, True
+
+
+def load(
+    cli: Mapping[str, str | None], environ: Mapping[str, str], read_file: ReadFile
+) -> AgentConfig:
+    """Build the agent's configuration; raise ConfigError on the first problem found."""
+    r = _Resolver(cli, environ, read_file)
+
+    credentials = Credentials(
+        _secret(r, "ak", _ACCESS_KEY, "20 characters of A-Z a-z 0-9 _ + / ="),
+        _secret(r, "sk", _SECRET_KEY, "64 characters of A-Z a-z 0-9 _ + / ="),
+        _secret(r, "app_instance_id", _UUID, "a lower-case UUID"),
+    )
+
+    mep_ip, where = r.get("mep_ip")
+    if not mep_ip:
+        raise ConfigError(where, "missing or empty (the MEP API gateway's host or IP)")
+    mep_host = _host(mep_ip, where)
+    port_text, where = r.get("mep_port")
+    mep_port = _port(port_text or "", where)
+
+    protocol_text, where = r.get("protocol")
+    protocol = (protocol_text or "").lower()
+    if protocol not in ("https", "http"):
+        raise ConfigError(where, f"{protocol_text!r} must be https or http")
+
+    conf_dir, _ = r.get("conf_dir")
+    app_conf_path, where, explicit = _file_path(r, "app_conf", conf_dir or ".")
+    ciphers = _ciphers(r, app_conf_path, where, explicit)
+
+    ca_pems: tuple[bytes, ...] = ()
+    domain: str | None = None
+    if protocol == "https":
+        ca_path, where = r.get("ca_cert")
+        if not ca_path:
+            raise ConfigError(
+                where,
+                "missing or empty (the CA file that signs the MEP's "
+                "certificate; required with https)",
+            )
+        try:
+            ca_pems = tuple(tls.pem_certificates(r.read(where, ca_path)))
+        except ValueError as e:
+            raise ConfigError(where, f"{ca_path}: {e}") from None
+        domain, where = r.get("ca_cert_domain_name")
+        if not domain:
+            raise ConfigError(
+                where, "missing or empty (the name in the MEP's certificate; required with https)"
+            )
+        domain = _host(domain, where)
+
+    wait_text, where = r.get("enable_wait")
+    enable_wait = parse_bool(wait_text or "", where)
+
+    listen, where = r.get("listen")
+    if not listen:
+        raise ConfigError(where, "must not be empty")
+
+    timeout_text, where = r.get("request_timeout")
+    request_timeout = parse_seconds(timeout_text or "", where, 0.1, 300)
+
+    info_path, where, _ = _file_path(r, "app_instance_info", conf_dir or ".")
+    info_text = r.read(where, info_path).decode("utf-8", "replace")
+    app = model.parse_app_instance_info(info_path, info_text)
+
+    return AgentConfig(
+        mep_host=mep_host,
+        mep_port=mep_port,
+        protocol=protocol,
+        ca_pems=ca_pems,
+        ca_cert_domain_name=domain,
+        ciphers=ciphers,
+        credentials=credentials,
+        enable_wait=enable_wait,
+        app=app,
+        listen=listen,
+        request_timeout=request_timeout,
+        app_conf_path=app_conf_path,
+        app_instance_info_path=info_path,
+    )

@@ -1,0 +1,1 @@
+"""A faithful, fault-injectable EdgeGallery MEP (mepauth + Kong + mepserver Mp1)."""

@@ -1,0 +1,207 @@
+"""
+What the agent registers: services (ETSI ServiceInfo) and availability subscriptions,
+parsed from app_instance_info.yaml and validated with mepserver's own rules
+(MEP-PROTOCOL.md 2.2 and 2.6), so that the MEP never has to reject them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from attrs import frozen
+
+from . import schema as s
+from .errors import ConfigError
+
+MAX_SERVICES = 50  # mepserver's ServicesMaxCount per app instance
+MAX_SUBSCRIPTIONS = 50
+
+SER_NAME_PATTERN = r"[a-zA-Z0-9]*|[a-zA-Z0-9][a-zA-Z0-9_-]*[a-zA-Z0-9]"
+_ID_PATTERN = r"[A-Za-z0-9-]+"
+_ser_name = s.text(128, SER_NAME_PATTERN)
+_id = s.text(64, _ID_PATTERN)
+_states = ("ACTIVE", "INACTIVE", "SUSPENDED")
+
+_category = s.record(
+    {"href": s.uri, "id": _id, "name": _ser_name, "version": s.text(32)},
+)
+
+_endpoint = s.record(
+    {
+        "uris": s.list_of(s.uri),
+        "addresses": s.list_of(
+            s.record(
+                {"host": s.text(253), "port": s.integer(0, 65535)},
+                required=frozenset({"host", "port"}),
+            )
+        ),
+        "alternative": s.anything,
+    }
+)
+
+_transport_info = s.record(
+    {
+        "id": _id,
+        "name": _ser_name,
+        "description": s.text(128),
+        "type": s.one_of(
+            "REST_HTTP",
+            "MB_TOPIC_BASED",
+            "MB_ROUTING",
+            "MB_PUBSUB",
+            "RPC",
+            "RPC_STREAMING",
+            "WEBSOCKET",
+        ),
+        "protocol": s.text(32, r"[A-Za-z0-9_.-]+"),
+        "version": s.text(32),
+        "endpoint": _endpoint,
+        "security": s.record(
+            {
+                "oAuth2Info": s.record(
+                    {
+                        "grantTypes": s.list_of(
+                            s.one_of(
+                                "OAUTH2_AUTHORIZATION_CODE",
+                                "OAUTH2_IMPLICIT_GRANT",
+                                "OAUTH2_RESOURCE_OWNER",
+                                "OAUTH2_CLIENT_CREDENTIALS",
+                            ),
+                            min_items=1,
+                            max_items=4,
+                        ),
+                        "tokenEndpoint": s.uri,
+                    }
+                )
+            }
+        ),
+        "implSpecificInfo": s.anything,
+    }
+)
+
+_service_info = s.record(
+    {
+        "serName": _ser_name,
+        "serCategory": _category,
+        "version": s.text(32),
+        "state": s.one_of("ACTIVE", "INACTIVE"),
+        "transportId": _id,
+        "transportInfo": _transport_info,
+        "serializer": s.one_of("JSON", "XML", "PROTOBUF3"),
+        "scopeOfLocality": s.one_of(
+            "MEC_SYSTEM", "MEC_HOST", "NFVI_POP", "ZONE", "ZONE_GROUP", "NFVI_NODE"
+        ),
+        "consumedLocalOnly": s.boolean,
+        "isLocal": s.boolean,
+        "livenessInterval": s.integer(0),
+        "_links": s.mapping_of_anything,
+    },
+    required=frozenset({"serName", "version", "state", "serializer"}),
+    aliases={"links": "_links"},
+)
+
+_subscription = s.record(
+    {
+        "subscriptionType": s.one_of("SerAvailabilityNotificationSubscription"),
+        "callbackReference": s.text(2048),
+        "_links": s.mapping_of_anything,
+        "filteringCriteria": s.record(
+            {
+                "serInstanceIds": s.list_of(s.text(32, _ID_PATTERN)),
+                "serNames": s.list_of(_ser_name),
+                "serCategories": s.list_of(_category),
+                "states": s.list_of(s.one_of(*_states)),
+                "isLocal": s.boolean,
+            }
+        ),
+    },
+    required=frozenset({"callbackReference"}),
+    aliases={"links": "_links"},
+)
+
+_document = s.record(
+    {
+        "serviceInfoPosts": s.list_of(_service_info, max_items=MAX_SERVICES),
+        "serAvailabilityNotificationSubscriptions": s.list_of(
+            _subscription, max_items=MAX_SUBSCRIPTIONS
+        ),
+    }
+)
+
+
+@frozen
+class ServiceSpec:
+    """One service to register: its name and the exact JSON body sent to the MEP."""
+
+    name: str
+    body: dict[str, Any]
+
+    @property
+    def wants_heartbeat(self) -> bool:
+        return bool(self.body.get("livenessInterval"))
+
+
+@frozen
+class SubscriptionSpec:
+    """One availability subscription as written in the YAML."""
+
+    index: int
+    body: dict[str, Any]
+
+    @property
+    def callback_reference(self) -> str:
+        return str(self.body["callbackReference"])
+
+    @property
+    def callback_is_uri(self) -> bool:
+        try:
+            s.uri("callbackReference", self.callback_reference)
+        except ConfigError:
+            return False
+        return True
+
+
+@frozen
+class AppInstanceInfo:
+    services: tuple[ServiceSpec, ...]
+    subscriptions: tuple[SubscriptionSpec, ...]
+
+
+def load_yaml(where: str, text: str) -> Any:
+    """Parse YAML text, turning a syntax error into one line that names the file."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        position = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(where, f"invalid YAML: {position}{e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(where, f"invalid YAML: {e}") from None
+
+
+def parse_app_instance_info(where: str, text: str) -> AppInstanceInfo:
+    """Validate app_instance_info.yaml text; ConfigError paths are YAML paths."""
+    document = load_yaml(where, text)
+    if document is None:
+        document = {}
+    try:
+        parsed = _document("", document)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.where}", e.problem) from None
+    services = tuple(
+        ServiceSpec(body["serName"], body) for body in parsed.get("serviceInfoPosts", [])
+    )
+    seen: set[str] = set()
+    for i, service in enumerate(services):
+        if service.name in seen:
+            raise ConfigError(
+                f"{where}: serviceInfoPosts[{i}].serName",
+                f"{service.name!r} is already registered by an earlier entry",
+            )
+        seen.add(service.name)
+    subscriptions = []
+    for i, body in enumerate(parsed.get("serAvailabilityNotificationSubscriptions", [])):
+        body.setdefault("subscriptionType", "SerAvailabilityNotificationSubscription")
+        subscriptions.append(SubscriptionSpec(i, body))
+    return AppInstanceInfo(services, tuple(subscriptions))

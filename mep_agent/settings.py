@@ -1,0 +1,151 @@
+"""
+The table of every setting: command-line option, environment variable, default, help.
+
+One table feeds the twistd Options (and so C{--help}), the configuration loader and the
+README, so that the three cannot disagree.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+
+@frozen
+class Setting:
+    key: str  # the Python name, and the option name with '_' -> '-'
+    env: str | None  # environment variable, or None for CLI-only settings
+    default: str | None  # as text, exactly as a user would write it; None: no default
+    help: str
+    secret: bool = False
+
+    @property
+    def option(self) -> str:
+        return self.key.replace("_", "-")
+
+    def describe(self) -> str:
+        """Help text with the env variable and default, as twistd --help shows it."""
+        parts = [self.help]
+        if self.env:
+            parts.append(f"[env {self.env}]")
+        parts.append(f"[default: {self.default}]" if self.default is not None else "")
+        return " ".join(p for p in parts if p)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "mep_ip", "MEP_IP", None, "Host name or IP address of the MEP API gateway (required)."
+    ),
+    Setting(
+        "mep_port",
+        "MEP_APIGW_PORT",
+        "8443",
+        "Port of the MEP API gateway (also used with EG_PROTOCOL=http; the original "
+        "agent forced 8000 there).",
+    ),
+    Setting(
+        "protocol",
+        "EG_PROTOCOL",
+        "https",
+        "'https' (verified TLS) or 'http' (plain HTTP, for development only).",
+    ),
+    Setting(
+        "ca_cert",
+        "CA_CERT",
+        None,
+        "PEM file with the CA certificate(s) that sign the MEP's certificate; "
+        "every certificate in the file is trusted (required with https).",
+    ),
+    Setting(
+        "ca_cert_domain_name",
+        "CA_CERT_DOMAIN_NAME",
+        None,
+        "Name the MEP's certificate must carry; checked while connecting to MEP_IP "
+        "(required with https).",
+    ),
+    Setting(
+        "ak",
+        "AK",
+        None,
+        "Access key (20 characters). Prefer the env variable or --ak-file: "
+        "command lines are visible to other processes.",
+        secret=True,
+    ),
+    Setting(
+        "ak_file",
+        "AK_FILE",
+        None,
+        "File holding the access key (e.g. a Kubernetes secret volume).",
+    ),
+    Setting(
+        "sk",
+        "SK",
+        None,
+        "Secret key (64 characters). Prefer the env variable or --sk-file.",
+        secret=True,
+    ),
+    Setting("sk_file", "SK_FILE", None, "File holding the secret key."),
+    Setting(
+        "app_instance_id",
+        "APPINSTID",
+        None,
+        "Application instance id, a lower-case UUID.",
+        secret=True,
+    ),
+    Setting(
+        "app_instance_id_file", "APPINSTID_FILE", None, "File holding the application instance id."
+    ),
+    Setting(
+        "enable_wait",
+        "ENABLE_WAIT",
+        "true",
+        "'true': run as a daemon; 'false': one-shot (get a token, register, exit 0 "
+        "on success, non-zero on failure).",
+    ),
+    Setting(
+        "conf_dir",
+        "MEP_AGENT_CONF_DIR",
+        "./conf",
+        "Directory of app_conf.yaml and app_instance_info.yaml (the image uses /usr/mep/conf).",
+    ),
+    Setting(
+        "app_conf",
+        "MEP_AGENT_APP_CONF",
+        "<conf-dir>/app_conf.yaml",
+        "TLS settings file (sslCiphers). Optional at its default path.",
+    ),
+    Setting(
+        "app_instance_info",
+        "MEP_AGENT_APP_INSTANCE_INFO",
+        "<conf-dir>/app_instance_info.yaml",
+        "Services and subscriptions to register (serviceInfoPosts, "
+        "serAvailabilityNotificationSubscriptions).",
+    ),
+    Setting(
+        "listen",
+        "MEP_AGENT_LISTEN",
+        "tcp:8080:interface=127.0.0.1",
+        "strports description of the application API listener.",
+    ),
+    Setting(
+        "request_timeout",
+        "MEP_AGENT_REQUEST_TIMEOUT",
+        "10",
+        "Seconds before any request to the MEP is abandoned.",
+    ),
+)
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def markdown_table() -> str:
+    """The README's settings table: python -m mep_agent.settings."""
+    rows = ["| option | env variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default is not None else "—"
+        env = f"`{s.env}`" if s.env else "—"
+        rows.append(f"| `--{s.option}` | {env} | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

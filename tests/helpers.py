@@ -1,0 +1,54 @@
+"""Shared test data: known credentials, a valid environment and an in-memory file reader."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+# The README's sample keys; tests assert they never leak.
+AK = "QVUJMSUMgS0VZLS0tLS0"
+SK = "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc"
+APP_ID = "891c2bba-f1f2-40bd-a97e-9bebbafcc964"
+SECRETS = (AK, SK, APP_ID)
+
+
+def data_text(name: str) -> str:
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def sign_vectors() -> list[dict]:
+    return json.loads(data_text("sign_vectors.json"))["vectors"]
+
+
+def seed_environ(**overrides: str) -> dict[str, str]:
+    """The seed Pod manifest's environment, literal double quotes included."""
+    env = {
+        "ENABLE_WAIT": '"true"',
+        "MEP_IP": '"mep-api-gw.mep"',
+        "MEP_APIGW_PORT": '"8443"',
+        "CA_CERT_DOMAIN_NAME": '"edgegallery"',
+        "CA_CERT": "/usr/mep/ssl/ca.crt",
+        "AK": AK,
+        "SK": SK,
+        "APPINSTID": APP_ID,
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+class FakeFiles:
+    """A read_file for config.load: paths to bytes; anything else is ENOENT."""
+
+    def __init__(self, files: Mapping[str, bytes | str]) -> None:
+        self.files = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
+        self.read: list[str] = []
+
+    def __call__(self, path: str) -> bytes:
+        self.read.append(path)
+        if path not in self.files:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return self.files[path]

@@ -1,0 +1,241 @@
+"""Tests for mep_agent.config: precedence, the seed contract, and one-line errors."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mep_agent import config, tls
+from mep_agent.emulator import certs
+from mep_agent.errors import ConfigError
+from mep_agent.secret import Secret
+
+from .helpers import AK, APP_ID, SECRETS, SK, FakeFiles, data_text, seed_environ
+
+CA = certs.generate().ca_pem
+INFO = data_text("seed_app_instance_info.yaml")
+
+
+def files(**extra: bytes | str) -> FakeFiles:
+    base: dict[str, bytes | str] = {
+        "/usr/mep/ssl/ca.crt": CA,
+        "./conf/app_instance_info.yaml": INFO,
+        "./conf/app_conf.yaml": "sslCiphers: TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\n",
+    }
+    base.update(extra)
+    return FakeFiles(base)
+
+
+def load(
+    cli: dict | None = None, env: dict | None = None, reader: FakeFiles | None = None
+) -> config.AgentConfig:
+    return config.load(cli or {}, env if env is not None else seed_environ(), reader or files())
+
+
+class SeedContractTests(SynchronousTestCase):
+    def test_seed_manifest_verbatim(self) -> None:
+        """The seed Pod's env values, quotes included, give the intended configuration."""
+        cfg = load()
+        self.assertEqual(cfg.mep_host, "mep-api-gw.mep")
+        self.assertEqual(cfg.mep_port, 8443)
+        self.assertEqual(cfg.protocol, "https")
+        self.assertEqual(cfg.ca_cert_domain_name, "edgegallery")
+        self.assertTrue(cfg.enable_wait)
+        self.assertEqual(cfg.base_url, "https://mep-api-gw.mep:8443")
+        self.assertEqual(cfg.credentials.access_key.reveal(), AK)
+        self.assertEqual(cfg.credentials.secret_key.reveal(), SK)
+        self.assertEqual(cfg.credentials.app_instance_id.reveal(), APP_ID)
+
+    def test_seed_example_yaml_loads(self) -> None:
+        """The seed's example app_instance_info.yaml (no services, null version) loads."""
+        cfg = load()
+        self.assertEqual(cfg.app.services, ())
+        self.assertEqual(len(cfg.app.subscriptions), 1)
+        criteria = cfg.app.subscriptions[0].body["filteringCriteria"]
+        self.assertNotIn("version", criteria["serCategories"][0])
+        self.assertIn("_links", cfg.app.subscriptions[0].body)
+
+    def test_only_one_pair_of_quotes_stripped(self) -> None:
+        """Exactly one surrounding pair of double quotes is removed."""
+        self.assertEqual(config.strip_quotes('"x"'), "x")
+        self.assertEqual(config.strip_quotes('""x""'), '"x"')
+        self.assertEqual(config.strip_quotes('"x'), '"x')
+        self.assertEqual(config.strip_quotes('"'), '"')
+
+    def test_http_keeps_configured_port(self) -> None:
+        """EG_PROTOCOL=http keeps MEP_APIGW_PORT and needs no CA."""
+        env = seed_environ(
+            EG_PROTOCOL="HTTP", MEP_APIGW_PORT="8000", CA_CERT=None, CA_CERT_DOMAIN_NAME=None
+        )
+        cfg = load(env=env, reader=files(**{"/usr/mep/ssl/ca.crt": b"junk"}))
+        self.assertEqual(cfg.base_url, "http://mep-api-gw.mep:8000")
+        self.assertEqual(cfg.ca_pems, ())
+
+    def test_ipv6_host_header_bracketed(self) -> None:
+        """An IPv6 MEP address is bracketed in the Host header and URL."""
+        cfg = load(env=seed_environ(MEP_IP="::1"))
+        self.assertEqual(cfg.host_header, "[::1]:8443")
+
+    def test_enable_wait_false(self) -> None:
+        """ENABLE_WAIT '"false"' selects one-shot mode."""
+        self.assertFalse(load(env=seed_environ(ENABLE_WAIT='"false"')).enable_wait)
+
+
+class PrecedenceTests(SynchronousTestCase):
+    def test_cli_over_env(self) -> None:
+        """A command-line value wins over the environment."""
+        self.assertEqual(load(cli={"mep_port": "30443"}).mep_port, 30443)
+
+    def test_env_over_file(self) -> None:
+        """AK in the environment wins over AK_FILE."""
+        other = "B" * 20
+        cfg = load(env=seed_environ(AK_FILE="/s/ak"), reader=files(**{"/s/ak": other}))
+        self.assertEqual(cfg.credentials.access_key.reveal(), AK)
+
+    def test_secrets_from_files(self) -> None:
+        """Secrets are read from *_FILE paths, with a trailing newline removed."""
+        env = seed_environ(
+            AK=None,
+            SK=None,
+            APPINSTID=None,
+            AK_FILE="/s/ak",
+            SK_FILE="/s/sk",
+            APPINSTID_FILE="/s/id",
+        )
+        reader = files(**{"/s/ak": AK + "\n", "/s/sk": SK, "/s/id": APP_ID + "\n"})
+        creds = load(env=env, reader=reader).credentials
+        self.assertEqual([s.reveal() for s in creds.all()], [AK, SK, APP_ID])
+
+    def test_conf_dir(self) -> None:
+        """The conf directory moves both YAML files."""
+        reader = files(**{"/usr/mep/conf/app_instance_info.yaml": "serviceInfoPosts:\n"})
+        cfg = load(env=seed_environ(MEP_AGENT_CONF_DIR="/usr/mep/conf"), reader=reader)
+        self.assertEqual(cfg.app_instance_info_path, "/usr/mep/conf/app_instance_info.yaml")
+        self.assertIn("/usr/mep/conf/app_conf.yaml", reader.read)
+
+    def test_default_ciphers_without_app_conf(self) -> None:
+        """A missing app_conf.yaml at its default path means the original's two suites."""
+        reader = files()
+        del reader.files["./conf/app_conf.yaml"]
+        self.assertEqual(load(reader=reader).ciphers, tls.DEFAULT_CIPHERS)
+
+
+class ErrorTests(SynchronousTestCase):
+    def assert_error(self, where: str, problem_part: str, **kw) -> ConfigError:
+        error = self.assertRaises(ConfigError, load, **kw)
+        self.assertEqual(error.where, where)
+        self.assertIn(problem_part, error.problem)
+        self.assertNotIn("\n", str(error))
+        for secret in SECRETS:
+            self.assertNotIn(secret, str(error))
+        return error
+
+    def test_missing_and_empty_credentials(self) -> None:
+        """Missing or empty AK, SK or APPINSTID is named."""
+        self.assert_error("AK", "missing or empty", env=seed_environ(AK=None))
+        self.assert_error("SK", "missing or empty", env=seed_environ(SK=""))
+        self.assert_error("SK", "missing or empty", env=seed_environ(SK='""'))
+        self.assert_error("APPINSTID", "missing", env=seed_environ(APPINSTID=None))
+
+    def test_malformed_credentials_not_echoed(self) -> None:
+        """A malformed key is reported without its value."""
+        self.assert_error("AK", "20 characters", env=seed_environ(AK=AK[:-1] + "!"))
+        self.assert_error("SK", "64 characters", env=seed_environ(SK=SK[:10]))
+        self.assert_error(
+            "APPINSTID", "lower-case UUID", env=seed_environ(APPINSTID=APP_ID.upper())
+        )
+        self.assert_error("--ak", "20 characters", cli={"ak": "short"})
+
+    def test_unreadable_secret_file(self) -> None:
+        """An unreadable AK_FILE is named with the path."""
+        error = self.assert_error(
+            "AK_FILE", "cannot read /nope", env=seed_environ(AK=None, AK_FILE="/nope")
+        )
+        self.assertIn("No such file", error.problem)
+
+    def test_bad_hosts(self) -> None:
+        """Hosts that are neither a name nor a unicast IP are refused."""
+        for bad in ("bad host", "-x.y", "a..b", "224.0.0.1", "0.0.0.0", "x" * 254):
+            self.assert_error("MEP_IP", "", env=seed_environ(MEP_IP=bad))
+        self.assert_error("MEP_IP", "missing", env=seed_environ(MEP_IP=None))
+
+    def test_bad_ports(self) -> None:
+        """Ports outside 1-65535, with leading zeros or not numbers are refused."""
+        for bad in ("0", "65536", "0443", "abc", "-1", "8443 "):
+            self.assert_error(
+                "MEP_APIGW_PORT", "port number", env=seed_environ(MEP_APIGW_PORT=bad)
+            )
+
+    def test_bad_protocol(self) -> None:
+        """EG_PROTOCOL other than http/https is refused."""
+        self.assert_error("EG_PROTOCOL", "https or http", env=seed_environ(EG_PROTOCOL="ftp"))
+
+    def test_ca_problems(self) -> None:
+        """A missing, unreadable or non-PEM CA file is named."""
+        self.assert_error("CA_CERT", "missing", env=seed_environ(CA_CERT=None))
+        self.assert_error("CA_CERT", "cannot read /x.crt", env=seed_environ(CA_CERT="/x.crt"))
+        self.assert_error(
+            "CA_CERT", "no PEM certificate", reader=files(**{"/usr/mep/ssl/ca.crt": b"not a cert"})
+        )
+        broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        self.assert_error(
+            "CA_CERT", "does not load", reader=files(**{"/usr/mep/ssl/ca.crt": broken})
+        )
+        self.assert_error(
+            "CA_CERT_DOMAIN_NAME", "missing", env=seed_environ(CA_CERT_DOMAIN_NAME=None)
+        )
+
+    def test_cipher_problems(self) -> None:
+        """Unknown, weak, empty or mistyped cipher settings are named."""
+        for text, part in (
+            ("sslCiphers: TLS_FOO\n", "unknown or unsupported"),
+            ("sslCiphers: TLS_RSA_WITH_AES_128_CBC_SHA\n", "unsupported"),
+            ("sslCiphers: ' , '\n", "is empty"),
+            ("sslCiphers: [1]\n", "comma-separated"),
+        ):
+            self.assert_error(
+                "./conf/app_conf.yaml: sslCiphers",
+                part,
+                reader=files(**{"./conf/app_conf.yaml": text}),
+            )
+        self.assert_error(
+            "./conf/app_conf.yaml: ciphers",
+            "unknown key",
+            reader=files(**{"./conf/app_conf.yaml": "ciphers: x\n"}),
+        )
+        self.assert_error("--app-conf", "cannot read", cli={"app_conf": "/missing.yaml"})
+
+    def test_cipher_list_parsed(self) -> None:
+        """A comma list of IANA names is accepted, spaces trimmed."""
+        text = (
+            "sslCiphers: TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, "
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256\n"
+        )
+        cfg = load(reader=files(**{"./conf/app_conf.yaml": text}))
+        self.assertEqual(
+            cfg.ciphers,
+            (
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ),
+        )
+
+    def test_missing_app_instance_info(self) -> None:
+        """A missing app_instance_info.yaml is named with its path."""
+        reader = files()
+        del reader.files["./conf/app_instance_info.yaml"]
+        self.assert_error("MEP_AGENT_APP_INSTANCE_INFO", "cannot read ./conf/", reader=reader)
+
+    def test_other_settings(self) -> None:
+        """Booleans, timeouts and the listener are validated."""
+        self.assert_error("ENABLE_WAIT", "true or false", env=seed_environ(ENABLE_WAIT="maybe"))
+        self.assert_error("--request-timeout", "number of seconds", cli={"request_timeout": "x"})
+        self.assert_error("--request-timeout", "between", cli={"request_timeout": "0"})
+
+
+class SecretReprTests(SynchronousTestCase):
+    def test_config_repr_has_no_secret(self) -> None:
+        """The whole configuration's repr and summary contain no credential."""
+        cfg = load()
+        for text in (repr(cfg), str(cfg.summary()), repr(cfg.credentials), str(Secret(AK))):
+            for secret in SECRETS:
+                self.assertNotIn(secret, text)

@@ -1,0 +1,108 @@
+"""
+Integration tests of mep_agent.tls: real TLS handshakes on 127.0.0.1 between the agent's
+HTTP client and a server with generated certificates.
+"""
+
+from __future__ import annotations
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.ssl import TLSVersion
+from twisted.trial.unittest import TestCase
+from twisted.web._newclient import ResponseNeverReceived
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from mep_agent import http, tls
+from mep_agent.emulator import certs
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"hello"
+
+
+class HandshakeTests(TestCase):
+    """Each test starts one HTTPS listener on 127.0.0.1 and connects the agent's client."""
+
+    def setUp(self) -> None:
+        self.server_certs = certs.generate(["edgegallery"])
+
+    def listen(self, options) -> int:
+        port = reactor.listenSSL(0, Site(Hello()), options, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def client(self, ca_pems, name="edgegallery", ciphers=tls.DEFAULT_CIPHERS) -> HTTPClient:
+        client = http.mep_http_client(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
+        self.addCleanup(client._agent._pool.closeCachedConnections)
+        return client
+
+    async def get(self, client: HTTPClient, port: int) -> bytes:
+        response = await client.get(f"https://127.0.0.1:{port}/", timeout=5)
+        return await response.content()
+
+    async def test_right_ca_and_name(self) -> None:
+        """The right CA and name give a working HTTPS request to an address."""
+        port = self.listen(certs.server_options(self.server_certs))
+        body = await self.get(self.client([self.server_certs.ca_pem]), port)
+        self.assertEqual(body, b"hello")
+
+    async def test_every_ca_in_file_trusted(self) -> None:
+        """A CA anywhere in a multi-certificate CA file is trusted."""
+        other = certs.generate().ca_pem
+        port = self.listen(certs.server_options(self.server_certs))
+        pems = tls.pem_certificates(other + self.server_certs.ca_pem)
+        self.assertEqual(len(pems), 2)
+        self.assertEqual(await self.get(self.client(pems), port), b"hello")
+
+    async def test_unknown_ca_fails(self) -> None:
+        """A certificate from another CA is refused."""
+        port = self.listen(certs.server_options(self.server_certs))
+        with self.assertRaises(Exception) as caught:
+            await self.get(self.client([certs.generate().ca_pem]), port)
+        self.assertIn("certificate verify failed", str(caught.exception))
+
+    async def test_wrong_name_fails(self) -> None:
+        """A certificate for another name is refused although the CA is right."""
+        port = self.listen(certs.server_options(self.server_certs))
+        with self.assertRaises(Exception) as caught:
+            await self.get(self.client([self.server_certs.ca_pem], name="mep.example"), port)
+        self.assertIn("VerificationError", repr(caught.exception))
+
+    async def test_no_shared_cipher_fails(self) -> None:
+        """A TLS 1.2 server offering none of the configured suites is refused."""
+        options = certs.server_options(
+            self.server_certs, "ECDHE-RSA-CHACHA20-POLY1305", maximum_tls=TLSVersion.TLSv1_2
+        )
+        port = self.listen(options)
+        with self.assertRaises(Exception) as caught:
+            await self.get(self.client([self.server_certs.ca_pem]), port)
+        self.assertIn("handshake failure", str(caught.exception))
+
+    async def test_tls12_with_shared_cipher(self) -> None:
+        """A TLS 1.2-only server with a configured suite works (the cipher list is used)."""
+        options = certs.server_options(
+            self.server_certs, "ECDHE-RSA-CHACHA20-POLY1305", maximum_tls=TLSVersion.TLSv1_2
+        )
+        port = self.listen(options)
+        client = self.client(
+            [self.server_certs.ca_pem], ciphers=("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",)
+        )
+        self.assertEqual(await self.get(client, port), b"hello")
+
+    async def test_old_tls_refused(self) -> None:
+        """A server that speaks at most TLS 1.1 is refused."""
+        from OpenSSL import SSL
+
+        options = certs.server_options(self.server_certs)
+        context = options.getContext()
+        context.set_min_proto_version(SSL.TLS1_VERSION)
+        context.set_max_proto_version(SSL.TLS1_1_VERSION)
+        context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+        port = self.listen(options)
+        with self.assertRaises(ResponseNeverReceived) as caught:
+            await self.get(self.client([self.server_certs.ca_pem]), port)
+        self.assertIn("SSL", repr(caught.exception))
