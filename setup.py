@@ -27,7 +27,7 @@ setup(
     ],
     extras_require={
         "test": ["hypothesis>=6.90"],
-        "dev": ["hypothesis>=6.90", "mypy>=1.8", "ruff>=0.4", "types-PyYAML"],
+        "dev": ["hypothesis>=6.90", "mypy>=1.8", "mypy-zope", "ruff>=0.4", "types-PyYAML"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -1,0 +1,566 @@
+"""
+The emulator's HTTP face: a Klein app that answers like EdgeGallery's Kong gateway,
+mepauth and mepserver together, plus a control API under /_emulator for fault injection.
+
+Drive it in memory (treq's StubTreq / RequestTraversalAgent over C{resource()}) or serve
+it with C{twistd mep-emulator}.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from attrs import define, field
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+
+from .auth import App, Lockout, TokenIssuer, verify_token_request
+from .faults import BadFault, Fault, FaultPlan
+from .registry import MGMT, SUPPORT, Registry
+from .rules import UUID, Rejected
+
+MAX_BODY = 4096  # mepserver refuses larger request bodies
+_HTTP_FOR_CODE = {3: 404, 5: 404, 17: 404, 10: 412, 9: 503, 11: 401, 18: 409, 16: 422, 20: 403}
+
+log = Logger()
+
+
+def write_json(
+    request: Request,
+    status: int,
+    body: Any,
+    content_type: bytes = b"application/json; charset=UTF-8",
+) -> bytes:
+    request.setResponseCode(status)
+    if body is None:
+        return b""
+    request.setHeader(b"Content-Type", content_type)
+    return json.dumps(body).encode()
+
+
+def problem(request: Request, error: Rejected) -> bytes:
+    """mepserver's error shape: internal code in 'status'; service-center's for 400012."""
+    if error.code >= 400000:
+        return write_json(
+            request,
+            400,
+            {"errorCode": str(error.code), "errorMessage": error.title, "detail": error.detail},
+        )
+    status = _HTTP_FOR_CODE.get(error.code, 400)
+    return write_json(
+        request, status, {"title": error.title, "status": error.code, "detail": error.detail}
+    )
+
+
+class Unauthorized(Exception):
+    """The gateway refused the bearer token (status and Kong's body)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+@define
+class RequestRecord:
+    method: str
+    path: str
+    kind: str
+    status: int
+
+
+@define
+class MepEmulator:
+    """One emulated MEP. Every collaborator is injected; nothing reads the global reactor."""
+
+    clock: IReactorTime
+    registry: Registry
+    apps: dict[str, App]  # by access key
+    token_lifetime: int = 3600
+    accept_patch: bool = False
+    issuer: TokenIssuer = field(factory=TokenIssuer)
+    lockout: Lockout = field(factory=Lockout)
+    faults: FaultPlan = field(factory=FaultPlan)
+    requests: deque = field(factory=lambda: deque(maxlen=500))
+    notifications: list = field(factory=list)  # delivered, for the state endpoint and tests
+    tokens_issued: int = 0
+
+    app = Klein()
+
+    def resource(self):
+        return self.app.resource()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _handle(
+        self, request: Request, kind: str, handler: Callable[[], bytes | Awaitable[bytes]]
+    ) -> Any:
+        """Apply an injected fault, run the handler, record the outcome."""
+        self.registry.check_liveness()
+        fault = self.faults.take(kind)
+        if fault is not None and fault.delay:
+            await deferLater(self.clock, fault.delay, lambda: None)
+        if fault is not None and fault.drop:
+            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+            self._record(request, kind, 0)
+            return NOT_DONE_YET
+        if fault is not None and fault.status is not None:
+            body = (
+                fault.body
+                if fault.body is not None
+                else {
+                    "title": "Injected fault",
+                    "status": fault.status,
+                    "detail": "emulator fault",
+                }
+            )
+            result = write_json(request, fault.status, body)
+        else:
+            try:
+                outcome = handler()
+                result = await outcome if isinstance(outcome, Awaitable) else outcome
+            except Rejected as e:
+                result = problem(request, e)
+            except Unauthorized as e:
+                result = write_json(request, e.status, e.body)
+            except Exception:
+                log.failure("emulator error in {kind} request", kind=kind)
+                result = write_json(
+                    request,
+                    500,
+                    {"title": "Internal Server Error", "status": 500, "detail": "emulator bug"},
+                )
+        self._record(request, kind, request.code)
+        return result
+
+    def _record(self, request: Request, kind: str, status: int) -> None:
+        self.requests.append(
+            RequestRecord(
+                request.method.decode(), request.path.decode("utf-8", "replace"), kind, status
+            )
+        )
+
+    def _authorize(self, request: Request, path_app_id: str | None) -> str:
+        """Kong's jwt + appid-header plugins, then mepserver's path/token app check."""
+        verdict = self.issuer.check(_header(request, "authorization"), self.clock.seconds())
+        if verdict.app_instance_id is None:
+            raise Unauthorized(verdict.status, verdict.body)
+        if path_app_id is not None and path_app_id != verdict.app_instance_id:
+            raise Rejected(11, "UnAuthorization", "UnAuthorization")
+        return verdict.app_instance_id
+
+    @staticmethod
+    def _body(request: Request) -> bytes:
+        raw = read_body(request)
+        if len(raw) > MAX_BODY:
+            raise Rejected(1, "Bad Request", "request body too large")
+        return raw
+
+    def _json_body(self, request: Request) -> Any:
+        try:
+            return json.loads(self._body(request))
+        except ValueError:
+            raise Rejected(4, "Bad Request", "unmarshal request body error") from None
+
+    @staticmethod
+    def _uuid_path(app_id: str) -> None:
+        if not UUID.match(app_id):
+            raise Rejected(14, "Bad Request", "request param validation failed: appInstanceId")
+
+    # -- mepauth -------------------------------------------------------------------------
+
+    @app.route("/mep/token", methods=["POST"])
+    def token(self, request: Request) -> Any:
+        def handle() -> bytes:
+            outcome = verify_token_request(
+                self.apps,
+                self.lockout,
+                self.clock.seconds(),
+                lambda name: _header(request, name),
+                request.uri.decode(),
+            )
+            if outcome.app is None:
+                return write_json(
+                    request, outcome.status, outcome.body, b"application/json; charset=utf-8"
+                )
+            self.tokens_issued += 1
+            token = self.issuer.mint(
+                outcome.app.app_instance_id, self.clock.seconds(), self.token_lifetime
+            )
+            return write_json(
+                request,
+                200,
+                {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
+            )
+
+        return self._handle(request, "token", handle)
+
+    # -- Mp1 service management ----------------------------------------------------------
+
+    @app.route(f"{MGMT}/applications/<app_id>/services", methods=["POST"])
+    def register(self, request: Request, app_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            self._uuid_path(app_id)
+            record = self.registry.register(app_id, self._json_body(request))
+            request.setHeader(b"Location", f"/mep/mp1/v1/services/{record.ser_instance_id}")
+            return write_json(request, 201, record.view())
+
+        return self._handle(request, "register", handle)
+
+    @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
+    def own_services(self, request: Request, app_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            return write_json(request, 200, self.registry.discover(_query(request), app_id))
+
+        return self._handle(request, "discovery", handle)
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
+    def one_service(self, request: Request, app_id: str, ser_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            return write_json(request, 200, self.registry.get(app_id, ser_id).view())
+
+        return self._handle(request, "service", handle)
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
+    def update(self, request: Request, app_id: str, ser_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            record = self.registry.update(app_id, ser_id, self._json_body(request))
+            return write_json(request, 200, record.view())
+
+        return self._handle(request, "update", handle)
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["DELETE"])
+    def deregister(self, request: Request, app_id: str, ser_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            self._uuid_path(app_id)
+            self.registry.deregister(app_id, ser_id)
+            return write_json(request, 204, None)
+
+        return self._handle(request, "deregister", handle)
+
+    @app.route(
+        f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["PUT", "PATCH"]
+    )
+    def heartbeat(self, request: Request, app_id: str, ser_id: str) -> Any:
+        def handle() -> bytes:
+            if request.method == b"PATCH" and not self.accept_patch:
+                return write_json(
+                    request,
+                    405,
+                    {"title": "Method Not Allowed", "status": 405, "detail": "use PUT"},
+                )
+            self._authorize(request, app_id)
+            self.registry.heartbeat(app_id, ser_id, self._body(request))
+            return write_json(request, 204, None)
+
+        return self._handle(request, "heartbeat", handle)
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["GET"])
+    def liveness(self, request: Request, app_id: str, ser_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            record = self.registry.get(app_id, ser_id)
+            seconds = record.last_beat
+            return write_json(
+                request,
+                200,
+                {
+                    "state": record.state,
+                    "interval": record.interval,
+                    "timeStamp": {
+                        "seconds": int(seconds),
+                        "nanoSeconds": int((seconds % 1) * 1e9),
+                    },
+                },
+            )
+
+        return self._handle(request, "service", handle)
+
+    @app.route(f"{MGMT}/services", methods=["GET"])
+    def discover(self, request: Request) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, None)
+            return write_json(request, 200, self.registry.discover(_query(request)))
+
+        return self._handle(request, "discovery", handle)
+
+    @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
+    def global_service(self, request: Request, ser_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, None)
+            record = self.registry.services.get(ser_id)
+            if record is None:
+                raise Rejected(3, "Can not found resource", "service instance id not found")
+            return write_json(request, 200, record.view())
+
+        return self._handle(request, "discovery", handle)
+
+    @app.route(f"{MGMT}/transports", methods=["GET"])
+    def transports(self, request: Request) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, None)
+            return write_json(
+                request,
+                200,
+                [
+                    {
+                        "name": "REST",
+                        "type": "REST_HTTP",
+                        "protocol": "HTTP",
+                        "version": "2.0",
+                        "security": {
+                            "oAuth2Info": {
+                                "grantTypes": ["OAUTH2_CLIENT_CREDENTIALS"],
+                                "tokenEndpoint": "/mep/token",
+                            }
+                        },
+                    }
+                ],
+            )
+
+        return self._handle(request, "discovery", handle)
+
+    # -- subscriptions (both APIs) -------------------------------------------------------
+
+    def _subscribe(self, request: Request, app_id: str, termination: bool) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            self._uuid_path(app_id)
+            record = self.registry.subscribe(app_id, self._json_body(request), termination)
+            request.setHeader(b"Location", record.href)
+            body = dict(
+                record.body,
+                subscriptionId=record.subscription_id,
+                _links={"self": {"href": record.href}},
+            )
+            return write_json(request, 201, body)
+
+        return self._handle(request, "subscribe", handle)
+
+    def _list_subscriptions(self, request: Request, app_id: str, termination: bool) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            subs = self.registry.app_subscriptions(app_id, termination)
+            if not subs:
+                raise Rejected(5, "Can not found resource", "subscription not found")
+            rel = (
+                "AppTerminationNotificationSubscription"
+                if termination
+                else "SerAvailabilityNotificationSubscription"
+            )
+            base = subs[0].href.rsplit("/", 1)[0]
+            return write_json(
+                request,
+                200,
+                {
+                    "_links": {
+                        "self": {"href": base},
+                        "subscriptions": [{"href": s.href, "rel": rel} for s in subs],
+                    }
+                },
+            )
+
+        return self._handle(request, "subscribe", handle)
+
+    def _one_subscription(
+        self, request: Request, app_id: str, sub_id: str, termination: bool
+    ) -> Any:
+        delete = request.method == b"DELETE"
+
+        def handle() -> bytes:
+            self._authorize(request, app_id)
+            if delete:
+                self.registry.unsubscribe(app_id, sub_id, termination)
+                return write_json(request, 204, None)
+            record = self.registry.subscription(app_id, sub_id, termination)
+            return write_json(
+                request, 200, dict(record.body, _links={"self": {"href": record.href}})
+            )
+
+        return self._handle(request, "unsubscribe" if delete else "subscribe", handle)
+
+    @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["POST"])
+    def subscribe(self, request: Request, app_id: str) -> Any:
+        return self._subscribe(request, app_id, termination=False)
+
+    @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["GET"])
+    def subscriptions(self, request: Request, app_id: str) -> Any:
+        return self._list_subscriptions(request, app_id, termination=False)
+
+    @app.route(f"{MGMT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"])
+    def subscription(self, request: Request, app_id: str, sub_id: str) -> Any:
+        return self._one_subscription(request, app_id, sub_id, termination=False)
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["POST"])
+    def termination_subscribe(self, request: Request, app_id: str) -> Any:
+        return self._subscribe(request, app_id, termination=True)
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["GET"])
+    def termination_subscriptions(self, request: Request, app_id: str) -> Any:
+        return self._list_subscriptions(request, app_id, termination=True)
+
+    @app.route(
+        f"{SUPPORT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"]
+    )
+    def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> Any:
+        return self._one_subscription(request, app_id, sub_id, termination=True)
+
+    # -- app support ---------------------------------------------------------------------
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/confirm_ready", methods=["POST"])
+    def confirm_ready(self, request: Request, app_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, None)  # mepserver does no app check here
+            self.registry.confirm_ready(app_id, self._body(request))
+            return write_json(request, 204, None)
+
+        return self._handle(request, "confirm_ready", handle)
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/confirm_termination", methods=["POST"])
+    def confirm_termination(self, request: Request, app_id: str) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, None)
+            self.registry.confirm_termination(app_id, self._body(request))
+            return write_json(request, 204, None)
+
+        return self._handle(request, "confirm_termination", handle)
+
+    @app.route(f"{SUPPORT}/timing/current_time", methods=["GET"])
+    def current_time(self, request: Request) -> Any:
+        def handle() -> bytes:
+            self._authorize(request, None)
+            now = self.clock.seconds()
+            return write_json(
+                request,
+                200,
+                {
+                    "seconds": int(now),
+                    "nanoSeconds": int((now % 1) * 1e9),
+                    "timeSourceStatus": "TRACEABLE",
+                },
+            )
+
+        return self._handle(request, "service", handle)
+
+    # -- control API (development and tests only; serve it on loopback) -----------------
+
+    @app.route("/_emulator/state", methods=["GET"])
+    def state(self, request: Request) -> bytes:
+        self.registry.check_liveness()
+        return write_json(
+            request,
+            200,
+            {
+                "services": [
+                    dict(r.view(), heartbeats=r.heartbeats, lastHeartbeat=r.last_beat)
+                    for r in self.registry.services.values()
+                ],
+                "subscriptions": [
+                    dict(s.body, subscriptionId=s.subscription_id)
+                    for s in self.registry.subscriptions.values()
+                ],
+                "ready": sorted(self.registry.ready),
+                "tokens_issued": self.tokens_issued,
+                "token_lifetime": self.token_lifetime,
+                "faults": self.faults.describe(),
+                "notifications": self.notifications[-100:],
+                "requests": [
+                    {"method": r.method, "path": r.path, "kind": r.kind, "status": r.status}
+                    for r in self.requests
+                ],
+            },
+        )
+
+    @app.route("/_emulator/faults", methods=["POST"])
+    def add_fault(self, request: Request) -> bytes:
+        try:
+            fault, count = Fault.from_json(json.loads(read_body(request) or b"null"))
+        except (ValueError, BadFault) as e:
+            return write_json(request, 400, {"error": str(e)})
+        self.faults.add(fault, count)
+        return write_json(request, 201, {"faults": self.faults.describe()})
+
+    @app.route("/_emulator/faults", methods=["DELETE"])
+    def clear_faults(self, request: Request) -> bytes:
+        self.faults.clear()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/settings", methods=["POST"])
+    def settings(self, request: Request) -> bytes:
+        try:
+            body = json.loads(read_body(request) or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not set(body) <= {"token_lifetime", "liveness_interval"}:
+            return write_json(
+                request, 400, {"error": "expected {token_lifetime, liveness_interval}"}
+            )
+        for key, value in body.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return write_json(request, 400, {"error": f"{key} must be a positive integer"})
+        self.token_lifetime = body.get("token_lifetime", self.token_lifetime)
+        self.registry.liveness_interval = body.get(
+            "liveness_interval", self.registry.liveness_interval
+        )
+        return write_json(
+            request,
+            200,
+            {
+                "token_lifetime": self.token_lifetime,
+                "liveness_interval": self.registry.liveness_interval,
+            },
+        )
+
+    @app.route("/_emulator/restart", methods=["POST"])
+    def restart(self, request: Request) -> bytes:
+        self.registry.restart()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/unlock", methods=["POST"])
+    def unlock(self, request: Request) -> bytes:
+        self.lockout.unlock_all()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/services/<ser_id>/state", methods=["POST"])
+    def force_state(self, request: Request, ser_id: str) -> bytes:
+        try:
+            state = json.loads(read_body(request) or b"null").get("state")
+        except (ValueError, AttributeError):
+            state = None
+        if state not in ("ACTIVE", "INACTIVE", "SUSPENDED"):
+            return write_json(
+                request, 400, {"error": "state must be ACTIVE, INACTIVE or SUSPENDED"}
+            )
+        if ser_id not in self.registry.services:
+            return write_json(request, 404, {"error": "no such service"})
+        return write_json(request, 200, self.registry.set_state(ser_id, state).view())
+
+    @app.route("/_emulator/terminate/<app_id>", methods=["POST"])
+    def terminate(self, request: Request, app_id: str) -> bytes:
+        return write_json(request, 200, {"notified": self.registry.terminate(app_id)})
+
+
+def read_body(request: Request) -> bytes:
+    return request.content.read() if request.content is not None else b""
+
+
+def _header(request: Request, name: str) -> str | None:
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[0] if values else None
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    query = request.uri.decode("utf-8", "replace").partition("?")[2]
+    return parse_qs(query, keep_blank_values=True)

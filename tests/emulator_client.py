@@ -1,0 +1,102 @@
+"""Raw HTTP helpers for driving the in-memory emulator in tests (no agent code paths)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mep_agent import signing
+from mep_agent.emulator.auth import App
+from mep_agent.emulator.memory import DEV_APP, InMemoryMep
+
+BASE = "https://127.0.0.1:8443"
+MGMT = f"{BASE}/mep/mec_service_mgmt/v1"
+SUPPORT = f"{BASE}/mep/mec_app_support/v1"
+
+
+def service(name: str = "svc1", interval: int = 60, **extra: Any) -> dict[str, Any]:
+    body = {
+        "serName": name,
+        "version": "1.0",
+        "state": "ACTIVE",
+        "serializer": "JSON",
+        "livenessInterval": interval,
+        "transportInfo": {
+            "type": "REST_HTTP",
+            "protocol": "HTTP",
+            "endpoint": {"uris": [f"http://{name}.local:80/"]},
+        },
+    }
+    body.update(extra)
+    return body
+
+
+class Reply:
+    def __init__(self, code: int, headers: Any, raw: bytes) -> None:
+        self.code = code
+        self.headers = headers
+        self.raw = raw
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw) if self.raw else None
+
+
+class EmulatorTestCase(SynchronousTestCase):
+    """A fresh in-memory MEP per test, with synchronous request helpers."""
+
+    liveness_interval: int | None = 60
+
+    def setUp(self) -> None:
+        self.mep = InMemoryMep.create(liveness_interval=self.liveness_interval)
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: dict | None = None,
+        raw: bytes | None = None,
+    ) -> Reply:
+        data = (
+            raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        )
+        d = self.mep.http.request(method, url, data=data, headers=headers or {})
+        self.mep.http.flush()
+        response = self.successResultOf(d)
+        content = self.mep.http.content(response)
+        self.mep.http.flush()
+        return Reply(response.code, response.headers, self.successResultOf(content))
+
+    def token_headers(
+        self,
+        app: App = DEV_APP,
+        host: str = "127.0.0.1:8443",
+        sk: str | None = None,
+        target: str = "/mep/token",
+    ) -> dict[str, str]:
+        return signing.token_request_headers(
+            app.access_key,
+            sk or app.secret_key,
+            host,
+            signing.sdk_date(self.mep.clock.seconds()),
+            target,
+        )
+
+    def token(self, app: App = DEV_APP) -> str:
+        reply = self.call("POST", f"{BASE}/mep/token", headers=self.token_headers(app))
+        self.assertEqual(reply.code, 200, reply.raw)
+        return reply.json["access_token"]
+
+    def bearer(self, app: App = DEV_APP) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(app)}"}
+
+    def register(self, body: Any, app: App = DEV_APP, headers: dict | None = None) -> Reply:
+        return self.call(
+            "POST",
+            f"{MGMT}/applications/{app.app_instance_id}/services",
+            body,
+            headers or self.bearer(app),
+        )

@@ -1,0 +1,8 @@
+"""twistd plugin drop-in: `twistd mep-emulator`."""
+
+from twisted.application.service import ServiceMaker
+
+mep_emulator = ServiceMaker(
+    "mep-emulator", "mep_agent.emulator.tap", "A faithful, fault-injectable EdgeGallery MEP",
+    "mep-emulator",
+)
