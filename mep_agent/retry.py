@@ -1,0 +1,63 @@
+"""
+The one retry policy: capped exponential delays with jitter, and a cancellable sleep on
+the injected clock. Used for the token, registrations, heartbeats and subscriptions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from .mep import MepError
+
+T = TypeVar("T")
+
+
+def backoff(
+    initial: float = 1.0,
+    maximum: float = 60.0,
+    factor: float = 2.0,
+    jitter: float = 0.2,
+    rng: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """
+    1, 2, 4 ... seconds up to C{maximum}, each shortened by up to C{jitter} (a fraction)
+    so that many agents restarted together do not retry in step. Never exceeds maximum.
+    """
+    delay = initial
+    while True:
+        yield delay * (1 - jitter * rng())
+        delay = min(delay * factor, maximum)
+
+
+def sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
+    """A Deferred that fires after seconds on clock; cancelling it ends the wait early."""
+    return deferLater(clock, seconds, lambda: None)
+
+
+async def until_success(
+    clock: IReactorTime,
+    call: Callable[[], Awaitable[T]],
+    keep_going: Callable[[], bool],
+    delays: Iterator[float],
+    refused_delay: float,
+    on_error: Callable[[MepError, float], None],
+) -> T | None:
+    """
+    Await C{call} until it succeeds: after a transient MepError wait the next backoff
+    delay, after a refusal (a 4xx that will not fix itself) wait C{refused_delay}.
+    C{on_error} reports each failure with the delay chosen. None if stopped first.
+    """
+    while keep_going():
+        try:
+            return await call()
+        except MepError as e:
+            delay = next(delays) if e.transient else refused_delay
+            on_error(e, delay)
+            await sleep(clock, delay)
+    return None

@@ -1,0 +1,280 @@
+"""Tests for Registrar: registration, per-service heartbeats, repair, readiness, shutdown."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from mep_agent.emulator.registry import suspension_grace
+from mep_agent.model import SubscriptionSpec
+from mep_agent.registration import REJECTED_RETRY, beat_schedule
+
+from .agent_harness import AgentTestCase, spec
+
+
+class BeatScheduleTests(SynchronousTestCase):
+    def test_sixty(self) -> None:
+        """For the MEP's 60 s: a beat every 45 s with a 10 s timeout."""
+        self.assertEqual(beat_schedule(60, 10), (45, 10))
+
+    @given(st.integers(1, 3600), st.floats(0.1, 300))
+    def test_lands_before_suspension(self, interval: int, timeout: float) -> None:
+        """A beat that takes its whole timeout still lands before interval + grace."""
+        period, beat_timeout = beat_schedule(interval, timeout)
+        self.assertLess(beat_timeout, interval)
+        self.assertLessEqual(period + beat_timeout, interval + suspension_grace(interval))
+
+
+class RegistrationTests(AgentTestCase):
+    def test_every_service_registered_with_its_own_heartbeats(self) -> None:
+        """All services register, and every one (not only the first) keeps beating."""
+        self.build((spec("a"), spec("b"), spec("c")))
+        self.start()
+        self.assertEqual(sorted(s.body["serName"] for s in self.registry.services.values()),
+                         ["a", "b", "c"])
+        self.advance(300, step=5)
+        for record in self.registry.services.values():
+            self.assertEqual(record.state, "ACTIVE")
+            self.assertGreaterEqual(record.heartbeats, 6)
+        for state in self.registrar.states.values():
+            self.assertTrue(state.healthy)
+
+    def test_body_and_headers(self) -> None:
+        """The registration body is the YAML entry, sent as JSON with a bearer token."""
+        service = spec("a", serCategory={"id": "cat1"})
+        self.build((service,))
+        self.start()
+        record = self.instances("a")[0]
+        self.assertEqual(record.body["serCategory"], {"id": "cat1"})
+        self.assertEqual(self.registrar.states["a"].registration.ser_instance_id,
+                         record.ser_instance_id)
+
+    def test_transient_failures_back_off(self) -> None:
+        """5xx and dropped registrations are retried 1, 2, 4 s later."""
+        self.fault(kind="register", status=502, count=2)
+        self.fault(kind="register", drop=True)
+        self.build((spec("a"),))
+        self.start()
+        self.advance(6.5)
+        self.assertEqual(self.registrar.states["a"].status, "failing")
+        self.advance(0.5)
+        self.assertEqual(self.registrar.states["a"].status, "registered")
+        self.assertEqual(self.requests("register"), [502, 502, 0, 201])
+
+    def test_refused_registration_retried_slowly(self) -> None:
+        """A 4xx answer is retried only after REJECTED_RETRY seconds, with the MEP's detail."""
+        self.fault(kind="register", status=400, body={"detail": "quota"})
+        self.build((spec("a"),))
+        self.start()
+        self.assertIn("quota", self.registrar.states["a"].last_error)
+        self.advance(REJECTED_RETRY - 1, step=10)
+        self.assertEqual(self.requests("register"), [400])
+        self.advance(1)
+        self.assertEqual(self.requests("register"), [400, 201])
+
+    def test_no_heartbeat_for_interval_zero(self) -> None:
+        """A service without livenessInterval is registered and never beats."""
+        self.build((spec("quiet", interval=0),))
+        self.start()
+        self.advance(200, step=10)
+        self.assertEqual(self.requests("heartbeat"), [])
+        self.assertTrue(self.registrar.states["quiet"].healthy)
+
+    def test_patch_heartbeat_option(self) -> None:
+        """With the PATCH option, heartbeats use PATCH (ETSI MEC 011 v2.2.1)."""
+        self.emulator.accept_patch = True
+        self.build((spec("a"),), heartbeat_method="PATCH")
+        self.start()
+        self.advance(46)
+        self.assertEqual(self.requests("heartbeat"), [204])
+        self.assertEqual([r.method for r in self.emulator.requests if r.kind == "heartbeat"],
+                         ["PATCH"])
+
+    def test_confirm_ready_after_all_registered(self) -> None:
+        """READY is confirmed once every service is registered, and only then."""
+        self.fault(kind="register", status=503)
+        self.build((spec("a"), spec("b")))
+        self.start()
+        self.assertEqual(self.requests("confirm_ready"), [])
+        self.advance(1)
+        self.assertEqual(self.requests("confirm_ready"), [204])
+        self.assertIn(self.emulator.apps[next(iter(self.emulator.apps))].app_instance_id,
+                      self.registry.ready)
+
+    def test_confirm_ready_can_be_turned_off(self) -> None:
+        """With confirm_ready off nothing is sent."""
+        self.build((spec("a"),), confirm_ready=False)
+        self.start()
+        self.assertEqual(self.requests("confirm_ready"), [])
+
+
+class HeartbeatFailureTests(AgentTestCase):
+    def test_failed_beats_never_stop_the_loop(self) -> None:
+        """Failing beats are retried sooner and beating goes on after recovery."""
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="heartbeat", status=500, count=3)
+        self.advance(45 + 1 + 2 + 4)
+        self.assertEqual(self.requests("heartbeat"), [500, 500, 500, 204])
+        self.assertTrue(self.registrar.states["a"].healthy)
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat")[-1], 204)
+        self.assertEqual(self.instances("a")[0].state, "ACTIVE")
+
+    def test_slow_beat_times_out_and_never_overlaps(self) -> None:
+        """A hung beat is abandoned after its timeout; beats are never concurrent."""
+        in_flight = []
+        original = self.mep.http.request
+
+        self.build((spec("a"),))
+        self.start()
+        calls = []
+
+        def counting(method, url, **kw):
+            if url.endswith("/liveness"):
+                in_flight.append(1)
+                calls.append(len(in_flight))
+                d = original(method, url, **kw)
+                d.addBoth(lambda r: (in_flight.pop(), r)[1])
+                return d
+            return original(method, url, **kw)
+
+        self.client._http = type("Counting", (), {"request": staticmethod(counting)})()
+        self.fault(kind="heartbeat", delay=30, count=3)
+        self.advance(45 + 10)  # the first beat is sent at 45 s and abandoned at 55 s
+        self.assertEqual(self.registrar.states["a"].last_error, "heartbeat: no answer: timed out")
+        self.advance(150, step=0.5)
+        self.assertEqual(max(calls), 1)
+        self.assertGreaterEqual(self.registrar.states["a"].heartbeats_failed, 3)
+        self.assertEqual(self.instances("a")[0].state, "ACTIVE")
+
+
+class RepairTests(AgentTestCase):
+    def test_lost_registration_registered_again(self) -> None:
+        """After the MEP forgets everything, a 404 beat re-registers at once, once."""
+        self.build((spec("a"), spec("b")))
+        self.start()
+        old = {s.ser_instance_id for s in self.registry.services.values()}
+        self.emulator.registry.restart()
+        self.advance(45)
+        names = sorted(s.body["serName"] for s in self.registry.services.values())
+        self.assertEqual(names, ["a", "b"])
+        self.assertFalse(old & set(self.registry.services))
+        self.advance(100, step=5)
+        self.assertEqual(len(self.registry.services), 2)
+        self.assertEqual(self.registrar.states["a"].registrations, 2)
+        for record in self.registry.services.values():
+            self.assertGreater(record.heartbeats, 0)
+
+    def test_ready_confirmed_again_after_loss(self) -> None:
+        """READY is confirmed again after a MEP data loss is repaired."""
+        self.build((spec("a"),))
+        self.start()
+        self.emulator.registry.restart()
+        self.advance(46)
+        self.assertEqual(self.requests("confirm_ready"), [204, 204])
+
+    def test_inactive_restored(self) -> None:
+        """A 409 (INACTIVE) is repaired by PUTting the service again; the id is kept."""
+        self.build((spec("a"),))
+        self.start()
+        sid = self.registrar.states["a"].registration.ser_instance_id
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat"), [409])
+        self.assertEqual(self.requests("update"), [200])
+        self.assertEqual(self.registry.services[sid].state, "ACTIVE")
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat"), [409, 204])
+
+
+class SubscriptionLifecycleTests(AgentTestCase):
+    def subscriptions(self, callback: str = "http://app.local/cb"):
+        return (SubscriptionSpec(0, {"subscriptionType": "SerAvailabilityNotificationSubscription",
+                                     "callbackReference": callback,
+                                     "filteringCriteria": {"serNames": ["a"]}}),)
+
+    def test_created_with_notify_url(self) -> None:
+        """Subscriptions are sent, with the agent's own notification URL as callback."""
+        self.build(subscriptions=self.subscriptions(), notify_url="http://10.0.0.5:9090/n")
+        self.start()
+        (record,) = self.registry.subscriptions.values()
+        self.assertEqual(record.body["callbackReference"], "http://10.0.0.5:9090/n")
+
+    def test_placeholder_callback_skipped(self) -> None:
+        """A non-URI callback without a notify URL is not sent."""
+        self.build(subscriptions=self.subscriptions("string"))
+        self.start()
+        self.assertEqual(self.registry.subscriptions, {})
+
+    def test_recreated_after_loss(self) -> None:
+        """Subscriptions the MEP lost are re-created when a heartbeat reveals the loss."""
+        self.build((spec("a"),), subscriptions=self.subscriptions())
+        self.start()
+        self.registry.restart()
+        self.advance(46)
+        self.assertEqual(len(self.registry.subscriptions), 1)
+        self.assertEqual(self.subscriber.states[0].creations, 2)
+
+    def test_recreated_by_periodic_check(self) -> None:
+        """Without services to notice a loss, the periodic check re-creates subscriptions."""
+        self.build(subscriptions=self.subscriptions())
+        self.start()
+        self.registry.subscriptions.clear()
+        self.advance(300, step=10)
+        self.assertEqual(len(self.registry.subscriptions), 1)
+
+
+class ShutdownTests(AgentTestCase):
+    def stop(self):
+        d1 = self.registrar.stopService()
+        d2 = self.subscriber.stopService()
+        self.tokens.stopService()
+        self.settle()
+        return d1, d2
+
+    def test_everything_deleted(self) -> None:
+        """Stopping deletes every service and subscription; nothing stays registered."""
+        self.build((spec("a"), spec("b")),
+                   subscriptions=(SubscriptionSpec(0, {"callbackReference": "http://x/cb",
+                                                       "subscriptionType":
+                                                           "SerAvailabilityNotificationSubscription"}),))
+        self.start()
+        d1, d2 = self.stop()
+        self.assertEqual(self.successResultOf(d1), [True, True])
+        self.assertEqual(self.successResultOf(d2), [True])
+        self.assertEqual(self.registry.services, {})
+        self.assertEqual(self.registry.subscriptions, {})
+        self.assertEqual(self.requests("deregister"), [204, 204])
+        self.assertEqual(self.registrar.states["a"].status, "deregistered")
+
+    def test_bounded_in_time(self) -> None:
+        """A MEP that does not answer cannot hold the stop beyond the timeout."""
+        self.build((spec("a"), spec("b")), shutdown_timeout=3)
+        self.start()
+        self.fault(kind="deregister", delay=60, count=2)
+        d1, _ = self.stop()
+        self.assertNoResult(d1)
+        self.advance(3)
+        self.assertEqual(self.successResultOf(d1), [False, False])
+
+    def test_parallel(self) -> None:
+        """Deregistrations run in parallel: two 2-second deletes end after 2 s."""
+        self.build((spec("a"), spec("b")))
+        self.start()
+        self.fault(kind="deregister", delay=2, count=2)
+        d1, _ = self.stop()
+        self.advance(2)
+        self.assertEqual(self.successResultOf(d1), [True, True])
+
+    def test_stop_without_valid_token(self) -> None:
+        """With the token expired, a new one is fetched to deregister."""
+        self.emulator.token_lifetime = 100
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="token", status=500, count=100)
+        self.advance(150, step=5)
+        self.emulator.faults.clear()
+        d1, _ = self.stop()
+        self.assertEqual(self.successResultOf(d1), [True])

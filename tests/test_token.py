@@ -1,0 +1,134 @@
+"""Tests for TokenKeeper: start, backoff forever, slow retry when refused, refresh, 401."""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mep_agent import retry
+from mep_agent.emulator.auth import LOCK_WINDOW
+from mep_agent.token import REJECTED_RETRY
+
+from .agent_harness import AgentTestCase, spec
+
+
+class BackoffTests(SynchronousTestCase):
+    def test_schedule(self) -> None:
+        """Without jitter: 1, 2, 4 ... capped at 60 s."""
+        delays = list(islice(retry.backoff(rng=lambda: 0.0), 9))
+        self.assertEqual(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60])
+
+    def test_jitter_shortens_never_lengthens(self) -> None:
+        """Jitter takes at most 20 % off and never exceeds the cap."""
+        delays = list(islice(retry.backoff(rng=lambda: 1.0), 8))
+        self.assertEqual(delays[:2], [0.8, 1.6])
+        self.assertTrue(all(d <= 60 for d in delays))
+
+
+class TokenStartTests(AgentTestCase):
+    def test_fetched_at_start(self) -> None:
+        """A token is fetched as soon as the service starts."""
+        self.build()
+        self.start()
+        self.assertEqual(self.tokens.state, "valid")
+        self.assertIsNotNone(self.tokens.current())
+        self.assertEqual(self.requests("token"), [200])
+
+    def test_transient_backoff_schedule(self) -> None:
+        """5xx answers are retried after 1, 2, 4, 8, 16 s and so on, never giving up."""
+        self.fault(kind="token", status=503, count=5)
+        self.build()
+        self.start()
+        self.advance(30.5)
+        self.assertIsNone(self.tokens.current())
+        self.assertEqual(self.tokens.state, "failing")
+        self.advance(0.5)  # t = 31 = 1 + 2 + 4 + 8 + 16
+        self.assertEqual(self.requests("token"), [503] * 5 + [200])
+        self.assertIsNotNone(self.tokens.current())
+
+    def test_unreachable_retried_forever(self) -> None:
+        """Dropped connections and 429 are retried for as long as it takes."""
+        self.fault(kind="token", drop=True, count=10)
+        self.fault(kind="token", status=429, count=10)
+        self.build()
+        self.start()
+        self.advance(20 * 60, step=5)
+        self.assertIsNotNone(self.tokens.current())
+        self.assertEqual(self.requests("token")[-1], 200)
+        self.assertEqual(self.tokens.refresh_failures, 20)
+
+    def test_refused_credentials_never_lock(self) -> None:
+        """A wrong SK is retried slowly enough never to trip the MEP's lock-out."""
+        self.build(sk="w" * 64)
+        self.start()
+        self.advance(3 * LOCK_WINDOW + 10, step=10)
+        statuses = self.requests("token")
+        self.assertEqual(statuses, [401] * len(statuses))
+        self.assertGreaterEqual(len(statuses), 5)
+        self.assertEqual(self.tokens.state, "rejected")
+        self.assertGreater(REJECTED_RETRY * 2, LOCK_WINDOW)
+
+
+class RefreshTests(AgentTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.emulator.token_lifetime = 100
+
+    def test_refresh_at_80_percent(self) -> None:
+        """The token is refreshed when 80 % of its lifetime has passed."""
+        self.build()
+        self.start()
+        self.advance(79.5)
+        self.assertEqual(self.emulator.tokens_issued, 1)
+        self.advance(0.5)
+        self.assertEqual(self.emulator.tokens_issued, 2)
+
+    def test_very_short_lifetime(self) -> None:
+        """A 1-second token is refreshed every 0.8 s and is always valid."""
+        self.emulator.token_lifetime = 1
+        self.build()
+        self.start()
+        for _ in range(10):
+            self.advance(0.4, step=0.4)
+            self.assertIsNotNone(self.tokens.current())
+
+    def test_failed_refresh_retried_and_old_token_only_while_valid(self) -> None:
+        """A failing refresh is retried; the old token is served until it expires, not after."""
+        self.build()
+        self.start()
+        self.fault(kind="token", status=500, count=6)
+        self.advance(99.5)
+        self.assertIsNotNone(self.tokens.current())
+        self.advance(0.5)
+        self.assertIsNone(self.tokens.current())
+        waiting = self.tokens.get()
+        self.assertNoResult(waiting)
+        self.advance(42, step=1)  # failures at 80, 81, 83, 87, 95, 111; success at 143
+        self.assertNoResult(waiting)
+        self.advance(1, step=1)
+        self.assertEqual(self.successResultOf(waiting), self.tokens.current())
+        self.assertEqual(self.requests("token").count(500), 6)
+
+    def test_one_request_in_flight(self) -> None:
+        """Repeated invalidation during a slow token request sends no second request."""
+        self.build()
+        self.start()
+        token = self.tokens.current()
+        self.fault(kind="token", delay=5)
+        self.tokens.invalidate(token)
+        self.settle()
+        for _ in range(5):
+            self.tokens.invalidate(token)
+            self.tokens.get()
+        self.advance(5)
+        self.assertEqual(len(self.requests("token")), 2)
+
+    def test_mp1_401_refreshes_and_retries_once(self) -> None:
+        """A Mp1 call answered 401 triggers a token refresh and one retry of that call."""
+        self.fault(kind="register", status=401, body={"exp": "token expired"})
+        self.build((spec(),))
+        self.start()
+        self.assertEqual(self.requests("register"), [401, 201])
+        self.assertEqual(self.emulator.tokens_issued, 2)
+        self.assertEqual(self.registrar.states["svc1"].status, "registered")
