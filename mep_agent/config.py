@@ -27,6 +27,7 @@ _ACCESS_KEY = re.compile(r"[A-Za-z0-9_=+/]{20}")  # mepauth's Authorization head
 _SECRET_KEY = re.compile(r"[A-Za-z0-9_=+/]{64}")  # mepauth's provisioning rule
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -59,6 +60,15 @@ class AgentConfig:
     request_timeout: float
     app_conf_path: str
     app_instance_info_path: str
+    ops_listen: str | None = None
+    api_token: Secret | None = None
+    heartbeat_method: str = "PUT"
+    confirm_ready: bool = True
+    notify_url: str | None = None
+    discovery_ttl: float = 30.0
+    discovery_stale: float = 300.0
+    shutdown_timeout: float = 5.0
+    oneshot_timeout: float = 120.0
 
     @property
     def host_header(self) -> str:
@@ -84,7 +94,16 @@ class AgentConfig:
             },
             "enable_wait": self.enable_wait,
             "listen": self.listen,
+            "ops_listen": self.ops_listen,
+            "api_token": self.api_token is not None,
             "request_timeout": self.request_timeout,
+            "heartbeat_method": self.heartbeat_method,
+            "confirm_ready": self.confirm_ready,
+            "notify_url": self.notify_url,
+            "discovery_ttl": self.discovery_ttl,
+            "discovery_stale": self.discovery_stale,
+            "shutdown_timeout": self.shutdown_timeout,
+            "oneshot_timeout": self.oneshot_timeout,
             "app_conf": self.app_conf_path,
             "app_instance_info": self.app_instance_info_path,
             "services": [service.name for service in self.app.services],
@@ -302,6 +321,29 @@ def load(
     timeout_text, where = r.get("request_timeout")
     request_timeout = parse_seconds(timeout_text or "", where, 0.1, 300)
 
+    ops_listen, where = r.get("ops_listen")
+    if not ops_listen:
+        raise ConfigError(where, "must not be empty (use 'none' to turn it off)")
+    api_token = None
+    token_path, where = r.get("api_token_file")
+    if token_path:
+        text = r.read(where, token_path).decode("utf-8", "replace").strip()
+        if len(text) < 16:
+            raise ConfigError(where, f"{token_path} must hold a token of 16 characters or more")
+        api_token = Secret(text)
+    method, where = r.get("heartbeat_method")
+    if (method or "").upper() not in ("PUT", "PATCH"):
+        raise ConfigError(where, f"{method!r} must be PUT or PATCH")
+    confirm_text, where_confirm = r.get("confirm_ready")
+    confirm_ready = parse_bool(confirm_text or "", where_confirm)
+    notify_url, where = r.get("notify_url")
+    if notify_url and not _HTTP_URL.fullmatch(notify_url):
+        raise ConfigError(where, f"{notify_url[:60]!r} must be an http(s) URL")
+
+    def seconds(key: str, minimum: float, maximum: float) -> float:
+        text, where = r.get(key)
+        return parse_seconds(text or "", where, minimum, maximum)
+
     info_path, where, _ = _file_path(r, "app_instance_info", conf_dir or ".")
     info_text = r.read(where, info_path).decode("utf-8", "replace")
     app = model.parse_app_instance_info(info_path, info_text)
@@ -320,4 +362,13 @@ def load(
         request_timeout=request_timeout,
         app_conf_path=app_conf_path,
         app_instance_info_path=info_path,
+        ops_listen=None if ops_listen.lower() == "none" else ops_listen,
+        api_token=api_token,
+        heartbeat_method=(method or "PUT").upper(),
+        confirm_ready=confirm_ready,
+        notify_url=notify_url,
+        discovery_ttl=seconds("discovery_ttl", 0, 86400),
+        discovery_stale=seconds("discovery_stale", 0, 86400),
+        shutdown_timeout=seconds("shutdown_timeout", 0.1, 300),
+        oneshot_timeout=seconds("oneshot_timeout", 1, 3600),
     )

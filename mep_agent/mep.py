@@ -8,6 +8,7 @@ network failure) and a short detail with secrets removed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -32,8 +33,7 @@ class MepError(Exception):
     arrived (connection refused, TLS failure, timeout). The message never holds a secret.
     """
 
-    def __init__(self, operation: str, status: int | None, detail: str,
-                 body: Any = None) -> None:
+    def __init__(self, operation: str, status: int | None, detail: str, body: Any = None) -> None:
         where = f"HTTP {status}" if status is not None else "no answer"
         super().__init__(f"{operation}: {where}: {detail}")
         self.operation = operation
@@ -76,8 +76,6 @@ class Subscription:
     href: str  # as the MEP answers it, without the /mep prefix
 
 
-
-
 def _describe_failure(error: Exception) -> str:
     reasons = getattr(error, "reasons", None)
     if reasons:  # ResponseNeverReceived / ResponseFailed wrap failures
@@ -91,22 +89,39 @@ def _describe_failure(error: Exception) -> str:
 class MepClient:
     """The MEP's API as the agent uses it; one instance per agent."""
 
-    def __init__(self, http: Any, clock: IReactorTime, base_url: str, host_header: str,
-                 credentials: Credentials, timeout: float) -> None:
+    def __init__(
+        self,
+        http: Any,
+        clock: IReactorTime,
+        base_url: str,
+        host_header: str,
+        credentials: Credentials,
+        timeout: float,
+        observe: Callable[[str, int | None, float], None] | None = None,
+    ) -> None:
         self._http = http
         self._clock = clock
         self._base = base_url
         self._host = host_header
         self._credentials = credentials
         self._timeout = timeout
+        # Told (operation, HTTP status or None, seconds) after every exchange: metrics.
+        self._observe = observe or (lambda operation, status, seconds: None)
 
     @property
     def _app(self) -> str:
         return self._credentials.app_instance_id.reveal()
 
-    async def _call(self, operation: str, method: str, path: str, expected: tuple[int, ...],
-                    headers: dict[str, str], body: Any = None,
-                    timeout: float | None = None) -> tuple[IResponse, Any]:
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        expected: tuple[int, ...],
+        headers: dict[str, str],
+        body: Any = None,
+        timeout: float | None = None,
+    ) -> tuple[IResponse, Any]:
         data = json.dumps(body).encode() if body is not None else None
         if data is not None:
             headers = dict(headers, **{"Content-Type": "application/json"})
@@ -114,12 +129,16 @@ class MepClient:
         # and a MEP that sends headers and then stalls must not hang a heartbeat.
         exchange = ensureDeferred(self._exchange(method, self._base + path, headers, data))
         exchange.addTimeout(timeout or self._timeout, self._clock)
+        started = self._clock.seconds()
         try:
             response, raw = await exchange
         except (TimeoutError, CancelledError):
+            self._observe(operation, None, self._clock.seconds() - started)
             raise MepError(operation, None, "timed out") from None
         except Exception as e:
+            self._observe(operation, None, self._clock.seconds() - started)
             raise MepError(operation, None, _describe_failure(e)) from None
+        self._observe(operation, response.code, self._clock.seconds() - started)
         parsed: Any = None
         if raw:
             try:
@@ -128,12 +147,17 @@ class MepClient:
                 parsed = None
         if response.code not in expected:
             text = raw.decode("utf-8", "replace")[:_MAX_DETAIL]
-            raise MepError(operation, response.code,
-                           redact(text, self._credentials.all()) or "(empty body)", parsed)
+            raise MepError(
+                operation,
+                response.code,
+                redact(text, self._credentials.all()) or "(empty body)",
+                parsed,
+            )
         return response, parsed
 
-    async def _exchange(self, method: str, url: str, headers: dict[str, str],
-                        data: bytes | None) -> tuple[IResponse, bytes]:
+    async def _exchange(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None
+    ) -> tuple[IResponse, bytes]:
         response = await self._http.request(method, url, headers=headers, data=data)
         return response, await response.content()
 
@@ -143,8 +167,11 @@ class MepClient:
     async def fetch_token(self) -> Token:
         """POST /mep/token signed with AK/SK."""
         headers = signing.token_request_headers(
-            self._credentials.access_key.reveal(), self._credentials.secret_key.reveal(),
-            self._host, signing.sdk_date(self._clock.seconds()))
+            self._credentials.access_key.reveal(),
+            self._credentials.secret_key.reveal(),
+            self._host,
+            signing.sdk_date(self._clock.seconds()),
+        )
         _, body = await self._call("token", "POST", "/mep/token", (200,), headers)
         try:
             access = body["access_token"]
@@ -158,16 +185,27 @@ class MepClient:
 
     async def register(self, token: Token, body: dict[str, Any]) -> Registration:
         _, answer = await self._call(
-            "register", "POST", f"{MGMT}/applications/{self._app}/services", (201,),
-            self._bearer(token), body)
+            "register",
+            "POST",
+            f"{MGMT}/applications/{self._app}/services",
+            (201,),
+            self._bearer(token),
+            body,
+        )
         return self._registration("register", answer)
 
-    async def update(self, token: Token, ser_instance_id: str,
-                     body: dict[str, Any]) -> Registration:
+    async def update(
+        self, token: Token, ser_instance_id: str, body: dict[str, Any]
+    ) -> Registration:
         """PUT the ServiceInfo again (restores ACTIVE after an INACTIVE 409)."""
         _, answer = await self._call(
-            "update", "PUT", f"{MGMT}/applications/{self._app}/services/{ser_instance_id}",
-            (200,), self._bearer(token), body)
+            "update",
+            "PUT",
+            f"{MGMT}/applications/{self._app}/services/{ser_instance_id}",
+            (200,),
+            self._bearer(token),
+            body,
+        )
         return self._registration("update", answer)
 
     @staticmethod
@@ -183,27 +221,45 @@ class MepClient:
             raise MepError(operation, 201, "answer without serInstanceId") from None
         return Registration(ser_instance_id, liveness, interval if liveness else 0)
 
-    async def heartbeat(self, token: Token, liveness_path: str, method: str = "PUT",
-                        timeout: float | None = None) -> None:
+    async def heartbeat(
+        self, token: Token, liveness_path: str, method: str = "PUT", timeout: float | None = None
+    ) -> None:
         """PUT (EdgeGallery) or PATCH (ETSI) {"state":"ACTIVE"} on the liveness link."""
-        await self._call("heartbeat", method, liveness_path, (200, 204), self._bearer(token),
-                         {"state": "ACTIVE"}, timeout)
+        await self._call(
+            "heartbeat",
+            method,
+            liveness_path,
+            (200, 204),
+            self._bearer(token),
+            {"state": "ACTIVE"},
+            timeout,
+        )
 
     async def deregister(self, token: Token, ser_instance_id: str) -> None:
         await self._call(
-            "deregister", "DELETE",
+            "deregister",
+            "DELETE",
             f"{MGMT}/applications/{self._app}/services/{quote(ser_instance_id, safe='')}",
-            (204, 200), self._bearer(token))
+            (204, 200),
+            self._bearer(token),
+        )
 
     async def discover(self, token: Token, ser_name: str) -> list[dict[str, Any]] | None:
         """Instances of a service name; None when the MEP has never heard of the name."""
         try:
             _, answer = await self._call(
-                "discovery", "GET", f"{MGMT}/services?ser_name={quote(ser_name, safe='')}",
-                (200,), self._bearer(token))
+                "discovery",
+                "GET",
+                f"{MGMT}/services?ser_name={quote(ser_name, safe='')}",
+                (200,),
+                self._bearer(token),
+            )
         except MepError as e:
-            if e.status == 400 and isinstance(e.body, dict) and \
-                    str(e.body.get("errorCode")) == "400012":
+            if (
+                e.status == 400
+                and isinstance(e.body, dict)
+                and str(e.body.get("errorCode")) == "400012"
+            ):
                 return None
             raise
         if not isinstance(answer, list):
@@ -212,8 +268,13 @@ class MepClient:
 
     async def subscribe(self, token: Token, body: dict[str, Any]) -> Subscription:
         response, answer = await self._call(
-            "subscribe", "POST", f"{MGMT}/applications/{self._app}/subscriptions", (201,),
-            self._bearer(token), body)
+            "subscribe",
+            "POST",
+            f"{MGMT}/applications/{self._app}/subscriptions",
+            (201,),
+            self._bearer(token),
+            body,
+        )
         href = None
         if isinstance(answer, dict):
             href = ((answer.get("_links") or {}).get("self") or {}).get("href")
@@ -230,8 +291,13 @@ class MepClient:
 
     async def subscription_exists(self, token: Token, subscription: Subscription) -> bool:
         try:
-            await self._call("subscription", "GET", self._subscription_path(subscription.href),
-                             (200,), self._bearer(token))
+            await self._call(
+                "subscription",
+                "GET",
+                self._subscription_path(subscription.href),
+                (200,),
+                self._bearer(token),
+            )
         except MepError as e:
             if e.status == 404:
                 return False
@@ -239,10 +305,20 @@ class MepClient:
         return True
 
     async def unsubscribe(self, token: Token, subscription: Subscription) -> None:
-        await self._call("unsubscribe", "DELETE", self._subscription_path(subscription.href),
-                         (204, 200), self._bearer(token))
+        await self._call(
+            "unsubscribe",
+            "DELETE",
+            self._subscription_path(subscription.href),
+            (204, 200),
+            self._bearer(token),
+        )
 
     async def confirm_ready(self, token: Token) -> None:
-        await self._call("confirm_ready", "POST",
-                         f"{SUPPORT}/applications/{self._app}/confirm_ready", (204, 200),
-                         self._bearer(token), {"indication": "READY"})
+        await self._call(
+            "confirm_ready",
+            "POST",
+            f"{SUPPORT}/applications/{self._app}/confirm_ready",
+            (204, 200),
+            self._bearer(token),
+            {"indication": "READY"},
+        )

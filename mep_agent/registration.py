@@ -68,13 +68,14 @@ class Registrar(Service):
     shutdown_timeout: float = 5.0
     heartbeat_method: str = "PUT"
     confirm_ready: bool = True
+    deregister_on_stop: bool = True  # False in one-shot mode: registrations outlive us
     delays: Callable[[], Iterator[float]] = backoff
     on_data_loss: Callable[[], None] = lambda: None
     states: dict[str, ServiceState] = field(init=False)
     ready_confirmed: bool = field(init=False, default=False)
     _tasks: list[Deferred[None]] = field(init=False, factory=list)
-    all_registered: bool = field(init=False, default=False)
-    _waiters: list[Deferred[None]] = field(init=False, factory=list)
+    settled: bool | None = field(init=False, default=None)
+    _waiters: list[Deferred[bool]] = field(init=False, factory=list)
     name = "registrar"
     log = Logger()
 
@@ -104,17 +105,30 @@ class Registrar(Service):
         Service.stopService(self)
         for task in self._tasks:
             task.cancel()
+        if not self.deregister_on_stop:
+            return succeed([])
         registered = [s for s in self.states.values() if s.registration is not None]
-        return bounded(self.clock, self.shutdown_timeout,
-                       [partial(self._deregister, s) for s in registered])
+        return bounded(
+            self.clock, self.shutdown_timeout, [partial(self._deregister, s) for s in registered]
+        )
 
-    def when_all_registered(self) -> Deferred[None]:
-        """Fires once every service has been registered (the first time)."""
-        if self.all_registered:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
+    def when_settled(self) -> Deferred[bool]:
+        """
+        Fires once every service is registered and READY confirmed (when enabled): with
+        True, or with False when the MEP refused confirm_ready.
+        """
+        if self.settled is not None:
+            return succeed(self.settled)
+        d: Deferred[bool] = Deferred()
         self._waiters.append(d)
         return d
+
+    def _settle(self, ok: bool) -> None:
+        if self.settled is None:
+            self.settled = ok
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(ok)
 
     # -- one service ---------------------------------------------------------------------
 
@@ -122,8 +136,11 @@ class Registrar(Service):
         while self.running:
             await self._register(state)
             registration = state.registration
-            if registration is None or not registration.interval \
-                    or registration.liveness_path is None:
+            if (
+                registration is None
+                or not registration.interval
+                or registration.liveness_path is None
+            ):
                 return  # no heartbeats wanted: nothing more to do until stop
             await self._heartbeat(state)
 
@@ -134,18 +151,30 @@ class Registrar(Service):
             state.status = "failing"
             state.last_error = str(error)
             if error.transient:
-                self.log.warn("registering {ser_name} failed ({error}); retrying in "
-                              "{delay:.1f}s", ser_name=spec.name, error=str(error),
-                              delay=delay, event="service.register_failed")
+                self.log.warn(
+                    "registering {ser_name} failed ({error}); retrying in {delay:.1f}s",
+                    ser_name=spec.name,
+                    error=str(error),
+                    delay=delay,
+                    event="service.register_failed",
+                )
             else:
-                self.log.error("the MEP refused service {ser_name}: {error}; retrying in "
-                               "{delay:.0f}s", ser_name=spec.name, error=str(error),
-                               delay=delay, event="service.register_refused")
+                self.log.error(
+                    "the MEP refused service {ser_name}: {error}; retrying in {delay:.0f}s",
+                    ser_name=spec.name,
+                    error=str(error),
+                    delay=delay,
+                    event="service.register_refused",
+                )
 
         registration = await until_success(
-            self.clock, lambda: self.tokens.with_token(
-                lambda token: self.mep.register(token, spec.body)),
-            lambda: bool(self.running), self.delays(), REJECTED_RETRY, failed)
+            self.clock,
+            lambda: self.tokens.with_token(lambda token: self.mep.register(token, spec.body)),
+            lambda: bool(self.running),
+            self.delays(),
+            REJECTED_RETRY,
+            failed,
+        )
         if registration is None:
             return  # stopped
         again = state.registrations > 0
@@ -155,12 +184,14 @@ class Registrar(Service):
         state.registered_at = self.clock.seconds()
         state.heartbeat_failures = 0
         state.last_error = None
-        self.log.info("service {ser_name} {what} as {ser_instance_id}; heartbeat every "
-                      "{interval}s", ser_name=spec.name,
-                      what="re-registered" if again else "registered",
-                      ser_instance_id=registration.ser_instance_id,
-                      interval=registration.interval,
-                      event="service.reregistered" if again else "service.registered")
+        self.log.info(
+            "service {ser_name} {what} as {ser_instance_id}; heartbeat every {interval}s",
+            ser_name=spec.name,
+            what="re-registered" if again else "registered",
+            ser_instance_id=registration.ser_instance_id,
+            interval=registration.interval,
+            event="service.reregistered" if again else "service.registered",
+        )
         self._check_all_registered()
 
     async def _heartbeat(self, state: ServiceState) -> None:
@@ -178,7 +209,9 @@ class Registrar(Service):
             try:
                 await self.tokens.with_token(
                     lambda token, path=path: self.mep.heartbeat(  # type: ignore[misc]
-                        token, path, self.heartbeat_method, timeout))
+                        token, path, self.heartbeat_method, timeout
+                    )
+                )
             except MepError as e:
                 state.heartbeats_failed += 1
                 if e.status == 404:
@@ -194,9 +227,12 @@ class Registrar(Service):
                 wait = min(period, next(delays))
                 continue
             if state.heartbeat_failures:
-                self.log.info("heartbeats of {ser_name} recovered after {failures} failures",
-                              ser_name=state.spec.name, failures=state.heartbeat_failures,
-                              event="heartbeat.recovered")
+                self.log.info(
+                    "heartbeats of {ser_name} recovered after {failures} failures",
+                    ser_name=state.spec.name,
+                    failures=state.heartbeat_failures,
+                    event="heartbeat.recovered",
+                )
             state.heartbeat_failures = 0
             state.last_heartbeat = self.clock.seconds()
             state.last_heartbeat_latency = state.last_heartbeat - started
@@ -207,15 +243,21 @@ class Registrar(Service):
         state.heartbeat_failures += 1
         state.last_error = str(error)
         if state.heartbeat_failures % LOG_EVERY_N_FAILURES == 1:
-            self.log.warn("heartbeat of {ser_name} failed ({error}); {failures} in a row",
-                          ser_name=state.spec.name, error=str(error),
-                          failures=state.heartbeat_failures, event="heartbeat.failing")
+            self.log.warn(
+                "heartbeat of {ser_name} failed ({error}); {failures} in a row",
+                ser_name=state.spec.name,
+                error=str(error),
+                failures=state.heartbeat_failures,
+                event="heartbeat.failing",
+            )
 
     def _lost(self, state: ServiceState, error: MepError) -> None:
-        self.log.warn("the MEP lost service {ser_name} ({ser_instance_id}); registering again",
-                      ser_name=state.spec.name,
-                      ser_instance_id=state.registration.ser_instance_id
-                      if state.registration else None, event="service.lost")
+        self.log.warn(
+            "the MEP lost service {ser_name} ({ser_instance_id}); registering again",
+            ser_name=state.spec.name,
+            ser_instance_id=state.registration.ser_instance_id if state.registration else None,
+            event="service.lost",
+        )
         state.registration = None
         state.status = "pending"
         state.last_error = str(error)
@@ -230,12 +272,16 @@ class Registrar(Service):
         """
         registration = state.registration
         assert registration is not None
-        self.log.warn("service {ser_name} is INACTIVE on the MEP; restoring {state}",
-                      ser_name=state.spec.name, state=state.spec.body.get("state"),
-                      event="service.inactive")
+        self.log.warn(
+            "service {ser_name} is INACTIVE on the MEP; restoring {state}",
+            ser_name=state.spec.name,
+            state=state.spec.body.get("state"),
+            event="service.inactive",
+        )
         try:
-            restored = await self.tokens.with_token(lambda token: self.mep.update(
-                token, registration.ser_instance_id, state.spec.body))
+            restored = await self.tokens.with_token(
+                lambda token: self.mep.update(token, registration.ser_instance_id, state.spec.body)
+            )
         except MepError as e:
             if e.status == 404:
                 self._lost(state, e)
@@ -255,14 +301,20 @@ class Registrar(Service):
             await self.mep.deregister(token, registration.ser_instance_id)
         except MepError as e:
             if e.status != 404:  # already gone is what we wanted
-                self.log.warn("deregistering {ser_name} failed: {error}",
-                              ser_name=state.spec.name, error=str(e),
-                              event="service.deregister_failed")
+                self.log.warn(
+                    "deregistering {ser_name} failed: {error}",
+                    ser_name=state.spec.name,
+                    error=str(e),
+                    event="service.deregister_failed",
+                )
                 raise
         state.registration = None
         state.status = "deregistered"
-        self.log.info("service {ser_name} deregistered", ser_name=state.spec.name,
-                      event="service.deregistered")
+        self.log.info(
+            "service {ser_name} deregistered",
+            ser_name=state.spec.name,
+            event="service.deregistered",
+        )
 
     # -- all services --------------------------------------------------------------------
 
@@ -271,12 +323,10 @@ class Registrar(Service):
             self._registered_all()
 
     def _registered_all(self) -> None:
-        self.all_registered = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
         if self.confirm_ready and not self.ready_confirmed:
             self._start(self._confirm_ready(), "confirm_ready")
+        elif not self.confirm_ready:
+            self._settle(True)
 
     async def _confirm_ready(self) -> None:
         self.ready_confirmed = True  # one attempt loop at a time
@@ -286,10 +336,13 @@ class Registrar(Service):
                 await self.tokens.with_token(self.mep.confirm_ready)
             except MepError as e:
                 if not e.transient and e.status != 409:
-                    self.log.error("confirm_ready refused: {error}", error=str(e),
-                                   event="app.ready_refused")
+                    self.log.error(
+                        "confirm_ready refused: {error}", error=str(e), event="app.ready_refused"
+                    )
+                    self._settle(False)
                     return
                 await sleep(self.clock, next(delays))
                 continue
             self.log.info("confirmed READY to the MEP", event="app.ready_confirmed")
+            self._settle(True)
             return

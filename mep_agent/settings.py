@@ -132,6 +132,66 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         "Seconds before any request to the MEP is abandoned.",
     ),
+    Setting(
+        "ops_listen",
+        "MEP_AGENT_OPS_LISTEN",
+        "tcp:9090",
+        "strports description of the operations listener (/livez, /readyz, /metrics, "
+        "status, notifications); it never serves a token. 'none' turns it off.",
+    ),
+    Setting(
+        "api_token_file",
+        "MEP_AGENT_API_TOKEN_FILE",
+        None,
+        "File holding a bearer token the application must send to the application "
+        "API (off when unset).",
+    ),
+    Setting(
+        "heartbeat_method",
+        "MEP_AGENT_HEARTBEAT_METHOD",
+        "PUT",
+        "'PUT' (EdgeGallery) or 'PATCH' (ETSI MEC 011 v2.2.1) for heartbeats.",
+    ),
+    Setting(
+        "confirm_ready",
+        "MEP_AGENT_CONFIRM_READY",
+        "true",
+        "Send confirm_ready (READY) once every service is registered.",
+    ),
+    Setting(
+        "notify_url",
+        "MEP_AGENT_NOTIFY_URL",
+        None,
+        "URL at which the MEP reaches the agent's notification route, e.g. "
+        "http://$(POD_IP):9090/mep-agent/v1/notifications; used as callbackReference "
+        "of every subscription (unset: the YAML's callbackReference is sent).",
+    ),
+    Setting(
+        "discovery_ttl",
+        "MEP_AGENT_DISCOVERY_TTL",
+        "30",
+        "Seconds a discovery answer is served from the cache.",
+    ),
+    Setting(
+        "discovery_stale",
+        "MEP_AGENT_DISCOVERY_STALE",
+        "300",
+        "Further seconds a cached answer is served while the MEP fails "
+        "(stale-if-error; 0 turns it off).",
+    ),
+    Setting(
+        "shutdown_timeout",
+        "MEP_AGENT_SHUTDOWN_TIMEOUT",
+        "5",
+        "Seconds that deregistration on stop may take in all.",
+    ),
+    Setting(
+        "oneshot_timeout",
+        "MEP_AGENT_ONESHOT_TIMEOUT",
+        "120",
+        "With ENABLE_WAIT=false: seconds to get a token and register everything "
+        "before exiting non-zero.",
+    ),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -8,8 +8,9 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 
-def bounded(clock: IReactorTime, timeout: float,
-            calls: list[Callable[[], Awaitable[object]]]) -> Deferred[list[bool]]:
+def bounded(
+    clock: IReactorTime, timeout: float, calls: list[Callable[[], Awaitable[object]]]
+) -> Deferred[list[bool]]:
     """
     Start every call now; fire with one success flag per call once all are done or
     C{timeout} seconds have passed (unfinished calls are cancelled and count as failed).

@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -58,6 +58,7 @@ class Subscriber(Service):
     notify_url: str | None = None
     shutdown_timeout: float = 5.0
     verify_interval: float = VERIFY_INTERVAL
+    delete_on_stop: bool = True  # False in one-shot mode
     delays: Callable[[], Iterator[float]] = backoff
     states: list[SubscriptionState] = field(init=False, factory=list)
     _tasks: list[Deferred[None]] = field(init=False, factory=list)
@@ -71,8 +72,10 @@ class Subscriber(Service):
             if body is None:
                 self.log.warn(
                     "serAvailabilityNotificationSubscriptions[{index}]: callbackReference is "
-                    "not a URI and --notify-url is not set; not subscribing", index=spec.index,
-                    event="subscription.skipped")
+                    "not a URI and --notify-url is not set; not subscribing",
+                    index=spec.index,
+                    event="subscription.skipped",
+                )
                 continue
             self.states.append(SubscriptionState(spec.index, body))
 
@@ -96,9 +99,12 @@ class Subscriber(Service):
         Service.stopService(self)
         for task in self._tasks:
             task.cancel()
+        if not self.delete_on_stop:
+            return succeed([])
         created = [s for s in self.states if s.subscription is not None]
-        return bounded(self.clock, self.shutdown_timeout, [partial(self._delete, s)
-                                                           for s in created])
+        return bounded(
+            self.clock, self.shutdown_timeout, [partial(self._delete, s) for s in created]
+        )
 
     def check_now(self) -> None:
         """The MEP may have lost data (a heartbeat got 404): verify at once."""
@@ -109,23 +115,34 @@ class Subscriber(Service):
         def failed(error: MepError, delay: float) -> None:
             state.status = "failing"
             state.last_error = str(error)
-            self.log.warn("subscription {index} failed ({error}); retrying in {delay:.1f}s",
-                          index=state.index, error=str(error), delay=delay,
-                          event="subscription.failed")
+            self.log.warn(
+                "subscription {index} failed ({error}); retrying in {delay:.1f}s",
+                index=state.index,
+                error=str(error),
+                delay=delay,
+                event="subscription.failed",
+            )
 
         subscription = await until_success(
-            self.clock, lambda: self.tokens.with_token(
-                lambda token: self.mep.subscribe(token, state.body)),
-            lambda: bool(self.running), self.delays(), REFUSED_RETRY, failed)
+            self.clock,
+            lambda: self.tokens.with_token(lambda token: self.mep.subscribe(token, state.body)),
+            lambda: bool(self.running),
+            self.delays(),
+            REFUSED_RETRY,
+            failed,
+        )
         if subscription is None:
             return
         state.subscription = subscription
         state.status = "active"
         state.creations += 1
         state.last_error = None
-        self.log.info("subscription {index} created ({subscription_id})", index=state.index,
-                      subscription_id=subscription.subscription_id,
-                      event="subscription.created")
+        self.log.info(
+            "subscription {index} created ({subscription_id})",
+            index=state.index,
+            subscription_id=subscription.subscription_id,
+            event="subscription.created",
+        )
 
     async def _verify_loop(self) -> None:
         while self.running:
@@ -146,14 +163,22 @@ class Subscriber(Service):
             return  # still being created
         try:
             exists = await self.tokens.with_token(
-                lambda token: self.mep.subscription_exists(token, subscription))
+                lambda token: self.mep.subscription_exists(token, subscription)
+            )
         except MepError as e:
-            self.log.info("could not verify subscription {index}: {error}", index=state.index,
-                          error=str(e), event="subscription.verify_failed")
+            self.log.info(
+                "could not verify subscription {index}: {error}",
+                index=state.index,
+                error=str(e),
+                event="subscription.verify_failed",
+            )
             return
         if not exists:
-            self.log.warn("the MEP lost subscription {index}; creating it again",
-                          index=state.index, event="subscription.lost")
+            self.log.warn(
+                "the MEP lost subscription {index}; creating it again",
+                index=state.index,
+                event="subscription.lost",
+            )
             state.subscription = None
             state.status = "pending"
             await self._create(state)
@@ -169,5 +194,6 @@ class Subscriber(Service):
                 raise
         state.subscription = None
         state.status = "deleted"
-        self.log.info("subscription {index} deleted", index=state.index,
-                      event="subscription.deleted")
+        self.log.info(
+            "subscription {index} deleted", index=state.index, event="subscription.deleted"
+        )

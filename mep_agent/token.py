@@ -30,9 +30,13 @@ class TokenKeeper(Service):
     name = "token"
     log = Logger()
 
-    def __init__(self, mep: MepClient, clock: IReactorTime,
-                 delays: Callable[[], Iterator[float]] = backoff,
-                 rejected_retry: float = REJECTED_RETRY) -> None:
+    def __init__(
+        self,
+        mep: MepClient,
+        clock: IReactorTime,
+        delays: Callable[[], Iterator[float]] = backoff,
+        rejected_retry: float = REJECTED_RETRY,
+    ) -> None:
         self._mep = mep
         self._clock = clock
         self._delays = delays
@@ -80,8 +84,11 @@ class TokenKeeper(Service):
         except MepError as e:
             if e.status != 401:
                 raise
-            self.log.info("MEP refused the token for {operation}; refreshing",
-                          operation=e.operation, event="token.refused")
+            self.log.info(
+                "MEP refused the token for {operation}; refreshing",
+                operation=e.operation,
+                event="token.refused",
+            )
             self.invalidate(token)
             return await call(await self.get())
 
@@ -137,13 +144,22 @@ class TokenKeeper(Service):
             self.state = "rejected"
             self.log.error(
                 "MEP refused the credentials ({error}); retrying in {delay:.0f}s (AK/SK or "
-                "APPINSTID wrong, or the AK locked)", error=str(error),
-                delay=self._rejected_retry, event="token.rejected", status=error.status)
+                "APPINSTID wrong, or the AK locked)",
+                error=str(error),
+                delay=self._rejected_retry,
+                event="token.rejected",
+                status=error.status,
+            )
             return self._rejected_retry
         delay = next(delays)
         self.state = "failing" if self.current() is None else self.state
-        self.log.warn("token request failed ({error}); retrying in {delay:.1f}s",
-                      error=str(error), delay=delay, event="token.failed", status=error.status)
+        self.log.warn(
+            "token request failed ({error}); retrying in {delay:.1f}s",
+            error=str(error),
+            delay=delay,
+            event="token.failed",
+            status=error.status,
+        )
         return delay
 
     def _obtained(self, token: Token) -> None:
@@ -152,9 +168,12 @@ class TokenKeeper(Service):
         self.tokens_obtained += 1
         self.state = "valid"
         self.last_error = None
-        self.log.info("token {what}; expires in {expires_in:.0f}s",
-                      what="obtained" if first else "refreshed", expires_in=token.expires_in,
-                      event="token.obtained" if first else "token.refreshed")
+        self.log.info(
+            "token {what}; expires in {expires_in:.0f}s",
+            what="obtained" if first else "refreshed",
+            expires_in=token.expires_in,
+            event="token.obtained" if first else "token.refreshed",
+        )
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(token)

@@ -26,17 +26,28 @@ def exact_backoff():
 
 
 def spec(name: str = "svc1", interval: int = 60, **extra: Any) -> ServiceSpec:
-    body = {"serName": name, "version": "1.0", "state": "ACTIVE", "serializer": "JSON",
-            "livenessInterval": interval,
-            "transportInfo": {"type": "REST_HTTP", "protocol": "HTTP",
-                              "endpoint": {"uris": [f"http://{name}.local:80/"]}}}
+    body = {
+        "serName": name,
+        "version": "1.0",
+        "state": "ACTIVE",
+        "serializer": "JSON",
+        "livenessInterval": interval,
+        "transportInfo": {
+            "type": "REST_HTTP",
+            "protocol": "HTTP",
+            "endpoint": {"uris": [f"http://{name}.local:80/"]},
+        },
+    }
     body.update(extra)
     return ServiceSpec(name, body)
 
 
 def credentials(sk: str | None = None) -> Credentials:
-    return Credentials(Secret(DEV_APP.access_key), Secret(sk or DEV_APP.secret_key),
-                       Secret(DEV_APP.app_instance_id))
+    return Credentials(
+        Secret(DEV_APP.access_key),
+        Secret(sk or DEV_APP.secret_key),
+        Secret(DEV_APP.app_instance_id),
+    )
 
 
 class AgentTestCase(SynchronousTestCase):
@@ -48,16 +59,34 @@ class AgentTestCase(SynchronousTestCase):
         self.emulator = self.mep.emulator
         self.registry = self.emulator.registry
 
-    def build(self, services: tuple[ServiceSpec, ...] = (), sk: str | None = None,
-              subscriptions: tuple[SubscriptionSpec, ...] = (), notify_url: str | None = None,
-              **registrar_options: Any) -> None:
-        self.client = MepClient(self.mep.http, self.clock, BASE, "127.0.0.1:8443",
-                                credentials(sk), timeout=10)
+    def build(
+        self,
+        services: tuple[ServiceSpec, ...] = (),
+        sk: str | None = None,
+        subscriptions: tuple[SubscriptionSpec, ...] = (),
+        notify_url: str | None = None,
+        **registrar_options: Any,
+    ) -> None:
+        self.client = MepClient(
+            self.mep.http, self.clock, BASE, "127.0.0.1:8443", credentials(sk), timeout=10
+        )
         self.tokens = TokenKeeper(self.client, self.clock, delays=exact_backoff)
-        self.registrar = Registrar(self.client, self.tokens, self.clock, services,
-                                   delays=exact_backoff, **registrar_options)
-        self.subscriber = Subscriber(self.client, self.tokens, self.clock, subscriptions,
-                                     notify_url=notify_url, delays=exact_backoff)
+        self.registrar = Registrar(
+            self.client,
+            self.tokens,
+            self.clock,
+            services,
+            delays=exact_backoff,
+            **registrar_options,
+        )
+        self.subscriber = Subscriber(
+            self.client,
+            self.tokens,
+            self.clock,
+            subscriptions,
+            notify_url=notify_url,
+            delays=exact_backoff,
+        )
         self.registrar.on_data_loss = self.subscriber.check_now
 
     def start(self) -> None:
@@ -85,3 +114,68 @@ class AgentTestCase(SynchronousTestCase):
 
     def instances(self, name: str) -> list[Any]:
         return [s for s in self.registry.services.values() if s.body["serName"] == name]
+
+
+class ApiTestCase(AgentTestCase):
+    """AgentTestCase plus the app API and the ops API, each behind its own StubTreq."""
+
+    def build(self, services=(), api_token=None, ttl=30.0, stale=300.0, **kw):  # type: ignore[override]
+        from prometheus_client import CollectorRegistry
+        from treq.testing import StubTreq
+
+        from mep_agent.api import AgentAPI
+        from mep_agent.discovery import DiscoveryCache
+        from mep_agent.metrics import AgentCollector, MepObserver
+        from mep_agent.ops import OpsAPI
+
+        super().build(services, **kw)
+        self.metrics = CollectorRegistry()
+        self.client._observe = MepObserver(self.metrics)
+        self.discovery_calls: list[str] = []
+
+        async def fetch(name: str):
+            self.discovery_calls.append(name)
+            return await self.tokens.with_token(lambda t: self.client.discover(t, name))
+
+        self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale)
+        self.metrics.register(
+            AgentCollector(self.clock, self.tokens, self.registrar, self.discovery)
+        )
+        self.api = StubTreq(
+            AgentAPI(self.tokens, self.discovery, self.clock, api_token).resource()
+        )
+        self.ops = StubTreq(
+            OpsAPI(
+                self.clock,
+                self.tokens,
+                self.registrar,
+                self.subscriber,
+                self.discovery,
+                self.metrics,
+            ).resource()
+        )
+
+    def settle(self) -> None:
+        for _ in range(5):
+            self.mep.http.flush()
+            if hasattr(self, "api"):
+                self.api.flush()
+                self.ops.flush()
+            self.clock.advance(0)
+
+    def request(self, stub, method: str, path: str, **kw):
+        d = stub.request(method, f"http://127.0.0.1{path}", **kw)
+        self.settle()
+        response = self.successResultOf(d)
+        body = stub.content(response)
+        self.settle()
+        return response, self.successResultOf(body)
+
+    def get_json(self, stub, path: str, **kw):
+        response, raw = self.request(stub, "GET", path, **kw)
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type")[0].split(";")[0],
+            "application/json",
+            raw,
+        )
+        return response.code, json.loads(raw), response

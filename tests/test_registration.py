@@ -31,8 +31,9 @@ class RegistrationTests(AgentTestCase):
         """All services register, and every one (not only the first) keeps beating."""
         self.build((spec("a"), spec("b"), spec("c")))
         self.start()
-        self.assertEqual(sorted(s.body["serName"] for s in self.registry.services.values()),
-                         ["a", "b", "c"])
+        self.assertEqual(
+            sorted(s.body["serName"] for s in self.registry.services.values()), ["a", "b", "c"]
+        )
         self.advance(300, step=5)
         for record in self.registry.services.values():
             self.assertEqual(record.state, "ACTIVE")
@@ -47,8 +48,9 @@ class RegistrationTests(AgentTestCase):
         self.start()
         record = self.instances("a")[0]
         self.assertEqual(record.body["serCategory"], {"id": "cat1"})
-        self.assertEqual(self.registrar.states["a"].registration.ser_instance_id,
-                         record.ser_instance_id)
+        self.assertEqual(
+            self.registrar.states["a"].registration.ser_instance_id, record.ser_instance_id
+        )
 
     def test_transient_failures_back_off(self) -> None:
         """5xx and dropped registrations are retried 1, 2, 4 s later."""
@@ -88,8 +90,9 @@ class RegistrationTests(AgentTestCase):
         self.start()
         self.advance(46)
         self.assertEqual(self.requests("heartbeat"), [204])
-        self.assertEqual([r.method for r in self.emulator.requests if r.kind == "heartbeat"],
-                         ["PATCH"])
+        self.assertEqual(
+            [r.method for r in self.emulator.requests if r.kind == "heartbeat"], ["PATCH"]
+        )
 
     def test_confirm_ready_after_all_registered(self) -> None:
         """READY is confirmed once every service is registered, and only then."""
@@ -99,8 +102,9 @@ class RegistrationTests(AgentTestCase):
         self.assertEqual(self.requests("confirm_ready"), [])
         self.advance(1)
         self.assertEqual(self.requests("confirm_ready"), [204])
-        self.assertIn(self.emulator.apps[next(iter(self.emulator.apps))].app_instance_id,
-                      self.registry.ready)
+        self.assertIn(
+            self.emulator.apps[next(iter(self.emulator.apps))].app_instance_id, self.registry.ready
+        )
 
     def test_confirm_ready_can_be_turned_off(self) -> None:
         """With confirm_ready off nothing is sent."""
@@ -191,9 +195,16 @@ class RepairTests(AgentTestCase):
 
 class SubscriptionLifecycleTests(AgentTestCase):
     def subscriptions(self, callback: str = "http://app.local/cb"):
-        return (SubscriptionSpec(0, {"subscriptionType": "SerAvailabilityNotificationSubscription",
-                                     "callbackReference": callback,
-                                     "filteringCriteria": {"serNames": ["a"]}}),)
+        return (
+            SubscriptionSpec(
+                0,
+                {
+                    "subscriptionType": "SerAvailabilityNotificationSubscription",
+                    "callbackReference": callback,
+                    "filteringCriteria": {"serNames": ["a"]},
+                },
+            ),
+        )
 
     def test_created_with_notify_url(self) -> None:
         """Subscriptions are sent, with the agent's own notification URL as callback."""
@@ -236,10 +247,18 @@ class ShutdownTests(AgentTestCase):
 
     def test_everything_deleted(self) -> None:
         """Stopping deletes every service and subscription; nothing stays registered."""
-        self.build((spec("a"), spec("b")),
-                   subscriptions=(SubscriptionSpec(0, {"callbackReference": "http://x/cb",
-                                                       "subscriptionType":
-                                                           "SerAvailabilityNotificationSubscription"}),))
+        self.build(
+            (spec("a"), spec("b")),
+            subscriptions=(
+                SubscriptionSpec(
+                    0,
+                    {
+                        "callbackReference": "http://x/cb",
+                        "subscriptionType": "SerAvailabilityNotificationSubscription",
+                    },
+                ),
+            ),
+        )
         self.start()
         d1, d2 = self.stop()
         self.assertEqual(self.successResultOf(d1), [True, True])

@@ -36,8 +36,8 @@ class HandshakeTests(TestCase):
         return port.getHost().port
 
     def client(self, ca_pems, name="edgegallery", ciphers=tls.DEFAULT_CIPHERS) -> HTTPClient:
-        client = http.mep_http_client(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
-        self.addCleanup(client._agent._pool.closeCachedConnections)
+        client, pool = http.mep_http_client(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
+        self.addCleanup(pool.closeCachedConnections)
         return client
 
     async def get(self, client: HTTPClient, port: int) -> bytes:

@@ -1,0 +1,134 @@
+"""
+Prometheus metrics. State (registrations, heartbeats, token, cache) is read from the
+services at scrape time, so nothing is counted twice; MEP requests are counted as they
+happen through L{MepObserver}. Label sets are bounded: service names (at most 50),
+a fixed list of operations, and status codes folded into a fixed list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
+
+if TYPE_CHECKING:
+    from .discovery import DiscoveryCache
+    from .registration import Registrar
+    from .token import TokenKeeper
+
+_STATUSES = {
+    "200",
+    "201",
+    "204",
+    "400",
+    "401",
+    "403",
+    "404",
+    "409",
+    "412",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+
+
+def status_label(status: int | None) -> str:
+    if status is None:
+        return "no_answer"
+    text = str(status)
+    return text if text in _STATUSES else f"{text[0]}xx"
+
+
+class MepObserver:
+    """Counts every MEP request by operation and status, and times it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "mep_agent_mep_requests",
+            "Requests to the MEP.",
+            ["operation", "status"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "mep_agent_mep_request_seconds",
+            "Duration of requests to the MEP.",
+            ["operation"],
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+    def __call__(self, operation: str, status: int | None, seconds: float) -> None:
+        self.requests.labels(operation, status_label(status)).inc()
+        self.seconds.labels(operation).observe(seconds)
+
+
+class AgentCollector(Collector):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        tokens: TokenKeeper,
+        registrar: Registrar,
+        discovery: DiscoveryCache,
+    ) -> None:
+        self._clock = clock
+        self._tokens = tokens
+        self._registrar = registrar
+        self._discovery = discovery
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock.seconds()
+        registered = GaugeMetricFamily(
+            "mep_agent_service_registered",
+            "1 when the service is registered on the MEP.",
+            labels=["ser_name"],
+        )
+        beats = CounterMetricFamily(
+            "mep_agent_heartbeats", "Heartbeats sent.", labels=["ser_name"]
+        )
+        failed = CounterMetricFamily(
+            "mep_agent_heartbeat_failures", "Heartbeats that failed.", labels=["ser_name"]
+        )
+        since = GaugeMetricFamily(
+            "mep_agent_seconds_since_heartbeat",
+            "Seconds since the last successful heartbeat.",
+            labels=["ser_name"],
+        )
+        again = CounterMetricFamily(
+            "mep_agent_reregistrations",
+            "Registrations repeated after the MEP lost the service.",
+            labels=["ser_name"],
+        )
+        for name, state in self._registrar.states.items():
+            registered.add_metric([name], 1.0 if state.registration is not None else 0.0)
+            beats.add_metric([name], state.heartbeats_sent)
+            failed.add_metric([name], state.heartbeats_failed)
+            if state.last_heartbeat is not None:
+                since.add_metric([name], now - state.last_heartbeat)
+            again.add_metric([name], max(0, state.registrations - 1))
+        yield from (registered, beats, failed, since, again)
+
+        token = self._tokens.current()
+        expiry = GaugeMetricFamily(
+            "mep_agent_token_expiry_timestamp_seconds",
+            "When the current token expires (0: no valid token).",
+        )
+        expiry.add_metric([], token.expires_at if token else 0.0)
+        yield expiry
+        yield CounterMetricFamily(
+            "mep_agent_token_refresh_failures",
+            "Token requests that failed.",
+            value=self._tokens.refresh_failures,
+        )
+        cache = CounterMetricFamily(
+            "mep_agent_discovery_lookups", "Discovery lookups by cache result.", labels=["result"]
+        )
+        cache.add_metric(["hit"], self._discovery.hits)
+        cache.add_metric(["miss"], self._discovery.misses)
+        cache.add_metric(["stale"], self._discovery.stale)
+        yield cache

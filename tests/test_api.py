@@ -1,0 +1,235 @@
+"""Tests for the application API: token, discovery, status mapping, cache, protection."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mep_agent.discovery import DiscoveryCache
+from mep_agent.mep import MepError
+from mep_agent.secret import Secret
+
+from .agent_harness import ApiTestCase, spec
+from .helpers import SECRETS
+
+ENDPOINT = "/mep-agent/v1/endpoint"
+
+
+class TokenRouteTests(ApiTestCase):
+    def test_before_first_token(self) -> None:
+        """Before the first token: 412 with a JSON reason."""
+        self.fault(kind="token", status=503, count=100)
+        self.build()
+        self.start()
+        code, body, _ = self.get_json(self.api, "/mep-agent/v1/token")
+        self.assertEqual(code, 412)
+        self.assertIn("no token yet", body["error"])
+
+    def test_token_with_remaining_lifetime(self) -> None:
+        """The token is served with expires_in counting down."""
+        self.build()
+        self.start()
+        self.advance(100, step=10)
+        code, body, response = self.get_json(self.api, "/mep-agent/v1/token")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["token_type"], "Bearer")
+        self.assertEqual(body["expires_in"], 3500)
+        self.assertEqual(body["access_token"], self.tokens.current().access_token.reveal())
+        self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"])
+
+    def test_expired_never_served(self) -> None:
+        """While the token is expired and renewing fails: 503, never the stale token."""
+        self.emulator.token_lifetime = 100
+        self.build()
+        self.start()
+        self.fault(kind="token", status=500, count=100)
+        self.advance(100, step=5)
+        code, body, _ = self.get_json(self.api, "/mep-agent/v1/token")
+        self.assertEqual(code, 503)
+        self.assertNotIn("access_token", body)
+
+
+class DiscoveryRouteTests(ApiTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.build((spec("httpbin"),))
+        self.start()
+
+    def test_found(self) -> None:
+        """A registered service answers with its transportInfo.endpoint (original shape)."""
+        code, body, response = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 200)
+        self.assertEqual(body, {"uris": ["http://httpbin.local:80/"]})
+        self.assertEqual(response.headers.getRawHeaders("x-cache"), ["MEP"])
+        self.assertEqual(response.headers.getRawHeaders("age"), ["0"])
+
+    def test_all_instances(self) -> None:
+        """?all=true lists every instance with its state and endpoint."""
+        code, body, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin?all=true")
+        self.assertEqual(code, 200)
+        self.assertEqual(body[0]["state"], "ACTIVE")
+        self.assertRegex(body[0]["serInstanceId"], "^[0-9a-f]{32}$")
+
+    def test_unknown_name_404(self) -> None:
+        """A name the MEP never heard of (its 400 errorCode 400012) is a 404."""
+        code, body, _ = self.get_json(self.api, f"{ENDPOINT}/nothere")
+        self.assertEqual((code, body["error"]), (404, "service not found"))
+
+    def test_known_without_instances_404(self) -> None:
+        """A name with no instance left (MEP 200 []) is a 404 too."""
+        sid = self.registrar.states["httpbin"].registration.ser_instance_id
+        self.registry.deregister(self.registry.services[sid].app_instance_id, sid)
+        code, _, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 404)
+
+    def test_no_active_instance(self) -> None:
+        """Only SUSPENDED instances: 404 naming the states."""
+        sid = self.registrar.states["httpbin"].registration.ser_instance_id
+        self.registry.set_state(sid, "SUSPENDED")
+        code, body, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual((code, body["states"]), (404, ["SUSPENDED"]))
+
+    def test_unreachable_without_cache_503(self) -> None:
+        """The MEP unreachable and nothing cached: 503."""
+        self.fault(kind="discovery", drop=True)
+        code, body, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 503)
+        self.assertIn("cannot be reached", body["error"])
+
+    def test_other_mep_refusal_502(self) -> None:
+        """A MEP 4xx other than not-found is a 502."""
+        self.fault(kind="discovery", status=400, body={"title": "bad"})
+        code, _, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 502)
+
+    def test_hostile_names(self) -> None:
+        """Names outside the MEP's rules are 400s, never reach the MEP, and are escaped."""
+        for raw in ("a%26b", "..%2Fx", "%E4%B8%AD", "a" * 129, "a%20b", "x%3Fser_name%3Dy", "-a"):
+            code, body, _ = self.get_json(self.api, f"{ENDPOINT}/{raw}")
+            self.assertEqual(code, 400, raw)
+            self.assertIn("invalid service name", body["error"])
+        self.assertEqual(self.discovery_calls, [])
+
+    def test_name_is_escaped_in_mep_query(self) -> None:
+        """The MEP query carries the name percent-encoded (here it needs none)."""
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(
+            [r.path for r in self.emulator.requests if r.kind == "discovery"],
+            ["/mep/mec_service_mgmt/v1/services"],
+        )
+
+    def test_404_405_json(self) -> None:
+        """Unknown routes 404 and wrong methods 405, both JSON."""
+        self.assertEqual(self.get_json(self.api, "/nope")[0], 404)
+        response, raw = self.request(self.api, "POST", "/mep-agent/v1/token")
+        self.assertEqual(response.code, 405)
+        self.assertIn(b"method not allowed", raw)
+
+    def test_no_secret_in_bodies(self) -> None:
+        """No error body contains a credential."""
+        self.fault(kind="discovery", status=400, body={"detail": SECRETS[2]})
+        for path in (f"{ENDPOINT}/httpbin", f"{ENDPOINT}/a%26b", "/nope"):
+            _, raw = self.request(self.api, "GET", path)
+            for secret in SECRETS:
+                self.assertNotIn(secret.encode(), raw)
+
+
+class CacheTests(ApiTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.build((spec("httpbin"),), ttl=30, stale=300)
+        self.start()
+
+    def test_hit_within_ttl(self) -> None:
+        """A second lookup within the TTL is served from the cache with its age."""
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.advance(10, step=5)
+        code, _, response = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 200)
+        self.assertEqual(response.headers.getRawHeaders("x-cache"), ["CACHE"])
+        self.assertEqual(response.headers.getRawHeaders("age"), ["10"])
+        self.assertEqual(self.discovery_calls, ["httpbin"])
+
+    def test_refetched_after_ttl(self) -> None:
+        """After the TTL the MEP is asked again."""
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.advance(30, step=5)
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(self.discovery_calls, ["httpbin", "httpbin"])
+
+    def test_stale_if_error(self) -> None:
+        """While the MEP fails, the old answer is served for up to ttl + stale seconds."""
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.fault(kind="discovery", status=503, count=10)
+        self.advance(100, step=10)
+        code, _, response = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 200)
+        self.assertEqual(response.headers.getRawHeaders("x-cache"), ["STALE"])
+        self.advance(230, step=10)
+        code, _, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(code, 503)
+
+    def test_notification_invalidates(self) -> None:
+        """An availability notification for a name drops its cache entry."""
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        note = {
+            "notificationType": "SerAvailabilityNotification",
+            "serviceReferences": [{"serName": "httpbin", "changeType": "REMOVED"}],
+        }
+        response, _ = self.request(self.ops, "POST", "/mep-agent/v1/notifications", json=note)
+        self.assertEqual(response.code, 204)
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        self.assertEqual(self.discovery_calls, ["httpbin", "httpbin"])
+
+
+class CoalescingTests(SynchronousTestCase):
+    def test_concurrent_misses_share_one_request(self) -> None:
+        """Concurrent lookups of one name make one MEP request and all get its answer."""
+        from twisted.internet.defer import Deferred, ensureDeferred
+        from twisted.internet.task import Clock
+
+        pending: list[Deferred] = []
+
+        def fetch(name: str) -> Deferred:
+            d: Deferred = Deferred()
+            pending.append(d)
+            return d
+
+        cache = DiscoveryCache(fetch, Clock())
+        lookups = [ensureDeferred(cache.lookup("svc")) for _ in range(3)]
+        self.assertEqual(len(pending), 1)
+        pending[0].callback([{"state": "ACTIVE"}])
+        results = [self.successResultOf(d) for d in lookups]
+        self.assertEqual({r.source for r in results}, {"mep"})
+        self.assertEqual(cache.misses, 3)
+
+    def test_shared_failure(self) -> None:
+        """A failed shared request fails every waiter."""
+        from twisted.internet.defer import Deferred, ensureDeferred
+        from twisted.internet.task import Clock
+
+        pending: list[Deferred] = []
+        cache = DiscoveryCache(lambda name: pending.append(Deferred()) or pending[-1], Clock())
+        lookups = [ensureDeferred(cache.lookup("svc")) for _ in range(2)]
+        pending[0].errback(MepError("discovery", None, "down"))
+        for d in lookups:
+            self.failureResultOf(d, MepError)
+
+
+class ProtectionTests(ApiTestCase):
+    def test_bearer_required_when_configured(self) -> None:
+        """With an API token, requests without it get 401; with it, 200."""
+        self.build(api_token=Secret("s3cret-app-token-1234"))
+        self.start()
+        code, _, response = self.get_json(self.api, "/mep-agent/v1/token")
+        self.assertEqual(code, 401)
+        self.assertTrue(response.headers.getRawHeaders("www-authenticate"))
+        code, _, _ = self.get_json(
+            self.api, "/mep-agent/v1/token", headers={"Authorization": "Bearer wrong"}
+        )
+        self.assertEqual(code, 401)
+        code, _, _ = self.get_json(
+            self.api,
+            "/mep-agent/v1/token",
+            headers={"Authorization": "Bearer s3cret-app-token-1234"},
+        )
+        self.assertEqual(code, 200)

@@ -1,0 +1,112 @@
+"""Tests for the operations API: probes, metrics, status, notifications."""
+
+from __future__ import annotations
+
+from .agent_harness import ApiTestCase, spec
+from .helpers import SECRETS
+
+
+class ProbeTests(ApiTestCase):
+    def test_livez(self) -> None:
+        """/livez answers 200 as long as the reactor runs."""
+        self.build()
+        self.assertEqual(self.get_json(self.ops, "/livez")[:2], (200, {"status": "ok"}))
+
+    def test_not_ready_until_registered(self) -> None:
+        """/readyz is 503 (with the failing checks) until token and services are there."""
+        self.fault(kind="register", status=503)
+        self.build((spec("a"),))
+        self.start()
+        code, body, _ = self.get_json(self.ops, "/readyz")
+        self.assertEqual(code, 503)
+        self.assertFalse(body["checks"]["service:a"]["ok"])
+        self.advance(1)
+        code, body, _ = self.get_json(self.ops, "/readyz")
+        self.assertEqual((code, body), (200, {"status": "ready"}))
+        code, body, _ = self.get_json(self.ops, "/healthz?verbose")
+        self.assertEqual(code, 200)
+        self.assertTrue(body["checks"]["token"]["ok"])
+
+    def test_not_ready_while_heartbeats_fail(self) -> None:
+        """Failing heartbeats make the agent not ready until they recover."""
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="heartbeat", status=500, count=2)
+        self.advance(45)
+        self.assertEqual(self.get_json(self.ops, "/readyz")[0], 503)
+        self.advance(3)
+        self.assertEqual(self.get_json(self.ops, "/readyz")[0], 200)
+
+
+class MetricsTests(ApiTestCase):
+    def test_metrics(self) -> None:
+        """Prometheus text with registration, heartbeat, token and MEP request metrics."""
+        self.build((spec("a"),))
+        self.start()
+        self.advance(46)
+        response, raw = self.request(self.ops, "GET", "/metrics")
+        text = raw.decode()
+        self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))
+        for line in (
+            'mep_agent_service_registered{ser_name="a"} 1.0',
+            'mep_agent_heartbeats_total{ser_name="a"} 1.0',
+            'mep_agent_heartbeat_failures_total{ser_name="a"} 0.0',
+            'mep_agent_seconds_since_heartbeat{ser_name="a"} 1.0',
+            'mep_agent_reregistrations_total{ser_name="a"} 0.0',
+            'mep_agent_mep_requests_total{operation="register",status="201"} 1.0',
+            'mep_agent_mep_requests_total{operation="heartbeat",status="204"} 1.0',
+            "mep_agent_token_refresh_failures_total 0.0",
+            'mep_agent_discovery_lookups_total{result="hit"} 0.0',
+        ):
+            self.assertIn(line, text)
+        self.assertIn("mep_agent_token_expiry_timestamp_seconds 3600.0", text)
+        self.assertIn('mep_agent_mep_request_seconds_bucket{le="0.01",operation="token"}', text)
+        for secret in SECRETS:
+            self.assertNotIn(secret, text)
+
+
+class StatusTests(ApiTestCase):
+    def test_status(self) -> None:
+        """Status shows desired and actual registrations and token expiry, never the token."""
+        self.build((spec("a"), spec("b", interval=0)))
+        self.start()
+        code, body, _ = self.get_json(self.ops, "/mep-agent/v1/status")
+        self.assertEqual(code, 200)
+        services = {s["serName"]: s for s in body["services"]}
+        self.assertEqual(services["a"]["status"], "registered")
+        self.assertEqual(services["a"]["livenessInterval"], 60)
+        self.assertEqual(services["b"]["desired"]["livenessInterval"], 0)
+        self.assertRegex(services["a"]["serInstanceId"], "^[0-9a-f]{32}$")
+        self.assertEqual(body["token"]["expires_at"], 3600)
+        self.assertTrue(body["ready_confirmed"])
+        _, raw = self.request(self.ops, "GET", "/mep-agent/v1/status")
+        self.assertNotIn(self.tokens.current().access_token.reveal().encode(), raw)
+        for secret in SECRETS:
+            self.assertNotIn(secret.encode(), raw)
+
+
+class NotificationRouteTests(ApiTestCase):
+    def test_bad_notifications_400(self) -> None:
+        """Malformed notifications are refused with a JSON 400, never a 500."""
+        self.build()
+        for kw in (
+            {"data": b"{"},
+            {"json": []},
+            {"json": {"notificationType": "X"}},
+            {
+                "json": {
+                    "notificationType": "SerAvailabilityNotification",
+                    "serviceReferences": "x",
+                }
+            },
+            {"data": b"x" * 70000},
+        ):
+            response, raw = self.request(self.ops, "POST", "/mep-agent/v1/notifications", **kw)
+            self.assertEqual(response.code, 400, (kw, raw))
+
+    def test_unknown_and_method(self) -> None:
+        """Unknown routes 404, wrong methods 405 on the ops API."""
+        self.build()
+        self.assertEqual(self.get_json(self.ops, "/nope")[0], 404)
+        response, _ = self.request(self.ops, "DELETE", "/readyz")
+        self.assertEqual(response.code, 405)
