@@ -265,6 +265,11 @@ def _install_exit_hooks(reactor: Any, exit_code: list[int]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(exit_code[0])
+        # A stop on SIGTERM/SIGINT that deregistered everything is a clean exit (0):
+        # twistd would otherwise re-raise the signal, and the exit status would say
+        # "killed". Twisted keeps the caught signal in this (private) attribute.
+        if hasattr(reactor, "_exitSignal"):
+            reactor._exitSignal = None
 
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)
     reactor.addSystemEventTrigger("after", "shutdown", exit_with_code)

@@ -30,6 +30,8 @@ class TapTestCase(SynchronousTestCase):
         )
         self.stdout = io.StringIO()
         self.patch(tap.sys, "stdout", self.stdout)
+        # makeService would add shutdown triggers to trial's own reactor.
+        self.patch(tap, "_install_exit_hooks", lambda reactor, code: None)
         self.events: list[dict] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -108,6 +110,25 @@ class SecretHandlingTests(TapTestCase):
         self.environ["MEP_IP"] = "bad host"
         self.assertRaises(SystemExit, self.make)
         self.assertNotIn("SK", os.environ)
+
+    def test_builds_the_agent(self) -> None:
+        """makeService composes token, registrar, subscriber and both listeners."""
+        agent = self.make()
+        names = [getattr(s, "name", None) for s in agent]
+        self.assertEqual(names[:3], ["token", "registrar", "subscriber"])
+        self.assertEqual(len(list(agent)), 5)
+
+    def test_one_shot_adds_exit_service(self) -> None:
+        """ENABLE_WAIT=false adds the one-shot service and keeps registrations on stop."""
+        self.environ["ENABLE_WAIT"] = '"false"'
+        agent = self.make()
+        self.assertIsInstance(list(agent)[-1], tap.OneShot)
+        self.assertFalse(list(agent)[1].deregister_on_stop)
+
+    def test_bad_listen_description(self) -> None:
+        """An invalid --listen description exits with one line naming it."""
+        error = self.assertRaises(SystemExit, self.make, "--listen", "bogus:1")
+        self.assertIn("--listen: invalid endpoint description", error.code)
 
     def test_no_secret_in_startup_log(self) -> None:
         """The real start-up logs no credential."""

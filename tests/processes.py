@@ -1,0 +1,119 @@
+"""Real twistd processes for the integration tests: spawned, watched, always ended."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.web.client import Agent, HTTPConnectionPool
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+# The code under test is this checkout's, also when an older copy is installed.
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class TwistdProcess(ProcessProtocol):
+    """`twistd -n --pidfile= <plugin> args` with its output kept."""
+
+    def __init__(self, plugin: str, args: list[str], env: dict[str, str], cwd: str) -> None:
+        self.output = b""
+        self.ended: Deferred[int] = Deferred()
+        self.exit_code: int | None = None
+        argv = [sys.executable, TWISTD, "-n", "--pidfile=", plugin, *args]
+        base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+        base["PYTHONPATH"] = CHECKOUT
+        self.transport = reactor.spawnProcess(
+            self, sys.executable, argv, env=dict(base, **env), path=cwd
+        )
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        if isinstance(reason.value, ProcessDone):
+            self.exit_code = 0
+        elif isinstance(reason.value, ProcessTerminated):
+            self.exit_code = (
+                reason.value.exitCode
+                if reason.value.exitCode is not None
+                else -reason.value.signal
+            )
+        self.ended.callback(self.exit_code)
+
+    @property
+    def running(self) -> bool:
+        return self.exit_code is None
+
+    def signal(self, name: str) -> None:
+        if self.running:
+            self.transport.signalProcess(name)
+
+    async def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 15 s; only ever this process we started."""
+        if not self.running:
+            return self.exit_code
+        self.signal("TERM")
+        killer = reactor.callLater(15, self.signal, "KILL")
+        code = await self.ended
+        if killer.active():
+            killer.cancel()
+        return code
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.2
+) -> Any:
+    """Await check() until it returns something truthy, at most timeout seconds."""
+    waited = 0.0
+    last_error: Exception | None = None
+    while waited < timeout:
+        try:
+            result = await check()
+            if result:
+                return result
+        except Exception as e:  # the server may not listen yet
+            last_error = e
+        await deferLater(reactor, interval, lambda: None)
+        waited += interval
+    raise AssertionError(f"condition not met within {timeout}s (last error: {last_error})")
+
+
+def _client() -> HTTPClient:
+    # No connection pool: every test ends with no connection left open.
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+async def get_json(url: str) -> tuple[int, Any]:
+    response = await _client().get(url, timeout=5)
+    raw = await response.content()
+    return response.code, json.loads(raw) if raw else None
+
+
+async def post_json(url: str, body: Any = None) -> int:
+    response = await _client().post(url, json=body, timeout=5)
+    await response.content()
+    return response.code
+
+
+__all__ = ["TwistdProcess", "eventually", "free_port", "get_json", "post_json", "signal"]

@@ -1,0 +1,213 @@
+"""
+Integration tests: the real `twistd mep-agent` against the real `twistd mep-emulator`,
+over TLS on 127.0.0.1, as separate processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+from twisted.trial.unittest import TestCase
+
+from mep_agent.emulator import certs
+
+from .helpers import AK, SK
+from .processes import TwistdProcess, eventually, free_port, get_json, post_json
+
+SERVICES = {
+    "serviceInfoPosts": [
+        {
+            "serName": name,
+            "version": "1.0",
+            "state": "ACTIVE",
+            "serializer": "JSON",
+            "livenessInterval": 2,
+            "transportInfo": {
+                "type": "REST_HTTP",
+                "protocol": "HTTP",
+                "endpoint": {"uris": [f"http://{name}.local:80/"]},
+            },
+        }
+        for name in ("alpha", "beta", "gamma")
+    ]
+}
+
+
+class AgentAgainstEmulator(TestCase):
+    timeout = 90
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.dir, "conf"))
+        with open(os.path.join(self.dir, "conf", "app_instance_info.yaml"), "w") as f:
+            yaml.safe_dump(SERVICES, f)
+        self.https, self.http = free_port(), free_port()
+        self.api, self.ops = free_port(), free_port()
+        self.control = f"http://127.0.0.1:{self.http}/_emulator"
+        self.processes: list[TwistdProcess] = []
+
+    async def start_emulator(self, *extra: str) -> TwistdProcess:
+        emulator = self.spawn(
+            "mep-emulator",
+            [
+                "--port",
+                str(self.https),
+                "--http-port",
+                str(self.http),
+                "--cert-dir",
+                os.path.join(self.dir, "mep"),
+                "--liveness-interval",
+                "2",
+                *extra,
+            ],
+            {},
+        )
+        await eventually(lambda: self.state())
+        return emulator
+
+    def agent_env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "MEP_IP": '"127.0.0.1"',
+            "MEP_APIGW_PORT": f'"{self.https}"',
+            "CA_CERT": os.path.join(self.dir, "mep", "ca.crt"),
+            "CA_CERT_DOMAIN_NAME": '"edgegallery"',
+            "AK": AK,
+            "SK": SK,
+            "APPINSTID": "891c2bba-f1f2-40bd-a97e-9bebbafcc964",
+            "ENABLE_WAIT": '"true"',
+            "MEP_AGENT_LISTEN": f"tcp:{self.api}:interface=127.0.0.1",
+            "MEP_AGENT_OPS_LISTEN": f"tcp:{self.ops}:interface=127.0.0.1",
+        }
+        env.update(extra)
+        return env
+
+    def spawn(self, plugin: str, args: list[str], env: dict[str, str]) -> TwistdProcess:
+        process = TwistdProcess(plugin, args, env, self.dir)
+        self.processes.append(process)
+        self.addCleanup(process.stop)
+        return process
+
+    async def state(self) -> dict:
+        code, body = await get_json(f"{self.control}/state")
+        return body if code == 200 else {}
+
+    async def services(self) -> dict[str, dict]:
+        return {s["serName"]: s for s in (await self.state())["services"]}
+
+    async def test_lifecycle(self) -> None:
+        """Registered, every service beats, a MEP restart is repaired, SIGTERM deregisters."""
+        await self.start_emulator()
+        agent = self.spawn("mep-agent", [], self.agent_env())
+
+        async def all_beating():
+            services = await self.services()
+            return len(services) == 3 and all(
+                s["heartbeats"] >= 2 and s["state"] == "ACTIVE" for s in services.values()
+            )
+
+        await eventually(all_beating)
+        code, ready = await get_json(f"http://127.0.0.1:{self.ops}/readyz")
+        self.assertEqual((code, ready), (200, {"status": "ready"}))
+
+        code, token = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/token")
+        self.assertEqual(code, 200)
+        self.assertGreater(token["expires_in"], 3500)
+        code, endpoint = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/endpoint/beta")
+        self.assertEqual((code, endpoint), (200, {"uris": ["http://beta.local:80/"]}))
+        code, _ = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/endpoint/nothere")
+        self.assertEqual(code, 404)
+        response_code, _ = await get_json(f"http://127.0.0.1:{self.ops}/mep-agent/v1/status")
+        self.assertEqual(response_code, 200)
+
+        before = {s["serInstanceId"] for s in (await self.services()).values()}
+        self.assertEqual(await post_json(f"{self.control}/restart"), 204)
+
+        async def repaired():
+            services = await self.services()
+            ids = {s["serInstanceId"] for s in services.values()}
+            return (
+                len(services) == 3
+                and not ids & before
+                and all(s["heartbeats"] >= 1 for s in services.values())
+            )
+
+        await eventually(repaired)
+        self.assertEqual(len((await self.state())["services"]), 3, "no duplicates")
+
+        self.assertEqual(await agent.stop(), 0)
+        self.assertEqual((await self.state())["services"], [])
+        output = agent.output.decode("utf-8", "replace")
+        self.assertIn("re-registered", output)
+        self.assertIn("deregistered", output)
+        for secret in (AK, SK, self.agent_env()["APPINSTID"]):
+            self.assertNotIn(secret, output)
+        self.assertNotIn("Traceback", output)
+
+    async def test_one_shot(self) -> None:
+        """ENABLE_WAIT=false registers, exits 0, and leaves the services registered."""
+        await self.start_emulator()
+        agent = self.spawn("mep-agent", [], self.agent_env(ENABLE_WAIT='"false"'))
+        self.assertEqual(await agent.ended, 0)
+        self.assertEqual(len((await self.state())["services"]), 3)
+        self.assertIn(self.agent_env()["APPINSTID"], (await self.state())["ready"])
+
+    async def test_one_shot_failure(self) -> None:
+        """ENABLE_WAIT=false exits non-zero when registration cannot finish in time."""
+        ca = os.path.join(self.dir, "ca.crt")
+        with open(ca, "wb") as f:
+            f.write(certs.generate().ca_pem)
+        agent = self.spawn(
+            "mep-agent",
+            [],
+            self.agent_env(
+                ENABLE_WAIT="false",
+                MEP_AGENT_ONESHOT_TIMEOUT="2",
+                MEP_APIGW_PORT=str(free_port()),
+                CA_CERT=ca,
+            ),
+        )  # nothing listens there
+        self.assertEqual(await agent.ended, 1)
+        self.assertIn("one-shot: not registered within 2s", agent.output.decode())
+
+    async def test_wrong_ca_refused(self) -> None:
+        """An emulator certificate from another CA is refused: no token, not ready."""
+        await self.start_emulator()
+        other = os.path.join(self.dir, "other")
+        self.spawn("mep-emulator", ["--port", str(free_port()), "--cert-dir", other], {})
+        await eventually(lambda: _exists(os.path.join(other, "ca.crt")))
+        agent = self.spawn("mep-agent", [], self.agent_env(CA_CERT=os.path.join(other, "ca.crt")))
+
+        async def refused():
+            code, body = await get_json(f"http://127.0.0.1:{self.ops}/readyz?verbose")
+            return code == 503 and "certificate verify failed" in agent.output.decode()
+
+        await eventually(refused)
+        self.assertEqual((await self.state())["tokens_issued"], 0)
+
+    async def test_configuration_error_one_line(self) -> None:
+        """A configuration mistake exits 1 with one line and no traceback."""
+        agent = self.spawn("mep-agent", [], self.agent_env(MEP_APIGW_PORT="99999"))
+        self.assertEqual(await agent.ended, 1)
+        lines = [line for line in agent.output.decode().splitlines() if line.strip()]
+        self.assertEqual(
+            lines,
+            [
+                "mep-agent: configuration error: MEP_APIGW_PORT: '99999' "
+                "must be a port number from 1 to 65535"
+            ],
+        )
+
+    async def test_busy_port_one_line(self) -> None:
+        """A listener port already in use exits 1 naming the setting, no traceback."""
+        await self.start_emulator()
+        env = self.agent_env(MEP_AGENT_LISTEN=f"tcp:{self.http}:interface=127.0.0.1")
+        agent = self.spawn("mep-agent", [], env)
+        self.assertNotEqual(await agent.ended, 0)
+        output = agent.output.decode()
+        self.assertIn("--listen: cannot listen on", output)
+        self.assertNotIn("Traceback", output)
+
+
+async def _exists(path: str) -> bool:
+    return os.path.exists(path)
