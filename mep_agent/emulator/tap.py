@@ -7,6 +7,7 @@ prints the environment an agent needs to talk to it.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import cast
 
@@ -22,6 +23,9 @@ from .app import MepEmulator
 from .auth import App
 from .notifier import Notifier
 from .registry import Registry
+from .rules import UUID
+
+AUTH_HEADER_AK = re.compile(r"[A-Za-z0-9_=+/]{20}")
 
 # Development credentials (the README's sample keys): the emulator is never a real MEP.
 DEV_AK = "QVUJMSUMgS0VZLS0tLS0"
@@ -65,6 +69,27 @@ class Options(usage.Options):
     ]
 
 
+def validate(options: Options) -> None:
+    """One-line exits for options the emulator cannot work with."""
+    problems = []
+    if not AUTH_HEADER_AK.fullmatch(options["ak"]):
+        problems.append("--ak: must be 20 characters of A-Z a-z 0-9 _ + / =")
+    if not options["sk"]:
+        problems.append("--sk: must not be empty")
+    if not UUID.match(options["app-instance-id"]):
+        problems.append("--app-instance-id: must be a lower-case UUID")
+    for name in ("port", "http-port"):
+        if not 0 <= options[name] <= 65535:
+            problems.append(f"--{name}: must be a port number (0 for none)")
+    for name in ("token-lifetime", "liveness-interval"):
+        if options[name] < (1 if name == "token-lifetime" else 0):
+            problems.append(f"--{name}: must be a positive number of seconds")
+    if options["port"] == 0 and options["http-port"] == 0:
+        problems.append("--port and --http-port are both 0; nothing to serve")
+    if problems:
+        raise SystemExit(f"mep-emulator: {problems[0]}")
+
+
 def _certificates(directory: str, server_name: str) -> certs.ServerCertificates:
     names = ("ca.crt", "server.crt", "server.key")
     paths = [os.path.join(directory, n) for n in names]
@@ -98,8 +123,7 @@ def agent_environment(options: Options, ca_path: str) -> dict[str, str]:
 def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
     from twisted.internet import reactor
 
-    if options["port"] == 0 and options["http-port"] == 0:
-        raise SystemExit("mep-emulator: --port and --http-port are both 0; nothing to serve")
+    validate(options)
     directory = os.path.abspath(options["cert-dir"])
     server_certs = _certificates(directory, options["server-name"])
     notifier = Notifier(treq, reactor)
