@@ -22,10 +22,9 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .discovery import DiscoveryCache
-from .jsonweb import error, query_flag, respond
+from .jsonweb import error, json_errors, query_flag, respond
 from .mep import MepError
 from .model import SER_NAME_PATTERN
 from .secret import Secret
@@ -148,18 +147,7 @@ class AgentAPI:
             states=sorted({str(i.get("state")) for i in instances}),
         )
 
-    @app.handle_errors(NotFound)
-    def not_found(self, request: Any, failure: Any) -> Any:
-        return error(request, 404, "no such resource")
-
-    @app.handle_errors(MethodNotAllowed)
-    def not_allowed(self, request: Any, failure: Any) -> Any:
-        return error(request, 405, "method not allowed")
-
-    @app.handle_errors(Exception)
-    def crashed(self, request: Any, failure: Any) -> Any:
-        self.log.failure("API request failed", failure)
-        return error(request, 500, "internal error")
+    json_errors(app)
 
 
 def _endpoint(instance: dict[str, Any]) -> Any:

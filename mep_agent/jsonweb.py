@@ -6,7 +6,12 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from klein import Klein
+from twisted.logger import Logger
 from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+log = Logger()
 
 MAX_BODY = 64 * 1024
 
@@ -40,3 +45,22 @@ def read_json(request: Request) -> Any:
     if len(raw) > MAX_BODY:
         raise ValueError(f"body larger than {MAX_BODY} bytes")
     return json.loads(raw)
+
+
+def json_errors(app: Klein) -> None:
+    """JSON answers for unknown paths (404), wrong methods (405) and bugs (500, logged)."""
+    # Klein's stubs type handlers as (request, failure) only, not methods of a class app.
+    handle_errors: Any = app.handle_errors
+
+    @handle_errors(NotFound)
+    def not_found(instance: Any, request: Any, failure: Any) -> Any:
+        return error(request, 404, "no such resource")
+
+    @handle_errors(MethodNotAllowed)
+    def not_allowed(instance: Any, request: Any, failure: Any) -> Any:
+        return error(request, 405, "method not allowed")
+
+    @handle_errors(Exception)
+    def crashed(instance: Any, request: Any, failure: Any) -> Any:
+        log.failure("{path} failed", failure, path=request.path)
+        return error(request, 500, "internal error")

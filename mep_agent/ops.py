@@ -19,10 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .discovery import DiscoveryCache
-from .jsonweb import error, query_flag, read_json, respond
+from .jsonweb import error, json_errors, query_flag, read_json, respond
 from .registration import Registrar
 from .subscriptions import Subscriber
 from .token import TokenKeeper
@@ -156,15 +155,4 @@ class OpsAPI:
         request.setResponseCode(204)
         return b""
 
-    @app.handle_errors(NotFound)
-    def not_found(self, request: Any, failure: Any) -> Any:
-        return error(request, 404, "no such resource")
-
-    @app.handle_errors(MethodNotAllowed)
-    def not_allowed(self, request: Any, failure: Any) -> Any:
-        return error(request, 405, "method not allowed")
-
-    @app.handle_errors(Exception)
-    def crashed(self, request: Any, failure: Any) -> Any:
-        self.log.failure("ops request failed", failure)
-        return error(request, 500, "internal error")
+    json_errors(app)

@@ -9,7 +9,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
@@ -38,6 +38,30 @@ def backoff(
 def sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
     """A Deferred that fires after seconds on clock; cancelling it ends the wait early."""
     return deferLater(clock, seconds, lambda: None)
+
+
+class Alarm:
+    """A sleep that L{wake} can end early (to act now instead of at the next period)."""
+
+    def __init__(self, clock: IReactorTime, running: Callable[[], object]) -> None:
+        self._clock = clock
+        self._running = running
+        self._nap: Deferred[None] | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        """Return after seconds or when woken; raise CancelledError when stopped."""
+        self._nap = sleep(self._clock, seconds)
+        try:
+            await self._nap
+        except CancelledError:
+            if not self._running():
+                raise
+        finally:
+            self._nap = None
+
+    def wake(self) -> None:
+        if self._nap is not None:
+            self._nap.cancel()
 
 
 async def until_success(

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from .mep import MepClient, MepError, Subscription
 from .model import SubscriptionSpec
-from .retry import backoff, sleep, until_success
+from .retry import Alarm, backoff, until_success
 from .shutdown import bounded
 from .token import TokenKeeper
 
@@ -62,11 +62,12 @@ class Subscriber(Service):
     delays: Callable[[], Iterator[float]] = backoff
     states: list[SubscriptionState] = field(init=False, factory=list)
     _tasks: list[Deferred[None]] = field(init=False, factory=list)
-    _nap: Deferred[None] | None = field(init=False, default=None)
+    _alarm: Alarm = field(init=False)
     name = "subscriber"
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
+        self._alarm = Alarm(self.clock, lambda: self.running)
         for spec in self.specs:
             body = effective_body(spec, self.notify_url)
             if body is None:
@@ -108,8 +109,7 @@ class Subscriber(Service):
 
     def check_now(self) -> None:
         """The MEP may have lost data (a heartbeat got 404): verify at once."""
-        if self._nap is not None:
-            self._nap.cancel()
+        self._alarm.wake()
 
     async def _create(self, state: SubscriptionState) -> None:
         def failed(error: MepError, delay: float) -> None:
@@ -146,14 +146,7 @@ class Subscriber(Service):
 
     async def _verify_loop(self) -> None:
         while self.running:
-            self._nap = sleep(self.clock, self.verify_interval)
-            try:
-                await self._nap
-            except CancelledError:
-                if not self.running:
-                    raise
-            finally:
-                self._nap = None
+            await self._alarm.sleep(self.verify_interval)
             for state in self.states:
                 await self._verify(state)
 

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .mep import MepClient, MepError, Token
-from .retry import backoff, sleep
+from .retry import Alarm, backoff
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class TokenKeeper(Service):
         self._token: Token | None = None
         self._waiters: list[Deferred[Token]] = []
         self._loop: Deferred[None] | None = None
-        self._nap: Deferred[None] | None = None
+        self._alarm = Alarm(clock, lambda: self.running)
         self.state = "starting"  # starting | valid | failing | rejected | stopped
         self.last_error: str | None = None
         self.refresh_failures = 0
@@ -74,7 +74,7 @@ class TokenKeeper(Service):
         """The MEP refused this token (401): never use it again, fetch a new one now."""
         if self._token is token:
             self._token = None
-            self._refresh_now()
+            self._alarm.wake()
 
     async def with_token(self, call: Callable[[Token], Awaitable[T]]) -> T:
         """Run a MEP call with the token; on 401 refresh once and retry once."""
@@ -111,31 +111,17 @@ class TokenKeeper(Service):
         if not failure.check(CancelledError):
             self.log.failure("token loop crashed", failure)
 
-    def _refresh_now(self) -> None:
-        if self._nap is not None:
-            self._nap.cancel()
-
-    async def _nap_for(self, seconds: float) -> None:
-        self._nap = sleep(self._clock, seconds)
-        try:
-            await self._nap
-        except CancelledError:
-            if not self.running:
-                raise
-        finally:
-            self._nap = None
-
     async def _run(self) -> None:
         delays = self._delays()
         while self.running:
             try:
                 token = await self._mep.fetch_token()
             except MepError as e:
-                await self._nap_for(self._failed(e, delays))
+                await self._alarm.sleep(self._failed(e, delays))
                 continue
             delays = self._delays()
             self._obtained(token)
-            await self._nap_for(max(MIN_REFRESH_DELAY, token.expires_in * REFRESH_FRACTION))
+            await self._alarm.sleep(max(MIN_REFRESH_DELAY, token.expires_in * REFRESH_FRACTION))
 
     def _failed(self, error: MepError, delays: Iterator[float]) -> float:
         self.refresh_failures += 1

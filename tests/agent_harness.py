@@ -17,6 +17,8 @@ from mep_agent.secret import Secret
 from mep_agent.subscriptions import Subscriber
 from mep_agent.token import TokenKeeper
 
+from .emulator_client import service
+
 BASE = "https://127.0.0.1:8443"
 
 
@@ -26,20 +28,7 @@ def exact_backoff():
 
 
 def spec(name: str = "svc1", interval: int = 60, **extra: Any) -> ServiceSpec:
-    body = {
-        "serName": name,
-        "version": "1.0",
-        "state": "ACTIVE",
-        "serializer": "JSON",
-        "livenessInterval": interval,
-        "transportInfo": {
-            "type": "REST_HTTP",
-            "protocol": "HTTP",
-            "endpoint": {"uris": [f"http://{name}.local:80/"]},
-        },
-    }
-    body.update(extra)
-    return ServiceSpec(name, body)
+    return ServiceSpec(name, service(name, interval, **extra))
 
 
 def credentials(sk: str | None = None) -> Credentials:
@@ -90,9 +79,9 @@ class AgentTestCase(SynchronousTestCase):
         self.registrar.on_data_loss = self.subscriber.check_now
 
     def start(self) -> None:
-        for service in (self.tokens, self.registrar, self.subscriber):
-            service.startService()
-            self.addCleanup(lambda s=service: s.running and s.stopService())
+        for part in (self.tokens, self.registrar, self.subscriber):
+            part.startService()
+            self.addCleanup(lambda s=part: s.running and s.stopService())
         self.settle()
 
     def settle(self) -> None:

@@ -233,3 +233,18 @@ class ProtectionTests(ApiTestCase):
             headers={"Authorization": "Bearer s3cret-app-token-1234"},
         )
         self.assertEqual(code, 200)
+
+
+class BugTests(ApiTestCase):
+    def test_unexpected_error_is_json_500_and_logged(self) -> None:
+        """A bug behind a route answers a JSON 500 without a traceback, and is logged."""
+        self.build()
+        self.start()
+
+        async def broken(name: str):
+            raise RuntimeError("bug")
+
+        self.discovery._fetch = broken
+        response, raw = self.request(self.api, "GET", f"{ENDPOINT}/httpbin")
+        self.assertEqual((response.code, raw), (500, b'{"error": "internal error"}'))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -397,10 +397,12 @@ class EmulatorTapTests(EmulatorTestCase):
 
     def test_bad_options_one_line(self) -> None:
         """Unusable emulator options exit with one line naming the option."""
-        for argv, part in ((["--ak", "short"], "--ak"), (["--app-instance-id", "X"],
-                                                         "--app-instance-id"),
-                           (["--port", "0"], "nothing to serve"),
-                           (["--token-lifetime", "0"], "--token-lifetime")):
+        for argv, part in (
+            (["--ak", "short"], "--ak"),
+            (["--app-instance-id", "X"], "--app-instance-id"),
+            (["--port", "0"], "nothing to serve"),
+            (["--token-lifetime", "0"], "--token-lifetime"),
+        ):
             tap, options = self.options(*argv)
             error = self.assertRaises(SystemExit, tap.validate, options)
             self.assertIn(part, error.code)
@@ -409,8 +411,10 @@ class EmulatorTapTests(EmulatorTestCase):
         """The printed environment points an agent at the HTTPS (or plain) listener."""
         tap, options = self.options("--port", "18443")
         env = tap.agent_environment(options, "/x/ca.crt")
-        self.assertEqual((env["MEP_APIGW_PORT"], env["CA_CERT"], env["CA_CERT_DOMAIN_NAME"]),
-                         ("18443", "/x/ca.crt", "edgegallery"))
+        self.assertEqual(
+            (env["MEP_APIGW_PORT"], env["CA_CERT"], env["CA_CERT_DOMAIN_NAME"]),
+            ("18443", "/x/ca.crt", "edgegallery"),
+        )
         tap, options = self.options("--port", "0", "--http-port", "18000")
         env = tap.agent_environment(options, "/x/ca.crt")
         self.assertEqual((env["MEP_APIGW_PORT"], env["EG_PROTOCOL"]), ("18000", "http"))

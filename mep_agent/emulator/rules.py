@@ -4,6 +4,9 @@ mepserver's request validation (MEP-PROTOCOL.md 2.2, 2.3, 2.6), as the emulator 
 Unlike the agent's strict YAML schema, mepserver ignores unknown fields, fills defaults,
 and distinguishes a JSON type mismatch (internal status 4, "unmarshal request body error")
 from a rule violation (status 14, "request param validation failed").
+
+The rule tables repeat some of mep_agent.model's on purpose: the emulator is what the
+agent is tested against, so the two must not share the code that could be wrong in both.
 """
 
 from __future__ import annotations
