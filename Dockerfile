@@ -15,7 +15,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))" \
     && mkdir -p /usr/mep/conf /usr/mep/ssl
-COPY conf/ /usr/mep/conf/
+# Only the TLS settings: app_instance_info.yaml is the pod's to mount (the seed mounts it
+# here); without it the agent stops with a clear error instead of registering a sample.
+COPY conf/app_conf.yaml /usr/mep/conf/
 WORKDIR /usr/mep
 ENV MEP_AGENT_CONF_DIR=/usr/mep/conf \
     PYTHONUNBUFFERED=1

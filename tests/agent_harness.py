@@ -108,7 +108,14 @@ class AgentTestCase(SynchronousTestCase):
 class ApiTestCase(AgentTestCase):
     """AgentTestCase plus the app API and the ops API, each behind its own StubTreq."""
 
-    def build(self, services=(), api_token=None, ttl=30.0, stale=300.0, **kw):  # type: ignore[override]
+    def build(
+        self,
+        services=(),
+        api_token=None,
+        ttl=30.0,
+        stale=300.0,  # type: ignore[override]
+        **kw,
+    ):
         from prometheus_client import CollectorRegistry
         from treq.testing import StubTreq
 

@@ -144,6 +144,27 @@ class AgentAgainstEmulator(TestCase):
             self.assertNotIn(secret, output)
         self.assertNotIn("Traceback", output)
 
+    async def test_second_signal_exits_at_once(self) -> None:
+        """A second SIGTERM while deregistration hangs ends the process at once."""
+        await self.start_emulator()
+        agent = self.spawn("mep-agent", [], self.agent_env(MEP_AGENT_SHUTDOWN_TIMEOUT="60"))
+        await eventually(lambda: self._all_registered())
+        fault = {"kind": "deregister", "delay": 50, "count": 10}
+        self.assertEqual(await post_json(f"{self.control}/faults", fault), 201)
+        agent.signal("TERM")
+        await eventually(lambda: self._deregistering())
+        agent.signal("TERM")
+        code = await eventually(lambda: _ended(agent), timeout=5)
+        self.assertEqual(code, 128 + 15)
+        self.assertIn("exiting now", agent.output.decode())
+
+    async def _all_registered(self) -> bool:
+        return len(await self.services()) == 3
+
+    async def _deregistering(self) -> bool:
+        # A delayed DELETE takes its fault when it arrives, long before it is answered.
+        return any(f["remaining"] < 10 for f in (await self.state())["faults"])
+
     async def test_one_shot(self) -> None:
         """ENABLE_WAIT=false registers, exits 0, and leaves the services registered."""
         await self.start_emulator()
@@ -207,6 +228,10 @@ class AgentAgainstEmulator(TestCase):
         output = agent.output.decode()
         self.assertIn("--listen: cannot listen on", output)
         self.assertNotIn("Traceback", output)
+
+
+async def _ended(process: TwistdProcess) -> int | None:
+    return process.exit_code if not process.running else None
 
 
 async def _exists(path: str) -> bool:

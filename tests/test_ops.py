@@ -110,3 +110,34 @@ class NotificationRouteTests(ApiTestCase):
         self.assertEqual(self.get_json(self.ops, "/nope")[0], 404)
         response, _ = self.request(self.ops, "DELETE", "/readyz")
         self.assertEqual(response.code, 405)
+
+
+class NotificationDeliveryTests(ApiTestCase):
+    def test_emulator_notifies_agent_which_invalidates(self) -> None:
+        """The MEP's notification reaches the agent's route and refreshes discovery."""
+        from mep_agent.model import SubscriptionSpec
+
+        self.build(
+            (spec("httpbin"),),
+            subscriptions=(
+                SubscriptionSpec(
+                    0,
+                    {
+                        "subscriptionType": "SerAvailabilityNotificationSubscription",
+                        "callbackReference": "string",
+                        "filteringCriteria": {"serNames": ["httpbin"]},
+                    },
+                ),
+            ),
+            notify_url="http://127.0.0.1:9090/mep-agent/v1/notifications",
+        )
+        self.mep.notifier.http = self.ops  # the emulator's callbacks reach the ops API
+        self.start()
+        self.get_json(self.api, "/mep-agent/v1/endpoint/httpbin")
+        sid = self.registrar.states["httpbin"].registration.ser_instance_id
+        self.registry.set_state(sid, "SUSPENDED")
+        self.settle()
+        self.assertEqual(self.mep.notifier.delivered[-1]["status"], 204)
+        code, body, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/httpbin")
+        self.assertEqual((code, body["states"]), (404, ["SUSPENDED"]))
+        self.assertEqual(self.discovery_calls, ["httpbin", "httpbin"])
