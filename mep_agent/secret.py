@@ -24,9 +24,6 @@ class Secret:
 
     __str__ = __repr__
 
-    def __len__(self) -> int:
-        return len(self._value)
-
 
 def redact(text: str, secrets: list[Secret] | tuple[Secret, ...]) -> str:
     """Replace every occurrence of any secret's value in text (e.g. a MEP error body)."""

@@ -35,7 +35,7 @@ from .metrics import AgentCollector, MepObserver
 from .ops import OpsAPI
 from .registration import Registrar
 from .settings import SETTINGS
-from .subscriptions import Subscriber
+from .subscriptions import Subscriber, effective_body
 from .token import TokenKeeper
 
 log = Logger()
@@ -87,23 +87,24 @@ def check_report(cfg: config_module.AgentConfig) -> dict[str, Any]:
     """What --check prints: the resolved settings and the exact bodies to be sent."""
     services_path = "/mep/mec_service_mgmt/v1/applications/{APPINSTID}/services"
     subscriptions_path = "/mep/mec_service_mgmt/v1/applications/{APPINSTID}/subscriptions"
-    warnings = [
-        f"serAvailabilityNotificationSubscriptions[{sub.index}].callbackReference: "
-        f"{sub.callback_reference[:60]!r} is not a URI; this subscription will not be sent"
-        for sub in cfg.app.subscriptions
-        if not sub.callback_is_uri
-    ]
+    subscriptions, warnings = [], []
+    for sub in cfg.app.subscriptions:
+        body = effective_body(sub, cfg.notify_url)  # exactly what the Subscriber sends
+        if body is None:
+            warnings.append(
+                f"serAvailabilityNotificationSubscriptions[{sub.index}].callbackReference: "
+                f"{sub.callback_reference[:60]!r} is not a URI and --notify-url is not set; "
+                "this subscription will not be sent"
+            )
+        else:
+            subscriptions.append({"method": "POST", "path": subscriptions_path, "body": body})
     return {
         "config": cfg.summary(),
         "registrations": [
             {"method": "POST", "path": services_path, "body": service.body}
             for service in cfg.app.services
         ],
-        "subscriptions": [
-            {"method": "POST", "path": subscriptions_path, "body": sub.body}
-            for sub in cfg.app.subscriptions
-            if sub.callback_is_uri
-        ],
+        "subscriptions": subscriptions,
         "warnings": warnings,
     }
 

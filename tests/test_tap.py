@@ -70,6 +70,22 @@ class CheckModeTests(TapTestCase):
         self.assertEqual(report["subscriptions"], [])
         self.assertIn("is not a URI", report["warnings"][0])
 
+    def test_check_uses_notify_url(self) -> None:
+        """With --notify-url the subscription is printed with the agent's callback."""
+        self.assertRaises(
+            SystemExit,
+            self.make,
+            "--check",
+            "--notify-url",
+            "http://10.1.2.3:9090/mep-agent/v1/notifications",
+        )
+        report = json.loads(self.stdout.getvalue())
+        self.assertEqual(report["warnings"], [])
+        self.assertEqual(
+            report["subscriptions"][0]["body"]["callbackReference"],
+            "http://10.1.2.3:9090/mep-agent/v1/notifications",
+        )
+
     def test_check_output_has_no_secret(self) -> None:
         """Nothing --check prints contains a credential."""
         self.assertRaises(SystemExit, self.make, "--check")
