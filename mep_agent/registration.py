@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from .mep import MepClient, MepError, Registration
 from .model import ServiceSpec
-from .retry import backoff, sleep, until_success
+from .retry import UNEXPECTED_PAUSE, backoff, sleep, until_success
 from .shutdown import bounded
 from .token import TokenKeeper
 
@@ -134,15 +134,29 @@ class Registrar(Service):
 
     async def _run(self, state: ServiceState) -> None:
         while self.running:
-            await self._register(state)
-            registration = state.registration
-            if (
-                registration is None
-                or not registration.interval
-                or registration.liveness_path is None
-            ):
-                return  # no heartbeats wanted: nothing more to do until stop
-            await self._heartbeat(state)
+            try:
+                if state.registration is None:
+                    await self._register(state)
+                registration = state.registration
+                if (
+                    registration is None
+                    or not registration.interval
+                    or registration.liveness_path is None
+                ):
+                    return  # no heartbeats wanted: nothing more to do until stop
+                await self._heartbeat(state)
+            except CancelledError:
+                raise
+            except Exception:
+                # An uncaught error would end this service's heartbeats for good; carry
+                # on with what is known (a kept registration is not registered again).
+                state.last_error = "unexpected error (see the log)"
+                self.log.failure(
+                    "service {ser_name}: unexpected error; carrying on in {pause:.0f}s",
+                    ser_name=state.spec.name,
+                    pause=UNEXPECTED_PAUSE,
+                )
+                await sleep(self.clock, UNEXPECTED_PAUSE)
 
     async def _register(self, state: ServiceState) -> None:
         spec = state.spec
@@ -288,6 +302,12 @@ class Registrar(Service):
                 return None
             self._beat_failed(state, e)
             return registration
+        # Same serInstanceId, so the same liveness link, if the answer omits it.
+        restored = Registration(
+            restored.ser_instance_id,
+            restored.liveness_path or registration.liveness_path,
+            restored.interval or registration.interval,
+        )
         state.registration = restored
         return restored
 

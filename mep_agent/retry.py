@@ -12,10 +12,14 @@ from typing import TypeVar
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 
 from .mep import MepError
 
 T = TypeVar("T")
+log = Logger()
+# After an unexpected error (a bug) a loop pauses this long, then carries on.
+UNEXPECTED_PAUSE = 5.0
 
 
 def backoff(
@@ -83,5 +87,11 @@ async def until_success(
         except MepError as e:
             delay = next(delays) if e.transient else refused_delay
             on_error(e, delay)
-            await sleep(clock, delay)
+        except CancelledError:
+            raise
+        except Exception:
+            # A bug must not end the retrying for good: log it and try again.
+            delay = next(delays)
+            log.failure("unexpected error; retrying in {delay:.1f}s", delay=delay)
+        await sleep(clock, delay)
     return None

@@ -148,7 +148,14 @@ class Subscriber(Service):
         while self.running:
             await self._alarm.sleep(self.verify_interval)
             for state in self.states:
-                await self._verify(state)
+                try:
+                    await self._verify(state)
+                except CancelledError:
+                    raise
+                except Exception:
+                    self.log.failure(
+                        "verifying subscription {index} failed unexpectedly", index=state.index
+                    )
 
     async def _verify(self, state: SubscriptionState) -> None:
         subscription = state.subscription

@@ -119,6 +119,13 @@ class TokenKeeper(Service):
             except MepError as e:
                 await self._alarm.sleep(self._failed(e, delays))
                 continue
+            except CancelledError:
+                raise
+            except Exception:
+                self.refresh_failures += 1
+                self.log.failure("token request failed unexpectedly")
+                await self._alarm.sleep(next(delays))
+                continue
             delays = self._delays()
             self._obtained(token)
             await self._alarm.sleep(max(MIN_REFRESH_DELAY, token.expires_in * REFRESH_FRACTION))

@@ -297,3 +297,65 @@ class ShutdownTests(AgentTestCase):
         self.emulator.faults.clear()
         d1, _ = self.stop()
         self.assertEqual(self.successResultOf(d1), [True])
+
+
+class UnexpectedErrorTests(AgentTestCase):
+    def break_once(self, method: str) -> None:
+        """Make one call of MepClient.<method> raise a bug instead of a MepError."""
+        original = getattr(self.client, method)
+        calls = []
+
+        async def broken(*args, **kw):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("bug")
+            return await original(*args, **kw)
+
+        setattr(self.client, method, broken)
+
+    def test_heartbeat_bug_does_not_end_beats(self) -> None:
+        """A bug in one beat is logged; beating resumes without registering again."""
+        self.build((spec("a"),))
+        self.start()
+        self.break_once("heartbeat")
+        self.advance(45 + 5 + 45)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.requests("register"), [201])
+        self.assertEqual(self.requests("heartbeat"), [204])
+        self.assertTrue(self.registrar.states["a"].healthy)
+
+    def test_registration_bug_retried(self) -> None:
+        """A bug while registering is logged and the registration retried."""
+        self.build((spec("a"),))
+        self.break_once("register")
+        self.start()
+        self.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.registrar.states["a"].status, "registered")
+
+    def test_token_bug_retried(self) -> None:
+        """A bug while fetching the token is logged and the fetch retried."""
+        self.build()
+        self.break_once("fetch_token")
+        self.start()
+        self.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIsNotNone(self.tokens.current())
+
+    def test_restore_keeps_liveness_link(self) -> None:
+        """An update answer without a liveness link keeps the one already known."""
+        from mep_agent.mep import Registration
+
+        self.build((spec("a"),))
+        self.start()
+        sid = self.registrar.states["a"].registration.ser_instance_id
+        link = self.registrar.states["a"].registration.liveness_path
+
+        async def bare_update(token, ser_instance_id, body):
+            return Registration(ser_instance_id, None, 0)
+
+        self.client.update = bare_update
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(45)
+        self.assertEqual(self.registrar.states["a"].registration.liveness_path, link)
+        self.assertEqual(self.registrar.states["a"].registration.interval, 60)
