@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping, Sequence
-from urllib.parse import parse_qsl, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qsl, quote_plus, unquote
 
 ALGORITHM = "SDK-HMAC-SHA256"
 SIGNED_HEADERS = ("content-type", "host", "x-sdk-date")
@@ -44,7 +44,9 @@ def canonical_request(
     method: str, request_target: str, headers: Mapping[str, Sequence[str]]
 ) -> str:
     """The six-part canonical request; headers maps lower-case names to their values."""
-    target = urlsplit(request_target)
+    # A request target is a path and a query, never an authority: urlsplit would read
+    # "//x" as a host name. Split by hand, as the server does with its request-URI.
+    path, _, query = request_target.split("#", 1)[0].partition("?")
     names = sorted(headers)
     header_lines = "".join(
         f"{name}:{','.join(sorted(v.strip() for v in headers[name]))}\n" for name in names
@@ -52,8 +54,8 @@ def canonical_request(
     return "\n".join(
         [
             method,
-            canonical_uri(target.path),
-            canonical_query(target.query),
+            canonical_uri(path),
+            canonical_query(query),
             header_lines,
             ";".join(names),
             EMPTY_BODY_SHA256,

@@ -71,3 +71,8 @@ class CanonicalUriTests(SynchronousTestCase):
     def test_dot_segments_dropped_not_resolved(self) -> None:
         """'.' and '..' are dropped as Go's signer does, not resolved."""
         self.assertEqual(signing.canonical_uri("/a/../b/./c"), "/a/b/c/")
+
+    def test_double_slash_target_is_a_path(self) -> None:
+        """A target starting with '//' is a path, as the server's request-URI is."""
+        headers = {"content-type": ["application/json"], "host": ["h"], "x-sdk-date": ["d"]}
+        self.assertIn("\n/0/\n", signing.canonical_request("POST", "//0", headers))
