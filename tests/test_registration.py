@@ -359,3 +359,45 @@ class UnexpectedErrorTests(AgentTestCase):
         self.advance(45)
         self.assertEqual(self.registrar.states["a"].registration.liveness_path, link)
         self.assertEqual(self.registrar.states["a"].registration.interval, 60)
+
+
+class LogEventTests(AgentTestCase):
+    def test_state_changes_logged_with_named_fields_and_no_secret(self) -> None:
+        """Each state change is one event with an 'event' name and fields, no credential."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        from .helpers import SECRETS
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.emulator.token_lifetime = 100
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="heartbeat", status=500)
+        self.advance(45 + 1)  # one failed beat, then a good one
+        self.advance(80 - 46)  # token refresh at 80 s
+        self.registry.restart()
+        self.advance(45)  # lost, re-registered
+        self.registrar.stopService()
+        self.settle()
+        names = [e["event"] for e in events if "event" in e]
+        for expected in (
+            "token.obtained",
+            "service.registered",
+            "app.ready_confirmed",
+            "heartbeat.failing",
+            "heartbeat.recovered",
+            "token.refreshed",
+            "service.lost",
+            "service.reregistered",
+            "service.deregistered",
+        ):
+            self.assertIn(expected, names)
+        registered = next(e for e in events if e.get("event") == "service.registered")
+        self.assertEqual((registered["ser_name"], registered["interval"]), ("a", 60))
+        token = self.tokens.current().access_token.reveal()
+        for event in events:
+            text = formatEvent(event) + repr(event)
+            for secret in (*SECRETS, token):
+                self.assertNotIn(secret, text)
