@@ -33,10 +33,6 @@ from .token import TokenKeeper
 _SER_NAME = re.compile(SER_NAME_PATTERN)
 
 
-class NoToken(Exception):
-    """The agent has no valid token to act with."""
-
-
 class AgentAPI:
     app = Klein()
     log = Logger()

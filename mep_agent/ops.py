@@ -46,7 +46,6 @@ class OpsAPI:
         self._subscriber = subscriber
         self._discovery = discovery
         self._metrics = metrics
-        self.notifications_received = 0
 
     def resource(self):
         return self.app.resource()
@@ -148,7 +147,6 @@ class OpsAPI:
             if isinstance(r, dict) and isinstance(r.get("serName"), str)
         ]
         self._discovery.invalidate(names)
-        self.notifications_received += 1
         self.log.info(
             "availability notification for {names}", names=names, event="notification.received"
         )

@@ -13,14 +13,14 @@ from functools import partial
 
 from attrs import define, field
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .mep import MepClient, MepError, Registration
 from .model import ServiceSpec
 from .retry import UNEXPECTED_PAUSE, backoff, sleep, until_success
-from .shutdown import bounded
+from .tasks import bounded, start_task
 from .token import TokenKeeper
 
 # A 4xx answer to a registration will not fix itself; retry rarely, in case an operator
@@ -45,7 +45,6 @@ class ServiceState:
     registration: Registration | None = None
     registered_at: float | None = None
     last_heartbeat: float | None = None
-    last_heartbeat_latency: float | None = None
     heartbeat_failures: int = 0  # consecutive
     heartbeats_sent: int = 0
     heartbeats_failed: int = 0
@@ -87,18 +86,9 @@ class Registrar(Service):
     def startService(self) -> None:
         Service.startService(self)
         for state in self.states.values():
-            self._start(self._run(state), f"service {state.spec.name}")
+            self._tasks.append(start_task(self._run(state), f"service {state.spec.name}"))
         if not self.states:
             self._registered_all()
-
-    def _start(self, coroutine, what: str) -> None:
-        task = ensureDeferred(coroutine)
-        task.addErrback(self._crashed, what)
-        self._tasks.append(task)
-
-    def _crashed(self, failure, what: str) -> None:
-        if not failure.check(CancelledError):
-            self.log.failure("{what} task crashed", failure, what=what)
 
     def stopService(self) -> Deferred[list[bool]]:
         """Stop heartbeats, then DELETE every registration in parallel within the bound."""
@@ -217,7 +207,6 @@ class Registrar(Service):
         wait = period
         while self.running:
             await sleep(self.clock, wait)
-            started = self.clock.seconds()
             state.heartbeats_sent += 1
             path = registration.liveness_path
             try:
@@ -249,7 +238,6 @@ class Registrar(Service):
                 )
             state.heartbeat_failures = 0
             state.last_heartbeat = self.clock.seconds()
-            state.last_heartbeat_latency = state.last_heartbeat - started
             delays = self.delays()
             wait = period
 
@@ -344,7 +332,7 @@ class Registrar(Service):
 
     def _registered_all(self) -> None:
         if self.confirm_ready and not self.ready_confirmed:
-            self._start(self._confirm_ready(), "confirm_ready")
+            self._tasks.append(start_task(self._confirm_ready(), "confirm_ready"))
         elif not self.confirm_ready:
             self._settle(True)
 

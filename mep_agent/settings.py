@@ -16,7 +16,6 @@ class Setting:
     env: str | None  # environment variable, or None for CLI-only settings
     default: str | None  # as text, exactly as a user would write it; None: no default
     help: str
-    secret: bool = False
 
     @property
     def option(self) -> str:
@@ -68,7 +67,6 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Access key (20 characters). Prefer the env variable or --ak-file: "
         "command lines are visible to other processes.",
-        secret=True,
     ),
     Setting(
         "ak_file",
@@ -81,7 +79,6 @@ SETTINGS: tuple[Setting, ...] = (
         "SK",
         None,
         "Secret key (64 characters). Prefer the env variable or --sk-file.",
-        secret=True,
     ),
     Setting("sk_file", "SK_FILE", None, "File holding the secret key."),
     Setting(
@@ -89,7 +86,6 @@ SETTINGS: tuple[Setting, ...] = (
         "APPINSTID",
         None,
         "Application instance id, a lower-case UUID.",
-        secret=True,
     ),
     Setting(
         "app_instance_id_file", "APPINSTID_FILE", None, "File holding the application instance id."

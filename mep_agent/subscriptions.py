@@ -15,14 +15,14 @@ from typing import Any
 
 from attrs import define, field
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .mep import MepClient, MepError, Subscription
 from .model import SubscriptionSpec
 from .retry import Alarm, backoff, until_success
-from .shutdown import bounded
+from .tasks import bounded, start_task
 from .token import TokenKeeper
 
 REFUSED_RETRY = 300.0
@@ -83,18 +83,9 @@ class Subscriber(Service):
     def startService(self) -> None:
         Service.startService(self)
         for state in self.states:
-            self._start(self._create(state))
+            self._tasks.append(start_task(self._create(state), f"subscription {state.index}"))
         if self.states:
-            self._start(self._verify_loop())
-
-    def _start(self, coroutine) -> None:
-        task = ensureDeferred(coroutine)
-        task.addErrback(self._crashed)
-        self._tasks.append(task)
-
-    def _crashed(self, failure) -> None:
-        if not failure.check(CancelledError):
-            self.log.failure("subscription task crashed", failure)
+            self._tasks.append(start_task(self._verify_loop(), "subscription check"))
 
     def stopService(self) -> Deferred[list[bool]]:
         Service.stopService(self)

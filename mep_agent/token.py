@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .mep import MepClient, MepError, Token
 from .retry import Alarm, backoff
+from .tasks import start_task
 
 T = TypeVar("T")
 
@@ -96,8 +97,7 @@ class TokenKeeper(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._loop = ensureDeferred(self._run())
-        self._loop.addErrback(self._crashed)
+        self._loop = start_task(self._run(), "token")
 
     def stopService(self) -> None:
         super().stopService()
@@ -106,10 +106,6 @@ class TokenKeeper(Service):
             self._loop.cancel()
         for waiter in list(self._waiters):
             waiter.cancel()
-
-    def _crashed(self, failure) -> None:
-        if not failure.check(CancelledError):
-            self.log.failure("token loop crashed", failure)
 
     async def _run(self) -> None:
         delays = self._delays()

@@ -89,7 +89,7 @@ class MepEmulator:
     lockout: Lockout = field(factory=Lockout)
     faults: FaultPlan = field(factory=FaultPlan)
     requests: deque = field(factory=lambda: deque(maxlen=500))
-    notifications: list = field(factory=list)  # delivered, for the state endpoint and tests
+    notifications: list = field(factory=list)  # the notifier's deliveries, for /_emulator/state
     tokens_issued: int = 0
 
     app = Klein()

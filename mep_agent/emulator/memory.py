@@ -53,8 +53,8 @@ class InMemoryMep:
             {a.access_key: a for a in (DEV_APP, OTHER_APP)},
             token_lifetime=token_lifetime,
             accept_patch=accept_patch,
+            notifications=notifier.delivered,
         )
-        emulator.notifications = notifier.delivered
         sweep = LoopingCall(registry.check_liveness)  # mepserver's 1 s liveness sweep
         sweep.clock = clock
         sweep.start(1.0, now=False)

@@ -136,8 +136,8 @@ def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
         {app.access_key: app},
         token_lifetime=options["token-lifetime"],
         accept_patch=options["accept-patch"],
+        notifications=notifier.delivered,
     )
-    emulator.notifications = notifier.delivered
     site = Site(emulator.resource())
 
     top = MultiService()
