@@ -1,37 +1,66 @@
 """Installs the mep_agent package and its twistd plugin drop-ins."""
 
+import re
+
 from setuptools import find_packages, setup
+
+
+def version() -> str:
+    # The one version source is mep_agent/__init__.py; read as text, because the
+    # package's dependencies are not installed while it is being built.
+    with open("mep_agent/__init__.py", encoding="utf-8") as f:
+        match = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError("mep_agent/__init__.py has no __version__")
+    return match.group(1)
+
+
+with open("README.md", encoding="utf-8") as readme:
+    long_description = readme.read()
+
+TEST = ["hypothesis>=6.90"]
+LINT = [
+    "mypy>=1.8",
+    "mypy-zope>=1.0",
+    "ruff>=0.4",
+    "types-PyYAML",
+    "towncrier>=23.6",
+    "build>=1.0",
+    "twine>=5.0",
+]
 
 setup(
     name="mep-agent",
-    version="0.1.0",
+    version=version(),
     description="ETSI MEC sidecar: MEP token, Mp1 service registration, heartbeats, discovery",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=long_description,
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
     # "twisted.plugins" is listed so that the drop-in file is installed into Twisted's
     # plugin directory; the tree deliberately has no twisted/__init__.py.
     packages=find_packages(exclude=["tests", "tests.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/mep_agent_plugin.py", "plugins/mep_emulator_plugin.py"]},
+    package_data={
+        "twisted": ["plugins/mep_agent_plugin.py", "plugins/mep_emulator_plugin.py"],
+        "mep_agent": ["py.typed"],
+    },
     install_requires=[
         "Twisted[tls]>=23.10",
         "klein>=23.5",
+        "werkzeug>=2.2",  # klein's routing; imported for its HTTP exceptions
         "treq>=23.11",
         "PyYAML>=6.0",
         "pyOpenSSL>=23.2",
         "service-identity>=23.1",
+        "cryptography>=41",  # also pyOpenSSL's; the emulator makes its certificates with it
         "attrs>=23.1",
         "prometheus_client>=0.19",
-        "trustme>=1.1",
     ],
-    extras_require={
-        "test": ["hypothesis>=6.90"],
-        "dev": ["hypothesis>=6.90", "mypy>=1.8", "mypy-zope", "ruff>=0.4", "types-PyYAML"],
-    },
+    extras_require={"test": TEST, "dev": TEST + LINT},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",
+        "Typing :: Typed",
     ],
 )

@@ -69,6 +69,7 @@ class AgentConfig:
     discovery_stale: float = 300.0
     shutdown_timeout: float = 5.0
     oneshot_timeout: float = 120.0
+    max_response_bytes: int = 1024 * 1024
 
     @property
     def host_header(self) -> str:
@@ -104,6 +105,7 @@ class AgentConfig:
             "discovery_stale": self.discovery_stale,
             "shutdown_timeout": self.shutdown_timeout,
             "oneshot_timeout": self.oneshot_timeout,
+            "max_response_bytes": self.max_response_bytes,
             "app_conf": self.app_conf_path,
             "app_instance_info": self.app_instance_info_path,
             "services": [service.name for service in self.app.services],
@@ -207,6 +209,14 @@ def parse_bool(value: str, where: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ConfigError(where, f"{value[:20]!r} must be true or false")
+
+
+def _integer(resolver: _Resolver, key: str, minimum: int, maximum: int) -> int:
+    text, where = resolver.get(key)
+    value = (text or "").strip()
+    if not value.isdigit() or not minimum <= int(value) <= maximum:
+        raise ConfigError(where, f"{value[:20]!r} must be a whole number from {minimum} to {maximum}")
+    return int(value)
 
 
 def parse_seconds(value: str, where: str, minimum: float, maximum: float) -> float:
@@ -371,4 +381,5 @@ def load(
         discovery_stale=seconds("discovery_stale", 0, 86400),
         shutdown_timeout=seconds("shutdown_timeout", 0.1, 300),
         oneshot_timeout=seconds("oneshot_timeout", 1, 3600),
+        max_response_bytes=_integer(r, "max_response_bytes", 1024, 64 * 1024 * 1024),
     )

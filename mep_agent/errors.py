@@ -1,4 +1,16 @@
-"""The error a user's mistake in configuration becomes: one line, naming what is wrong."""
+"""
+The agent's errors, and the one place that decides what a MEP answer means.
+
+- L{ConfigError}: a user's mistake in configuration; one line naming the setting.
+- L{MepError}: a MEP call that did not succeed, with its L{Verdict} (how to react).
+- L{ApiProblem}: an answer the application API gives instead of a result (mapped to
+  HTTP in one C{handle_errors}); never carries a secret.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -11,3 +23,114 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {problem}")
         self.where = where
         self.problem = problem
+
+
+class Verdict(enum.Enum):
+    """What a failed MEP call means for the caller."""
+
+    #: No answer, a timeout, 5xx, 408 or 429: retry with the normal backoff.
+    TRANSIENT = "transient"
+    #: The gateway no longer accepts the token (401, or 403 about the token): get a new one.
+    TOKEN_REFUSED = "token_refused"
+    #: mepauth refused the signed request (401): AK/SK wrong; counts towards its lock-out.
+    CREDENTIALS_REFUSED = "credentials_refused"
+    #: mepauth locked the AK (403 "Access is locked."): wait the lock out.
+    LOCKED = "locked"
+    #: Any other 4xx: the request itself is refused; retry rarely.
+    REFUSED = "refused"
+    #: A redirect or an answer that breaks the protocol (shape, size, type): normal backoff.
+    UNEXPECTED = "unexpected"
+
+
+def classify(operation: str, status: int | None, body: Any) -> Verdict:
+    """
+    The verdict for an answer with C{status} (None: no answer) to C{operation}.
+
+    mepauth (operation "token") answers 401 to a bad signature and 403 only when the AK is
+    locked. On Mp1 calls Kong answers 401 for a missing, expired or foreign token and 403
+    with its C{{"message": ...}} body for a token it cannot verify (a MEP that rotated its
+    key); mepserver's own 403s are ProblemDetails and mean something else.
+    """
+    if status is None or status >= 500 or status in (408, 429):
+        return Verdict.TRANSIENT
+    if 300 <= status < 400:
+        return Verdict.UNEXPECTED
+    if operation == "token":
+        if status == 401:
+            return Verdict.CREDENTIALS_REFUSED
+        if status == 403:
+            return Verdict.LOCKED
+        return Verdict.UNEXPECTED if status < 300 else Verdict.REFUSED
+    if status == 401:
+        return Verdict.TOKEN_REFUSED
+    if status == 403 and _is_gateway_body(body):
+        return Verdict.TOKEN_REFUSED
+    if 400 <= status < 500:
+        return Verdict.REFUSED
+    return Verdict.UNEXPECTED
+
+
+def _is_gateway_body(body: Any) -> bool:
+    return isinstance(body, dict) and "message" in body and "status" not in body
+
+
+class MepError(Exception):
+    """
+    A MEP call that did not succeed. C{status} is the HTTP status, or None when no answer
+    arrived (connection refused, TLS failure, timeout). The message never holds a secret:
+    L{mep_agent.mep.MepClient} redacts every detail before it builds one.
+
+    @ivar verdict: how the caller should react (L{classify}).
+    @ivar body: the parsed JSON body of the answer, when there was one.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        status: int | None,
+        detail: str,
+        body: Any = None,
+        verdict: Verdict | None = None,
+    ) -> None:
+        where = f"HTTP {status}" if status is not None else "no answer"
+        super().__init__(f"{operation}: {where}: {detail}")
+        self.operation = operation
+        self.status = status
+        self.detail = detail
+        self.body = body
+        self.verdict = verdict if verdict is not None else classify(operation, status, body)
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying with the normal backoff (not a refusal of the request itself)."""
+        return self.verdict in (Verdict.TRANSIENT, Verdict.UNEXPECTED, Verdict.TOKEN_REFUSED)
+
+
+class ApiProblem(Exception):
+    """
+    An application API answer other than success: C{status}, a message and JSON fields.
+    Raised anywhere below a route and turned into a JSON body by C{handle_errors}.
+    """
+
+    #: Response headers the answer carries (e.g. WWW-Authenticate with a 401).
+    headers: dict[str, str] = {}
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+        self.fields = fields
+
+
+class TokenUnavailable(ApiProblem):
+    """No valid token within the caller's deadline: 412 before the first one, else 503."""
+
+    def __init__(self, first: bool, state: str, reason: str) -> None:
+        if first:
+            super().__init__(
+                412, "no token yet: the agent has not obtained one from the MEP", state=state
+            )
+        else:
+            super().__init__(503, f"no valid token: {reason}", state=state)
+        self.first = first
+        self.reason = reason

@@ -1,13 +1,41 @@
-"""Builds the one treq HTTP client the agent uses for the MEP: pooled, TLS-verified."""
+"""
+The HTTP client the agent uses for the MEP: pooled, TLS-verified, and guarded so that
+nothing the network hands back is believed unchecked: no redirect is followed, no
+compression is asked for, and a body is read only up to a limit (after decoding, when a
+MEP compresses anyway).
+"""
 
 from __future__ import annotations
 
-from typing import cast
+import zlib
+from typing import Any
 
+from attrs import frozen
 from treq.client import HTTPClient
-from twisted.internet.interfaces import IReactorTime
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
-from twisted.web.iweb import IAgent, IPolicyForHTTPS
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from zope.interface import implementer
+
+#: Where the guard keeps a response's Content-Encoding, out of treq's decoder's sight.
+HIDDEN_ENCODING = b"x-mep-agent-content-encoding"
+
+
+class BodyTooLarge(Exception):
+    """A response body (after decoding) exceeded the limit; the connection was dropped."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response body larger than {limit} bytes")
+        self.limit = limit
+
+
+class BadEncoding(Exception):
+    """A response body in a Content-Encoding the agent cannot (or will not) decode."""
 
 
 class _QuietFactory(_HTTP11ClientFactory):
@@ -16,18 +44,156 @@ class _QuietFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def mep_http_client(
-    reactor: IReactorTime, policy: IPolicyForHTTPS | None, connect_timeout: float
-) -> tuple[HTTPClient, HTTPConnectionPool]:
+@implementer(IBodyProducer)
+class BytesProducer:
     """
-    A client with persistent connections (the original opened one per request) and
-    the MEP TLS policy. Per-request timeouts are set by the caller on each request.
+    A request body that is written at once. treq's default producer for bytes runs on
+    the global cooperator; this one needs no reactor at all.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
+        """Write the whole body."""
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        """Nothing to pause: the body is written in one call."""
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:  # noqa: N802
+        """Nothing to stop."""
+
+
+@implementer(IAgent)
+@frozen
+class GuardedAgent:
+    """
+    Wraps the agent that talks to the MEP: asks for no compression, and hides a
+    Content-Encoding the MEP sends anyway from treq's unbounded gzip decoder, so that
+    L{read_body} decodes it within the limit instead.
+    """
+
+    _agent: IAgent
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,  # noqa: N803 (IAgent's name)
+    ) -> Deferred[IResponse]:
+        """Send the request without Accept-Encoding; hide the answer's Content-Encoding."""
+        headers = headers.copy() if headers is not None else Headers()
+        headers.removeHeader(b"accept-encoding")
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        return d.addCallback(_hide_encoding)
+
+
+def _hide_encoding(response: IResponse) -> IResponse:
+    encoding = response.headers.getRawHeaders(b"content-encoding")
+    if encoding:
+        response.headers.removeHeader(b"content-encoding")
+        response.headers.setRawHeaders(HIDDEN_ENCODING, encoding)
+    return response
+
+
+class _LimitedBody(Protocol):
+    """Collects a body up to C{limit} bytes (decoded), else drops the connection."""
+
+    def __init__(self, limit: int, encoding: bytes | None, done: Deferred[bytes]) -> None:
+        self._limit = limit
+        self._done = done
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._failed = False
+        self._inflate: Any = None
+        if encoding in (b"gzip", b"x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding in (b"deflate",):
+            self._inflate = zlib.decompressobj()
+        elif encoding not in (None, b"identity"):
+            self._fail(BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}"))
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        """Keep the (decoded) chunk, or stop once the limit is passed."""
+        if self._failed:
+            return
+        try:
+            if self._inflate is not None:
+                # max_length bounds what one compressed chunk may inflate to.
+                room = self._limit - self._size + 1
+                data = self._inflate.decompress(data, room)
+                if self._inflate.unconsumed_tail:
+                    self._fail(BodyTooLarge(self._limit))
+                    return
+        except zlib.error:
+            self._fail(BadEncoding("the compressed body does not decode"))
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self._fail(BodyTooLarge(self._limit))
+            return
+        self._chunks.append(data)
+
+    def refuse(self, error: Exception) -> None:
+        """Stop reading now and fail with C{error}."""
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        self._failed = True
+        self._chunks = []
+        if self.transport is not None:
+            self.transport.stopProducing()
+        if not self._done.called:
+            self._done.errback(Failure(error))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        """Fire with the body, or with the reason it did not arrive whole."""
+        if self._done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._chunks))
+        else:
+            self._done.errback(reason)
+
+
+def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
+    """
+    The response's whole body, at most C{limit} bytes after decoding; fails with
+    L{BodyTooLarge} (refused from Content-Length before reading, when it says so) or
+    L{BadEncoding}.
+    """
+    done: Deferred[bytes] = Deferred()
+    encoding = response.headers.getRawHeaders(HIDDEN_ENCODING)
+    protocol = _LimitedBody(limit, encoding[0].strip().lower() if encoding else None, done)
+    response.deliverBody(protocol)
+    if response.length is not UNKNOWN_LENGTH and encoding is None and response.length > limit:
+        protocol.refuse(BodyTooLarge(limit))  # from Content-Length, before any byte is read
+    return done
+
+
+def mep_http_client(agent: IAgent) -> HTTPClient:
+    """The treq client for the MEP over C{agent} (a pooled Agent, or one in memory)."""
+    return HTTPClient(GuardedAgent(agent), data_to_body_producer=BytesProducer)
+
+
+def pooled_agent(
+    reactor: IReactorTime, policy: IPolicyForHTTPS | None, connect_timeout: float
+) -> tuple[Agent, HTTPConnectionPool]:
+    """
+    An Agent with persistent connections (the original opened one per request) and the
+    MEP TLS policy. Per-request deadlines are set by the caller on each request.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     # Connections idle longer than this are closed before the MEP's gateway drops them.
     pool.cachedConnectionTimeout = 50
     pool._factory = _QuietFactory
-    kwargs = {"contextFactory": policy} if policy is not None else {}
-    agent = Agent(reactor, pool=pool, connectTimeout=connect_timeout, **kwargs)
-    return HTTPClient(cast(IAgent, agent)), pool
+    kwargs: dict[str, Any] = {"contextFactory": policy} if policy is not None else {}
+    return Agent(reactor, pool=pool, connectTimeout=connect_timeout, **kwargs), pool

@@ -1,4 +1,7 @@
-"""Small helpers shared by the agent's two Klein apps: JSON answers, never a traceback."""
+"""
+What the agent's two Klein apps share: JSON answers, request bodies read with bounds, and
+one set of error handlers so that every failure is a JSON 4xx/5xx, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,24 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from klein import Klein
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
+
+from . import jsontext
+from .errors import ApiProblem
 
 log = Logger()
 
 MAX_BODY = 64 * 1024
 
 
-def respond(request: Request, status: int, body: Any, **headers: str) -> bytes:
+def respond(request: IRequest, status: int, body: Any, **headers: str) -> bytes:
+    """Set the status and JSON headers; the encoded body."""
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
@@ -25,11 +36,12 @@ def respond(request: Request, status: int, body: Any, **headers: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def error(request: Request, status: int, message: str, **fields: Any) -> bytes:
+def error(request: IRequest, status: int, message: str, **fields: Any) -> bytes:
+    """A JSON error answer C{{"error": message, ...fields}}."""
     return respond(request, status, dict({"error": message}, **fields))
 
 
-def query_flag(request: Request, name: str) -> bool:
+def query_flag(request: IRequest, name: str) -> bool:
     """
     True for C{?name}, C{?name=1}, C{?name=true}. Read from the raw URI, because
     Twisted's request.args drops a key given without '='.
@@ -39,28 +51,82 @@ def query_flag(request: Request, name: str) -> bool:
     return values is not None and values[-1].lower() not in ("0", "false", "no")
 
 
-def read_json(request: Request) -> Any:
-    """The request's JSON body; ValueError when absent, too large or not JSON."""
-    raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+def read_json(request: IRequest) -> Any:
+    """The request's JSON body; ValueError when absent, too large, too deep or not JSON."""
+    content = getattr(request, "content", None)
+    raw = content.read(MAX_BODY + 1) if content is not None else b""
     if len(raw) > MAX_BODY:
         raise ValueError(f"body larger than {MAX_BODY} bytes")
-    return json.loads(raw)
+    return jsontext.loads(raw)
 
 
-def json_errors(app: Klein) -> None:
-    """JSON answers for unknown paths (404), wrong methods (405) and bugs (500, logged)."""
+def strict_routes(app: Klein) -> None:
+    """
+    Routes match exactly: no redirect for a missing trailing slash or merged slashes
+    (werkzeug would answer C{//x} with a redirect, which Klein cannot render), and JSON
+    answers for unknown paths (404), wrong methods (405), L{ApiProblem}s and bugs (500,
+    logged).
+    """
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     # Klein's stubs type handlers as (request, failure) only, not methods of a class app.
     handle_errors: Any = app.handle_errors
 
-    @handle_errors(NotFound)
-    def not_found(instance: Any, request: Any, failure: Any) -> Any:
+    @handle_errors(ApiProblem)
+    def problem(instance: Any, request: IRequest, failure: Failure) -> bytes:
+        value = failure.value
+        assert isinstance(value, ApiProblem)
+        for name, header in value.headers.items():
+            request.setHeader(name.encode(), header.encode())
+        return error(request, value.status, value.message, **value.fields)
+
+    @handle_errors(NotFound, RequestRedirect)
+    def not_found(instance: Any, request: IRequest, failure: Failure) -> bytes:
         return error(request, 404, "no such resource")
 
     @handle_errors(MethodNotAllowed)
-    def not_allowed(instance: Any, request: Any, failure: Any) -> Any:
+    def not_allowed(instance: Any, request: IRequest, failure: Failure) -> bytes:
         return error(request, 405, "method not allowed")
 
+    @handle_errors(HTTPException)
+    def http_error(instance: Any, request: IRequest, failure: Failure) -> bytes:
+        value = failure.value
+        assert isinstance(value, HTTPException)
+        code = value.code if value.code and 400 <= value.code < 500 else 400
+        return error(request, code, "bad request")
+
     @handle_errors(Exception)
-    def crashed(instance: Any, request: Any, failure: Any) -> Any:
-        log.failure("{path} failed", failure, path=request.path)
+    def crashed(instance: Any, request: IRequest, failure: Failure) -> bytes:
+        log.failure(
+            "{path} failed",
+            failure,
+            path=request.path.decode("utf-8", "replace")[:200],
+            level=LogLevel.error,
+            event="api.bug",
+        )
         return error(request, 500, "internal error")
+
+
+class JSONGuard(Resource):
+    """
+    Wraps a Klein resource so that an exception raised before Klein's own error handling
+    (werkzeug refusing a Host header, for example) is a JSON 400, not a traceback page.
+    """
+
+    isLeaf = True  # noqa: N815 (twisted.web's name)
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: Request) -> Any:
+        """Render with the inner resource; JSON 400 when it raises."""
+        try:
+            return self._inner.render(request)
+        except Exception:
+            log.info(
+                "refused a malformed request for {path}",
+                path=request.path.decode("utf-8", "replace")[:200],
+                event="api.bad_request",
+            )
+            return error(request, 400, "bad request")

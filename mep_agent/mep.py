@@ -1,70 +1,67 @@
 """
 MepClient: the MEP's HTTP API (mepauth token, Mp1 service management, app support) over
-an injected treq client. Every call has a timeout on the injected clock, reads the whole
-response body, and turns any failure into a MepError with the HTTP status (or None for a
-network failure) and a short detail with secrets removed.
+an injected treq client. Every call has one deadline on the injected clock for the whole
+exchange, reads at most C{max_body} bytes, follows no redirect, parses JSON with a depth
+limit, and turns any failure into a L{MepError} whose detail has every secret removed.
+What comes back is checked before it is believed: typed, frozen records or an error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from attrs import frozen
+from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, ensureDeferred
-from twisted.internet.error import TimeoutError
+from twisted.internet.defer import TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IResponse
 
-from . import signing
+from . import jsontext, signing
 from .config import Credentials
+from .errors import MepError, Verdict
+from .http import BadEncoding, BodyTooLarge, read_body
 from .secret import Secret, redact
 
 MGMT = "/mep/mec_service_mgmt/v1"
 SUPPORT = "/mep/mec_app_support/v1"
+MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
+MIN_LIFETIME = 1  # expires_in is clamped into [MIN_LIFETIME, MAX_LIFETIME] seconds
+MAX_LIFETIME = 24 * 3600
 _MAX_DETAIL = 200
 
-
-class MepError(Exception):
-    """
-    A MEP call that did not succeed. C{status} is the HTTP status, or None when no answer
-    arrived (connection refused, TLS failure, timeout). The message never holds a secret.
-    """
-
-    def __init__(self, operation: str, status: int | None, detail: str, body: Any = None) -> None:
-        where = f"HTTP {status}" if status is not None else "no answer"
-        super().__init__(f"{operation}: {where}: {detail}")
-        self.operation = operation
-        self.status = status
-        self.detail = detail
-        self.body = body
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying soon: no answer, a server error, or rate limiting."""
-        return self.status is None or self.status >= 500 or self.status == 429
+#: Told (operation, HTTP status or None, seconds) after every exchange: metrics.
+Observer = Callable[[str, "int | None", float], None]
 
 
 @frozen
 class Token:
+    """A bearer token from the MEP; the value prints as <redacted>."""
+
     access_token: Secret
     token_type: str
-    expires_in: float
+    expires_in: int
     obtained_at: float
 
     @property
     def expires_at(self) -> float:
+        """When the MEP stops accepting it (clock seconds)."""
         return self.obtained_at + self.expires_in
 
     def authorization(self) -> str:
+        """The Authorization header value."""
         # mepauth answers "Bearer"; Kong matches [Bb]earer, so normalise the case.
         return f"Bearer {self.access_token.reveal()}"
 
 
 @frozen
 class Registration:
+    """What the MEP answered to a registration: its id, liveness link and interval."""
+
     ser_instance_id: str
     liveness_path: str | None
     interval: int
@@ -72,8 +69,35 @@ class Registration:
 
 @frozen
 class Subscription:
-    subscription_id: str | None
-    href: str  # as the MEP answers it, without the /mep prefix
+    """A subscription the MEP created; C{href} as the MEP answered it."""
+
+    subscription_id: str
+    href: str
+
+
+@frozen
+class ServiceInstance:
+    """One instance of a discovered service, as far as the application needs it."""
+
+    ser_instance_id: str | None
+    state: str | None
+    endpoint: dict[str, Any]  # transportInfo.endpoint as registered ({} when absent)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON the application API shows for C{?all=true}."""
+        return {
+            "serInstanceId": self.ser_instance_id,
+            "state": self.state,
+            "endpoint": self.endpoint,
+        }
+
+
+@frozen
+class Discovered:
+    """A discovery answer: the instances (None: the MEP never heard of the name)."""
+
+    instances: tuple[ServiceInstance, ...] | None
+    size: int  # bytes of the MEP's answer, for the cache's byte budget
 
 
 def _describe_failure(error: Exception) -> str:
@@ -82,8 +106,38 @@ def _describe_failure(error: Exception) -> str:
         inner = reasons[0].value
         if isinstance(inner, CancelledError):
             return "timed out"
-        return f"{type(inner).__name__}: {inner}"[:_MAX_DETAIL]
-    return f"{type(error).__name__}: {error}"[:_MAX_DETAIL]
+        return f"{type(inner).__name__}: {inner}"
+    return f"{type(error).__name__}: {error}"
+
+
+def lifetime(value: Any) -> int:
+    """
+    C{expires_in} as whole seconds within [MIN_LIFETIME, MAX_LIFETIME]; ValueError when
+    it is not a positive finite number (or a string of digits, as EdgeGallery's docs show).
+    """
+    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expires_in is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expires_in is not finite")
+    if value <= 0:
+        raise ValueError("expires_in is not positive")
+    return int(max(MIN_LIFETIME, min(MAX_LIFETIME, value)))
+
+
+def _instance(item: Any) -> ServiceInstance:
+    if not isinstance(item, dict):
+        raise ValueError("an instance is not a JSON object")
+    ser_instance_id = item.get("serInstanceId")
+    state = item.get("state")
+    if not isinstance(ser_instance_id, str | None) or not isinstance(state, str | None):
+        raise ValueError("serInstanceId or state is not a string")
+    transport = item.get("transportInfo")
+    endpoint = transport.get("endpoint") if isinstance(transport, dict) else None
+    return ServiceInstance(
+        ser_instance_id, state, endpoint if isinstance(endpoint, dict) else {}
+    )
 
 
 class MepClient:
@@ -91,13 +145,14 @@ class MepClient:
 
     def __init__(
         self,
-        http: Any,
+        http: HTTPClient,
         clock: IReactorTime,
         base_url: str,
         host_header: str,
         credentials: Credentials,
         timeout: float,
-        observe: Callable[[str, int | None, float], None] | None = None,
+        observe: Observer | None = None,
+        max_body: int = MAX_BODY,
     ) -> None:
         self._http = http
         self._clock = clock
@@ -105,12 +160,26 @@ class MepClient:
         self._host = host_header
         self._credentials = credentials
         self._timeout = timeout
-        # Told (operation, HTTP status or None, seconds) after every exchange: metrics.
-        self._observe = observe or (lambda operation, status, seconds: None)
+        self._observe: Observer = observe or (lambda operation, status, seconds: None)
+        self._max_body = max_body
 
     @property
     def _app(self) -> str:
         return self._credentials.app_instance_id.reveal()
+
+    def _error(
+        self,
+        operation: str,
+        status: int | None,
+        detail: str,
+        body: Any = None,
+        verdict: Verdict | None = None,
+        token: Token | None = None,
+    ) -> MepError:
+        """Every MepError is built here: its detail is shortened and scrubbed of secrets."""
+        secrets = self._credentials.all() + ((token.access_token,) if token else ())
+        text = redact(detail, secrets)[:_MAX_DETAIL] or "(empty body)"
+        return MepError(operation, status, text, body, verdict)
 
     async def _call(
         self,
@@ -121,48 +190,75 @@ class MepClient:
         headers: dict[str, str],
         body: Any = None,
         timeout: float | None = None,
-    ) -> tuple[IResponse, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        if data is not None:
+        token: Token | None = None,
+    ) -> tuple[IResponse, Any, int]:
+        """
+        One exchange: C{(response, parsed JSON or None, body size)} when the status is
+        one of C{expected}, else a MepError.
+        """
+        if token is not None:
+            headers = dict(headers, Authorization=token.authorization())
+        data = None
+        if body is not None:
+            data = _json_bytes(body)
             headers = dict(headers, **{"Content-Type": "application/json"})
+        url = path if "://" in path else self._base + path
         # One deadline for the whole exchange: treq's own timeout stops at the headers,
         # and a MEP that sends headers and then stalls must not hang a heartbeat.
-        exchange = ensureDeferred(self._exchange(method, self._base + path, headers, data))
+        exchange = ensureDeferred(self._exchange(method, url, headers, data))
         exchange.addTimeout(timeout or self._timeout, self._clock)
         started = self._clock.seconds()
         try:
             response, raw = await exchange
         except (TimeoutError, CancelledError):
             self._observe(operation, None, self._clock.seconds() - started)
-            raise MepError(operation, None, "timed out") from None
+            raise self._error(operation, None, "timed out") from None
+        except _BadBody as e:
+            self._observe(operation, e.status, self._clock.seconds() - started)
+            raise self._error(
+                operation, e.status, str(e.reason), verdict=Verdict.UNEXPECTED
+            ) from None
         except Exception as e:
             self._observe(operation, None, self._clock.seconds() - started)
-            raise MepError(operation, None, _describe_failure(e)) from None
-        self._observe(operation, response.code, self._clock.seconds() - started)
+            raise self._error(operation, None, _describe_failure(e), token=token) from None
+        status = response.code
+        self._observe(operation, status, self._clock.seconds() - started)
         parsed: Any = None
+        parse_error: str | None = None
         if raw:
             try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-        if response.code not in expected:
-            text = raw.decode("utf-8", "replace")[:_MAX_DETAIL]
-            raise MepError(
-                operation,
-                response.code,
-                redact(text, self._credentials.all()) or "(empty body)",
-                parsed,
+                parsed = jsontext.loads(raw)
+            except ValueError as e:
+                parse_error = str(e)
+        if status not in expected:
+            if 300 <= status < 400:
+                location = (response.headers.getRawHeaders("location") or ["(none)"])[0]
+                detail = f"redirect to {location} not followed"
+            else:
+                detail = raw.decode("utf-8", "replace")
+            raise self._error(operation, status, detail, parsed, token=token)
+        if parse_error is not None:
+            raise self._error(
+                operation, status, f"answer is not JSON ({parse_error})", None, Verdict.UNEXPECTED
             )
-        return response, parsed
+        return response, parsed, len(raw)
 
     async def _exchange(
         self, method: str, url: str, headers: dict[str, str], data: bytes | None
     ) -> tuple[IResponse, bytes]:
-        response = await self._http.request(method, url, headers=headers, data=data)
-        return response, await response.content()
+        response = await self._http.request(
+            method, url, headers=headers, data=data, allow_redirects=False, unbuffered=True
+        )
+        try:
+            raw = await read_body(response, self._max_body)
+        except (BodyTooLarge, BadEncoding) as e:
+            raise _BadBody(response.code, e) from None
+        return response, raw
 
-    def _bearer(self, token: Token) -> dict[str, str]:
-        return {"Authorization": token.authorization()}
+    def _unexpected(self, operation: str, status: int, detail: str) -> MepError:
+        return self._error(operation, status, detail, verdict=Verdict.UNEXPECTED)
+
+    # -- mepauth ---------------------------------------------------------------------------
 
     async def fetch_token(self) -> Token:
         """POST /mep/token signed with AK/SK."""
@@ -172,25 +268,33 @@ class MepClient:
             self._host,
             signing.sdk_date(self._clock.seconds()),
         )
-        _, body = await self._call("token", "POST", "/mep/token", (200,), headers)
+        _, body, _ = await self._call("token", "POST", "/mep/token", (200,), headers)
         try:
             access = body["access_token"]
-            expires_in = float(body["expires_in"])
-            token_type = str(body.get("token_type", "Bearer"))
-            if not isinstance(access, str) or not access or expires_in <= 0:
-                raise ValueError
-        except (KeyError, TypeError, ValueError):
-            raise MepError("token", 200, "answer without access_token/expires_in") from None
+            expires_in = lifetime(body["expires_in"])
+            token_type = body.get("token_type", "Bearer")
+            if not isinstance(access, str) or not access or not isinstance(token_type, str):
+                raise ValueError("access_token or token_type is not a string")
+            if len(access) > 16384:
+                raise ValueError("access_token is longer than 16384 characters")
+        except (KeyError, TypeError, AttributeError):
+            raise self._unexpected("token", 200, "answer without access_token/expires_in") from None
+        except ValueError as e:
+            raise self._unexpected("token", 200, f"bad token answer: {e}") from None
         return Token(Secret(access), token_type, expires_in, self._clock.seconds())
 
+    # -- Mp1 service management ------------------------------------------------------------
+
     async def register(self, token: Token, body: dict[str, Any]) -> Registration:
-        _, answer = await self._call(
+        """POST a ServiceInfo; the MEP's id, liveness link and interval."""
+        _, answer, _ = await self._call(
             "register",
             "POST",
             f"{MGMT}/applications/{self._app}/services",
             (201,),
-            self._bearer(token),
+            {},
             body,
+            token=token,
         )
         return self._registration("register", answer)
 
@@ -198,27 +302,31 @@ class MepClient:
         self, token: Token, ser_instance_id: str, body: dict[str, Any]
     ) -> Registration:
         """PUT the ServiceInfo again (restores ACTIVE after an INACTIVE 409)."""
-        _, answer = await self._call(
+        _, answer, _ = await self._call(
             "update",
             "PUT",
-            f"{MGMT}/applications/{self._app}/services/{ser_instance_id}",
+            f"{MGMT}/applications/{self._app}/services/{quote(ser_instance_id, safe='')}",
             (200,),
-            self._bearer(token),
+            {},
             body,
+            token=token,
         )
         return self._registration("update", answer)
 
-    @staticmethod
-    def _registration(operation: str, answer: Any) -> Registration:
+    def _registration(self, operation: str, answer: Any) -> Registration:
         try:
             ser_instance_id = answer["serInstanceId"]
-            interval = int(answer.get("livenessInterval") or 0)
+            interval = answer.get("livenessInterval") or 0
             links = answer.get("_links") or {}
             liveness = (links.get("self") or {}).get("liveness") or None
             if not isinstance(ser_instance_id, str) or not ser_instance_id:
                 raise ValueError
+            if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+                raise ValueError
+            if liveness is not None and not isinstance(liveness, str):
+                raise ValueError
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise MepError(operation, 201, "answer without serInstanceId") from None
+            raise self._unexpected(operation, 201, "answer without serInstanceId") from None
         return Registration(ser_instance_id, liveness, interval if liveness else 0)
 
     async def heartbeat(
@@ -230,29 +338,33 @@ class MepClient:
             method,
             liveness_path,
             (200, 204),
-            self._bearer(token),
+            {},
             {"state": "ACTIVE"},
             timeout,
+            token=token,
         )
 
     async def deregister(self, token: Token, ser_instance_id: str) -> None:
+        """DELETE a registration."""
         await self._call(
             "deregister",
             "DELETE",
             f"{MGMT}/applications/{self._app}/services/{quote(ser_instance_id, safe='')}",
             (204, 200),
-            self._bearer(token),
+            {},
+            token=token,
         )
 
-    async def discover(self, token: Token, ser_name: str) -> list[dict[str, Any]] | None:
-        """Instances of a service name; None when the MEP has never heard of the name."""
+    async def discover(self, token: Token, ser_name: str) -> Discovered:
+        """Instances of a service name; C{instances} None when the MEP never heard of it."""
         try:
-            _, answer = await self._call(
+            response, answer, size = await self._call(
                 "discovery",
                 "GET",
                 f"{MGMT}/services?ser_name={quote(ser_name, safe='')}",
                 (200,),
-                self._bearer(token),
+                {},
+                token=token,
             )
         except MepError as e:
             if (
@@ -260,43 +372,61 @@ class MepClient:
                 and isinstance(e.body, dict)
                 and str(e.body.get("errorCode")) == "400012"
             ):
-                return None
+                return Discovered(None, 0)
             raise
+        content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
+        media = content_type.split(";")[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise self._unexpected("discovery", 200, f"answer is {media or 'untyped'}, not JSON")
         if not isinstance(answer, list):
-            return []
-        return [item for item in answer if isinstance(item, dict)]
+            raise self._unexpected("discovery", 200, "answer is not a JSON list")
+        try:
+            instances = tuple(_instance(item) for item in answer)
+        except ValueError as e:
+            raise self._unexpected("discovery", 200, str(e)) from None
+        return Discovered(instances, size)
+
+    # -- subscriptions ---------------------------------------------------------------------
 
     async def subscribe(self, token: Token, body: dict[str, Any]) -> Subscription:
-        response, answer = await self._call(
+        """POST an availability subscription; its id and link."""
+        response, answer, _ = await self._call(
             "subscribe",
             "POST",
             f"{MGMT}/applications/{self._app}/subscriptions",
             (201,),
-            self._bearer(token),
+            {},
             body,
+            token=token,
         )
         href = None
         if isinstance(answer, dict):
-            href = ((answer.get("_links") or {}).get("self") or {}).get("href")
+            links = answer.get("_links")
+            self_link = links.get("self") if isinstance(links, dict) else None
+            href = self_link.get("href") if isinstance(self_link, dict) else None
         location = response.headers.getRawHeaders("location") or [None]
         href = href or location[0]
         if not isinstance(href, str) or not href:
-            raise MepError("subscribe", 201, "answer without a subscription link")
+            raise self._unexpected("subscribe", 201, "answer without a subscription link")
         sub_id = answer.get("subscriptionId") if isinstance(answer, dict) else None
-        return Subscription(sub_id or href.rsplit("/", 1)[-1], href)
+        if not isinstance(sub_id, str) or not sub_id:
+            sub_id = href.rstrip("/").rsplit("/", 1)[-1]
+        return Subscription(sub_id, href)
 
     def _subscription_path(self, href: str) -> str:
         # mepserver answers links without the gateway's /mep prefix.
         return href if href.startswith("/mep/") else "/mep" + href
 
     async def subscription_exists(self, token: Token, subscription: Subscription) -> bool:
+        """Whether the MEP still holds the subscription (404: it does not)."""
         try:
             await self._call(
                 "subscription",
                 "GET",
                 self._subscription_path(subscription.href),
                 (200,),
-                self._bearer(token),
+                {},
+                token=token,
             )
         except MepError as e:
             if e.status == 404:
@@ -305,20 +435,39 @@ class MepClient:
         return True
 
     async def unsubscribe(self, token: Token, subscription: Subscription) -> None:
+        """DELETE a subscription."""
         await self._call(
             "unsubscribe",
             "DELETE",
             self._subscription_path(subscription.href),
             (204, 200),
-            self._bearer(token),
+            {},
+            token=token,
         )
 
+    # -- app support -----------------------------------------------------------------------
+
     async def confirm_ready(self, token: Token) -> None:
+        """POST confirm_ready {"indication": "READY"}."""
         await self._call(
             "confirm_ready",
             "POST",
             f"{SUPPORT}/applications/{self._app}/confirm_ready",
             (204, 200),
-            self._bearer(token),
+            {},
             {"indication": "READY"},
+            token=token,
         )
+
+
+class _BadBody(Exception):
+    """An answer whose body could not be read within the rules (size, encoding)."""
+
+    def __init__(self, status: int, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.status = status
+        self.reason = reason
+
+
+def _json_bytes(body: Any) -> bytes:
+    return json.dumps(body).encode()

@@ -2,7 +2,7 @@
 Prometheus metrics. State (registrations, heartbeats, token, cache) is read from the
 services at scrape time, so nothing is counted twice; MEP requests are counted as they
 happen through L{MepObserver}. Label sets are bounded: service names (at most 50),
-a fixed list of operations, and status codes folded into a fixed list.
+a fixed list of operations and states, and status codes folded into a fixed list.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ _STATUSES = {
 
 
 def status_label(status: int | None) -> str:
+    """The label for an HTTP status: itself when common, else its class (4xx ...)."""
     if status is None:
         return "no_answer"
     text = str(status)
@@ -69,6 +70,8 @@ class MepObserver:
 
 
 class AgentCollector(Collector):
+    """Reads the services' state at scrape time."""
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -82,10 +85,18 @@ class AgentCollector(Collector):
         self._discovery = discovery
 
     def collect(self) -> Iterator[Metric]:
+        """Every metric family, from the current state."""
+        from .token import TokenState
+
         now = self._clock.seconds()
         registered = GaugeMetricFamily(
             "mep_agent_service_registered",
             "1 when the service is registered on the MEP.",
+            labels=["ser_name"],
+        )
+        waiting = GaugeMetricFamily(
+            "mep_agent_service_waiting_for_token",
+            "1 when the service's last registration or heartbeat found no valid token.",
             labels=["ser_name"],
         )
         beats = CounterMetricFamily(
@@ -106,12 +117,13 @@ class AgentCollector(Collector):
         )
         for name, state in self._registrar.states.items():
             registered.add_metric([name], 1.0 if state.registration is not None else 0.0)
+            waiting.add_metric([name], 1.0 if state.waiting_for_token else 0.0)
             beats.add_metric([name], state.heartbeats_sent)
             failed.add_metric([name], state.heartbeats_failed)
             if state.last_heartbeat is not None:
                 since.add_metric([name], now - state.last_heartbeat)
             again.add_metric([name], max(0, state.registrations - 1))
-        yield from (registered, beats, failed, since, again)
+        yield from (registered, waiting, beats, failed, since, again)
 
         token = self._tokens.current()
         expiry = GaugeMetricFamily(
@@ -120,10 +132,22 @@ class AgentCollector(Collector):
         )
         expiry.add_metric([], token.expires_at if token else 0.0)
         yield expiry
+        token_state = GaugeMetricFamily(
+            "mep_agent_token_state", "1 for the token's current state.", labels=["state"]
+        )
+        current = self._tokens.state
+        for state in TokenState:
+            token_state.add_metric([state.value], 1.0 if state is current else 0.0)
+        yield token_state
         yield CounterMetricFamily(
             "mep_agent_token_refresh_failures",
             "Token requests that failed.",
             value=self._tokens.refresh_failures,
+        )
+        yield CounterMetricFamily(
+            "mep_agent_token_requests",
+            "Token requests sent to the MEP.",
+            value=self._tokens.requests_sent,
         )
         cache = CounterMetricFamily(
             "mep_agent_discovery_lookups", "Discovery lookups by cache result.", labels=["result"]
@@ -132,3 +156,10 @@ class AgentCollector(Collector):
         cache.add_metric(["miss"], self._discovery.misses)
         cache.add_metric(["stale"], self._discovery.stale)
         yield cache
+        entries, size = self._discovery.size
+        yield GaugeMetricFamily(
+            "mep_agent_discovery_cache_bytes", "Bytes of MEP answers cached.", value=size
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_discovery_cache_entries", "Names cached.", value=entries
+        )

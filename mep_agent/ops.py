@@ -6,29 +6,56 @@ notifications. It never shows a token or a key.
   GET  /readyz      a valid token and every service registered and heartbeating
                     (?verbose lists each check); /healthz is the same
   GET  /metrics     Prometheus text format
-  GET  /mep-agent/v1/status        desired versus actual registrations, token expiry
-  POST /mep-agent/v1/notifications the MEP's availability notifications (callback)
+  GET  /mep-agent/v1/status                 desired versus actual registrations, token
+  POST /mep-agent/v1/notifications/{secret} the MEP's availability notifications; the
+                    secret path segment is generated per process and sent to the MEP as
+                    part of callbackReference, so nobody else can forge one
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import Request
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 
 from .discovery import DiscoveryCache
-from .jsonweb import error, json_errors, query_flag, read_json, respond
+from .errors import ApiProblem
+from .jsonweb import JSONGuard, query_flag, read_json, respond, strict_routes
 from .registration import Registrar
+from .secret import Secret
 from .subscriptions import Subscriber
 from .token import TokenKeeper
 
+NOTIFICATIONS = "/mep-agent/v1/notifications"
+# v2.2.1 (and EdgeGallery) say SerAvailabilityNotification; v2.1.1's text says the other.
+NOTIFICATION_TYPES = ("SerAvailabilityNotification", "SerAvailabilityNotificationSubscription")
+
+
+class BadNotification(ApiProblem):
+    """A POST to the notification route that is not an availability notification."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(400, problem)
+
+
+class NoSuchResource(ApiProblem):
+    """404, as for any unknown path (a wrong notification secret looks like one)."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "no such resource")
+
 
 class OpsAPI:
+    """The operations API's Klein app; see the module docstring."""
+
     app = Klein()
+    strict_routes(app)
     log = Logger()
 
     def __init__(
@@ -39,6 +66,7 @@ class OpsAPI:
         subscriber: Subscriber,
         discovery: DiscoveryCache,
         metrics: CollectorRegistry,
+        notify_secret: Secret,
     ) -> None:
         self._clock = clock
         self._tokens = tokens
@@ -46,23 +74,33 @@ class OpsAPI:
         self._subscriber = subscriber
         self._discovery = discovery
         self._metrics = metrics
+        self._notify_secret = notify_secret
 
-    def resource(self):
-        return self.app.resource()
+    def resource(self) -> IResource:
+        """The resource to serve."""
+        return JSONGuard(self.app.resource())
 
     @app.route("/livez", methods=["GET"])
-    def livez(self, request: Request) -> bytes:
+    def livez(self, request: IRequest) -> bytes:
+        """The reactor answers."""
         return respond(request, 200, {"status": "ok"})
 
     def checks(self) -> dict[str, dict[str, Any]]:
-        checks = {"token": {"ok": self._tokens.current() is not None, "state": self._tokens.state}}
+        """Each readiness check: the token, and every service."""
+        checks: dict[str, dict[str, Any]] = {
+            "token": {"ok": self._tokens.current() is not None, "state": self._tokens.state.value}
+        }
         for name, state in self._registrar.states.items():
-            checks[f"service:{name}"] = {"ok": state.healthy, "status": state.status}
+            check: dict[str, Any] = {"ok": state.healthy, "status": state.status.value}
+            if state.waiting_for_token:
+                check["waitingForToken"] = True
+            checks[f"service:{name}"] = check
         return checks
 
     @app.route("/readyz", methods=["GET"])
     @app.route("/healthz", methods=["GET"])
-    def readyz(self, request: Request) -> bytes:
+    def readyz(self, request: IRequest) -> bytes:
+        """200 when every check passes, else 503 with the checks."""
         checks = self.checks()
         ready = all(c["ok"] for c in checks.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
@@ -71,12 +109,14 @@ class OpsAPI:
         return respond(request, 200 if ready else 503, body)
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: Request) -> bytes:
+    def metrics(self, request: IRequest) -> bytes:
+        """Prometheus exposition."""
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self._metrics)
 
     @app.route("/mep-agent/v1/status", methods=["GET"])
-    def status(self, request: Request) -> bytes:
+    def status(self, request: IRequest) -> bytes:
+        """Desired versus actual, per service and subscription, and the token's state."""
         token = self._tokens.current()
         services = []
         for name, state in self._registrar.states.items():
@@ -88,7 +128,7 @@ class OpsAPI:
                         "state": state.spec.body.get("state"),
                         "livenessInterval": state.spec.body.get("livenessInterval", 0),
                     },
-                    "status": state.status,
+                    "status": state.status.value,
                     "serInstanceId": registration.ser_instance_id if registration else None,
                     "livenessInterval": registration.interval if registration else None,
                     "registeredAt": state.registered_at,
@@ -97,6 +137,7 @@ class OpsAPI:
                     "heartbeatsSent": state.heartbeats_sent,
                     "heartbeatsFailed": state.heartbeats_failed,
                     "consecutiveHeartbeatFailures": state.heartbeat_failures,
+                    "waitingForToken": state.waiting_for_token,
                     "lastError": state.last_error,
                 }
             )
@@ -105,7 +146,7 @@ class OpsAPI:
             200,
             {
                 "token": {
-                    "state": self._tokens.state,
+                    "state": self._tokens.state.value,
                     "expires_at": token.expires_at if token else None,
                     "refresh_failures": self._tokens.refresh_failures,
                     "last_error": self._tokens.last_error,
@@ -114,7 +155,7 @@ class OpsAPI:
                 "subscriptions": [
                     {
                         "index": s.index,
-                        "status": s.status,
+                        "status": s.status.value,
                         "subscriptionId": s.subscription.subscription_id
                         if s.subscription
                         else None,
@@ -127,30 +168,31 @@ class OpsAPI:
             },
         )
 
-    @app.route("/mep-agent/v1/notifications", methods=["POST"])
-    def notification(self, request: Request) -> bytes:
+    @app.route(f"{NOTIFICATIONS}/<secret>", methods=["POST"])
+    def notification(self, request: IRequest, secret: str) -> bytes:
+        """An availability notification from the MEP: drop the names it changes."""
+        expected = self._notify_secret.reveal().encode()
+        if not hmac.compare_digest(secret.encode("utf-8", "replace"), expected):
+            raise NoSuchResource()
         try:
             body = read_json(request)
         except ValueError as e:
-            return error(request, 400, f"not a JSON notification: {e}")
-        if (
-            not isinstance(body, dict)
-            or body.get("notificationType") != "SerAvailabilityNotification"
-        ):
-            return error(request, 400, "expected a SerAvailabilityNotification")
+            raise BadNotification(f"not a JSON notification: {e}") from None
+        if not isinstance(body, dict) or body.get("notificationType") not in NOTIFICATION_TYPES:
+            raise BadNotification("expected a SerAvailabilityNotification")
         references = body.get("serviceReferences")
         if not isinstance(references, list):
-            return error(request, 400, "serviceReferences must be a list")
+            raise BadNotification("serviceReferences must be a list")
         names = [
             r["serName"]
             for r in references
             if isinstance(r, dict) and isinstance(r.get("serName"), str)
-        ]
+        ][:1000]
         self._discovery.invalidate(names)
         self.log.info(
-            "availability notification for {names}", names=names, event="notification.received"
+            "availability notification for {names}",
+            names=names[:20],
+            event="notification.received",
         )
         request.setResponseCode(204)
         return b""
-
-    json_errors(app)

@@ -8,19 +8,21 @@ Failures never end a service's task: they are logged and retried.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import enum
+from collections.abc import Callable
 from functools import partial
 
-from attrs import define, field
+from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .mep import MepClient, MepError, Registration
+from .errors import MepError, TokenUnavailable
+from .mep import MepClient, Registration, Token
 from .model import ServiceSpec
-from .retry import UNEXPECTED_PAUSE, backoff, sleep, until_success
-from .tasks import bounded, start_task
+from .retry import Delays, backoff, sleep
+from .tasks import bounded, supervise
 from .token import TokenKeeper
 
 # A 4xx answer to a registration will not fix itself; retry rarely, in case an operator
@@ -36,12 +38,21 @@ def beat_schedule(interval: int, request_timeout: float) -> tuple[float, float]:
     return interval * BEAT_FRACTION, min(request_timeout, interval * BEAT_TIMEOUT_FRACTION)
 
 
+class ServiceStatus(enum.Enum):
+    """Where one service stands with the MEP."""
+
+    PENDING = "pending"  # not registered yet (or lost by the MEP)
+    REGISTERED = "registered"
+    FAILING = "failing"  # registration attempts fail
+    DEREGISTERED = "deregistered"
+
+
 @define
 class ServiceState:
     """What the agent knows about one service; read by the status and metrics endpoints."""
 
     spec: ServiceSpec
-    status: str = "pending"  # pending | registered | failing | deregistered
+    status: ServiceStatus = ServiceStatus.PENDING
     registration: Registration | None = None
     registered_at: float | None = None
     last_heartbeat: float | None = None
@@ -49,57 +60,89 @@ class ServiceState:
     heartbeats_sent: int = 0
     heartbeats_failed: int = 0
     registrations: int = 0
+    waiting_for_token: bool = False  # the last attempt found no valid token
     last_error: str | None = None
 
     @property
     def healthy(self) -> bool:
         """Registered, and heartbeating when the MEP asked for heartbeats."""
-        return self.status == "registered" and self.heartbeat_failures == 0
+        return self.status is ServiceStatus.REGISTERED and self.heartbeat_failures == 0
+
+    def recovered(self) -> None:
+        """The last attempt succeeded: no error to show any more."""
+        self.waiting_for_token = False
+        self.last_error = None
+
+    def failed(self, error: Exception) -> None:
+        """The last attempt failed with C{error} (already free of secrets)."""
+        self.waiting_for_token = isinstance(error, TokenUnavailable)
+        self.last_error = error.reason if isinstance(error, TokenUnavailable) else str(error)
 
 
-@define(slots=False)  # Service sets attributes of its own
 class Registrar(Service):
-    mep: MepClient
-    tokens: TokenKeeper
-    clock: IReactorTime
-    specs: tuple[ServiceSpec, ...]
-    request_timeout: float = 10.0
-    shutdown_timeout: float = 5.0
-    heartbeat_method: str = "PUT"
-    confirm_ready: bool = True
-    deregister_on_stop: bool = True  # False in one-shot mode: registrations outlive us
-    delays: Callable[[], Iterator[float]] = backoff
-    on_data_loss: Callable[[], None] = lambda: None
-    states: dict[str, ServiceState] = field(init=False)
-    ready_confirmed: bool = field(init=False, default=False)
-    _tasks: list[Deferred[None]] = field(init=False, factory=list)
-    settled: bool | None = field(init=False, default=None)
-    _waiters: list[Deferred[bool]] = field(init=False, factory=list)
+    """Registers, heartbeats, repairs and deregisters the services; see the module."""
+
     name = "registrar"
     log = Logger()
 
-    def __attrs_post_init__(self) -> None:
-        self.states = {spec.name: ServiceState(spec) for spec in self.specs}
+    def __init__(
+        self,
+        mep: MepClient,
+        tokens: TokenKeeper,
+        clock: IReactorTime,
+        specs: tuple[ServiceSpec, ...],
+        request_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        heartbeat_method: str = "PUT",
+        confirm_ready: bool = True,
+        deregister_on_stop: bool = True,
+        delays: Delays = backoff,
+        on_data_loss: Callable[[], None] = lambda: None,
+    ) -> None:
+        """
+        @param deregister_on_stop: False in one-shot mode, where registrations outlive us.
+        @param on_data_loss: called when the MEP lost a service (it may have lost more).
+        """
+        self._mep = mep
+        self._tokens = tokens
+        self._clock = clock
+        self._request_timeout = request_timeout
+        self._shutdown_timeout = shutdown_timeout
+        self._heartbeat_method = heartbeat_method
+        self._confirm_ready = confirm_ready
+        self._deregister_on_stop = deregister_on_stop
+        self._delays = delays
+        self._on_data_loss = on_data_loss
+        self._tasks: list[Deferred[None]] = []
+        self._settled: bool | None = None
+        self._settle_waiters: list[Deferred[bool]] = []
+        self.states = {spec.name: ServiceState(spec) for spec in specs}
+        self.ready_confirmed = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        Service.startService(self)
+        """Start one task per service."""
+        super().startService()
         for state in self.states.values():
-            self._tasks.append(start_task(self._run(state), f"service {state.spec.name}"))
+            self._tasks.append(
+                supervise(self._clock, f"service {state.spec.name}", partial(self._step, state))
+            )
         if not self.states:
             self._registered_all()
 
     def stopService(self) -> Deferred[list[bool]]:
         """Stop heartbeats, then DELETE every registration in parallel within the bound."""
-        Service.stopService(self)
+        super().stopService()
         for task in self._tasks:
             task.cancel()
-        if not self.deregister_on_stop:
+        if not self._deregister_on_stop:
             return succeed([])
         registered = [s for s in self.states.values() if s.registration is not None]
         return bounded(
-            self.clock, self.shutdown_timeout, [partial(self._deregister, s) for s in registered]
+            self._clock,
+            self._shutdown_timeout,
+            [partial(self._deregister, s) for s in registered],
         )
 
     def when_settled(self) -> Deferred[bool]:
@@ -107,87 +150,55 @@ class Registrar(Service):
         Fires once every service is registered and READY confirmed (when enabled): with
         True, or with False when the MEP refused confirm_ready.
         """
-        if self.settled is not None:
-            return succeed(self.settled)
+        if self._settled is not None:
+            return succeed(self._settled)
         d: Deferred[bool] = Deferred()
-        self._waiters.append(d)
+        self._settle_waiters.append(d)
         return d
 
     def _settle(self, ok: bool) -> None:
-        if self.settled is None:
-            self.settled = ok
-            waiters, self._waiters = self._waiters, []
+        if self._settled is None:
+            self._settled = ok
+            waiters, self._settle_waiters = self._settle_waiters, []
             for waiter in waiters:
                 waiter.callback(ok)
 
     # -- one service ---------------------------------------------------------------------
 
-    async def _run(self, state: ServiceState) -> None:
-        while self.running:
-            try:
-                if state.registration is None:
-                    await self._register(state)
-                registration = state.registration
-                if (
-                    registration is None
-                    or not registration.interval
-                    or registration.liveness_path is None
-                ):
-                    return  # no heartbeats wanted: nothing more to do until stop
-                await self._heartbeat(state)
-            except CancelledError:
-                raise
-            except Exception:
-                # An uncaught error would end this service's heartbeats for good; carry
-                # on with what is known (a kept registration is not registered again).
-                state.last_error = "unexpected error (see the log)"
-                self.log.failure(
-                    "service {ser_name}: unexpected error; carrying on in {pause:.0f}s",
-                    ser_name=state.spec.name,
-                    pause=UNEXPECTED_PAUSE,
-                )
-                await sleep(self.clock, UNEXPECTED_PAUSE)
+    async def _step(self, state: ServiceState) -> bool:
+        """Register if needed, then beat until the MEP loses the service; True: done."""
+        if state.registration is None:
+            await self._register(state)
+        registration = state.registration
+        if registration is None or not registration.interval or not registration.liveness_path:
+            return True  # no heartbeats wanted: nothing more to do until stop
+        await self._heartbeat(state)
+        return False
 
     async def _register(self, state: ServiceState) -> None:
         spec = state.spec
-
-        def failed(error: MepError, delay: float) -> None:
-            state.status = "failing"
-            state.last_error = str(error)
-            if error.transient:
-                self.log.warn(
-                    "registering {ser_name} failed ({error}); retrying in {delay:.1f}s",
-                    ser_name=spec.name,
-                    error=str(error),
-                    delay=delay,
-                    event="service.register_failed",
+        delays = self._delays()
+        while True:
+            try:
+                registration = await self._tokens.with_token(
+                    lambda token: self._mep.register(token, spec.body), self._request_timeout
                 )
-            else:
-                self.log.error(
-                    "the MEP refused service {ser_name}: {error}; retrying in {delay:.0f}s",
-                    ser_name=spec.name,
-                    error=str(error),
-                    delay=delay,
-                    event="service.register_refused",
-                )
-
-        registration = await until_success(
-            self.clock,
-            lambda: self.tokens.with_token(lambda token: self.mep.register(token, spec.body)),
-            lambda: bool(self.running),
-            self.delays(),
-            REJECTED_RETRY,
-            failed,
-        )
-        if registration is None:
-            return  # stopped
+                break
+            except TokenUnavailable as e:
+                state.failed(e)  # get() waited its deadline; ask again at once
+                if not self._tokens.running:
+                    await sleep(self._clock, next(delays))
+            except MepError as e:
+                delay = next(delays) if e.transient else REJECTED_RETRY
+                self._registration_failed(state, e, delay)
+                await sleep(self._clock, delay)
         again = state.registrations > 0
         state.registrations += 1
         state.registration = registration
-        state.status = "registered"
-        state.registered_at = self.clock.seconds()
+        state.status = ServiceStatus.REGISTERED
+        state.registered_at = self._clock.seconds()
         state.heartbeat_failures = 0
-        state.last_error = None
+        state.recovered()
         self.log.info(
             "service {ser_name} {what} as {ser_instance_id}; heartbeat every {interval}s",
             ser_name=spec.name,
@@ -198,23 +209,49 @@ class Registrar(Service):
         )
         self._check_all_registered()
 
+    def _registration_failed(self, state: ServiceState, error: MepError, delay: float) -> None:
+        state.status = ServiceStatus.FAILING
+        state.failed(error)
+        if error.transient:
+            self.log.warn(
+                "registering {ser_name} failed ({error}); retrying in {delay:.1f}s",
+                ser_name=state.spec.name,
+                error=str(error),
+                delay=delay,
+                event="service.register_failed",
+                status=error.status,
+            )
+        else:
+            self.log.error(
+                "the MEP refused service {ser_name}: {error}; retrying in {delay:.0f}s",
+                ser_name=state.spec.name,
+                error=str(error),
+                delay=delay,
+                event="service.register_refused",
+                status=error.status,
+            )
+
     async def _heartbeat(self, state: ServiceState) -> None:
         """Beat until the MEP says it lost the service (then return to re-register)."""
         registration = state.registration
         assert registration is not None and registration.liveness_path is not None
-        period, timeout = beat_schedule(registration.interval, self.request_timeout)
-        delays = self.delays()
+        period, timeout = beat_schedule(registration.interval, self._request_timeout)
+        delays = self._delays()
         wait = period
-        while self.running:
-            await sleep(self.clock, wait)
+        while True:
+            await sleep(self._clock, wait)
             state.heartbeats_sent += 1
             path = registration.liveness_path
+            assert path is not None
             try:
-                await self.tokens.with_token(
-                    lambda token, path=path: self.mep.heartbeat(  # type: ignore[misc]
-                        token, path, self.heartbeat_method, timeout
-                    )
+                await self._tokens.with_token(
+                    partial(self._beat, path=path, timeout=timeout), timeout
                 )
+            except TokenUnavailable as e:
+                state.heartbeats_failed += 1
+                self._beat_failed(state, e)
+                wait = min(period, next(delays))
+                continue
             except MepError as e:
                 state.heartbeats_failed += 1
                 if e.status == 404:
@@ -237,20 +274,25 @@ class Registrar(Service):
                     event="heartbeat.recovered",
                 )
             state.heartbeat_failures = 0
-            state.last_heartbeat = self.clock.seconds()
-            delays = self.delays()
+            state.last_heartbeat = self._clock.seconds()
+            state.recovered()
+            delays = self._delays()
             wait = period
 
-    def _beat_failed(self, state: ServiceState, error: MepError) -> None:
+    async def _beat(self, token: Token, path: str, timeout: float) -> None:
+        await self._mep.heartbeat(token, path, self._heartbeat_method, timeout)
+
+    def _beat_failed(self, state: ServiceState, error: MepError | TokenUnavailable) -> None:
         state.heartbeat_failures += 1
-        state.last_error = str(error)
+        state.failed(error)
         if state.heartbeat_failures % LOG_EVERY_N_FAILURES == 1:
             self.log.warn(
                 "heartbeat of {ser_name} failed ({error}); {failures} in a row",
                 ser_name=state.spec.name,
-                error=str(error),
+                error=state.last_error,
                 failures=state.heartbeat_failures,
                 event="heartbeat.failing",
+                status=getattr(error, "status", None),
             )
 
     def _lost(self, state: ServiceState, error: MepError) -> None:
@@ -261,10 +303,10 @@ class Registrar(Service):
             event="service.lost",
         )
         state.registration = None
-        state.status = "pending"
-        state.last_error = str(error)
+        state.status = ServiceStatus.PENDING
+        state.failed(error)
         self.ready_confirmed = False  # confirm READY again once all are back
-        self.on_data_loss()
+        self._on_data_loss()
 
     async def _restore(self, state: ServiceState) -> Registration | None:
         """
@@ -281,9 +323,15 @@ class Registrar(Service):
             event="service.inactive",
         )
         try:
-            restored = await self.tokens.with_token(
-                lambda token: self.mep.update(token, registration.ser_instance_id, state.spec.body)
+            restored = await self._tokens.with_token(
+                lambda token: self._mep.update(
+                    token, registration.ser_instance_id, state.spec.body
+                ),
+                self._request_timeout,
             )
+        except TokenUnavailable as e:
+            self._beat_failed(state, e)
+            return registration
         except MepError as e:
             if e.status == 404:
                 self._lost(state, e)
@@ -302,26 +350,34 @@ class Registrar(Service):
     async def _deregister(self, state: ServiceState) -> None:
         registration = state.registration
         assert registration is not None
-        token = self.tokens.current()
-        if token is None:
-            token = await self.mep.fetch_token()
         try:
-            await self.mep.deregister(token, registration.ser_instance_id)
+            await self._tokens.with_token(
+                lambda token: self._mep.deregister(token, registration.ser_instance_id),
+                self._shutdown_timeout,
+                hurry=True,
+            )
+        except TokenUnavailable as e:
+            self._deregister_failed(state, e.reason, None)
+            raise
         except MepError as e:
             if e.status != 404:  # already gone is what we wanted
-                self.log.warn(
-                    "deregistering {ser_name} failed: {error}",
-                    ser_name=state.spec.name,
-                    error=str(e),
-                    event="service.deregister_failed",
-                )
+                self._deregister_failed(state, str(e), e.status)
                 raise
         state.registration = None
-        state.status = "deregistered"
+        state.status = ServiceStatus.DEREGISTERED
         self.log.info(
             "service {ser_name} deregistered",
             ser_name=state.spec.name,
             event="service.deregistered",
+        )
+
+    def _deregister_failed(self, state: ServiceState, error: str, status: int | None) -> None:
+        self.log.warn(
+            "deregistering {ser_name} failed: {error}",
+            ser_name=state.spec.name,
+            error=error,
+            event="service.deregister_failed",
+            status=status,
         )
 
     # -- all services --------------------------------------------------------------------
@@ -331,26 +387,33 @@ class Registrar(Service):
             self._registered_all()
 
     def _registered_all(self) -> None:
-        if self.confirm_ready and not self.ready_confirmed:
-            self._tasks.append(start_task(self._confirm_ready(), "confirm_ready"))
-        elif not self.confirm_ready:
+        if self._confirm_ready and not self.ready_confirmed:
+            self.ready_confirmed = True  # one attempt loop at a time
+            self._tasks.append(supervise(self._clock, "confirm_ready", self._confirm))
+        elif not self._confirm_ready:
             self._settle(True)
 
-    async def _confirm_ready(self) -> None:
-        self.ready_confirmed = True  # one attempt loop at a time
-        delays = self.delays()
-        while self.running:
+    async def _confirm(self) -> bool:
+        delays = self._delays()
+        while True:
             try:
-                await self.tokens.with_token(self.mep.confirm_ready)
+                await self._tokens.with_token(self._mep.confirm_ready, self._request_timeout)
+            except TokenUnavailable:
+                if not self._tokens.running:
+                    await sleep(self._clock, next(delays))
+                continue
             except MepError as e:
                 if not e.transient and e.status != 409:
                     self.log.error(
-                        "confirm_ready refused: {error}", error=str(e), event="app.ready_refused"
+                        "confirm_ready refused: {error}",
+                        error=str(e),
+                        event="app.ready_refused",
+                        status=e.status,
                     )
                     self._settle(False)
-                    return
-                await sleep(self.clock, next(delays))
+                    return True
+                await sleep(self._clock, next(delays))
                 continue
             self.log.info("confirmed READY to the MEP", event="app.ready_confirmed")
             self._settle(True)
-            return
+            return True

@@ -6,20 +6,14 @@ the injected clock. Used for the token, registrations, heartbeats and subscripti
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 
-from .mep import MepError
-
-T = TypeVar("T")
-log = Logger()
-# After an unexpected error (a bug) a loop pauses this long, then carries on.
-UNEXPECTED_PAUSE = 5.0
+#: A fresh iterator of delays, once per run of failures.
+Delays = Callable[[], Iterator[float]]
 
 
 def backoff(
@@ -47,51 +41,25 @@ def sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
 class Alarm:
     """A sleep that L{wake} can end early (to act now instead of at the next period)."""
 
-    def __init__(self, clock: IReactorTime, running: Callable[[], object]) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        self._running = running
         self._nap: Deferred[None] | None = None
+        self._woken = False
 
     async def sleep(self, seconds: float) -> None:
-        """Return after seconds or when woken; raise CancelledError when stopped."""
-        self._nap = sleep(self._clock, seconds)
+        """Return after C{seconds} or when woken; a cancellation of the caller propagates."""
+        self._woken = False
+        nap = self._nap = sleep(self._clock, seconds)
         try:
-            await self._nap
+            await nap
         except CancelledError:
-            if not self._running():
+            if not self._woken:
                 raise
         finally:
             self._nap = None
 
     def wake(self) -> None:
+        """End the current sleep now; without one, nothing happens."""
         if self._nap is not None:
+            self._woken = True
             self._nap.cancel()
-
-
-async def until_success(
-    clock: IReactorTime,
-    call: Callable[[], Awaitable[T]],
-    keep_going: Callable[[], bool],
-    delays: Iterator[float],
-    refused_delay: float,
-    on_error: Callable[[MepError, float], None],
-) -> T | None:
-    """
-    Await C{call} until it succeeds: after a transient MepError wait the next backoff
-    delay, after a refusal (a 4xx that will not fix itself) wait C{refused_delay}.
-    C{on_error} reports each failure with the delay chosen. None if stopped first.
-    """
-    while keep_going():
-        try:
-            return await call()
-        except MepError as e:
-            delay = next(delays) if e.transient else refused_delay
-            on_error(e, delay)
-        except CancelledError:
-            raise
-        except Exception:
-            # A bug must not end the retrying for good: log it and try again.
-            delay = next(delays)
-            log.failure("unexpected error; retrying in {delay:.1f}s", delay=delay)
-        await sleep(clock, delay)
-    return None

@@ -159,8 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_NOTIFY_URL",
         None,
         "URL at which the MEP reaches the agent's notification route, e.g. "
-        "http://$(POD_IP):9090/mep-agent/v1/notifications; used as callbackReference "
-        "of every subscription (unset: the YAML's callbackReference is sent).",
+        "http://$(POD_IP):9090/mep-agent/v1/notifications; the agent appends a secret path "
+        "segment generated at start and sends the result as callbackReference of every "
+        "subscription (unset: the YAML's callbackReference is sent).",
     ),
     Setting(
         "discovery_ttl",
@@ -187,6 +188,13 @@ SETTINGS: tuple[Setting, ...] = (
         "120",
         "With ENABLE_WAIT=false: seconds to get a token and register everything "
         "before exiting non-zero.",
+    ),
+    Setting(
+        "max_response_bytes",
+        "MEP_AGENT_MAX_RESPONSE_BYTES",
+        "1048576",
+        "Largest MEP answer the agent reads, in bytes after decoding; a larger one is an "
+        "error (1024 to 67108864).",
     ),
 )
 

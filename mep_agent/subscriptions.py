@@ -2,74 +2,102 @@
 Subscriber: creates the availability subscriptions of app_instance_info.yaml (the
 original parsed and dropped them), re-creates any the MEP lost, deletes them on stop.
 
-The callback each subscription sends is the agent's own notification URL (--notify-url)
-when one is configured, so that the agent learns about changes; otherwise the YAML's
-callbackReference as written. A callback that is not a URI is skipped with a warning.
+The callback each subscription sends is the agent's own notification URL (--notify-url
+plus a per-process secret path segment) when one is configured, so that the agent learns
+about changes; otherwise the YAML's callbackReference as written. A callback that is not
+a URI is skipped with a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import enum
 from functools import partial
 from typing import Any
 
-from attrs import define, field
+from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .mep import MepClient, MepError, Subscription
+from .errors import MepError, TokenUnavailable
+from .mep import MepClient, Subscription
 from .model import SubscriptionSpec
-from .retry import Alarm, backoff, until_success
-from .tasks import bounded, start_task
+from .retry import Alarm, Delays, backoff, sleep
+from .tasks import bounded, supervise
 from .token import TokenKeeper
 
 REFUSED_RETRY = 300.0
 VERIFY_INTERVAL = 300.0  # how often to check that the MEP still has our subscriptions
 
 
-def effective_body(spec: SubscriptionSpec, notify_url: str | None) -> dict[str, Any] | None:
+def effective_body(spec: SubscriptionSpec, callback_url: str | None) -> dict[str, Any] | None:
     """The body to send, or None when there is no usable callback."""
     body = dict(spec.body)
-    if notify_url:
-        body["callbackReference"] = notify_url
+    if callback_url:
+        body["callbackReference"] = callback_url
     elif not spec.callback_is_uri:
         return None
     return body
 
 
+class SubscriptionStatus(enum.Enum):
+    """Where one subscription stands with the MEP."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    FAILING = "failing"
+    DELETED = "deleted"
+
+
 @define
 class SubscriptionState:
+    """What the agent knows about one subscription."""
+
     index: int
     body: dict[str, Any]
     subscription: Subscription | None = None
-    status: str = "pending"  # pending | active | failing | deleted
+    status: SubscriptionStatus = SubscriptionStatus.PENDING
     creations: int = 0
     last_error: str | None = None
 
 
-@define(slots=False)  # Service sets attributes of its own
 class Subscriber(Service):
-    mep: MepClient
-    tokens: TokenKeeper
-    clock: IReactorTime
-    specs: tuple[SubscriptionSpec, ...]
-    notify_url: str | None = None
-    shutdown_timeout: float = 5.0
-    verify_interval: float = VERIFY_INTERVAL
-    delete_on_stop: bool = True  # False in one-shot mode
-    delays: Callable[[], Iterator[float]] = backoff
-    states: list[SubscriptionState] = field(init=False, factory=list)
-    _tasks: list[Deferred[None]] = field(init=False, factory=list)
-    _alarm: Alarm = field(init=False)
+    """Creates, verifies, re-creates and deletes the subscriptions; see the module."""
+
     name = "subscriber"
     log = Logger()
 
-    def __attrs_post_init__(self) -> None:
-        self._alarm = Alarm(self.clock, lambda: self.running)
-        for spec in self.specs:
-            body = effective_body(spec, self.notify_url)
+    def __init__(
+        self,
+        mep: MepClient,
+        tokens: TokenKeeper,
+        clock: IReactorTime,
+        specs: tuple[SubscriptionSpec, ...],
+        callback_url: str | None = None,
+        request_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        verify_interval: float = VERIFY_INTERVAL,
+        delete_on_stop: bool = True,
+        delays: Delays = backoff,
+    ) -> None:
+        """
+        @param callback_url: the agent's notification URL (with its secret), or None.
+        @param delete_on_stop: False in one-shot mode.
+        """
+        self._mep = mep
+        self._tokens = tokens
+        self._clock = clock
+        self._request_timeout = request_timeout
+        self._shutdown_timeout = shutdown_timeout
+        self._verify_interval = verify_interval
+        self._delete_on_stop = delete_on_stop
+        self._delays = delays
+        self._alarm = Alarm(clock)
+        self._tasks: list[Deferred[None]] = []
+        self.states: list[SubscriptionState] = []
+        for spec in specs:
+            body = effective_body(spec, callback_url)
             if body is None:
                 self.log.warn(
                     "serAvailabilityNotificationSubscriptions[{index}]: callbackReference is "
@@ -81,51 +109,58 @@ class Subscriber(Service):
             self.states.append(SubscriptionState(spec.index, body))
 
     def startService(self) -> None:
-        Service.startService(self)
+        """Create every subscription, then check on them periodically."""
+        super().startService()
         for state in self.states:
-            self._tasks.append(start_task(self._create(state), f"subscription {state.index}"))
+            self._tasks.append(
+                supervise(self._clock, f"subscription {state.index}", partial(self._create, state))
+            )
         if self.states:
-            self._tasks.append(start_task(self._verify_loop(), "subscription check"))
+            self._tasks.append(supervise(self._clock, "subscription check", self._verify_all))
 
     def stopService(self) -> Deferred[list[bool]]:
-        Service.stopService(self)
+        """Stop the tasks, then DELETE every subscription in parallel within the bound."""
+        super().stopService()
         for task in self._tasks:
             task.cancel()
-        if not self.delete_on_stop:
+        if not self._delete_on_stop:
             return succeed([])
         created = [s for s in self.states if s.subscription is not None]
         return bounded(
-            self.clock, self.shutdown_timeout, [partial(self._delete, s) for s in created]
+            self._clock, self._shutdown_timeout, [partial(self._delete, s) for s in created]
         )
 
     def check_now(self) -> None:
         """The MEP may have lost data (a heartbeat got 404): verify at once."""
         self._alarm.wake()
 
-    async def _create(self, state: SubscriptionState) -> None:
-        def failed(error: MepError, delay: float) -> None:
-            state.status = "failing"
-            state.last_error = str(error)
-            self.log.warn(
-                "subscription {index} failed ({error}); retrying in {delay:.1f}s",
-                index=state.index,
-                error=str(error),
-                delay=delay,
-                event="subscription.failed",
-            )
-
-        subscription = await until_success(
-            self.clock,
-            lambda: self.tokens.with_token(lambda token: self.mep.subscribe(token, state.body)),
-            lambda: bool(self.running),
-            self.delays(),
-            REFUSED_RETRY,
-            failed,
-        )
-        if subscription is None:
-            return
+    async def _create(self, state: SubscriptionState) -> bool:
+        delays = self._delays()
+        while True:
+            try:
+                subscription = await self._tokens.with_token(
+                    lambda token: self._mep.subscribe(token, state.body), self._request_timeout
+                )
+                break
+            except TokenUnavailable as e:
+                state.last_error = e.reason
+                if not self._tokens.running:
+                    await sleep(self._clock, next(delays))
+            except MepError as e:
+                delay = next(delays) if e.transient else REFUSED_RETRY
+                state.status = SubscriptionStatus.FAILING
+                state.last_error = str(e)
+                self.log.warn(
+                    "subscription {index} failed ({error}); retrying in {delay:.1f}s",
+                    index=state.index,
+                    error=str(e),
+                    delay=delay,
+                    event="subscription.failed",
+                    status=e.status,
+                )
+                await sleep(self._clock, delay)
         state.subscription = subscription
-        state.status = "active"
+        state.status = SubscriptionStatus.ACTIVE
         state.creations += 1
         state.last_error = None
         self.log.info(
@@ -134,33 +169,28 @@ class Subscriber(Service):
             subscription_id=subscription.subscription_id,
             event="subscription.created",
         )
+        return True
 
-    async def _verify_loop(self) -> None:
-        while self.running:
-            await self._alarm.sleep(self.verify_interval)
-            for state in self.states:
-                try:
-                    await self._verify(state)
-                except CancelledError:
-                    raise
-                except Exception:
-                    self.log.failure(
-                        "verifying subscription {index} failed unexpectedly", index=state.index
-                    )
+    async def _verify_all(self) -> bool:
+        await self._alarm.sleep(self._verify_interval)
+        for state in self.states:
+            await self._verify(state)
+        return False
 
     async def _verify(self, state: SubscriptionState) -> None:
         subscription = state.subscription
         if subscription is None:
             return  # still being created
         try:
-            exists = await self.tokens.with_token(
-                lambda token: self.mep.subscription_exists(token, subscription)
+            exists = await self._tokens.with_token(
+                lambda token: self._mep.subscription_exists(token, subscription),
+                self._request_timeout,
             )
-        except MepError as e:
+        except (MepError, TokenUnavailable) as e:
             self.log.info(
                 "could not verify subscription {index}: {error}",
                 index=state.index,
-                error=str(e),
+                error=e.reason if isinstance(e, TokenUnavailable) else str(e),
                 event="subscription.verify_failed",
             )
             return
@@ -171,20 +201,35 @@ class Subscriber(Service):
                 event="subscription.lost",
             )
             state.subscription = None
-            state.status = "pending"
+            state.status = SubscriptionStatus.PENDING
             await self._create(state)
 
     async def _delete(self, state: SubscriptionState) -> None:
         subscription = state.subscription
         assert subscription is not None
-        token = self.tokens.current() or await self.mep.fetch_token()
         try:
-            await self.mep.unsubscribe(token, subscription)
+            await self._tokens.with_token(
+                lambda token: self._mep.unsubscribe(token, subscription), self._shutdown_timeout,
+                hurry=True,
+            )
+        except TokenUnavailable as e:
+            self._delete_failed(state, e.reason, None)
+            raise
         except MepError as e:
-            if e.status != 404:
+            if e.status != 404:  # already gone is what we wanted
+                self._delete_failed(state, str(e), e.status)
                 raise
         state.subscription = None
-        state.status = "deleted"
+        state.status = SubscriptionStatus.DELETED
         self.log.info(
             "subscription {index} deleted", index=state.index, event="subscription.deleted"
+        )
+
+    def _delete_failed(self, state: SubscriptionState, error: str, status: int | None) -> None:
+        self.log.warn(
+            "deleting subscription {index} failed: {error}",
+            index=state.index,
+            error=error,
+            event="subscription.delete_failed",
+            status=status,
         )

@@ -1,6 +1,7 @@
 """
-Background coroutines of the services: started with their crashes logged, and ended
-(for clean-up calls) in parallel with one deadline, so that a stop is always bounded.
+Background work of the services: one supervised loop that a stop cancels and a bug
+never ends, and clean-up calls run in parallel under one deadline so that a stop is
+always bounded.
 """
 
 from __future__ import annotations
@@ -10,24 +11,50 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.internet.task import deferLater
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 log = Logger()
 
+#: After an unexpected error (a bug) a loop pauses this long, then carries on.
+UNEXPECTED_PAUSE = 5.0
 
-def start_task(coroutine: Coroutine[Any, Any, None], what: str) -> Deferred[None]:
+
+def supervise(
+    clock: IReactorTime,
+    what: str,
+    step: Callable[[], Awaitable[bool]],
+    pause: float = UNEXPECTED_PAUSE,
+) -> Deferred[None]:
     """
-    Run a service's background coroutine. A crash is logged with its traceback (it would
-    otherwise vanish with the Deferred); a cancellation, which is how a stop ends it, is not.
+    Start a loop that awaits C{step()} until it returns True. Cancelling the returned
+    Deferred (how a service stops) ends it quietly; any other exception is a bug: it is
+    logged with its traceback (level error, event C{agent.bug}) and the loop carries on
+    after C{pause} seconds, so that one bad answer never silently ends a service's work.
     """
-    task = ensureDeferred(coroutine)
 
-    def crashed(failure: Any) -> None:
-        if not failure.check(CancelledError):
-            log.failure("{what} task crashed", failure, what=what)
+    async def loop() -> None:
+        while True:
+            try:
+                if await step():
+                    return
+            except CancelledError:
+                raise
+            except Exception:
+                log.failure(
+                    "{what}: unexpected error; carrying on in {pause:.0f}s",
+                    what=what,
+                    pause=pause,
+                    level=LogLevel.error,
+                    event="agent.bug",
+                )
+                await deferLater(clock, pause, lambda: None)
 
-    task.addErrback(crashed)
-    return task
+    def stopped(failure: Failure) -> None:
+        failure.trap(CancelledError)  # a stop; anything else was handled in the loop
+
+    return ensureDeferred(loop()).addErrback(stopped)
 
 
 def bounded(
@@ -41,9 +68,12 @@ def bounded(
     deferreds = [ensureDeferred(_as_coroutine(call)) for call in calls]
     for d in deferreds:
         d.addTimeout(timeout, clock)
-    done = DeferredList(deferreds, consumeErrors=True)
+    done: Deferred[list[tuple[bool, Any]]] = DeferredList(deferreds, consumeErrors=True)
     return done.addCallback(lambda results: [ok for ok, _ in results])
 
 
-async def _as_coroutine(call: Callable[[], Awaitable[object]]) -> object:
-    return await call()
+def _as_coroutine(call: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, object]:
+    async def run() -> object:
+        return await call()
+
+    return run()

@@ -1,33 +1,65 @@
 """
-TokenKeeper: gets the MEP token at start, refreshes it ahead of expiry, and retries for
-as long as it takes, one request at a time. Callers ask for a token with L{get} (waits
-for a valid one) or run a MEP call through L{with_token} (one refresh-and-retry on 401).
+TokenKeeper: the one token authority. It gets the MEP token at start, refreshes it
+ahead of expiry, replaces it when the MEP refuses it, and retries for as long as it
+takes — one request at a time, whoever asks.
+
+It never causes mepauth's lock-out (3 refused signatures within 300 s lock an AK for
+900 s): it keeps its own count of refused signatures and never sends a third within the
+window, and a locked AK is waited out without further attempts.
+
+Callers wait for a token with a deadline (L{TokenKeeper.get}) or run a MEP call through
+L{TokenKeeper.with_token}, which replaces a refused token once and retries once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+import enum
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from .mep import MepClient, MepError, Token
-from .retry import Alarm, backoff
-from .tasks import start_task
+from .errors import MepError, TokenUnavailable, Verdict
+from .mep import MepClient, Token
+from .retry import Alarm, Delays, backoff, sleep
+from .tasks import supervise
 
 T = TypeVar("T")
 
 REFRESH_FRACTION = 0.8  # refresh when 80 % of the lifetime has passed
-MIN_REFRESH_DELAY = 0.5
-# mepauth locks an AK after 3 bad signatures within 300 s. Retrying a refused AK every
-# 160 s puts at most 2 attempts in any such window, so the agent never locks itself out.
+MIN_REQUEST_GAP = 1.0  # never two token requests closer than this
+# mepauth counts refused signatures in a window of 300 s and locks the AK for 900 s at
+# the third. The agent allows itself two per window, so it can never lock itself out.
+REFUSAL_WINDOW = 300.0
+REFUSALS_PER_WINDOW = 2
+LOCK_DURATION = 900.0
+# After a refused signature: 160 s puts at most 2 attempts in any 300 s window.
 REJECTED_RETRY = 160.0
+# A token refused within this many seconds of being obtained makes the next forced
+# refresh back off (a MEP that refuses every new token must not be asked every second).
+YOUNG_TOKEN = 60.0
+
+
+class TokenState(enum.Enum):
+    """Where the token stands, as /status, /readyz and metrics show it."""
+
+    STARTING = "starting"  # no token yet, first request under way
+    VALID = "valid"  # an unexpired token the MEP has not refused
+    FAILING = "failing"  # requests fail (network, 5xx, malformed answers): backing off
+    REJECTED = "rejected"  # mepauth refused the signature: AK/SK/APPINSTID wrong
+    LOCKED = "locked"  # mepauth locked the AK: waiting the lock out
+    STOPPED = "stopped"
 
 
 class TokenKeeper(Service):
+    """The agent's one source of tokens; see the module docstring."""
+
     name = "token"
     log = Logger()
 
@@ -35,7 +67,7 @@ class TokenKeeper(Service):
         self,
         mep: MepClient,
         clock: IReactorTime,
-        delays: Callable[[], Iterator[float]] = backoff,
+        delays: Delays = backoff,
         rejected_retry: float = REJECTED_RETRY,
     ) -> None:
         self._mep = mep
@@ -45,103 +77,183 @@ class TokenKeeper(Service):
         self._token: Token | None = None
         self._waiters: list[Deferred[Token]] = []
         self._loop: Deferred[None] | None = None
-        self._alarm = Alarm(clock, lambda: self.running)
-        self.state = "starting"  # starting | valid | failing | rejected | stopped
+        self._alarm = Alarm(clock)
+        self._state = TokenState.STARTING
+        self._refusals: deque[float] = deque()  # when mepauth refused our signature
+        self._locked_until = 0.0
+        self._last_request: float | None = None
+        self._forced_delays = delays()
+        self._forced_gap = MIN_REQUEST_GAP
+        self._failure_delays = delays()
         self.last_error: str | None = None
         self.refresh_failures = 0
         self.tokens_obtained = 0
+        self.requests_sent = 0
 
     # -- what callers use ----------------------------------------------------------------
 
+    @property
+    def state(self) -> TokenState:
+        """VALID while there is a usable token, else why there is none."""
+        if self._state is not TokenState.STOPPED and self.current() is not None:
+            return TokenState.VALID
+        return self._state
+
     def current(self) -> Token | None:
-        """The token, if there is one that has not expired."""
+        """The token, if there is one that has not expired and was not refused."""
         token = self._token
         if token is not None and self._clock.seconds() < token.expires_at:
             return token
         return None
 
-    def get(self) -> Deferred[Token]:
-        """A valid token now, or as soon as one is obtained."""
+    async def get(self, timeout: float, hurry: bool = False) -> Token:
+        """
+        A valid token now, or as soon as the keeper obtains one, within C{timeout}
+        seconds; else L{TokenUnavailable}. Waiting never makes the keeper ask early (app
+        requests must not turn a MEP outage into a burst of token requests) unless
+        C{hurry}: then a backoff wait is cut short, still within the request gap, the
+        refusal budget and a lock (deregistration at stop cannot wait a minute).
+        """
         token = self.current()
         if token is not None:
-            return succeed(token)
-        # Waiting never wakes the loop early: callers (app API requests) must not be able
-        # to turn a MEP outage into a burst of token requests past the backoff.
-        d: Deferred[Token] = Deferred(lambda d: self._waiters.remove(d))
-        self._waiters.append(d)
-        return d
-
-    def invalidate(self, token: Token) -> None:
-        """The MEP refused this token (401): never use it again, fetch a new one now."""
-        if self._token is token:
-            self._token = None
+            return token
+        if not self.running:
+            raise self._unavailable("the agent is stopping")
+        if hurry:
             self._alarm.wake()
+            token = self.current()  # the loop may have got one at once
+            if token is not None:
+                return token
+        d: Deferred[Token] = Deferred(self._waiters.remove)
+        self._waiters.append(d)
+        d.addTimeout(timeout, self._clock)
+        try:
+            return await d
+        except TimeoutError:
+            raise self._unavailable(self.last_error or "timed out waiting for a token") from None
 
-    async def with_token(self, call: Callable[[Token], Awaitable[T]]) -> T:
-        """Run a MEP call with the token; on 401 refresh once and retry once."""
-        token = await self.get()
+    def require(self) -> Token:
+        """The valid token now, or L{TokenUnavailable} at once (412 or 503)."""
+        token = self.current()
+        if token is None:
+            raise self._unavailable(self.last_error or "renewing it is under way")
+        return token
+
+    def _unavailable(self, reason: str) -> TokenUnavailable:
+        return TokenUnavailable(self.tokens_obtained == 0, self.state.value, reason)
+
+    def invalidate(self, token: Token, error: MepError) -> None:
+        """The MEP refused C{token}: never use or serve it again; replace it soon."""
+        if self._token is not token:
+            return  # another caller already reported it
+        self._token = None
+        now = self._clock.seconds()
+        if now - token.obtained_at < YOUNG_TOKEN:
+            self._forced_gap = max(MIN_REQUEST_GAP, next(self._forced_delays))
+        else:
+            self._forced_delays = self._delays()
+            self._forced_gap = MIN_REQUEST_GAP
+        self._state = TokenState.FAILING
+        self.log.warn(
+            "the MEP refused the token ({error}); getting a new one",
+            error=str(error),
+            event="token.refused",
+            status=error.status,
+        )
+        self._alarm.wake()
+
+    async def with_token(
+        self, call: Callable[[Token], Awaitable[T]], timeout: float, hurry: bool = False
+    ) -> T:
+        """
+        Run a MEP call with the token (waiting at most C{timeout} for one, see L{get});
+        when the MEP refuses the token, replace it and retry once.
+        """
+        token = await self.get(timeout, hurry)
         try:
             return await call(token)
         except MepError as e:
-            if e.status != 401:
+            if e.verdict is not Verdict.TOKEN_REFUSED:
                 raise
-            self.log.info(
-                "MEP refused the token for {operation}; refreshing",
-                operation=e.operation,
-                event="token.refused",
-            )
-            self.invalidate(token)
-            return await call(await self.get())
+            self.invalidate(token, e)
+            return await call(await self.get(timeout, hurry))
 
     # -- the loop ------------------------------------------------------------------------
 
     def startService(self) -> None:
+        """Start getting and refreshing the token."""
         super().startService()
-        self._loop = start_task(self._run(), "token")
+        self._loop = supervise(self._clock, "token", self._step)
 
     def stopService(self) -> None:
+        """Stop; callers still waiting are told there will be no token."""
         super().stopService()
-        self.state = "stopped"
+        self._state = TokenState.STOPPED
         if self._loop is not None:
             self._loop.cancel()
-        for waiter in list(self._waiters):
-            waiter.cancel()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(Failure(self._unavailable("the agent is stopping")))
 
-    async def _run(self) -> None:
-        delays = self._delays()
-        while self.running:
-            try:
-                token = await self._mep.fetch_token()
-            except MepError as e:
-                await self._alarm.sleep(self._failed(e, delays))
-                continue
-            except CancelledError:
-                raise
-            except Exception:
-                self.refresh_failures += 1
-                self.log.failure("token request failed unexpectedly")
-                await self._alarm.sleep(next(delays))
-                continue
-            delays = self._delays()
-            self._obtained(token)
-            await self._alarm.sleep(max(MIN_REFRESH_DELAY, token.expires_in * REFRESH_FRACTION))
+    async def _step(self) -> bool:
+        await self._until_allowed()
+        self._last_request = self._clock.seconds()
+        self.requests_sent += 1
+        try:
+            token = await self._mep.fetch_token()
+        except MepError as e:
+            await self._alarm.sleep(self._failed(e))
+            return False
+        self._obtained(token)
+        await self._alarm.sleep(max(MIN_REQUEST_GAP, token.expires_in * REFRESH_FRACTION))
+        if self._token is token:  # lived its life unrefused: forced refreshes may be quick
+            self._forced_delays = self._delays()
+            self._forced_gap = MIN_REQUEST_GAP
+        return False
 
-    def _failed(self, error: MepError, delays: Iterator[float]) -> float:
+    async def _until_allowed(self) -> None:
+        """Wait until the next request keeps every promise: gap, refusal budget, lock."""
+        now = self._clock.seconds()
+        while self._refusals and now - self._refusals[0] >= REFUSAL_WINDOW:
+            self._refusals.popleft()
+        allowed = self._locked_until
+        if self._last_request is not None:
+            allowed = max(allowed, self._last_request + self._forced_gap)
+        if len(self._refusals) >= REFUSALS_PER_WINDOW:
+            allowed = max(allowed, self._refusals[0] + REFUSAL_WINDOW)
+        if allowed > now:
+            await sleep(self._clock, allowed - now)
+
+    def _failed(self, error: MepError) -> float:
+        """Record a failed request; the seconds to wait before the next."""
         self.refresh_failures += 1
         self.last_error = str(error)
-        if error.status in (401, 403) or (error.status is not None and not error.transient):
-            self.state = "rejected"
+        if error.verdict is Verdict.CREDENTIALS_REFUSED:
+            self._refusals.append(self._clock.seconds())
+            self._state = TokenState.REJECTED
             self.log.error(
-                "MEP refused the credentials ({error}); retrying in {delay:.0f}s (AK/SK or "
-                "APPINSTID wrong, or the AK locked)",
+                "the MEP refused the AK/SK signature ({error}); retrying in {delay:.0f}s. "
+                "Check AK, SK and APPINSTID: mepauth locks the AK for 900s after 3 refused "
+                "signatures within 300s, and the agent never sends a third",
                 error=str(error),
                 delay=self._rejected_retry,
                 event="token.rejected",
                 status=error.status,
             )
             return self._rejected_retry
-        delay = next(delays)
-        self.state = "failing" if self.current() is None else self.state
+        if error.verdict is Verdict.LOCKED:
+            self._state = TokenState.LOCKED
+            self._locked_until = self._clock.seconds() + LOCK_DURATION
+            self.log.error(
+                "the AK is locked by the MEP for up to {lock:.0f}s after 3 refused signatures "
+                "within 300s; check AK/SK. Waiting it out without further attempts",
+                lock=LOCK_DURATION,
+                event="token.locked",
+                status=error.status,
+            )
+            return LOCK_DURATION
+        delay = next(self._failure_delays)
+        self._state = TokenState.FAILING
         self.log.warn(
             "token request failed ({error}); retrying in {delay:.1f}s",
             error=str(error),
@@ -155,10 +267,12 @@ class TokenKeeper(Service):
         first = self.tokens_obtained == 0
         self._token = token
         self.tokens_obtained += 1
-        self.state = "valid"
+        self._state = TokenState.VALID
+        self._refusals.clear()  # mepauth clears its counter on success too
+        self._failure_delays = self._delays()
         self.last_error = None
         self.log.info(
-            "token {what}; expires in {expires_in:.0f}s",
+            "token {what}; expires in {expires_in}s",
             what="obtained" if first else "refreshed",
             expires_in=token.expires_in,
             event="token.obtained" if first else "token.refreshed",

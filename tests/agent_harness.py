@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config import Credentials
 from mep_agent.emulator.memory import DEV_APP, InMemoryMep
+from mep_agent.http import mep_http_client
 from mep_agent.mep import MepClient
 from mep_agent.model import ServiceSpec, SubscriptionSpec
 from mep_agent.registration import Registrar
@@ -20,6 +21,8 @@ from mep_agent.token import TokenKeeper
 from .emulator_client import service
 
 BASE = "https://127.0.0.1:8443"
+NOTIFY_SECRET = Secret("test-notification-secret")
+NOTIFICATIONS = f"/mep-agent/v1/notifications/{NOTIFY_SECRET.reveal()}"
 
 
 def exact_backoff():
@@ -57,26 +60,31 @@ class AgentTestCase(SynchronousTestCase):
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
-            self.mep.http, self.clock, BASE, "127.0.0.1:8443", credentials(sk), timeout=10
+            mep_http_client(self.mep.agent),
+            self.clock,
+            BASE,
+            "127.0.0.1:8443",
+            credentials(sk),
+            timeout=10,
         )
         self.tokens = TokenKeeper(self.client, self.clock, delays=exact_backoff)
+        self.subscriber = Subscriber(
+            self.client,
+            self.tokens,
+            self.clock,
+            subscriptions,
+            callback_url=notify_url,
+            delays=exact_backoff,
+        )
         self.registrar = Registrar(
             self.client,
             self.tokens,
             self.clock,
             services,
             delays=exact_backoff,
+            on_data_loss=self.subscriber.check_now,
             **registrar_options,
         )
-        self.subscriber = Subscriber(
-            self.client,
-            self.tokens,
-            self.clock,
-            subscriptions,
-            notify_url=notify_url,
-            delays=exact_backoff,
-        )
-        self.registrar.on_data_loss = self.subscriber.check_now
 
     def start(self) -> None:
         for part in (self.tokens, self.registrar, self.subscriber):
@@ -86,7 +94,7 @@ class AgentTestCase(SynchronousTestCase):
 
     def settle(self) -> None:
         for _ in range(5):
-            self.mep.http.flush()
+            self.mep.flush()
             self.clock.advance(0)
 
     def advance(self, seconds: float, step: float = 0.5) -> None:
@@ -95,7 +103,7 @@ class AgentTestCase(SynchronousTestCase):
 
     def fault(self, **spec: Any) -> None:
         d = self.mep.http.post(f"{BASE}/_emulator/faults", data=json.dumps(spec).encode())
-        self.mep.http.flush()
+        self.mep.flush()
         self.assertEqual(self.successResultOf(d).code, 201)
 
     def requests(self, kind: str) -> list[int]:
@@ -120,7 +128,8 @@ class ApiTestCase(AgentTestCase):
         from treq.testing import StubTreq
 
         from mep_agent.api import AgentAPI
-        from mep_agent.discovery import DiscoveryCache
+        from mep_agent.discovery import DiscoveryCache, MepDiscovery
+        from mep_agent.mep import Discovered
         from mep_agent.metrics import AgentCollector, MepObserver
         from mep_agent.ops import OpsAPI
 
@@ -129,11 +138,13 @@ class ApiTestCase(AgentTestCase):
         self.client._observe = MepObserver(self.metrics)
         self.discovery_calls: list[str] = []
 
-        async def fetch(name: str):
-            self.discovery_calls.append(name)
-            return await self.tokens.with_token(lambda t: self.client.discover(t, name))
+        source = MepDiscovery(self.tokens, self.client, 10)
 
-        self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale)
+        async def fetch(name: str) -> Discovered:
+            self.discovery_calls.append(name)
+            return await source(name)
+
+        self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale, deadline=11)
         self.metrics.register(
             AgentCollector(self.clock, self.tokens, self.registrar, self.discovery)
         )
@@ -148,12 +159,13 @@ class ApiTestCase(AgentTestCase):
                 self.subscriber,
                 self.discovery,
                 self.metrics,
+                NOTIFY_SECRET,
             ).resource()
         )
 
     def settle(self) -> None:
         for _ in range(5):
-            self.mep.http.flush()
+            self.mep.flush()
             if hasattr(self, "api"):
                 self.api.flush()
                 self.ops.flush()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.discovery import DiscoveryCache
-from mep_agent.mep import MepError
+from mep_agent.discovery import CacheSource, DiscoveryCache, DiscoveryUnavailable
+from mep_agent.errors import MepError
+from mep_agent.mep import Discovered, ServiceInstance
 from mep_agent.secret import Secret
 
-from .agent_harness import ApiTestCase, spec
+from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
 
 ENDPOINT = "/mep-agent/v1/endpoint"
@@ -175,7 +176,7 @@ class CacheTests(ApiTestCase):
             "notificationType": "SerAvailabilityNotification",
             "serviceReferences": [{"serName": "httpbin", "changeType": "REMOVED"}],
         }
-        response, _ = self.request(self.ops, "POST", "/mep-agent/v1/notifications", json=note)
+        response, _ = self.request(self.ops, "POST", NOTIFICATIONS, json=note)
         self.assertEqual(response.code, 204)
         self.get_json(self.api, f"{ENDPOINT}/httpbin")
         self.assertEqual(self.discovery_calls, ["httpbin", "httpbin"])
@@ -197,9 +198,9 @@ class CoalescingTests(SynchronousTestCase):
         cache = DiscoveryCache(fetch, Clock())
         lookups = [ensureDeferred(cache.lookup("svc")) for _ in range(3)]
         self.assertEqual(len(pending), 1)
-        pending[0].callback([{"state": "ACTIVE"}])
+        pending[0].callback(Discovered((ServiceInstance("1", "ACTIVE", {}),), 10))
         results = [self.successResultOf(d) for d in lookups]
-        self.assertEqual({r.source for r in results}, {"mep"})
+        self.assertEqual({r.source for r in results}, {CacheSource.MEP})
         self.assertEqual(cache.misses, 3)
 
     def test_shared_failure(self) -> None:
@@ -212,7 +213,7 @@ class CoalescingTests(SynchronousTestCase):
         lookups = [ensureDeferred(cache.lookup("svc")) for _ in range(2)]
         pending[0].errback(MepError("discovery", None, "down"))
         for d in lookups:
-            self.failureResultOf(d, MepError)
+            self.assertEqual(self.failureResultOf(d, DiscoveryUnavailable).value.status, 503)
 
 
 class ProtectionTests(ApiTestCase):

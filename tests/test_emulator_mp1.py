@@ -410,11 +410,11 @@ class EmulatorTapTests(EmulatorTestCase):
     def test_agent_environment(self) -> None:
         """The printed environment points an agent at the HTTPS (or plain) listener."""
         tap, options = self.options("--port", "18443")
-        env = tap.agent_environment(options, "/x/ca.crt")
+        env = tap.agent_environment(options, "/x/ca.crt", 18443, None)
         self.assertEqual(
             (env["MEP_APIGW_PORT"], env["CA_CERT"], env["CA_CERT_DOMAIN_NAME"]),
             ("18443", "/x/ca.crt", "edgegallery"),
         )
         tap, options = self.options("--port", "0", "--http-port", "18000")
-        env = tap.agent_environment(options, "/x/ca.crt")
+        env = tap.agent_environment(options, "/x/ca.crt", None, 18000)
         self.assertEqual((env["MEP_APIGW_PORT"], env["EG_PROTOCOL"]), ("18000", "http"))

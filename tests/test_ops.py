@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .agent_harness import ApiTestCase, spec
+from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
 
 
@@ -101,7 +101,7 @@ class NotificationRouteTests(ApiTestCase):
             },
             {"data": b"x" * 70000},
         ):
-            response, raw = self.request(self.ops, "POST", "/mep-agent/v1/notifications", **kw)
+            response, raw = self.request(self.ops, "POST", NOTIFICATIONS, **kw)
             self.assertEqual(response.code, 400, (kw, raw))
 
     def test_unknown_and_method(self) -> None:
@@ -129,7 +129,7 @@ class NotificationDeliveryTests(ApiTestCase):
                     },
                 ),
             ),
-            notify_url="http://127.0.0.1:9090/mep-agent/v1/notifications",
+            notify_url=f"http://127.0.0.1:9090{NOTIFICATIONS}",
         )
         self.mep.notifier.http = self.ops  # the emulator's callbacks reach the ops API
         self.start()

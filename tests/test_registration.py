@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from mep_agent.registration import ServiceStatus
+from mep_agent.tasks import UNEXPECTED_PAUSE
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -59,9 +62,9 @@ class RegistrationTests(AgentTestCase):
         self.build((spec("a"),))
         self.start()
         self.advance(6.5)
-        self.assertEqual(self.registrar.states["a"].status, "failing")
+        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.FAILING)
         self.advance(0.5)
-        self.assertEqual(self.registrar.states["a"].status, "registered")
+        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.REGISTERED)
         self.assertEqual(self.requests("register"), [502, 502, 0, 201])
 
     def test_refused_registration_retried_slowly(self) -> None:
@@ -239,8 +242,10 @@ class SubscriptionLifecycleTests(AgentTestCase):
 
 class ShutdownTests(AgentTestCase):
     def stop(self):
+        """Stop as the agent does: registrations first, the token keeper after them."""
         d1 = self.registrar.stopService()
         d2 = self.subscriber.stopService()
+        self.advance(1)  # a new token, if one is needed, comes at most a second later
         self.tokens.stopService()
         self.settle()
         return d1, d2
@@ -266,7 +271,7 @@ class ShutdownTests(AgentTestCase):
         self.assertEqual(self.registry.services, {})
         self.assertEqual(self.registry.subscriptions, {})
         self.assertEqual(self.requests("deregister"), [204, 204])
-        self.assertEqual(self.registrar.states["a"].status, "deregistered")
+        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.DEREGISTERED)
 
     def test_bounded_in_time(self) -> None:
         """A MEP that does not answer cannot hold the stop beyond the timeout."""
@@ -329,16 +334,16 @@ class UnexpectedErrorTests(AgentTestCase):
         self.build((spec("a"),))
         self.break_once("register")
         self.start()
-        self.advance(1)
+        self.advance(UNEXPECTED_PAUSE)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual(self.registrar.states["a"].status, "registered")
+        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.REGISTERED)
 
     def test_token_bug_retried(self) -> None:
         """A bug while fetching the token is logged and the fetch retried."""
         self.build()
         self.break_once("fetch_token")
         self.start()
-        self.advance(1)
+        self.advance(UNEXPECTED_PAUSE)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertIsNotNone(self.tokens.current())
 

@@ -6,17 +6,27 @@ import io
 import json
 import os
 
-from twisted.logger import globalLogPublisher
+from typing import cast
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.defer import succeed
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import tap
+from mep_agent.agent import AgentService
 from mep_agent.emulator import certs
+from mep_agent.listeners import Listener
+from mep_agent.oneshot import OneShot
+from mep_agent.registration import Registrar
 
 from .helpers import SECRETS, data_text, seed_environ
 
 
 class TapTestCase(SynchronousTestCase):
-    """Runs makeService in a temporary conf dir with a patched environment and stdout."""
+    """Runs makeService in a temporary conf dir, with its environment, output and reactor."""
 
     def setUp(self) -> None:
         self.dir = self.mktemp()
@@ -29,24 +39,22 @@ class TapTestCase(SynchronousTestCase):
             CA_CERT=self.ca, MEP_AGENT_CONF_DIR=os.path.join(self.dir, "conf")
         )
         self.stdout = io.StringIO()
-        self.patch(tap.sys, "stdout", self.stdout)
-        # makeService would add shutdown triggers to trial's own reactor.
-        self.patch(tap, "_install_exit_hooks", lambda reactor, code: None)
-        self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.reactor = MemoryReactorClock()
+        self.events: list[LogEvent] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def write(self, name: str, text: str) -> None:
         with open(os.path.join(self.dir, "conf", name), "w", encoding="utf-8") as f:
             f.write(text)
 
-    def make(self, *argv: str):
-        saved = dict(os.environ)
-        self.addCleanup(lambda: (os.environ.clear(), os.environ.update(saved)))
-        os.environ.update(self.environ)
+    def make(self, *argv: str) -> AgentService:
         options = tap.Options()
         options.parseOptions(list(argv))
-        return tap.makeService(options)
+        service = tap.makeService(options, self.environ, self.stdout, self.reactor)
+        assert isinstance(service, AgentService)
+        return service
 
 
 class CheckModeTests(TapTestCase):
@@ -83,7 +91,7 @@ class CheckModeTests(TapTestCase):
         self.assertEqual(report["warnings"], [])
         self.assertEqual(
             report["subscriptions"][0]["body"]["callbackReference"],
-            "http://10.1.2.3:9090/mep-agent/v1/notifications",
+            "http://10.1.2.3:9090/mep-agent/v1/notifications/{secret}",
         )
 
     def test_check_output_has_no_secret(self) -> None:
@@ -116,30 +124,35 @@ class StartupErrorTests(TapTestCase):
 
 class SecretHandlingTests(TapTestCase):
     def test_secrets_removed_from_environment(self) -> None:
-        """AK, SK and APPINSTID are gone from os.environ once read."""
+        """AK, SK and APPINSTID are gone from the environment once read."""
         self.make()
         for name in ("AK", "SK", "APPINSTID"):
-            self.assertNotIn(name, os.environ)
+            self.assertNotIn(name, self.environ)
 
     def test_secrets_removed_even_on_error(self) -> None:
         """The secrets are removed even when the configuration is refused."""
         self.environ["MEP_IP"] = "bad host"
         self.assertRaises(SystemExit, self.make)
-        self.assertNotIn("SK", os.environ)
+        self.assertNotIn("SK", self.environ)
 
     def test_builds_the_agent(self) -> None:
-        """makeService composes token, registrar, subscriber and both listeners."""
+        """makeService composes the stages: token and cache, registrar and subscriber, API."""
         agent = self.make()
-        names = [getattr(s, "name", None) for s in agent]
-        self.assertEqual(names[:3], ["token", "registrar", "subscriber"])
-        self.assertEqual(len(list(agent)), 5)
+        stages = [[s.name or type(s).__name__ for s in stage] for stage in agent]
+        self.assertEqual(
+            stages,
+            [["token", "discovery"], ["registrar", "subscriber"], ["Listener", "Listener"]],
+        )
 
     def test_one_shot_adds_exit_service(self) -> None:
         """ENABLE_WAIT=false adds the one-shot service and keeps registrations on stop."""
         self.environ["ENABLE_WAIT"] = '"false"'
         agent = self.make()
-        self.assertIsInstance(list(agent)[-1], tap.OneShot)
-        self.assertFalse(list(agent)[1].deregister_on_stop)
+        stages = list(agent)
+        self.assertIsInstance(list(stages[-1])[-1], OneShot)
+        registrar = list(stages[1])[0]
+        assert isinstance(registrar, Registrar)
+        self.assertFalse(registrar._deregister_on_stop)
 
     def test_bad_listen_description(self) -> None:
         """An invalid --listen description exits with one line naming it."""
@@ -156,3 +169,39 @@ class SecretHandlingTests(TapTestCase):
             text = formatEvent(event) + repr(event)
             for secret in SECRETS:
                 self.assertNotIn(secret, text)
+
+
+class CompositionTests(TapTestCase):
+    def test_plugins_found(self) -> None:
+        """twistd finds both plugins through getPlugins(IServiceMaker)."""
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertEqual(makers["mep-agent"].module, "mep_agent.tap")
+        self.assertEqual(makers["mep-emulator"].module, "mep_agent.emulator.tap")
+
+    def test_tree_starts_and_stops_on_memory_reactor(self) -> None:
+        """The whole tree binds both listeners, asks for a token, and closes its pool."""
+        agent = self.make(
+            "--listen", "tcp:18080:interface=127.0.0.1", "--ops-listen", "tcp:19090"
+        )
+        agent.privilegedStartService()
+        agent.startService()
+        ports = sorted(port for port, *_ in self.reactor.tcpServers)
+        self.assertEqual(ports, [18080, 19090])
+        self.assertEqual([port for _, port, *_ in self.reactor.tcpClients], [8443])
+        closed: list[bool] = []
+        self.patch(agent.pool, "closeCachedConnections", lambda: succeed(closed.append(True)))
+        stopped = agent.stopService()
+        self.successResultOf(stopped)
+        self.assertFalse(agent.running)
+        self.assertEqual(closed, [True])
+        self.assertTrue(self.reactor.connectors[0].stoppedConnecting)  # token request ended
+        listeners = [s for stage in agent for s in stage if isinstance(s, Listener)]
+        self.assertEqual([listener.port for listener in listeners], [None, None])
+
+    def test_listening_address_logged(self) -> None:
+        """Each listener logs the address it bound (port 0 tells its real port)."""
+        agent = self.make("--listen", "tcp:0:interface=127.0.0.1", "--ops-listen", "none")
+        agent.privilegedStartService()
+        self.addCleanup(agent.stopService)
+        listening = [e for e in self.events if e.get("event") == "agent.listening"]
+        self.assertEqual([e["setting"] for e in listening], ["--listen"])

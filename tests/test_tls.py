@@ -36,9 +36,9 @@ class HandshakeTests(TestCase):
         return port.getHost().port
 
     def client(self, ca_pems, name="edgegallery", ciphers=tls.DEFAULT_CIPHERS) -> HTTPClient:
-        client, pool = http.mep_http_client(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
+        agent, pool = http.pooled_agent(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
         self.addCleanup(pool.closeCachedConnections)
-        return client
+        return http.mep_http_client(agent)
 
     async def get(self, client: HTTPClient, port: int) -> bytes:
         response = await client.get(f"https://127.0.0.1:{port}/", timeout=5)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from itertools import islice
 
+from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import retry
 from mep_agent.emulator.auth import LOCK_WINDOW
-from mep_agent.token import REJECTED_RETRY
+from mep_agent.errors import MepError
+from mep_agent.registration import ServiceStatus
+from mep_agent.token import REJECTED_RETRY, TokenState
 
 from .agent_harness import AgentTestCase, spec
 
@@ -31,7 +34,7 @@ class TokenStartTests(AgentTestCase):
         """A token is fetched as soon as the service starts."""
         self.build()
         self.start()
-        self.assertEqual(self.tokens.state, "valid")
+        self.assertEqual(self.tokens.state, TokenState.VALID)
         self.assertIsNotNone(self.tokens.current())
         self.assertEqual(self.requests("token"), [200])
 
@@ -42,7 +45,7 @@ class TokenStartTests(AgentTestCase):
         self.start()
         self.advance(30.5)
         self.assertIsNone(self.tokens.current())
-        self.assertEqual(self.tokens.state, "failing")
+        self.assertEqual(self.tokens.state, TokenState.FAILING)
         self.advance(0.5)  # t = 31 = 1 + 2 + 4 + 8 + 16
         self.assertEqual(self.requests("token"), [503] * 5 + [200])
         self.assertIsNotNone(self.tokens.current())
@@ -66,7 +69,7 @@ class TokenStartTests(AgentTestCase):
         statuses = self.requests("token")
         self.assertEqual(statuses, [401] * len(statuses))
         self.assertGreaterEqual(len(statuses), 5)
-        self.assertEqual(self.tokens.state, "rejected")
+        self.assertEqual(self.tokens.state, TokenState.REJECTED)
         self.assertGreater(REJECTED_RETRY * 2, LOCK_WINDOW)
 
 
@@ -85,8 +88,8 @@ class RefreshTests(AgentTestCase):
         self.assertEqual(self.emulator.tokens_issued, 2)
 
     def test_very_short_lifetime(self) -> None:
-        """A 1-second token is refreshed every 0.8 s and is always valid."""
-        self.emulator.token_lifetime = 1
+        """A 2-second token is refreshed every 1.6 s and is always valid."""
+        self.emulator.token_lifetime = 2
         self.build()
         self.start()
         for _ in range(10):
@@ -102,7 +105,7 @@ class RefreshTests(AgentTestCase):
         self.assertIsNotNone(self.tokens.current())
         self.advance(0.5)
         self.assertIsNone(self.tokens.current())
-        waiting = self.tokens.get()
+        waiting = ensureDeferred(self.tokens.get(timeout=100))
         self.assertNoResult(waiting)
         self.advance(42, step=1)  # failures at 80, 81, 83, 87, 95, 111; success at 143
         self.assertNoResult(waiting)
@@ -115,12 +118,14 @@ class RefreshTests(AgentTestCase):
         self.build()
         self.start()
         token = self.tokens.current()
+        assert token is not None
+        refused = MepError("heartbeat", 401, "refused")
         self.fault(kind="token", delay=5)
-        self.tokens.invalidate(token)
-        self.settle()
+        self.tokens.invalidate(token, refused)
+        self.advance(1)  # a token request at most once a second
         for _ in range(5):
-            self.tokens.invalidate(token)
-            self.tokens.get()
+            self.tokens.invalidate(token, refused)
+            ensureDeferred(self.tokens.get(timeout=10)).addErrback(lambda f: None)
         self.advance(5)
         self.assertEqual(len(self.requests("token")), 2)
 
@@ -129,6 +134,7 @@ class RefreshTests(AgentTestCase):
         self.fault(kind="register", status=401, body={"exp": "token expired"})
         self.build((spec(),))
         self.start()
+        self.advance(1)  # the new token: at most one request a second
         self.assertEqual(self.requests("register"), [401, 201])
         self.assertEqual(self.emulator.tokens_issued, 2)
-        self.assertEqual(self.registrar.states["svc1"].status, "registered")
+        self.assertEqual(self.registrar.states["svc1"].status, ServiceStatus.REGISTERED)

@@ -8,6 +8,8 @@ it with C{twistd mep-emulator}.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -16,9 +18,11 @@ from urllib.parse import parse_qs
 
 from attrs import define, field
 from klein import Klein
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .auth import App, Lockout, TokenIssuer, verify_token_request
@@ -30,6 +34,8 @@ MAX_BODY = 4096  # mepserver refuses larger request bodies
 _HTTP_FOR_CODE = {3: 404, 5: 404, 17: 404, 10: 412, 9: 503, 11: 401, 18: 409, 16: 422, 20: 403}
 
 log = Logger()
+Handler = Callable[..., Any]
+Route = Callable[..., Any]
 
 
 def write_json(
@@ -76,6 +82,54 @@ class RequestRecord:
     status: int
 
 
+def _subscription_kind(request: Request) -> str:
+    return "unsubscribe" if request.method == b"DELETE" else "subscribe"
+
+
+def fault_point(kind: str | Callable[[Request], str]) -> Callable[[Handler], Route]:
+    """
+    Make a route handler injectable: the request first takes a queued fault of C{kind}
+    (a name, or a function of the request), then runs the handler; mepserver's and the
+    gateway's refusals become their answers, and the outcome is recorded.
+    """
+
+    def decorate(handler: Handler) -> Route:
+        @functools.wraps(handler)
+        def route(self: MepEmulator, request: Request, **kwargs: str) -> Any:
+            name = kind if isinstance(kind, str) else kind(request)
+            return ensureDeferred(
+                self._handle(request, name, lambda: handler(self, request, **kwargs))
+            )
+
+        return route
+
+    return decorate
+
+
+def _fault_answer(request: Request, fault: Fault) -> bytes:
+    """The answer an injected fault gives instead of the handler's."""
+    assert fault.status is not None
+    request.setResponseCode(fault.status)
+    for name, value in fault.headers:
+        request.setHeader(name.encode(), value.encode())
+    if fault.raw is not None:
+        data = fault.raw.encode()
+        if not request.responseHeaders.hasHeader(b"content-type"):
+            request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+    else:
+        body = (
+            fault.body
+            if fault.body is not None
+            else {"title": "Injected fault", "status": fault.status, "detail": "emulator fault"}
+        )
+        data = json.dumps(body).encode()
+        request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+    if fault.gzip:
+        data = gzip.compress(data)
+        request.setHeader(b"Content-Encoding", b"gzip")
+    return data
+
+
 @define
 class MepEmulator:
     """One emulated MEP. Every collaborator is injected; nothing reads the global reactor."""
@@ -94,13 +148,14 @@ class MepEmulator:
 
     app = Klein()
 
-    def resource(self):
+    def resource(self) -> IResource:
+        """The resource to serve."""
         return self.app.resource()
 
     # -- plumbing ------------------------------------------------------------------------
 
     async def _handle(
-        self, request: Request, kind: str, handler: Callable[[], bytes | Awaitable[bytes]]
+        self, request: Request, kind: str, handler: Callable[[], Any]
     ) -> Any:
         """Apply an injected fault, run the handler, record the outcome."""
         self.registry.check_liveness()
@@ -108,20 +163,12 @@ class MepEmulator:
         if fault is not None and fault.delay:
             await deferLater(self.clock, fault.delay, lambda: None)
         if fault is not None and fault.drop:
-            request.channel.transport.abortConnection()  # type: ignore[union-attr]
+            transport: Any = request.channel.transport
+            transport.abortConnection()
             self._record(request, kind, 0)
             return NOT_DONE_YET
         if fault is not None and fault.status is not None:
-            body = (
-                fault.body
-                if fault.body is not None
-                else {
-                    "title": "Injected fault",
-                    "status": fault.status,
-                    "detail": "emulator fault",
-                }
-            )
-            result = write_json(request, fault.status, body)
+            result = _fault_answer(request, fault)
         else:
             try:
                 outcome = handler()
@@ -177,282 +224,261 @@ class MepEmulator:
     # -- mepauth -------------------------------------------------------------------------
 
     @app.route("/mep/token", methods=["POST"])
-    def token(self, request: Request) -> Any:
-        def handle() -> bytes:
-            outcome = verify_token_request(
-                self.apps,
-                self.lockout,
-                self.clock.seconds(),
-                lambda name: _header(request, name),
-                request.uri.decode(),
-            )
-            if outcome.app is None:
-                return write_json(
-                    request, outcome.status, outcome.body, b"application/json; charset=utf-8"
-                )
-            self.tokens_issued += 1
-            token = self.issuer.mint(
-                outcome.app.app_instance_id, self.clock.seconds(), self.token_lifetime
-            )
+    @fault_point("token")
+    def token(self, request: Request) -> bytes:
+        outcome = verify_token_request(
+            self.apps,
+            self.lockout,
+            self.clock.seconds(),
+            lambda name: _header(request, name),
+            request.uri.decode(),
+        )
+        if outcome.app is None:
             return write_json(
-                request,
-                200,
-                {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
+                request, outcome.status, outcome.body, b"application/json; charset=utf-8"
             )
+        self.tokens_issued += 1
+        token = self.issuer.mint(
+            outcome.app.app_instance_id, self.clock.seconds(), self.token_lifetime
+        )
+        return write_json(
+            request,
+            200,
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
+        )
 
-        return self._handle(request, "token", handle)
 
     # -- Mp1 service management ----------------------------------------------------------
 
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["POST"])
-    def register(self, request: Request, app_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            self._uuid_path(app_id)
-            record = self.registry.register(app_id, self._json_body(request))
-            request.setHeader(b"Location", f"/mep/mp1/v1/services/{record.ser_instance_id}")
-            return write_json(request, 201, record.view())
+    @fault_point("register")
+    def register(self, request: Request, app_id: str) -> bytes:
+        self._authorize(request, app_id)
+        self._uuid_path(app_id)
+        record = self.registry.register(app_id, self._json_body(request))
+        request.setHeader(b"Location", f"/mep/mp1/v1/services/{record.ser_instance_id}")
+        return write_json(request, 201, record.view())
 
-        return self._handle(request, "register", handle)
 
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
-    def own_services(self, request: Request, app_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            return write_json(request, 200, self.registry.discover(_query(request), app_id))
+    @fault_point("discovery")
+    def own_services(self, request: Request, app_id: str) -> bytes:
+        self._authorize(request, app_id)
+        return write_json(request, 200, self.registry.discover(_query(request), app_id))
 
-        return self._handle(request, "discovery", handle)
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
-    def one_service(self, request: Request, app_id: str, ser_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            return write_json(request, 200, self.registry.get(app_id, ser_id).view())
+    @fault_point("service")
+    def one_service(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        self._authorize(request, app_id)
+        return write_json(request, 200, self.registry.get(app_id, ser_id).view())
 
-        return self._handle(request, "service", handle)
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
-    def update(self, request: Request, app_id: str, ser_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            record = self.registry.update(app_id, ser_id, self._json_body(request))
-            return write_json(request, 200, record.view())
+    @fault_point("update")
+    def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        self._authorize(request, app_id)
+        record = self.registry.update(app_id, ser_id, self._json_body(request))
+        return write_json(request, 200, record.view())
 
-        return self._handle(request, "update", handle)
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["DELETE"])
-    def deregister(self, request: Request, app_id: str, ser_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            self._uuid_path(app_id)
-            self.registry.deregister(app_id, ser_id)
-            return write_json(request, 204, None)
+    @fault_point("deregister")
+    def deregister(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        self._authorize(request, app_id)
+        self._uuid_path(app_id)
+        self.registry.deregister(app_id, ser_id)
+        return write_json(request, 204, None)
 
-        return self._handle(request, "deregister", handle)
 
     @app.route(
         f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["PUT", "PATCH"]
     )
-    def heartbeat(self, request: Request, app_id: str, ser_id: str) -> Any:
-        def handle() -> bytes:
-            if request.method == b"PATCH" and not self.accept_patch:
-                return write_json(
-                    request,
-                    405,
-                    {"title": "Method Not Allowed", "status": 405, "detail": "use PUT"},
-                )
-            self._authorize(request, app_id)
-            self.registry.heartbeat(app_id, ser_id, self._body(request))
-            return write_json(request, 204, None)
+    @fault_point("heartbeat")
+    def heartbeat(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        if request.method == b"PATCH" and not self.accept_patch:
+            return write_json(
+                request,
+                405,
+                {"title": "Method Not Allowed", "status": 405, "detail": "use PUT"},
+            )
+        self._authorize(request, app_id)
+        self.registry.heartbeat(app_id, ser_id, self._body(request))
+        return write_json(request, 204, None)
 
-        return self._handle(request, "heartbeat", handle)
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["GET"])
-    def liveness(self, request: Request, app_id: str, ser_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            record = self.registry.get(app_id, ser_id)
-            seconds = record.last_beat
-            return write_json(
-                request,
-                200,
-                {
-                    "state": record.state,
-                    "interval": record.interval,
-                    "timeStamp": {
-                        "seconds": int(seconds),
-                        "nanoSeconds": int((seconds % 1) * 1e9),
-                    },
+    @fault_point("service")
+    def liveness(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        self._authorize(request, app_id)
+        record = self.registry.get(app_id, ser_id)
+        seconds = record.last_beat
+        return write_json(
+            request,
+            200,
+            {
+                "state": record.state,
+                "interval": record.interval,
+                "timeStamp": {
+                    "seconds": int(seconds),
+                    "nanoSeconds": int((seconds % 1) * 1e9),
                 },
-            )
+            },
+        )
 
-        return self._handle(request, "service", handle)
 
     @app.route(f"{MGMT}/services", methods=["GET"])
-    def discover(self, request: Request) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, None)
-            return write_json(request, 200, self.registry.discover(_query(request)))
+    @fault_point("discovery")
+    def discover(self, request: Request) -> bytes:
+        self._authorize(request, None)
+        return write_json(request, 200, self.registry.discover(_query(request)))
 
-        return self._handle(request, "discovery", handle)
 
     @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
-    def global_service(self, request: Request, ser_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, None)
-            record = self.registry.services.get(ser_id)
-            if record is None:
-                raise Rejected(3, "Can not found resource", "service instance id not found")
-            return write_json(request, 200, record.view())
+    @fault_point("discovery")
+    def global_service(self, request: Request, ser_id: str) -> bytes:
+        self._authorize(request, None)
+        record = self.registry.services.get(ser_id)
+        if record is None:
+            raise Rejected(3, "Can not found resource", "service instance id not found")
+        return write_json(request, 200, record.view())
 
-        return self._handle(request, "discovery", handle)
 
     @app.route(f"{MGMT}/transports", methods=["GET"])
-    def transports(self, request: Request) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, None)
-            return write_json(
-                request,
-                200,
-                [
-                    {
-                        "name": "REST",
-                        "type": "REST_HTTP",
-                        "protocol": "HTTP",
-                        "version": "2.0",
-                        "security": {
-                            "oAuth2Info": {
-                                "grantTypes": ["OAUTH2_CLIENT_CREDENTIALS"],
-                                "tokenEndpoint": "/mep/token",
-                            }
-                        },
-                    }
-                ],
-            )
+    @fault_point("discovery")
+    def transports(self, request: Request) -> bytes:
+        self._authorize(request, None)
+        return write_json(
+            request,
+            200,
+            [
+                {
+                    "name": "REST",
+                    "type": "REST_HTTP",
+                    "protocol": "HTTP",
+                    "version": "2.0",
+                    "security": {
+                        "oAuth2Info": {
+                            "grantTypes": ["OAUTH2_CLIENT_CREDENTIALS"],
+                            "tokenEndpoint": "/mep/token",
+                        }
+                    },
+                }
+            ],
+        )
 
-        return self._handle(request, "discovery", handle)
 
     # -- subscriptions (both APIs) -------------------------------------------------------
 
-    def _subscribe(self, request: Request, app_id: str, termination: bool) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            self._uuid_path(app_id)
-            record = self.registry.subscribe(app_id, self._json_body(request), termination)
-            request.setHeader(b"Location", record.href)
-            body = dict(
-                record.body,
-                subscriptionId=record.subscription_id,
-                _links={"self": {"href": record.href}},
-            )
-            return write_json(request, 201, body)
+    def _subscribe(self, request: Request, app_id: str, termination: bool) -> bytes:
+        self._authorize(request, app_id)
+        self._uuid_path(app_id)
+        record = self.registry.subscribe(app_id, self._json_body(request), termination)
+        request.setHeader(b"Location", record.href)
+        body = dict(
+            record.body,
+            subscriptionId=record.subscription_id,
+            _links={"self": {"href": record.href}},
+        )
+        return write_json(request, 201, body)
 
-        return self._handle(request, "subscribe", handle)
-
-    def _list_subscriptions(self, request: Request, app_id: str, termination: bool) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            subs = self.registry.app_subscriptions(app_id, termination)
-            if not subs:
-                raise Rejected(5, "Can not found resource", "subscription not found")
-            rel = (
-                "AppTerminationNotificationSubscription"
-                if termination
-                else "SerAvailabilityNotificationSubscription"
-            )
-            base = subs[0].href.rsplit("/", 1)[0]
-            return write_json(
-                request,
-                200,
-                {
-                    "_links": {
-                        "self": {"href": base},
-                        "subscriptions": [{"href": s.href, "rel": rel} for s in subs],
-                    }
-                },
-            )
-
-        return self._handle(request, "subscribe", handle)
+    def _list_subscriptions(self, request: Request, app_id: str, termination: bool) -> bytes:
+        self._authorize(request, app_id)
+        subs = self.registry.app_subscriptions(app_id, termination)
+        if not subs:
+            raise Rejected(5, "Can not found resource", "subscription not found")
+        rel = (
+            "AppTerminationNotificationSubscription"
+            if termination
+            else "SerAvailabilityNotificationSubscription"
+        )
+        base = subs[0].href.rsplit("/", 1)[0]
+        return write_json(
+            request,
+            200,
+            {
+                "_links": {
+                    "self": {"href": base},
+                    "subscriptions": [{"href": s.href, "rel": rel} for s in subs],
+                }
+            },
+        )
 
     def _one_subscription(
         self, request: Request, app_id: str, sub_id: str, termination: bool
-    ) -> Any:
-        delete = request.method == b"DELETE"
-
-        def handle() -> bytes:
-            self._authorize(request, app_id)
-            if delete:
-                self.registry.unsubscribe(app_id, sub_id, termination)
-                return write_json(request, 204, None)
-            record = self.registry.subscription(app_id, sub_id, termination)
-            return write_json(
-                request, 200, dict(record.body, _links={"self": {"href": record.href}})
-            )
-
-        return self._handle(request, "unsubscribe" if delete else "subscribe", handle)
+    ) -> bytes:
+        self._authorize(request, app_id)
+        if request.method == b"DELETE":
+            self.registry.unsubscribe(app_id, sub_id, termination)
+            return write_json(request, 204, None)
+        record = self.registry.subscription(app_id, sub_id, termination)
+        return write_json(request, 200, dict(record.body, _links={"self": {"href": record.href}}))
 
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["POST"])
-    def subscribe(self, request: Request, app_id: str) -> Any:
+    @fault_point("subscribe")
+    def subscribe(self, request: Request, app_id: str) -> bytes:
         return self._subscribe(request, app_id, termination=False)
 
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["GET"])
-    def subscriptions(self, request: Request, app_id: str) -> Any:
+    @fault_point("subscribe")
+    def subscriptions(self, request: Request, app_id: str) -> bytes:
         return self._list_subscriptions(request, app_id, termination=False)
 
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"])
-    def subscription(self, request: Request, app_id: str, sub_id: str) -> Any:
+    @fault_point(_subscription_kind)
+    def subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
         return self._one_subscription(request, app_id, sub_id, termination=False)
 
     @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["POST"])
-    def termination_subscribe(self, request: Request, app_id: str) -> Any:
+    @fault_point("subscribe")
+    def termination_subscribe(self, request: Request, app_id: str) -> bytes:
         return self._subscribe(request, app_id, termination=True)
 
     @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["GET"])
-    def termination_subscriptions(self, request: Request, app_id: str) -> Any:
+    @fault_point("subscribe")
+    def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
         return self._list_subscriptions(request, app_id, termination=True)
 
     @app.route(
         f"{SUPPORT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"]
     )
-    def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> Any:
+    @fault_point(_subscription_kind)
+    def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
         return self._one_subscription(request, app_id, sub_id, termination=True)
 
     # -- app support ---------------------------------------------------------------------
 
     @app.route(f"{SUPPORT}/applications/<app_id>/confirm_ready", methods=["POST"])
-    def confirm_ready(self, request: Request, app_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, None)  # mepserver does no app check here
-            self.registry.confirm_ready(app_id, self._body(request))
-            return write_json(request, 204, None)
+    @fault_point("confirm_ready")
+    def confirm_ready(self, request: Request, app_id: str) -> bytes:
+        self._authorize(request, None)  # mepserver does no app check here
+        self.registry.confirm_ready(app_id, self._body(request))
+        return write_json(request, 204, None)
 
-        return self._handle(request, "confirm_ready", handle)
 
     @app.route(f"{SUPPORT}/applications/<app_id>/confirm_termination", methods=["POST"])
-    def confirm_termination(self, request: Request, app_id: str) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, None)
-            self.registry.confirm_termination(app_id, self._body(request))
-            return write_json(request, 204, None)
+    @fault_point("confirm_termination")
+    def confirm_termination(self, request: Request, app_id: str) -> bytes:
+        self._authorize(request, None)
+        self.registry.confirm_termination(app_id, self._body(request))
+        return write_json(request, 204, None)
 
-        return self._handle(request, "confirm_termination", handle)
 
     @app.route(f"{SUPPORT}/timing/current_time", methods=["GET"])
-    def current_time(self, request: Request) -> Any:
-        def handle() -> bytes:
-            self._authorize(request, None)
-            now = self.clock.seconds()
-            return write_json(
-                request,
-                200,
-                {
-                    "seconds": int(now),
-                    "nanoSeconds": int((now % 1) * 1e9),
-                    "timeSourceStatus": "TRACEABLE",
-                },
-            )
+    @fault_point("service")
+    def current_time(self, request: Request) -> bytes:
+        self._authorize(request, None)
+        now = self.clock.seconds()
+        return write_json(
+            request,
+            200,
+            {
+                "seconds": int(now),
+                "nanoSeconds": int((now % 1) * 1e9),
+                "timeSourceStatus": "TRACEABLE",
+            },
+        )
 
-        return self._handle(request, "service", handle)
 
     # -- control API (development and tests only; serve it on loopback) -----------------
 
@@ -526,6 +552,12 @@ class MepEmulator:
     @app.route("/_emulator/restart", methods=["POST"])
     def restart(self, request: Request) -> bytes:
         self.registry.restart()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/rotate-key", methods=["POST"])
+    def rotate_key(self, request: Request) -> bytes:
+        """Sign with a new key (as a restarted MEP does): every issued token turns invalid."""
+        self.issuer.rotate()
         return write_json(request, 204, None)
 
     @app.route("/_emulator/unlock", methods=["POST"])

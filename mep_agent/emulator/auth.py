@@ -222,6 +222,10 @@ class TokenIssuer:
     key: bytes = field(factory=lambda: secrets.token_bytes(32), repr=False)
     issuer: str = "mepauth"
 
+    def rotate(self) -> None:
+        """Sign with a new key from now on: earlier tokens fail with "Invalid signature"."""
+        self.key = secrets.token_bytes(32)
+
     def mint(self, app_instance_id: str, now: float, lifetime: int) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {

@@ -34,11 +34,16 @@ class BadFault(ValueError):
 
 @frozen
 class Fault:
+    """One injected misbehaviour; see the README's control API."""
+
     kind: str
     status: int | None = None  # answer this status instead of handling the request
     body: Any = None  # the JSON body of that answer (default: a ProblemDetails)
     delay: float = 0.0  # seconds to wait before answering (or handling)
     drop: bool = False  # close the connection without an answer
+    raw: str | None = None  # the answer's body exactly as given (not JSON-encoded)
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers (e.g. Location)
+    gzip: bool = False  # send the body gzip-compressed (Content-Encoding: gzip)
 
     @classmethod
     def from_json(cls, data: Any) -> tuple[Fault, int]:
@@ -64,19 +69,42 @@ class Fault:
             raise BadFault("drop must be true or false")
         if status is None and not drop and not delay:
             raise BadFault("a fault needs a status, a delay or drop")
-        return cls(kind, status, data.get("body"), float(delay), drop), count
+        raw = data.get("raw")
+        if raw is not None and not isinstance(raw, str):
+            raise BadFault("raw must be a string")
+        headers = data.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise BadFault("headers must be an object of strings")
+        gzip = data.get("gzip", False)
+        if not isinstance(gzip, bool):
+            raise BadFault("gzip must be true or false")
+        fault = cls(
+            kind,
+            status,
+            data.get("body"),
+            float(delay),
+            drop,
+            raw,
+            tuple(sorted(headers.items())),
+            gzip,
+        )
+        return fault, count
 
 
 @define
 class FaultPlan:
     """Queued faults; each request takes the first matching one and uses it up."""
 
-    _queue: list[list] = field(factory=list)  # [fault, remaining]
+    _queue: list[list[Any]] = field(factory=list)  # [fault, remaining]
 
     def add(self, fault: Fault, count: int) -> None:
+        """Queue C{fault} for the next C{count} requests of its kind."""
         self._queue.append([fault, count])
 
     def take(self, kind: str) -> Fault | None:
+        """The fault for a request of C{kind}, used up by this request; None if none."""
         for entry in self._queue:
             fault, remaining = entry
             if fault.kind in (kind, "any"):
@@ -87,9 +115,11 @@ class FaultPlan:
         return None
 
     def clear(self) -> None:
+        """Forget every queued fault."""
         self._queue.clear()
 
     def describe(self) -> list[dict[str, Any]]:
+        """The queue as JSON, for the control API."""
         return [
             {"kind": f.kind, "status": f.status, "delay": f.delay, "drop": f.drop, "remaining": n}
             for f, n in self._queue

@@ -1,6 +1,6 @@
 """
 The emulator in memory, for tests and for anyone embedding it: a Clock, the Klein app,
-and a StubTreq client wired to it. Nothing touches a socket or the global reactor.
+and clients wired to it. Nothing touches a socket or the global reactor.
 """
 
 from __future__ import annotations
@@ -8,32 +8,26 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import define
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.task import Clock, LoopingCall
 
 from .app import MepEmulator
-from .auth import App
+from .dev import DEV_APP, OTHER_APP
 from .notifier import Notifier
 from .registry import Registry
 
-DEV_APP = App(
-    "QVUJMSUMgS0VZLS0tLS0",
-    "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc",
-    "891c2bba-f1f2-40bd-a97e-9bebbafcc964",
-)
-OTHER_APP = App(
-    "T1RIRVJBUFBLRVkwMDAx",
-    "b3RoZXItYXBwLXNlY3JldC1rZXktMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAw",
-    "0d7b4b8e-3f7e-4a59-9d1b-2f4c8a6e5b10",
-)
+__all__ = ["DEV_APP", "OTHER_APP", "InMemoryMep"]
 
 
 @define
 class InMemoryMep:
+    """One emulator on a Clock with an IAgent (for the agent's client) and a StubTreq."""
+
     clock: Clock
     emulator: MepEmulator
     notifier: Notifier
-    http: StubTreq  # a treq-compatible client whose requests reach the emulator
+    http: StubTreq  # a treq-like client for tests' own requests
+    agent: RequestTraversalAgent  # the IAgent the agent's MEP client is built over
 
     @classmethod
     def create(
@@ -44,6 +38,7 @@ class InMemoryMep:
         accept_patch: bool = False,
         callback_http: Any = None,
     ) -> InMemoryMep:
+        """A fresh emulator; C{callback_http} delivers its notifications (None: recorded)."""
         clock = clock or Clock()
         notifier = Notifier(callback_http, clock)
         registry = Registry(clock, notifier, liveness_interval)
@@ -58,7 +53,13 @@ class InMemoryMep:
         sweep = LoopingCall(registry.check_liveness)  # mepserver's 1 s liveness sweep
         sweep.clock = clock
         sweep.start(1.0, now=False)
-        return cls(clock, emulator, notifier, StubTreq(emulator.resource()))
+        resource = emulator.resource()
+        return cls(clock, emulator, notifier, StubTreq(resource), RequestTraversalAgent(resource))
+
+    def flush(self) -> None:
+        """Deliver every in-memory request and response that is ready."""
+        self.http.flush()
+        self.agent.flush()
 
     def advance(self, seconds: float, step: float = 1.0) -> None:
         """Move time forward in steps, delivering in-memory responses after each."""
@@ -66,6 +67,6 @@ class InMemoryMep:
         while remaining > 0:
             delta = min(step, remaining)
             self.clock.advance(delta)
-            self.http.flush()
+            self.flush()
             remaining -= delta
-        self.http.flush()
+        self.flush()

@@ -1,7 +1,7 @@
 """
 C{twistd mep-emulator}: serves the emulated MEP over HTTPS on 127.0.0.1 with a CA and
 server certificate it generates (or reuses) in --cert-dir, optionally plain HTTP too, and
-prints the environment an agent needs to talk to it.
+prints the environment an agent needs to talk to it once its ports are bound.
 """
 
 from __future__ import annotations
@@ -9,41 +9,41 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import cast
+from typing import Any
 
-import treq
-from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import IService, MultiService
+from treq.client import HTTPClient
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.python import usage
+from twisted.web.client import Agent
 from twisted.web.server import Site
 
+from ..listeners import Listener
 from . import certs
 from .app import MepEmulator
 from .auth import App
+from .dev import DEV_APP
 from .notifier import Notifier
 from .registry import Registry
 from .rules import UUID
 
 AUTH_HEADER_AK = re.compile(r"[A-Za-z0-9_=+/]{20}")
 
-# Development credentials (the README's sample keys): the emulator is never a real MEP.
-DEV_AK = "QVUJMSUMgS0VZLS0tLS0"
-DEV_SK = "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc"
-DEV_APP_ID = "891c2bba-f1f2-40bd-a97e-9bebbafcc964"
-
 
 class Options(usage.Options):
+    """C{twistd mep-emulator} options."""
+
     synopsis = "[options]"
     longdesc = (
         "A faithful EdgeGallery MEP (mepauth token, Kong token checks, mepserver Mp1) "
         "for development and tests, with fault injection under /_emulator. "
         "Listens on 127.0.0.1 only."
     )
-    optFlags = [
+    optFlags = [  # noqa: RUF012 (twisted.python.usage's name)
         ["accept-patch", None, "Accept PATCH on liveness links (ETSI) besides PUT."],
     ]
-    optParameters = [
+    optParameters = [  # noqa: RUF012
         ["port", None, 8443, "HTTPS port on 127.0.0.1 (0: none).", int],
         ["http-port", None, 0, "Plain HTTP port on 127.0.0.1 (0: none).", int],
         [
@@ -54,9 +54,9 @@ class Options(usage.Options):
             "certificates are reused.",
         ],
         ["server-name", None, "edgegallery", "Name in the server certificate."],
-        ["ak", None, DEV_AK, "Access key of the app."],
-        ["sk", None, DEV_SK, "Secret key of the app."],
-        ["app-instance-id", None, DEV_APP_ID, "App instance id bound to the AK."],
+        ["ak", None, DEV_APP.access_key, "Access key of the app."],
+        ["sk", None, DEV_APP.secret_key, "Secret key of the app."],
+        ["app-instance-id", None, DEV_APP.app_instance_id, "App instance id bound to the AK."],
         ["token-lifetime", None, 3600, "expires_in of issued tokens (seconds).", int],
         [
             "liveness-interval",
@@ -104,29 +104,70 @@ def _certificates(directory: str, server_name: str) -> certs.ServerCertificates:
     return generated
 
 
-def agent_environment(options: Options, ca_path: str) -> dict[str, str]:
-    https = options["port"] != 0
+def agent_environment(
+    options: Options, ca_path: str, https_port: int | None, http_port: int | None
+) -> dict[str, str]:
+    """What an agent needs to talk to this emulator (the bound ports)."""
     env = {
         "MEP_IP": "127.0.0.1",
-        "MEP_APIGW_PORT": str(options["port"] if https else options["http-port"]),
+        "MEP_APIGW_PORT": str(https_port or http_port),
         "AK": options["ak"],
         "SK": options["sk"],
         "APPINSTID": options["app-instance-id"],
     }
-    if https:
+    if https_port:
         env.update(CA_CERT=ca_path, CA_CERT_DOMAIN_NAME=options["server-name"])
     else:
         env["EG_PROTOCOL"] = "http"
     return env
 
 
-def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
-    from twisted.internet import reactor
+class Announcer(Service):
+    """Writes agent.env and prints it, once the listeners before it have bound their ports."""
+
+    def __init__(
+        self, options: Options, directory: str, https: Listener | None, http: Listener | None
+    ) -> None:
+        self._options = options
+        self._directory = directory
+        self._https = https
+        self._http = http
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
+        """Runs after the listeners bound (they come first in the parent)."""
+        super().privilegedStartService()
+        env = agent_environment(
+            self._options,
+            os.path.join(self._directory, "ca.crt"),
+            _bound_port(self._https),
+            _bound_port(self._http),
+        )
+        env_path = os.path.join(self._directory, "agent.env")
+        with open(env_path, "w", encoding="utf-8") as f:
+            f.writelines(f"export {k}={v}\n" for k, v in env.items())
+        sys.stdout.write(
+            f"mep-emulator: certificates in {self._directory}\n"
+            f"mep-emulator: point an agent at it with (also in {env_path}):\n"
+        )
+        sys.stdout.writelines(f"export {k}={v}\n" for k, v in env.items())
+        sys.stdout.flush()
+
+
+def _bound_port(listener: Listener | None) -> int | None:
+    if listener is None or listener.port is None:
+        return None
+    return int(getattr(listener.port.getHost(), "port", 0)) or None
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N802 (twistd's)
+    """The emulator's listeners, liveness sweep and agent.env announcement."""
+    if reactor is None:
+        from twisted.internet import reactor
 
     validate(options)
     directory = os.path.abspath(options["cert-dir"])
     server_certs = _certificates(directory, options["server-name"])
-    notifier = Notifier(treq, reactor)
+    notifier = Notifier(HTTPClient(Agent(reactor)), reactor)
     interval = options["liveness-interval"] or None
     registry = Registry(reactor, notifier, interval)
     app = App(options["ak"], options["sk"], options["app-instance-id"])
@@ -142,24 +183,25 @@ def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
 
     top = MultiService()
     TimerService(1.0, registry.check_liveness).setServiceParent(top)
-    endpoint: SSL4ServerEndpoint | TCP4ServerEndpoint
+    https = http = None
     if options["port"]:
-        endpoint = SSL4ServerEndpoint(
-            reactor, options["port"], certs.server_options(server_certs), interface="127.0.0.1"
+        tls = certs.server_options(server_certs)
+        https = Listener(
+            SSL4ServerEndpoint(reactor, options["port"], tls, interface="127.0.0.1"),
+            site,
+            "--port",
+            f"127.0.0.1:{options['port']}",
+            "mep-emulator",
         )
-        StreamServerEndpointService(endpoint, site).setServiceParent(top)
+        https.setServiceParent(top)
     if options["http-port"]:
-        endpoint = TCP4ServerEndpoint(reactor, options["http-port"], interface="127.0.0.1")
-        StreamServerEndpointService(endpoint, site).setServiceParent(top)
-
-    env = agent_environment(options, os.path.join(directory, "ca.crt"))
-    env_path = os.path.join(directory, "agent.env")
-    with open(env_path, "w", encoding="utf-8") as f:
-        f.writelines(f"export {k}={v}\n" for k, v in env.items())
-    sys.stdout.write(
-        f"mep-emulator: certificates in {directory}\n"
-        f"mep-emulator: point an agent at it with (also in {env_path}):\n"
-    )
-    sys.stdout.writelines(f"export {k}={v}\n" for k, v in env.items())
-    sys.stdout.flush()
-    return cast(IService, top)
+        http = Listener(
+            TCP4ServerEndpoint(reactor, options["http-port"], interface="127.0.0.1"),
+            site,
+            "--http-port",
+            f"127.0.0.1:{options['http-port']}",
+            "mep-emulator",
+        )
+        http.setServiceParent(top)
+    Announcer(options, directory, https, http).setServiceParent(top)
+    return top

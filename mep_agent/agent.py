@@ -1,0 +1,144 @@
+"""
+The agent's service tree, wired once from a configuration: every collaborator is passed
+to the constructor of the one that needs it, and the reactor comes from the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.web.client import HTTPConnectionPool
+
+from . import tls
+from .api import AgentAPI
+from .check import callback_url
+from .config import AgentConfig
+from .discovery import DiscoveryCache, MepDiscovery
+from .http import mep_http_client, pooled_agent
+from .listeners import Listener
+from .mep import MepClient
+from .metrics import AgentCollector, MepObserver
+from .oneshot import OneShot
+from .ops import OpsAPI
+from .registration import Registrar
+from .secret import Secret
+from .site import serve
+from .subscriptions import Subscriber
+from .token import TokenKeeper
+
+#: Seconds an application request may wait beyond --request-timeout.
+DEADLINE_MARGIN = 1.0
+
+
+class AgentService(MultiService):
+    """
+    All of the agent, in stages: started in order, stopped in reverse, one stage after
+    the other. So the listeners close first, then the registrations and subscriptions
+    are deleted while the token keeper still runs (one token for all of them), then the
+    token keeper stops, and the MEP connections are closed last.
+    """
+
+    def __init__(self, pool: HTTPConnectionPool) -> None:
+        """@param pool: the MEP connections, closed once everything has stopped."""
+        super().__init__()
+        self.pool = pool
+
+    def add_stage(self, *services: IService) -> None:
+        """A stage of services that start together and stop together."""
+        stage = MultiService()
+        for service in services:
+            service.setServiceParent(stage)
+        stage.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the stages one by one, last first; then close the connections."""
+        Service.stopService(self)
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        for stage in reversed(list(self)):
+            await stage.stopService()
+        await self.pool.closeCachedConnections()
+
+
+def build(
+    cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret
+) -> AgentService:
+    """
+    Every service of the agent for C{cfg}.
+
+    @param reactor: the reactor (or a MemoryReactorClock in tests).
+    @param finish: C{finish(code)} stops the process with an exit status (one-shot).
+    @param notify_secret: the path segment that authenticates the MEP's notifications.
+    """
+    policy = None
+    if cfg.protocol == "https":
+        assert cfg.ca_cert_domain_name is not None
+        policy = tls.client_policy(cfg.ca_pems, cfg.ca_cert_domain_name, cfg.ciphers)
+    metrics = CollectorRegistry()
+    agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
+    mep = MepClient(
+        mep_http_client(agent),
+        reactor,
+        cfg.base_url,
+        cfg.host_header,
+        cfg.credentials,
+        cfg.request_timeout,
+        observe=MepObserver(metrics),
+        max_body=cfg.max_response_bytes,
+    )
+    tokens = TokenKeeper(mep, reactor)
+    subscriber = Subscriber(
+        mep,
+        tokens,
+        reactor,
+        cfg.app.subscriptions,
+        callback_url=callback_url(cfg.notify_url, notify_secret.reveal()),
+        request_timeout=cfg.request_timeout,
+        shutdown_timeout=cfg.shutdown_timeout,
+        delete_on_stop=cfg.enable_wait,
+    )
+    registrar = Registrar(
+        mep,
+        tokens,
+        reactor,
+        cfg.app.services,
+        request_timeout=cfg.request_timeout,
+        shutdown_timeout=cfg.shutdown_timeout,
+        heartbeat_method=cfg.heartbeat_method,
+        confirm_ready=cfg.confirm_ready,
+        deregister_on_stop=cfg.enable_wait,
+        on_data_loss=subscriber.check_now,
+    )
+    discovery = DiscoveryCache(
+        MepDiscovery(tokens, mep, cfg.request_timeout),
+        reactor,
+        cfg.discovery_ttl,
+        cfg.discovery_stale,
+        deadline=cfg.request_timeout + DEADLINE_MARGIN,
+    )
+    metrics.register(AgentCollector(reactor, tokens, registrar, discovery))
+
+    root = AgentService(pool)
+    root.add_stage(tokens, discovery)
+    root.add_stage(registrar, subscriber)
+    api = AgentAPI(tokens, discovery, reactor, cfg.api_token)
+    front: list[IService] = [
+        Listener.from_description(
+            reactor, cfg.listen, serve(api.resource(), reactor), "--listen"
+        )
+    ]
+    if cfg.ops_listen:
+        ops = OpsAPI(reactor, tokens, registrar, subscriber, discovery, metrics, notify_secret)
+        front.append(
+            Listener.from_description(
+                reactor, cfg.ops_listen, serve(ops.resource(), reactor), "--ops-listen"
+            )
+        )
+    if not cfg.enable_wait:
+        front.append(OneShot(registrar, reactor, cfg.oneshot_timeout, finish))
+    root.add_stage(*front)
+    return root

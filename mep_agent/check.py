@@ -1,0 +1,45 @@
+"""C{--check}: what the agent would send, as one JSON document; it contacts nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import AgentConfig
+from .subscriptions import effective_body
+
+#: Stands for the per-process secret the agent appends to --notify-url.
+SECRET_PLACEHOLDER = "{secret}"
+
+
+def callback_url(notify_url: str | None, secret: str) -> str | None:
+    """The callbackReference the agent registers: --notify-url, then the secret segment."""
+    if not notify_url:
+        return None
+    return f"{notify_url.rstrip('/')}/{secret}"
+
+
+def report(cfg: AgentConfig) -> dict[str, Any]:
+    """The resolved settings (no secrets) and the exact bodies to be sent."""
+    services_path = "/mep/mec_service_mgmt/v1/applications/{APPINSTID}/services"
+    subscriptions_path = "/mep/mec_service_mgmt/v1/applications/{APPINSTID}/subscriptions"
+    callback = callback_url(cfg.notify_url, SECRET_PLACEHOLDER)
+    subscriptions, warnings = [], []
+    for sub in cfg.app.subscriptions:
+        body = effective_body(sub, callback)  # exactly what the Subscriber sends
+        if body is None:
+            warnings.append(
+                f"serAvailabilityNotificationSubscriptions[{sub.index}].callbackReference: "
+                f"{sub.callback_reference[:60]!r} is not a URI and --notify-url is not set; "
+                "this subscription will not be sent"
+            )
+        else:
+            subscriptions.append({"method": "POST", "path": subscriptions_path, "body": body})
+    return {
+        "config": cfg.summary(),
+        "registrations": [
+            {"method": "POST", "path": services_path, "body": service.body}
+            for service in cfg.app.services
+        ],
+        "subscriptions": subscriptions,
+        "warnings": warnings,
+    }

@@ -1,0 +1,61 @@
+"""
+The process's exit status under twistd, which has no public way to set one.
+
+- SIGTERM and SIGINT stop the agent cleanly (it deregisters) and exit 0. twistd would
+  re-raise the signal after a stop and so report "killed", so the agent takes those two
+  signals itself once the reactor runs (with signal.signal; no private reactor state).
+- A second signal while stopping exits at once (128 + signal): an operator who insists
+  must not wait for the deregistration deadline.
+- A one-shot failure exits 1: after the reactor has shut down completely, with the
+  output flushed, through os._exit — the only way to hand twistd's caller a status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+
+class ProcessExit:
+    """Owns the process's exit status; the one place that ends the process."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.code = 0
+
+    def finish(self, code: int) -> None:
+        """Stop the agent (cleanly) and exit with C{code}."""
+        self.code = code
+        self._reactor.stop()
+
+    def install(self) -> None:
+        """Take the stop signals once running; exit with the code after the shutdown."""
+        self._reactor.callWhenRunning(self._take_stop_signals)
+        self._reactor.addSystemEventTrigger("before", "shutdown", self._second_signal_exits)
+        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit_with_code)
+
+    def _take_stop_signals(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        sys.stderr.write(f"mep-agent: signal {signum}; stopping\n")
+        self._reactor.callFromThread(self._reactor.stop)
+
+    def _second_signal_exits(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._exit_now)
+
+    def _exit_now(self, signum: int, frame: FrameType | None) -> None:
+        sys.stderr.write(f"mep-agent: signal {signum} during shutdown; exiting now\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    def _exit_with_code(self) -> None:
+        if self.code:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(self.code)
