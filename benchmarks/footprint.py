@@ -86,9 +86,11 @@ def latencies(port: int, path: str, count: int) -> dict[str, float]:
         assert response.status == 200, response.status
     conn.close()
     samples.sort()
-    return {"p50_ms": round(statistics.median(samples), 3),
-            "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
-            "requests_per_s": round(count / (sum(samples) / 1000), 1)}
+    return {
+        "p50_ms": round(statistics.median(samples), 3),
+        "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+        "requests_per_s": round(count / (sum(samples) / 1000), 1),
+    }
 
 
 def main() -> None:
@@ -100,32 +102,69 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="mep-bench-")
     os.makedirs(os.path.join(work, "conf"))
-    services = [{"serName": f"svc{i}", "version": "1", "state": "ACTIVE", "serializer": "JSON",
-                 "livenessInterval": 2,
-                 "transportInfo": {"type": "REST_HTTP", "protocol": "HTTP",
-                                   "endpoint": {"uris": [f"http://svc{i}.local/"]}}}
-                for i in range(args.services)]
+    services = [
+        {
+            "serName": f"svc{i}",
+            "version": "1",
+            "state": "ACTIVE",
+            "serializer": "JSON",
+            "livenessInterval": 2,
+            "transportInfo": {
+                "type": "REST_HTTP",
+                "protocol": "HTTP",
+                "endpoint": {"uris": [f"http://svc{i}.local/"]},
+            },
+        }
+        for i in range(args.services)
+    ]
     with open(os.path.join(work, "conf", "app_instance_info.yaml"), "w") as f:
         yaml.safe_dump({"serviceInfoPosts": services}, f)
     https, control, api, ops = (free_port() for _ in range(4))
     env = dict(os.environ, PYTHONPATH=CHECKOUT)
     log = open(os.path.join(work, "processes.log"), "wb")
     emulator = subprocess.Popen(
-        [sys.executable, TWISTD, "-n", "--pidfile=", "mep-emulator", "--port", str(https),
-         "--http-port", str(control), "--cert-dir", os.path.join(work, "mep"),
-         "--liveness-interval", "2"], cwd=work, env=env, stdout=log, stderr=log)
+        [
+            sys.executable,
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "mep-emulator",
+            "--port",
+            str(https),
+            "--http-port",
+            str(control),
+            "--cert-dir",
+            os.path.join(work, "mep"),
+            "--liveness-interval",
+            "2",
+        ],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     agent = None
     try:
         wait_for(lambda: get(control, "/_emulator/state")[0] == 200)
-        agent_env = dict(env, MEP_IP="127.0.0.1", MEP_APIGW_PORT=str(https),
-                         CA_CERT=os.path.join(work, "mep", "ca.crt"),
-                         CA_CERT_DOMAIN_NAME="edgegallery", AK="QVUJMSUMgS0VZLS0tLS0",
-                         SK="DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc",
-                         APPINSTID="891c2bba-f1f2-40bd-a97e-9bebbafcc964",
-                         MEP_AGENT_LISTEN=f"tcp:{api}:interface=127.0.0.1",
-                         MEP_AGENT_OPS_LISTEN=f"tcp:{ops}:interface=127.0.0.1")
-        agent = subprocess.Popen([sys.executable, TWISTD, "-n", "--pidfile=", "mep-agent"],
-                                 cwd=work, env=agent_env, stdout=log, stderr=log)
+        agent_env = dict(
+            env,
+            MEP_IP="127.0.0.1",
+            MEP_APIGW_PORT=str(https),
+            CA_CERT=os.path.join(work, "mep", "ca.crt"),
+            CA_CERT_DOMAIN_NAME="edgegallery",
+            AK="QVUJMSUMgS0VZLS0tLS0",
+            SK="DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc",
+            APPINSTID="891c2bba-f1f2-40bd-a97e-9bebbafcc964",
+            MEP_AGENT_LISTEN=f"tcp:{api}:interface=127.0.0.1",
+            MEP_AGENT_OPS_LISTEN=f"tcp:{ops}:interface=127.0.0.1",
+        )
+        agent = subprocess.Popen(
+            [sys.executable, TWISTD, "-n", "--pidfile=", "mep-agent"],
+            cwd=work,
+            env=agent_env,
+            stdout=log,
+            stderr=log,
+        )
         wait_for(lambda: get(ops, "/readyz")[0] == 200)
         time.sleep(2)  # let the first round of beats settle
         state = json.loads(get(control, "/_emulator/state")[1])
@@ -152,8 +191,9 @@ def main() -> None:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=30)
         result["stop_seconds"] = round(time.monotonic() - started, 2)
-        result["left_registered"] = len(json.loads(get(control, "/_emulator/state")[1])[
-            "services"])
+        result["left_registered"] = len(
+            json.loads(get(control, "/_emulator/state")[1])["services"]
+        )
         print(json.dumps(result, indent=2))
     finally:
         for process in (agent, emulator):

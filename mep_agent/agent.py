@@ -64,9 +64,7 @@ class AgentService(MultiService):
         await self.pool.closeCachedConnections()
 
 
-def build(
-    cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret
-) -> AgentService:
+def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) -> AgentService:
     """
     Every service of the agent for C{cfg}.
 
@@ -127,9 +125,7 @@ def build(
     root.add_stage(registrar, subscriber)
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token)
     front: list[IService] = [
-        Listener.from_description(
-            reactor, cfg.listen, serve(api.resource(), reactor), "--listen"
-        )
+        Listener.from_description(reactor, cfg.listen, serve(api.resource(), reactor), "--listen")
     ]
     if cfg.ops_listen:
         ops = OpsAPI(reactor, tokens, registrar, subscriber, discovery, metrics, notify_secret)

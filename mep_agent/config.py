@@ -215,7 +215,9 @@ def _integer(resolver: _Resolver, key: str, minimum: int, maximum: int) -> int:
     text, where = resolver.get(key)
     value = (text or "").strip()
     if not value.isdigit() or not minimum <= int(value) <= maximum:
-        raise ConfigError(where, f"{value[:20]!r} must be a whole number from {minimum} to {maximum}")
+        raise ConfigError(
+            where, f"{value[:20]!r} must be a whole number from {minimum} to {maximum}"
+        )
     return int(value)
 
 

@@ -69,8 +69,7 @@ class Listener(Service):
             error = outcome[0].value
             reason = error.socketError if isinstance(error, CannotListenError) else error
             raise SystemExit(
-                f"{self._program}: {self._setting}: cannot listen on "
-                f"{self._description}: {reason}"
+                f"{self._program}: {self._setting}: cannot listen on {self._description}: {reason}"
             )
         if not outcome:
             raise SystemExit(

@@ -135,9 +135,7 @@ def _instance(item: Any) -> ServiceInstance:
         raise ValueError("serInstanceId or state is not a string")
     transport = item.get("transportInfo")
     endpoint = transport.get("endpoint") if isinstance(transport, dict) else None
-    return ServiceInstance(
-        ser_instance_id, state, endpoint if isinstance(endpoint, dict) else {}
-    )
+    return ServiceInstance(ser_instance_id, state, endpoint if isinstance(endpoint, dict) else {})
 
 
 class MepClient:
@@ -278,7 +276,9 @@ class MepClient:
             if len(access) > 16384:
                 raise ValueError("access_token is longer than 16384 characters")
         except (KeyError, TypeError, AttributeError):
-            raise self._unexpected("token", 200, "answer without access_token/expires_in") from None
+            raise self._unexpected(
+                "token", 200, "answer without access_token/expires_in"
+            ) from None
         except ValueError as e:
             raise self._unexpected("token", 200, f"bad token answer: {e}") from None
         return Token(Secret(access), token_type, expires_in, self._clock.seconds())

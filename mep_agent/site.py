@@ -115,9 +115,7 @@ class HardenedSite(Site):
     protocol = DeadlineChannel  # plain HTTP/1.1: no HTTP/2 negotiation on these ports
     requestFactory = LimitedRequest
 
-    def __init__(
-        self, resource: IResource, reactor: IReactorTime, header_deadline: float
-    ) -> None:
+    def __init__(self, resource: IResource, reactor: IReactorTime, header_deadline: float) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
         self._header_deadline = header_deadline
 

@@ -209,7 +209,8 @@ class Subscriber(Service):
         assert subscription is not None
         try:
             await self._tokens.with_token(
-                lambda token: self._mep.unsubscribe(token, subscription), self._shutdown_timeout,
+                lambda token: self._mep.unsubscribe(token, subscription),
+                self._shutdown_timeout,
                 hurry=True,
             )
         except TokenUnavailable as e:

@@ -103,4 +103,3 @@ def makeService(  # noqa: N802 (twistd's name)
     exits.install()
     log.info("mep-agent configured: {summary}", summary=cfg.summary(), event="agent.starting")
     return agent
-

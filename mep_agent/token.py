@@ -35,8 +35,9 @@ T = TypeVar("T")
 REFRESH_FRACTION = 0.8  # refresh when 80 % of the lifetime has passed
 MIN_REQUEST_GAP = 1.0  # never two token requests closer than this
 # mepauth counts refused signatures in a window of 300 s and locks the AK for 900 s at
-# the third. The agent allows itself two per window, so it can never lock itself out.
-REFUSAL_WINDOW = 300.0
+# the third. The agent allows itself two within any 310 s (10 s for clocks and latency
+# to differ), so it can never lock itself out.
+REFUSAL_WINDOW = 310.0
 REFUSALS_PER_WINDOW = 2
 LOCK_DURATION = 900.0
 # After a refused signature: 160 s puts at most 2 attempts in any 300 s window.

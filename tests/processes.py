@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,13 +19,6 @@ from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 # The code under test is this checkout's, also when an older copy is installed.
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +29,7 @@ class TwistdProcess(ProcessProtocol):
 
     def __init__(self, plugin: str, args: list[str], env: dict[str, str], cwd: str) -> None:
         self.output = b""
+        self._watchers: list[tuple[re.Pattern[bytes], Deferred[re.Match[bytes]]]] = []
         self.ended: Deferred[int] = Deferred()
         self.exit_code: int | None = None
         argv = [sys.executable, TWISTD, "-n", "--pidfile=", plugin, *args]
@@ -47,10 +41,40 @@ class TwistdProcess(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
+        for watcher in list(self._watchers):
+            match = watcher[0].search(self.output)
+            if match:
+                self._watchers.remove(watcher)
+                watcher[1].callback(match)
+
+    async def wait_for(self, pattern: bytes, timeout: float = 20) -> re.Match[bytes]:
+        """The first match of C{pattern} in the output, as soon as it is written."""
+        compiled = re.compile(pattern)
+        match = compiled.search(self.output)
+        if match:
+            return match
+        d: Deferred[re.Match[bytes]] = Deferred()
+        self._watchers.append((compiled, d))
+        d.addTimeout(timeout, reactor)
+        try:
+            return await d
+        except Exception:
+            raise AssertionError(
+                f"{pattern!r} not in the output within {timeout}s:\n"
+                + self.output.decode("utf-8", "replace")[-2000:]
+            ) from None
+
+    async def port(self, setting: bytes) -> int:
+        """The port a listener bound, from the agent's "listening on" log line."""
+        match = await self.wait_for(setting + rb" listening on [0-9.]+:(\d+)")
+        return int(match.group(1))
 
     errReceived = outReceived
 
     def processEnded(self, reason: Any) -> None:
+        for _, watcher in self._watchers:
+            watcher.errback(AssertionError("the process ended"))
+        self._watchers = []
         if isinstance(reason.value, ProcessDone):
             self.exit_code = 0
         elif isinstance(reason.value, ProcessTerminated):
@@ -116,4 +140,4 @@ async def post_json(url: str, body: Any = None) -> int:
     return response.code
 
 
-__all__ = ["TwistdProcess", "eventually", "free_port", "get_json", "post_json", "signal"]
+__all__ = ["TwistdProcess", "eventually", "get_json", "post_json", "signal"]

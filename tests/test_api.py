@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.discovery import CacheSource, DiscoveryCache, DiscoveryUnavailable
@@ -111,11 +112,16 @@ class DiscoveryRouteTests(ApiTestCase):
         self.assertEqual(self.discovery_calls, [])
 
     def test_name_is_escaped_in_mep_query(self) -> None:
-        """The MEP query carries the name percent-encoded (here it needs none)."""
+        """The MEP query carries the name percent-encoded, whatever it holds."""
         self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        token = self.tokens.current()
+        assert token is not None
+        d = ensureDeferred(self.client.discover(token, "a b&ser_name=x/ü"))
+        self.settle()
+        self.successResultOf(d)
         self.assertEqual(
-            [r.path for r in self.emulator.requests if r.kind == "discovery"],
-            ["/mep/mec_service_mgmt/v1/services"],
+            [r.query for r in self.emulator.requests if r.kind == "discovery"],
+            ["ser_name=httpbin", "ser_name=a%20b%26ser_name%3Dx%2F%C3%BC"],
         )
 
     def test_404_405_json(self) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 
 import yaml
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from mep_agent.emulator import certs
 
 from .helpers import AK, SK
-from .processes import TwistdProcess, eventually, free_port, get_json, post_json
+from .processes import TwistdProcess, eventually, get_json, post_json
 
 SERVICES = {
     "serviceInfoPosts": [
@@ -42,19 +44,17 @@ class AgentAgainstEmulator(TestCase):
         os.makedirs(os.path.join(self.dir, "conf"))
         with open(os.path.join(self.dir, "conf", "app_instance_info.yaml"), "w") as f:
             yaml.safe_dump(SERVICES, f)
-        self.https, self.http = free_port(), free_port()
-        self.api, self.ops = free_port(), free_port()
-        self.control = f"http://127.0.0.1:{self.http}/_emulator"
         self.processes: list[TwistdProcess] = []
 
     async def start_emulator(self, *extra: str) -> TwistdProcess:
+        """The emulator on ports the system picks; they are read from what it prints."""
         emulator = self.spawn(
             "mep-emulator",
             [
                 "--port",
-                str(self.https),
+                "auto",
                 "--http-port",
-                str(self.http),
+                "auto",
                 "--cert-dir",
                 os.path.join(self.dir, "mep"),
                 "--liveness-interval",
@@ -63,21 +63,30 @@ class AgentAgainstEmulator(TestCase):
             ],
             {},
         )
-        await eventually(lambda: self.state())
+        self.https = await served_port(emulator, b"https")
+        self.http = await served_port(emulator, b"http")
+        self.control = f"http://127.0.0.1:{self.http}/_emulator"
         return emulator
+
+    async def start_agent(self, **env: str) -> TwistdProcess:
+        """The agent with both listeners on ports the system picks (read from its log)."""
+        agent = self.spawn("mep-agent", [], self.agent_env(**env))
+        self.api = await agent.port(b"--listen")
+        self.ops = await agent.port(b"--ops-listen")
+        return agent
 
     def agent_env(self, **extra: str) -> dict[str, str]:
         env = {
             "MEP_IP": '"127.0.0.1"',
-            "MEP_APIGW_PORT": f'"{self.https}"',
+            "MEP_APIGW_PORT": f'"{getattr(self, "https", 8443)}"',
             "CA_CERT": os.path.join(self.dir, "mep", "ca.crt"),
             "CA_CERT_DOMAIN_NAME": '"edgegallery"',
             "AK": AK,
             "SK": SK,
             "APPINSTID": "891c2bba-f1f2-40bd-a97e-9bebbafcc964",
             "ENABLE_WAIT": '"true"',
-            "MEP_AGENT_LISTEN": f"tcp:{self.api}:interface=127.0.0.1",
-            "MEP_AGENT_OPS_LISTEN": f"tcp:{self.ops}:interface=127.0.0.1",
+            "MEP_AGENT_LISTEN": "tcp:0:interface=127.0.0.1",
+            "MEP_AGENT_OPS_LISTEN": "tcp:0:interface=127.0.0.1",
         }
         env.update(extra)
         return env
@@ -98,7 +107,7 @@ class AgentAgainstEmulator(TestCase):
     async def test_lifecycle(self) -> None:
         """Registered, every service beats, a MEP restart is repaired, SIGTERM deregisters."""
         await self.start_emulator()
-        agent = self.spawn("mep-agent", [], self.agent_env())
+        agent = await self.start_agent()
 
         async def all_beating():
             services = await self.services()
@@ -147,8 +156,8 @@ class AgentAgainstEmulator(TestCase):
     async def test_second_signal_exits_at_once(self) -> None:
         """A second SIGTERM while deregistration hangs ends the process at once."""
         await self.start_emulator()
-        agent = self.spawn("mep-agent", [], self.agent_env(MEP_AGENT_SHUTDOWN_TIMEOUT="60"))
-        await eventually(lambda: self._all_registered())
+        agent = await self.start_agent(MEP_AGENT_SHUTDOWN_TIMEOUT="60")
+        await agent.wait_for(b"confirmed READY")
         fault = {"kind": "deregister", "delay": 50, "count": 10}
         self.assertEqual(await post_json(f"{self.control}/faults", fault), 201)
         agent.signal("TERM")
@@ -178,16 +187,18 @@ class AgentAgainstEmulator(TestCase):
         ca = os.path.join(self.dir, "ca.crt")
         with open(ca, "wb") as f:
             f.write(certs.generate().ca_pem)
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
         agent = self.spawn(
             "mep-agent",
             [],
             self.agent_env(
                 ENABLE_WAIT="false",
                 MEP_AGENT_ONESHOT_TIMEOUT="2",
-                MEP_APIGW_PORT=str(free_port()),
+                MEP_APIGW_PORT=str(silent.getHost().port),
                 CA_CERT=ca,
             ),
-        )  # nothing listens there
+        )  # a port that accepts connections and never answers
         self.assertEqual(await agent.ended, 1)
         self.assertIn("one-shot: not registered within 2s", agent.output.decode())
 
@@ -195,9 +206,9 @@ class AgentAgainstEmulator(TestCase):
         """An emulator certificate from another CA is refused: no token, not ready."""
         await self.start_emulator()
         other = os.path.join(self.dir, "other")
-        self.spawn("mep-emulator", ["--port", str(free_port()), "--cert-dir", other], {})
-        await eventually(lambda: _exists(os.path.join(other, "ca.crt")))
-        agent = self.spawn("mep-agent", [], self.agent_env(CA_CERT=os.path.join(other, "ca.crt")))
+        second = self.spawn("mep-emulator", ["--port", "auto", "--cert-dir", other], {})
+        await served_port(second, b"https")
+        agent = await self.start_agent(CA_CERT=os.path.join(other, "ca.crt"))
 
         async def refused():
             code, body = await get_json(f"http://127.0.0.1:{self.ops}/readyz?verbose")
@@ -234,5 +245,7 @@ async def _ended(process: TwistdProcess) -> int | None:
     return process.exit_code if not process.running else None
 
 
-async def _exists(path: str) -> bool:
-    return os.path.exists(path)
+async def served_port(emulator: TwistdProcess, scheme: bytes) -> int:
+    """The port the emulator serves C{scheme} on, from its start-up lines."""
+    match = await emulator.wait_for(rb"mep-emulator: serving " + scheme + rb"://127.0.0.1:(\d+)")
+    return int(match.group(1))

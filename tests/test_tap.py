@@ -180,9 +180,7 @@ class CompositionTests(TapTestCase):
 
     def test_tree_starts_and_stops_on_memory_reactor(self) -> None:
         """The whole tree binds both listeners, asks for a token, and closes its pool."""
-        agent = self.make(
-            "--listen", "tcp:18080:interface=127.0.0.1", "--ops-listen", "tcp:19090"
-        )
+        agent = self.make("--listen", "tcp:18080:interface=127.0.0.1", "--ops-listen", "tcp:19090")
         agent.privilegedStartService()
         agent.startService()
         ports = sorted(port for port, *_ in self.reactor.tcpServers)

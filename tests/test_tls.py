@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
-from twisted.internet.ssl import TLSVersion
+from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.trial.unittest import TestCase
 from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.resource import Resource
@@ -24,6 +24,15 @@ class Hello(Resource):
         return b"hello"
 
 
+def lower_security_level(creator: object) -> None:
+    """
+    Let OpenSSL's security level allow TLS 1.0/1.1 in a client context (reached through
+    Twisted's internals: test-only), so that only a minimum version can refuse them.
+    """
+    options = creator._createConnection.__self__  # type: ignore[attr-defined]
+    options.getContext().set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+
+
 class HandshakeTests(TestCase):
     """Each test starts one HTTPS listener on 127.0.0.1 and connects the agent's client."""
 
@@ -34,6 +43,14 @@ class HandshakeTests(TestCase):
         port = reactor.listenSSL(0, Site(Hello()), options, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
+
+    def tls11_server(self) -> CertificateOptions:
+        """A server that speaks TLS 1.0 and 1.1 only, at OpenSSL's lowest security level."""
+        options = certs.server_options(
+            self.server_certs, minimum_tls=TLSVersion.TLSv1_0, maximum_tls=TLSVersion.TLSv1_1
+        )
+        options.getContext().set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+        return options
 
     def client(self, ca_pems, name="edgegallery", ciphers=tls.DEFAULT_CIPHERS) -> HTTPClient:
         agent, pool = http.pooled_agent(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
@@ -94,15 +111,33 @@ class HandshakeTests(TestCase):
         self.assertEqual(await self.get(client, port), b"hello")
 
     async def test_old_tls_refused(self) -> None:
-        """A server that speaks at most TLS 1.1 is refused."""
-        from OpenSSL import SSL
-
-        options = certs.server_options(self.server_certs)
-        context = options.getContext()
-        context.set_min_proto_version(SSL.TLS1_VERSION)
-        context.set_max_proto_version(SSL.TLS1_1_VERSION)
-        context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
-        port = self.listen(options)
+        """A server that speaks at most TLS 1.1 is refused, by the agent's own minimum."""
+        port = self.listen(self.tls11_server())
+        policy = tls.client_policy([self.server_certs.ca_pem], "edgegallery", tls.DEFAULT_CIPHERS)
+        # A client context that OpenSSL's security level would let speak TLS 1.1: only
+        # the minimum version the agent sets can refuse the server now.
+        lower_security_level(policy.creatorForNetloc(b"127.0.0.1", port))
+        agent, pool = http.pooled_agent(reactor, policy, 5)
+        self.addCleanup(pool.closeCachedConnections)
         with self.assertRaises(ResponseNeverReceived) as caught:
-            await self.get(self.client([self.server_certs.ca_pem]), port)
+            await self.get(http.mep_http_client(agent), port)
         self.assertIn("SSL", repr(caught.exception))
+
+    async def test_tls11_possible_without_the_minimum(self) -> None:
+        """The check above can fail: the same client without the minimum speaks TLS 1.1."""
+        from OpenSSL import SSL
+        from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
+        from twisted.internet.ssl import Certificate as TwistedCertificate
+
+        port = self.listen(self.tls11_server())
+        creator = optionsForClientTLS(
+            "edgegallery",
+            trustRoot=trustRootFromCertificates(
+                [TwistedCertificate.loadPEM(self.server_certs.ca_pem)]
+            ),
+            extraCertificateOptions={"insecurelyLowerMinimumTo": TLSVersion.TLSv1_0},
+        )
+        lower_security_level(creator)
+        agent, pool = http.pooled_agent(reactor, tls.MepTLSPolicy(creator), 5)
+        self.addCleanup(pool.closeCachedConnections)
+        self.assertEqual(await self.get(http.mep_http_client(agent), port), b"hello")

@@ -76,10 +76,13 @@ class Unauthorized(Exception):
 
 @define
 class RequestRecord:
+    """One request the emulator answered, for tests and /_emulator/state."""
+
     method: str
     path: str
     kind: str
     status: int
+    query: str = ""  # the raw query string, as received
 
 
 def _subscription_kind(request: Request) -> str:
@@ -154,9 +157,7 @@ class MepEmulator:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _handle(
-        self, request: Request, kind: str, handler: Callable[[], Any]
-    ) -> Any:
+    async def _handle(self, request: Request, kind: str, handler: Callable[[], Any]) -> Any:
         """Apply an injected fault, run the handler, record the outcome."""
         self.registry.check_liveness()
         fault = self.faults.take(kind)
@@ -190,7 +191,11 @@ class MepEmulator:
     def _record(self, request: Request, kind: str, status: int) -> None:
         self.requests.append(
             RequestRecord(
-                request.method.decode(), request.path.decode("utf-8", "replace"), kind, status
+                request.method.decode(),
+                request.path.decode("utf-8", "replace"),
+                kind,
+                status,
+                request.uri.decode("utf-8", "replace").partition("?")[2],
             )
         )
 
@@ -247,7 +252,6 @@ class MepEmulator:
             {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
         )
 
-
     # -- Mp1 service management ----------------------------------------------------------
 
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["POST"])
@@ -259,20 +263,17 @@ class MepEmulator:
         request.setHeader(b"Location", f"/mep/mp1/v1/services/{record.ser_instance_id}")
         return write_json(request, 201, record.view())
 
-
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
     @fault_point("discovery")
     def own_services(self, request: Request, app_id: str) -> bytes:
         self._authorize(request, app_id)
         return write_json(request, 200, self.registry.discover(_query(request), app_id))
 
-
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
     @fault_point("service")
     def one_service(self, request: Request, app_id: str, ser_id: str) -> bytes:
         self._authorize(request, app_id)
         return write_json(request, 200, self.registry.get(app_id, ser_id).view())
-
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
     @fault_point("update")
@@ -281,7 +282,6 @@ class MepEmulator:
         record = self.registry.update(app_id, ser_id, self._json_body(request))
         return write_json(request, 200, record.view())
 
-
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["DELETE"])
     @fault_point("deregister")
     def deregister(self, request: Request, app_id: str, ser_id: str) -> bytes:
@@ -289,7 +289,6 @@ class MepEmulator:
         self._uuid_path(app_id)
         self.registry.deregister(app_id, ser_id)
         return write_json(request, 204, None)
-
 
     @app.route(
         f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["PUT", "PATCH"]
@@ -305,7 +304,6 @@ class MepEmulator:
         self._authorize(request, app_id)
         self.registry.heartbeat(app_id, ser_id, self._body(request))
         return write_json(request, 204, None)
-
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["GET"])
     @fault_point("service")
@@ -326,13 +324,11 @@ class MepEmulator:
             },
         )
 
-
     @app.route(f"{MGMT}/services", methods=["GET"])
     @fault_point("discovery")
     def discover(self, request: Request) -> bytes:
         self._authorize(request, None)
         return write_json(request, 200, self.registry.discover(_query(request)))
-
 
     @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
     @fault_point("discovery")
@@ -342,7 +338,6 @@ class MepEmulator:
         if record is None:
             raise Rejected(3, "Can not found resource", "service instance id not found")
         return write_json(request, 200, record.view())
-
 
     @app.route(f"{MGMT}/transports", methods=["GET"])
     @fault_point("discovery")
@@ -366,7 +361,6 @@ class MepEmulator:
                 }
             ],
         )
-
 
     # -- subscriptions (both APIs) -------------------------------------------------------
 
@@ -455,14 +449,12 @@ class MepEmulator:
         self.registry.confirm_ready(app_id, self._body(request))
         return write_json(request, 204, None)
 
-
     @app.route(f"{SUPPORT}/applications/<app_id>/confirm_termination", methods=["POST"])
     @fault_point("confirm_termination")
     def confirm_termination(self, request: Request, app_id: str) -> bytes:
         self._authorize(request, None)
         self.registry.confirm_termination(app_id, self._body(request))
         return write_json(request, 204, None)
-
 
     @app.route(f"{SUPPORT}/timing/current_time", methods=["GET"])
     @fault_point("service")
@@ -478,7 +470,6 @@ class MepEmulator:
                 "timeSourceStatus": "TRACEABLE",
             },
         )
-
 
     # -- control API (development and tests only; serve it on loopback) -----------------
 

@@ -134,8 +134,9 @@ def server_options(
     certs: ServerCertificates,
     openssl_ciphers: str | None = None,
     maximum_tls: TLSVersion | None = None,
+    minimum_tls: TLSVersion = TLSVersion.TLSv1_2,
 ) -> CertificateOptions:
-    """TLS options for the listener; ciphers and a maximum version serve the TLS tests."""
+    """TLS options for the listener; ciphers and other versions serve the TLS tests."""
     key = serialization.load_pem_private_key(certs.key_pem, password=None)
     certificate = x509.load_pem_x509_certificate(certs.cert_pem)
     kwargs: dict[str, object] = {}
@@ -143,9 +144,12 @@ def server_options(
         kwargs["acceptableCiphers"] = AcceptableCiphers.fromOpenSSLCipherString(openssl_ciphers)
     if maximum_tls is not None:
         kwargs["lowerMaximumSecurityTo"] = maximum_tls
+    if minimum_tls < TLSVersion.TLSv1_2:
+        kwargs["insecurelyLowerMinimumTo"] = minimum_tls
+    else:
+        kwargs["raiseMinimumTo"] = minimum_tls
     return CertificateOptions(
         privateKey=key,  # cryptography objects: pyOpenSSL's own types are deprecated
         certificate=certificate,
-        raiseMinimumTo=TLSVersion.TLSv1_2,
         **kwargs,  # type: ignore[arg-type]
     )

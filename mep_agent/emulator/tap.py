@@ -44,8 +44,13 @@ class Options(usage.Options):
         ["accept-patch", None, "Accept PATCH on liveness links (ETSI) besides PUT."],
     ]
     optParameters = [  # noqa: RUF012
-        ["port", None, 8443, "HTTPS port on 127.0.0.1 (0: none).", int],
-        ["http-port", None, 0, "Plain HTTP port on 127.0.0.1 (0: none).", int],
+        [
+            "port",
+            None,
+            "8443",
+            "HTTPS port on 127.0.0.1 (0: none; auto: one the system picks, printed at start).",
+        ],
+        ["http-port", None, "0", "Plain HTTP port on 127.0.0.1 (0: none; auto: as --port)."],
         [
             "cert-dir",
             None,
@@ -79,15 +84,24 @@ def validate(options: Options) -> None:
     if not UUID.match(options["app-instance-id"]):
         problems.append("--app-instance-id: must be a lower-case UUID")
     for name in ("port", "http-port"):
-        if not 0 <= options[name] <= 65535:
-            problems.append(f"--{name}: must be a port number (0 for none)")
+        if port_option(options[name]) is None and options[name] != "0":
+            problems.append(f"--{name}: must be a port number, 0 for none, or auto")
     for name in ("token-lifetime", "liveness-interval"):
         if options[name] < (1 if name == "token-lifetime" else 0):
             problems.append(f"--{name}: must be a positive number of seconds")
-    if options["port"] == 0 and options["http-port"] == 0:
+    if options["port"] == "0" and options["http-port"] == "0":
         problems.append("--port and --http-port are both 0; nothing to serve")
     if problems:
         raise SystemExit(f"mep-emulator: {problems[0]}")
+
+
+def port_option(value: str) -> int | None:
+    """The port to bind for an option value: a number, 0 for 'auto'; None for none/bad."""
+    if value == "auto":
+        return 0
+    if value.isdigit() and 1 <= int(value) <= 65535:
+        return int(value)
+    return None
 
 
 def _certificates(directory: str, server_name: str) -> certs.ServerCertificates:
@@ -150,6 +164,10 @@ class Announcer(Service):
             f"mep-emulator: point an agent at it with (also in {env_path}):\n"
         )
         sys.stdout.writelines(f"export {k}={v}\n" for k, v in env.items())
+        for scheme, listener in (("https", self._https), ("http", self._http)):
+            port = _bound_port(listener)
+            if port:
+                sys.stdout.write(f"mep-emulator: serving {scheme}://127.0.0.1:{port}\n")
         sys.stdout.flush()
 
 
@@ -184,19 +202,21 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
     top = MultiService()
     TimerService(1.0, registry.check_liveness).setServiceParent(top)
     https = http = None
-    if options["port"]:
+    https_port = port_option(options["port"])
+    if https_port is not None:
         tls = certs.server_options(server_certs)
         https = Listener(
-            SSL4ServerEndpoint(reactor, options["port"], tls, interface="127.0.0.1"),
+            SSL4ServerEndpoint(reactor, https_port, tls, interface="127.0.0.1"),
             site,
             "--port",
             f"127.0.0.1:{options['port']}",
             "mep-emulator",
         )
         https.setServiceParent(top)
-    if options["http-port"]:
+    http_port = port_option(options["http-port"])
+    if http_port is not None:
         http = Listener(
-            TCP4ServerEndpoint(reactor, options["http-port"], interface="127.0.0.1"),
+            TCP4ServerEndpoint(reactor, http_port, interface="127.0.0.1"),
             site,
             "--http-port",
             f"127.0.0.1:{options['http-port']}",

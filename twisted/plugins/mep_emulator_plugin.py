@@ -3,6 +3,8 @@
 from twisted.application.service import ServiceMaker
 
 mep_emulator = ServiceMaker(
-    "mep-emulator", "mep_agent.emulator.tap", "A faithful, fault-injectable EdgeGallery MEP",
+    "mep-emulator",
+    "mep_agent.emulator.tap",
+    "A faithful, fault-injectable EdgeGallery MEP",
     "mep-emulator",
 )
