@@ -42,11 +42,14 @@ class Credentials:
     app_instance_id: Secret
 
     def all(self) -> tuple[Secret, ...]:
+        """Every secret, for redaction."""
         return (self.access_key, self.secret_key, self.app_instance_id)
 
 
 @frozen
 class AgentConfig:
+    """The agent's whole configuration, validated; secrets are L{Secret}s."""
+
     mep_host: str
     mep_port: int
     protocol: str  # "https" or "http"
@@ -79,6 +82,7 @@ class AgentConfig:
 
     @property
     def base_url(self) -> str:
+        """The MEP's scheme, host and port."""
         return f"{self.protocol}://{self.host_header}"
 
     def summary(self) -> dict[str, Any]:
@@ -203,6 +207,7 @@ def _port(value: str, where: str) -> int:
 
 
 def parse_bool(value: str, where: str) -> bool:
+    """true/false (also 1/0, yes/no, on/off); ConfigError naming C{where} otherwise."""
     lowered = value.strip().lower()
     if lowered in _TRUE:
         return True
@@ -222,6 +227,7 @@ def _integer(resolver: _Resolver, key: str, minimum: int, maximum: int) -> int:
 
 
 def parse_seconds(value: str, where: str, minimum: float, maximum: float) -> float:
+    """A number of seconds within [minimum, maximum]; ConfigError otherwise."""
     try:
         seconds = float(value)
     except ValueError:

@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -186,8 +185,11 @@ class DiscoveryCache(Service):
             waiters.append(waiter)
             return waiter
         self._in_flight[name] = [waiter]
-        ensureDeferred(self._fetch(name)).addBoth(self._fetched, name)
+        ensureDeferred(self._fetch_once(name)).addBoth(self._fetched, name)
         return waiter
+
+    async def _fetch_once(self, name: str) -> Discovered:
+        return await self._fetch(name)
 
     def _abandon(self, name: str, waiter: Deferred[Discovered]) -> None:
         waiters = self._in_flight.get(name)

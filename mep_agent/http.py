@@ -148,8 +148,9 @@ class _LimitedBody(Protocol):
     def _fail(self, error: Exception) -> None:
         self._failed = True
         self._chunks = []
-        if self.transport is not None:
-            self.transport.stopProducing()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.stopProducing()  # the response body's transport: a producer
         if not self._done.called:
             self._done.errback(Failure(error))
 

@@ -12,4 +12,5 @@ from twisted.logger import ILogObserver, jsonFileLogObserver
 
 
 def json_observer() -> ILogObserver:
+    """One JSON object per event on stdout (twistd --logger)."""
     return jsonFileLogObserver(sys.stdout)

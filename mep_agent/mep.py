@@ -16,9 +16,9 @@ from urllib.parse import quote
 
 from attrs import frozen
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, ensureDeferred
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import CancelledError, TimeoutError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from . import jsontext, signing
@@ -245,7 +245,12 @@ class MepClient:
         self, method: str, url: str, headers: dict[str, str], data: bytes | None
     ) -> tuple[IResponse, bytes]:
         response = await self._http.request(
-            method, url, headers=headers, data=data, allow_redirects=False, unbuffered=True
+            method,
+            url,
+            headers=Headers({name: [value] for name, value in headers.items()}),
+            data=data,
+            allow_redirects=False,
+            unbuffered=True,
         )
         try:
             raw = await read_body(response, self._max_body)

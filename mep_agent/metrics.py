@@ -65,6 +65,7 @@ class MepObserver:
         )
 
     def __call__(self, operation: str, status: int | None, seconds: float) -> None:
+        """Count one exchange and its duration."""
         self.requests.labels(operation, status_label(status)).inc()
         self.seconds.labels(operation).observe(seconds)
 
@@ -136,8 +137,10 @@ class AgentCollector(Collector):
             "mep_agent_token_state", "1 for the token's current state.", labels=["state"]
         )
         current = self._tokens.state
-        for state in TokenState:
-            token_state.add_metric([state.value], 1.0 if state is current else 0.0)
+        for token_state_value in TokenState:
+            token_state.add_metric(
+                [token_state_value.value], 1.0 if token_state_value is current else 0.0
+            )
         yield token_state
         yield CounterMetricFamily(
             "mep_agent_token_refresh_failures",

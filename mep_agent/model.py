@@ -139,6 +139,7 @@ class ServiceSpec:
 
     @property
     def wants_heartbeat(self) -> bool:
+        """Whether the service asks the MEP for heartbeats."""
         return bool(self.body.get("livenessInterval"))
 
 
@@ -151,10 +152,12 @@ class SubscriptionSpec:
 
     @property
     def callback_reference(self) -> str:
+        """The callback as written in the YAML."""
         return str(self.body["callbackReference"])
 
     @property
     def callback_is_uri(self) -> bool:
+        """Whether the callback is a URI the MEP can call."""
         try:
             s.uri("callbackReference", self.callback_reference)
         except ConfigError:
@@ -164,6 +167,8 @@ class SubscriptionSpec:
 
 @frozen
 class AppInstanceInfo:
+    """Everything app_instance_info.yaml asks for."""
+
     services: tuple[ServiceSpec, ...]
     subscriptions: tuple[SubscriptionSpec, ...]
 

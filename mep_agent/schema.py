@@ -33,6 +33,7 @@ def _kind(value: Any) -> str:
 
 
 def text(max_len: int, pattern: str | None = None) -> Check:
+    """A string of at most C{max_len} characters matching C{pattern}."""
     regex = re.compile(pattern) if pattern else None
 
     def check(path: str, value: Any) -> str:
@@ -48,8 +49,10 @@ def text(max_len: int, pattern: str | None = None) -> Check:
 
 
 def one_of(*choices: str) -> Check:
+    """One of the given strings."""
+
     def check(path: str, value: Any) -> str:
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             raise ConfigError(path, f"{str(value)[:40]!r} must be one of {', '.join(choices)}")
         return value
 
@@ -57,6 +60,8 @@ def one_of(*choices: str) -> Check:
 
 
 def integer(minimum: int, maximum: int | None = None) -> Check:
+    """An integer (not a boolean) within [minimum, maximum]."""
+
     def check(path: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"must be an integer, not {_kind(value)}")
@@ -69,6 +74,7 @@ def integer(minimum: int, maximum: int | None = None) -> Check:
 
 
 def boolean(path: str, value: Any) -> bool:
+    """true or false."""
     if not isinstance(value, bool):
         raise ConfigError(path, f"must be true or false, not {_kind(value)}")
     return value
@@ -76,23 +82,29 @@ def boolean(path: str, value: Any) -> bool:
 
 def uri(path: str, value: Any) -> str:
     """An absolute URI or an absolute path, as Go's url.ParseRequestURI accepts them."""
-    text(2048)(path, value)
-    if _CONTROL_OR_SPACE.search(value) or not (_URI_SCHEME.match(value) or value.startswith("/")):
-        raise ConfigError(path, f"{value[:40]!r} must be an absolute URI or an absolute path")
-    return value
+    checked: str = text(2048)(path, value)
+    if _CONTROL_OR_SPACE.search(checked) or not (
+        _URI_SCHEME.match(checked) or checked.startswith("/")
+    ):
+        raise ConfigError(path, f"{checked[:40]!r} must be an absolute URI or an absolute path")
+    return checked
 
 
 def anything(path: str, value: Any) -> Any:
+    """Any value, unchecked (implementation-specific fields)."""
     return value
 
 
 def mapping_of_anything(path: str, value: Any) -> dict[str, Any]:
+    """A mapping with string keys, values unchecked."""
     if not isinstance(value, dict):
         raise ConfigError(path, f"must be a mapping, not {_kind(value)}")
     return value
 
 
 def list_of(item: Check, min_items: int = 0, max_items: int | None = None) -> Check:
+    """A list of C{item}s, with bounds on its length."""
+
     def check(path: str, value: Any) -> list[Any]:
         if not isinstance(value, list):
             raise ConfigError(path, f"must be a list, not {_kind(value)}")

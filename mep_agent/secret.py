@@ -17,6 +17,7 @@ class Secret:
     _value: str = field(repr=False)
 
     def reveal(self) -> str:
+        """The value itself: only for putting it on the wire."""
         return self._value
 
     def __repr__(self) -> str:

@@ -12,6 +12,8 @@ from attrs import frozen
 
 @frozen
 class Setting:
+    """One setting: its option, env variable, default and help."""
+
     key: str  # the Python name, and the option name with '_' -> '-'
     env: str | None  # environment variable, or None for CLI-only settings
     default: str | None  # as text, exactly as a user would write it; None: no default
@@ -19,6 +21,7 @@ class Setting:
 
     @property
     def option(self) -> str:
+        """The command-line option name."""
         return self.key.replace("_", "-")
 
     def describe(self) -> str:

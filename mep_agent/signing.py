@@ -36,6 +36,7 @@ def canonical_uri(path: str) -> str:
 
 
 def canonical_query(query: str) -> str:
+    """The query string as the SDK signs it (sorted, escaped as Go does)."""
     pairs = parse_qsl(query, keep_blank_values=True)
     return "&".join(sorted(f"{_go_query_escape(k)}={_go_query_escape(v)}" for k, v in pairs))
 
@@ -64,11 +65,13 @@ def canonical_request(
 
 
 def string_to_sign(date: str, canonical: str) -> str:
+    """The SDK-HMAC-SHA256 string to sign."""
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     return f"{ALGORITHM}\n{date}\n{digest}"
 
 
 def signature(secret_key: str, date: str, canonical: str) -> str:
+    """The hex HMAC-SHA256 of the string to sign with SK."""
     return hmac.new(
         secret_key.encode("utf-8"),
         string_to_sign(date, canonical).encode("utf-8"),

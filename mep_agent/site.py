@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ThrottlingFactory
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -41,7 +42,7 @@ class LimitedRequest(Request):
         """Keep the chunk, or refuse the request once the body passes the limit."""
         if self._too_large:
             return
-        content: IO[bytes] = self.content
+        content = cast(IO[bytes], self.content)
         if content.tell() + len(data) > self.max_body:
             self._refuse()
             return
@@ -86,8 +87,9 @@ class DeadlineChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        if self.transport is not None:
-            self.transport.abortConnection()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     def allHeadersReceived(self) -> None:  # noqa: N802
         """The headers made it in time."""
@@ -103,7 +105,7 @@ class DeadlineChannel(HTTPChannel):
     def _requestsPending(self) -> bool:  # noqa: N802
         return bool(self.requests)
 
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         """No deadline outlives its connection."""
         self._disarm()
         super().connectionLost(reason)
@@ -112,7 +114,7 @@ class DeadlineChannel(HTTPChannel):
 class HardenedSite(Site):
     """A Site with L{LimitedRequest}s over L{DeadlineChannel}s."""
 
-    protocol = DeadlineChannel  # plain HTTP/1.1: no HTTP/2 negotiation on these ports
+    protocol = DeadlineChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2
     requestFactory = LimitedRequest
 
     def __init__(self, resource: IResource, reactor: IReactorTime, header_deadline: float) -> None:
@@ -135,7 +137,7 @@ def serve(
     reactor: IReactorTime,
     max_connections: int = MAX_CONNECTIONS,
     header_deadline: float = HEADER_DEADLINE,
-) -> Factory:
+) -> ThrottlingFactory:
     """The protocol factory for one listener: a hardened site behind a connection cap."""
     site = HardenedSite(resource, reactor, header_deadline)
     return ThrottlingFactory(site, maxConnectionCount=max_connections)

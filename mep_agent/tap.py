@@ -43,7 +43,7 @@ class Options(usage.Options):
         "and serves the application a local API. Every option can also be set by the "
         "environment variable shown; the command line wins."
     )
-    optFlags = [  # noqa: RUF012 (twisted.python.usage's name)
+    optFlags = [
         [
             "check",
             None,
@@ -51,7 +51,7 @@ class Options(usage.Options):
             "(JSON) and exit 0, or exit 1 with the problem. Contacts nothing.",
         ],
     ]
-    optParameters = [[s.option, None, None, s.describe()] for s in SETTINGS]  # noqa: RUF012
+    optParameters = [[s.option, None, None, s.describe()] for s in SETTINGS]
 
     def cli_values(self) -> dict[str, str | None]:
         """The value of every setting given on the command line (None: not given)."""

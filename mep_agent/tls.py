@@ -66,12 +66,14 @@ class MepTLSPolicy:
     _creator: IOpenSSLClientConnectionCreator
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        """The one connection creator, whatever the address dialled."""
         return self._creator
 
 
 def client_policy(
     ca_pems: list[bytes] | tuple[bytes, ...], expected_name: str, ciphers: tuple[str, ...]
 ) -> MepTLSPolicy:
+    """The MEP TLS policy: CA_CERT's certificates, the expected name, the suites."""
     trust = trustRootFromCertificates([Certificate.loadPEM(pem) for pem in ca_pems])
     acceptable = AcceptableCiphers.fromOpenSSLCipherString(
         ":".join(IANA_TO_OPENSSL[name] for name in ciphers)

@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure

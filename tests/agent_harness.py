@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config import Credentials
 from mep_agent.emulator.memory import DEV_APP, InMemoryMep
 from mep_agent.http import mep_http_client
-from mep_agent.mep import MepClient
+from mep_agent.mep import MepClient, Registration
 from mep_agent.model import ServiceSpec, SubscriptionSpec
 from mep_agent.registration import Registrar
 from mep_agent.retry import backoff
@@ -25,9 +27,14 @@ NOTIFY_SECRET = Secret("test-notification-secret")
 NOTIFICATIONS = f"/mep-agent/v1/notifications/{NOTIFY_SECRET.reveal()}"
 
 
-def exact_backoff():
+def exact_backoff() -> Iterator[float]:
     """The production policy without jitter, so tests know every delay."""
     return backoff(rng=lambda: 0.0)
+
+
+def stop_if_running(service: Service) -> None:
+    if service.running:
+        service.stopService()
 
 
 def spec(name: str = "svc1", interval: int = 60, **extra: Any) -> ServiceSpec:
@@ -87,9 +94,10 @@ class AgentTestCase(SynchronousTestCase):
         )
 
     def start(self) -> None:
-        for part in (self.tokens, self.registrar, self.subscriber):
+        parts: tuple[Service, ...] = (self.tokens, self.registrar, self.subscriber)
+        for part in parts:
             part.startService()
-            self.addCleanup(lambda s=part: s.running and s.stopService())
+            self.addCleanup(stop_if_running, part)
         self.settle()
 
     def settle(self) -> None:
@@ -106,6 +114,22 @@ class AgentTestCase(SynchronousTestCase):
         self.mep.flush()
         self.assertEqual(self.successResultOf(d).code, 201)
 
+    def registration(self, name: str) -> Registration:
+        """The registration the MEP answered for service C{name} (it must have one)."""
+        registration = self.registrar.states[name].registration
+        assert registration is not None, f"{name} is not registered"
+        return registration
+
+    def sid(self, name: str) -> str:
+        """The serInstanceId of service C{name}."""
+        return self.registration(name).ser_instance_id
+
+    def token_value(self) -> str:
+        """The current token's value (there must be one)."""
+        token = self.tokens.current()
+        assert token is not None, "no valid token"
+        return token.access_token.reveal()
+
     def requests(self, kind: str) -> list[int]:
         return [r.status for r in self.emulator.requests if r.kind == kind]
 
@@ -116,14 +140,14 @@ class AgentTestCase(SynchronousTestCase):
 class ApiTestCase(AgentTestCase):
     """AgentTestCase plus the app API and the ops API, each behind its own StubTreq."""
 
-    def build(
+    def build(  # type: ignore[override]
         self,
-        services=(),
-        api_token=None,
-        ttl=30.0,
-        stale=300.0,  # type: ignore[override]
-        **kw,
-    ):
+        services: tuple[ServiceSpec, ...] = (),
+        api_token: Secret | None = None,
+        ttl: float = 30.0,
+        stale: float = 300.0,
+        **kw: Any,
+    ) -> None:
         from prometheus_client import CollectorRegistry
         from treq.testing import StubTreq
 
@@ -148,10 +172,10 @@ class ApiTestCase(AgentTestCase):
         self.metrics.register(
             AgentCollector(self.clock, self.tokens, self.registrar, self.discovery)
         )
-        self.api = StubTreq(
+        self.api: Any = StubTreq(
             AgentAPI(self.tokens, self.discovery, self.clock, api_token).resource()
         )
-        self.ops = StubTreq(
+        self.ops: Any = StubTreq(
             OpsAPI(
                 self.clock,
                 self.tokens,
@@ -171,19 +195,21 @@ class ApiTestCase(AgentTestCase):
                 self.ops.flush()
             self.clock.advance(0)
 
-    def request(self, stub, method: str, path: str, **kw):
+    def request(self, stub: Any, method: str, path: str, **kw: Any) -> tuple[Any, bytes]:
         d = stub.request(method, f"http://127.0.0.1{path}", **kw)
         self.settle()
         response = self.successResultOf(d)
         body = stub.content(response)
         self.settle()
-        return response, self.successResultOf(body)
+        raw: bytes = self.successResultOf(body)
+        return response, raw
 
-    def get_json(self, stub, path: str, **kw):
+    def get_json(self, stub: Any, path: str, **kw: Any) -> tuple[int, Any, Any]:
         response, raw = self.request(stub, "GET", path, **kw)
         self.assertEqual(
             response.headers.getRawHeaders("content-type")[0].split(";")[0],
             "application/json",
             raw,
         )
-        return response.code, json.loads(raw), response
+        code: int = response.code
+        return code, json.loads(raw), response

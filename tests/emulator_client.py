@@ -57,7 +57,7 @@ class EmulatorTestCase(SynchronousTestCase):
         method: str,
         url: str,
         body: Any = None,
-        headers: dict | None = None,
+        headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> Reply:
         data = (
@@ -88,12 +88,15 @@ class EmulatorTestCase(SynchronousTestCase):
     def token(self, app: App = DEV_APP) -> str:
         reply = self.call("POST", f"{BASE}/mep/token", headers=self.token_headers(app))
         self.assertEqual(reply.code, 200, reply.raw)
-        return reply.json["access_token"]
+        token: str = reply.json["access_token"]
+        return token
 
     def bearer(self, app: App = DEV_APP) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(app)}"}
 
-    def register(self, body: Any, app: App = DEV_APP, headers: dict | None = None) -> Reply:
+    def register(
+        self, body: Any, app: App = DEV_APP, headers: dict[str, str] | None = None
+    ) -> Reply:
         return self.call(
             "POST",
             f"{MGMT}/applications/{app.app_instance_id}/services",

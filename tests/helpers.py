@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import Any
+
+from mep_agent.emulator.dev import DEV_APP
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
-# The README's sample keys; tests assert they never leak.
-AK = "QVUJMSUMgS0VZLS0tLS0"
-SK = "DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc"
-APP_ID = "891c2bba-f1f2-40bd-a97e-9bebbafcc964"
+# The emulator's development keys (emulator/dev.py); tests assert they never leak.
+AK = DEV_APP.access_key
+SK = DEV_APP.secret_key
+APP_ID = DEV_APP.app_instance_id
 SECRETS = (AK, SK, APP_ID)
 
 
@@ -20,13 +23,14 @@ def data_text(name: str) -> str:
         return f.read()
 
 
-def sign_vectors() -> list[dict]:
-    return json.loads(data_text("sign_vectors.json"))["vectors"]
+def sign_vectors() -> list[dict[str, Any]]:
+    vectors: list[dict[str, Any]] = json.loads(data_text("sign_vectors.json"))["vectors"]
+    return vectors
 
 
-def seed_environ(**overrides: str) -> dict[str, str]:
+def seed_environ(**overrides: str | None) -> dict[str, str]:
     """The seed Pod manifest's environment, literal double quotes included."""
-    env = {
+    env: dict[str, str | None] = {
         "ENABLE_WAIT": '"true"',
         "MEP_IP": '"mep-api-gw.mep"',
         "MEP_APIGW_PORT": '"8443"',

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +17,6 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
-
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 # The code under test is this checkout's, also when an older copy is installed.
@@ -83,14 +82,14 @@ class TwistdProcess(ProcessProtocol):
                 if reason.value.exitCode is not None
                 else -reason.value.signal
             )
-        self.ended.callback(self.exit_code)
+        self.ended.callback(self.exit_code if self.exit_code is not None else -1)
 
     @property
     def running(self) -> bool:
         return self.exit_code is None
 
     def signal(self, name: str) -> None:
-        if self.running:
+        if self.running and self.transport is not None:
             self.transport.signalProcess(name)
 
     async def stop(self) -> int | None:
@@ -137,7 +136,8 @@ async def get_json(url: str) -> tuple[int, Any]:
 async def post_json(url: str, body: Any = None) -> int:
     response = await _client().post(url, json=body, timeout=5)
     await response.content()
-    return response.code
+    code: int = response.code
+    return code
 
 
 __all__ = ["TwistdProcess", "eventually", "get_json", "post_json", "signal"]

@@ -35,7 +35,7 @@ class TokenRouteTests(ApiTestCase):
         self.assertEqual(code, 200)
         self.assertEqual(body["token_type"], "Bearer")
         self.assertEqual(body["expires_in"], 3500)
-        self.assertEqual(body["access_token"], self.tokens.current().access_token.reveal())
+        self.assertEqual(body["access_token"], self.token_value())
         self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"])
 
     def test_expired_never_served(self) -> None:
@@ -78,14 +78,14 @@ class DiscoveryRouteTests(ApiTestCase):
 
     def test_known_without_instances_404(self) -> None:
         """A name with no instance left (MEP 200 []) is a 404 too."""
-        sid = self.registrar.states["httpbin"].registration.ser_instance_id
+        sid = self.sid("httpbin")
         self.registry.deregister(self.registry.services[sid].app_instance_id, sid)
         code, _, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
         self.assertEqual(code, 404)
 
     def test_no_active_instance(self) -> None:
         """Only SUSPENDED instances: 404 naming the states."""
-        sid = self.registrar.states["httpbin"].registration.ser_instance_id
+        sid = self.sid("httpbin")
         self.registry.set_state(sid, "SUSPENDED")
         code, body, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
         self.assertEqual((code, body["states"]), (404, ["SUSPENDED"]))
@@ -194,10 +194,10 @@ class CoalescingTests(SynchronousTestCase):
         from twisted.internet.defer import Deferred, ensureDeferred
         from twisted.internet.task import Clock
 
-        pending: list[Deferred] = []
+        pending: list[Deferred[Discovered]] = []
 
-        def fetch(name: str) -> Deferred:
-            d: Deferred = Deferred()
+        def fetch(name: str) -> Deferred[Discovered]:
+            d: Deferred[Discovered] = Deferred()
             pending.append(d)
             return d
 
@@ -214,8 +214,13 @@ class CoalescingTests(SynchronousTestCase):
         from twisted.internet.defer import Deferred, ensureDeferred
         from twisted.internet.task import Clock
 
-        pending: list[Deferred] = []
-        cache = DiscoveryCache(lambda name: pending.append(Deferred()) or pending[-1], Clock())
+        pending: list[Deferred[Discovered]] = []
+
+        def fetch(name: str) -> Deferred[Discovered]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        cache = DiscoveryCache(fetch, Clock())
         lookups = [ensureDeferred(cache.lookup("svc")) for _ in range(2)]
         pending[0].errback(MepError("discovery", None, "down"))
         for d in lookups:
@@ -248,10 +253,10 @@ class BugTests(ApiTestCase):
         self.build()
         self.start()
 
-        async def broken(name: str):
+        async def broken(name: str) -> Discovered:
             raise RuntimeError("bug")
 
-        self.discovery._fetch = broken
+        self.patch(self.discovery, "_fetch", broken)
         response, raw = self.request(self.api, "GET", f"{ENDPOINT}/httpbin")
         self.assertEqual((response.code, raw), (500, b'{"error": "internal error"}'))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import config, tls
@@ -26,7 +28,9 @@ def files(**extra: bytes | str) -> FakeFiles:
 
 
 def load(
-    cli: dict | None = None, env: dict | None = None, reader: FakeFiles | None = None
+    cli: dict[str, str | None] | None = None,
+    env: dict[str, str] | None = None,
+    reader: FakeFiles | None = None,
 ) -> config.AgentConfig:
     return config.load(cli or {}, env if env is not None else seed_environ(), reader or files())
 
@@ -120,8 +124,8 @@ class PrecedenceTests(SynchronousTestCase):
 
 
 class ErrorTests(SynchronousTestCase):
-    def assert_error(self, where: str, problem_part: str, **kw) -> ConfigError:
-        error = self.assertRaises(ConfigError, load, **kw)
+    def assert_error(self, where: str, problem_part: str, **kw: Any) -> ConfigError:
+        error: ConfigError = self.assertRaises(ConfigError, load, **kw)
         self.assertEqual(error.where, where)
         self.assertIn(problem_part, error.problem)
         self.assertNotIn("\n", str(error))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.emulator import auth
+from mep_agent.emulator.auth import App
 from mep_agent.emulator.memory import DEV_APP, OTHER_APP
 
 from .emulator_client import BASE, MGMT, EmulatorTestCase, service
@@ -42,7 +45,7 @@ class VerifierVectorTests(SynchronousTestCase):
 
 
 class TokenEndpointTests(EmulatorTestCase):
-    def post_token(self, headers: dict) -> tuple[int, object]:
+    def post_token(self, headers: dict[str, str]) -> tuple[int, Any]:
         reply = self.call("POST", f"{BASE}/mep/token", headers=headers)
         return reply.code, reply.json
 
@@ -161,7 +164,7 @@ class LockoutTests(EmulatorTestCase):
 
 
 class GatewayTests(EmulatorTestCase):
-    def services_url(self, app=DEV_APP) -> str:
+    def services_url(self, app: App = DEV_APP) -> str:
         return f"{MGMT}/applications/{app.app_instance_id}/services"
 
     def test_missing_token(self) -> None:
@@ -201,7 +204,7 @@ _KEY = st.text(
     max_size=64,
 )
 _SEGMENT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/?#%"), max_size=8
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="/?#%"), max_size=8
 )
 
 
@@ -219,7 +222,14 @@ class SignerVerifierAgreement(SynchronousTestCase):
             max_size=3,
         ),
     )
-    def test_independent_implementations_agree(self, sk, host, seconds, segments, query) -> None:
+    def test_independent_implementations_agree(
+        self,
+        sk: str,
+        host: str,
+        seconds: int,
+        segments: list[str],
+        query: list[tuple[str, str]],
+    ) -> None:
         """The agent's signer and the emulator's verifier agree on random requests."""
         from urllib.parse import quote, urlencode
 

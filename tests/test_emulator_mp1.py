@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from mep_agent.emulator.memory import DEV_APP, OTHER_APP
 from mep_agent.emulator.registry import suspension_grace
 
-from .emulator_client import MGMT, SUPPORT, EmulatorTestCase, service
+from .emulator_client import MGMT, SUPPORT, EmulatorTestCase, Reply, service
 
 APP = DEV_APP.app_instance_id
 
@@ -107,7 +108,13 @@ class LivenessTests(EmulatorTestCase):
         self.sid = reply.json["serInstanceId"]
         self.link = reply.json["_links"]["self"]["liveness"]
 
-    def beat(self, body=None, method="PUT", sid=None, raw=None):
+    def beat(
+        self,
+        body: Any = None,
+        method: str = "PUT",
+        sid: str | None = None,
+        raw: bytes | None = None,
+    ) -> Reply:
         link = self.link if sid is None else self.link.replace(self.sid, sid)
         return self.call(
             method,
@@ -181,7 +188,7 @@ class LivenessTests(EmulatorTestCase):
 
 
 class DiscoveryTests(EmulatorTestCase):
-    def discover(self, query: str):
+    def discover(self, query: str) -> Reply:
         return self.call("GET", f"{MGMT}/services?{query}", headers=self.bearer())
 
     def test_unknown_name(self) -> None:
@@ -221,7 +228,7 @@ class DiscoveryTests(EmulatorTestCase):
 
 
 class SubscriptionTests(EmulatorTestCase):
-    def subscribe(self, criteria=None, callback="http://127.0.0.1:8080/cb"):
+    def subscribe(self, criteria: Any = None, callback: str = "http://127.0.0.1:8080/cb") -> Reply:
         body = {
             "subscriptionType": "SerAvailabilityNotificationSubscription",
             "callbackReference": callback,
@@ -282,7 +289,7 @@ class SubscriptionTests(EmulatorTestCase):
 
 
 class AppSupportTests(EmulatorTestCase):
-    def post(self, path: str, body) -> int:
+    def post(self, path: str, body: Any) -> int:
         return self.call("POST", f"{SUPPORT}/applications/{APP}/{path}", body, self.bearer()).code
 
     def test_confirm_ready(self) -> None:
@@ -314,7 +321,7 @@ class AppSupportTests(EmulatorTestCase):
 
 
 class FaultTests(EmulatorTestCase):
-    def fault(self, **spec) -> int:
+    def fault(self, **spec: Any) -> int:
         return self.call("POST", "https://127.0.0.1:8443/_emulator/faults", spec).code
 
     def test_fail_next_n(self) -> None:
@@ -388,7 +395,7 @@ class FaultTests(EmulatorTestCase):
 
 
 class EmulatorTapTests(EmulatorTestCase):
-    def options(self, *argv: str):
+    def options(self, *argv: str) -> tuple[Any, Any]:
         from mep_agent.emulator import tap
 
         options = tap.Options()

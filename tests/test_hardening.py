@@ -343,11 +343,6 @@ class Finding7ClassificationTests(HardeningTestCase):
         _, raw = self.request(self.ops, "GET", "/metrics")
         self.assertIn(b'mep_agent_service_waiting_for_token{ser_name="a"} 1.0', raw)
 
-    def sid(self, name: str) -> str:
-        registration = self.registrar.states[name].registration
-        assert registration is not None
-        return registration.ser_instance_id
-
 
 class Finding8NotificationTests(HardeningTestCase):
     def test_forged_notifications_404(self) -> None:
@@ -462,7 +457,9 @@ class Finding11RedactionTests(HardeningTestCase):
         self.start()
         token = self.tokens.current()
         assert token is not None
-        self.fault(kind="heartbeat", status=500, raw=f'{{"echo": "{token.access_token.reveal()}"}}')
+        self.fault(
+            kind="heartbeat", status=500, raw=f'{{"echo": "{token.access_token.reveal()}"}}'
+        )
         self.advance(45)
         self.assertNotIn(token.access_token.reveal(), self.registrar.states["a"].last_error or "")
         for event in self.events:

@@ -6,10 +6,11 @@ over TLS on 127.0.0.1, as separate processes.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import yaml
-from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import reactor as _reactor
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.trial.unittest import TestCase
 
 from mep_agent.emulator import certs
@@ -34,6 +35,9 @@ SERVICES = {
         for name in ("alpha", "beta", "gamma")
     ]
 }
+
+
+reactor: Any = _reactor  # typed as its smallest interface; its TCP side is used here
 
 
 class AgentAgainstEmulator(TestCase):
@@ -97,11 +101,11 @@ class AgentAgainstEmulator(TestCase):
         self.addCleanup(process.stop)
         return process
 
-    async def state(self) -> dict:
+    async def state(self) -> dict[str, Any]:
         code, body = await get_json(f"{self.control}/state")
         return body if code == 200 else {}
 
-    async def services(self) -> dict[str, dict]:
+    async def services(self) -> dict[str, dict[str, Any]]:
         return {s["serName"]: s for s in (await self.state())["services"]}
 
     async def test_lifecycle(self) -> None:
@@ -109,7 +113,7 @@ class AgentAgainstEmulator(TestCase):
         await self.start_emulator()
         agent = await self.start_agent()
 
-        async def all_beating():
+        async def all_beating() -> bool:
             services = await self.services()
             return len(services) == 3 and all(
                 s["heartbeats"] >= 2 and s["state"] == "ACTIVE" for s in services.values()
@@ -132,7 +136,7 @@ class AgentAgainstEmulator(TestCase):
         before = {s["serInstanceId"] for s in (await self.services()).values()}
         self.assertEqual(await post_json(f"{self.control}/restart"), 204)
 
-        async def repaired():
+        async def repaired() -> bool:
             services = await self.services()
             ids = {s["serInstanceId"] for s in services.values()}
             return (
@@ -187,15 +191,16 @@ class AgentAgainstEmulator(TestCase):
         ca = os.path.join(self.dir, "ca.crt")
         with open(ca, "wb") as f:
             f.write(certs.generate().ca_pem)
-        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        silent = reactor.listenTCP(0, ServerFactory.forProtocol(Protocol), interface="127.0.0.1")
         self.addCleanup(silent.stopListening)
+        silent_port = silent.getHost().port
         agent = self.spawn(
             "mep-agent",
             [],
             self.agent_env(
                 ENABLE_WAIT="false",
                 MEP_AGENT_ONESHOT_TIMEOUT="2",
-                MEP_APIGW_PORT=str(silent.getHost().port),
+                MEP_APIGW_PORT=str(silent_port),
                 CA_CERT=ca,
             ),
         )  # a port that accepts connections and never answers
@@ -210,7 +215,7 @@ class AgentAgainstEmulator(TestCase):
         await served_port(second, b"https")
         agent = await self.start_agent(CA_CERT=os.path.join(other, "ca.crt"))
 
-        async def refused():
+        async def refused() -> bool:
             code, body = await get_json(f"http://127.0.0.1:{self.ops}/readyz?verbose")
             return code == 503 and "certificate verify failed" in agent.output.decode()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Any
 
 import yaml
 from hypothesis import given
@@ -50,10 +51,10 @@ def parse(document: object) -> model.AppInstanceInfo:
     return model.parse_app_instance_info("f.yaml", yaml.safe_dump(document))
 
 
-def with_service(**changes: object) -> dict:
-    service = copy.deepcopy(SERVICE)
+def with_service(**changes: object) -> dict[str, Any]:
+    service: dict[str, Any] = copy.deepcopy(SERVICE)
     for dotted, value in changes.items():
-        target = service
+        target: Any = service
         *parents, last = dotted.split("__")
         for parent in parents:
             target = target[parent]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
 
@@ -80,7 +82,7 @@ class StatusTests(ApiTestCase):
         self.assertEqual(body["token"]["expires_at"], 3600)
         self.assertTrue(body["ready_confirmed"])
         _, raw = self.request(self.ops, "GET", "/mep-agent/v1/status")
-        self.assertNotIn(self.tokens.current().access_token.reveal().encode(), raw)
+        self.assertNotIn(self.token_value().encode(), raw)
         for secret in SECRETS:
             self.assertNotIn(secret.encode(), raw)
 
@@ -89,7 +91,7 @@ class NotificationRouteTests(ApiTestCase):
     def test_bad_notifications_400(self) -> None:
         """Malformed notifications are refused with a JSON 400, never a 500."""
         self.build()
-        for kw in (
+        cases: tuple[dict[str, Any], ...] = (
             {"data": b"{"},
             {"json": []},
             {"json": {"notificationType": "X"}},
@@ -100,7 +102,8 @@ class NotificationRouteTests(ApiTestCase):
                 }
             },
             {"data": b"x" * 70000},
-        ):
+        )
+        for kw in cases:
             response, raw = self.request(self.ops, "POST", NOTIFICATIONS, **kw)
             self.assertEqual(response.code, 400, (kw, raw))
 
@@ -134,7 +137,7 @@ class NotificationDeliveryTests(ApiTestCase):
         self.mep.notifier.http = self.ops  # the emulator's callbacks reach the ops API
         self.start()
         self.get_json(self.api, "/mep-agent/v1/endpoint/httpbin")
-        sid = self.registrar.states["httpbin"].registration.ser_instance_id
+        sid = self.sid("httpbin")
         self.registry.set_state(sid, "SUSPENDED")
         self.settle()
         self.assertEqual(self.mep.notifier.delivered[-1]["status"], 204)

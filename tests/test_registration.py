@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from mep_agent.registration import ServiceStatus
-from mep_agent.tasks import UNEXPECTED_PAUSE
+from typing import Any, cast
 
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.emulator.registry import suspension_grace
 from mep_agent.model import SubscriptionSpec
-from mep_agent.registration import REJECTED_RETRY, beat_schedule
+from mep_agent.registration import REJECTED_RETRY, ServiceStatus, beat_schedule
+from mep_agent.tasks import UNEXPECTED_PAUSE
 
 from .agent_harness import AgentTestCase, spec
 
@@ -51,9 +52,7 @@ class RegistrationTests(AgentTestCase):
         self.start()
         record = self.instances("a")[0]
         self.assertEqual(record.body["serCategory"], {"id": "cat1"})
-        self.assertEqual(
-            self.registrar.states["a"].registration.ser_instance_id, record.ser_instance_id
-        )
+        self.assertEqual(self.sid("a"), record.ser_instance_id)
 
     def test_transient_failures_back_off(self) -> None:
         """5xx and dropped registrations are retried 1, 2, 4 s later."""
@@ -138,7 +137,7 @@ class HeartbeatFailureTests(AgentTestCase):
         self.start()
         calls = []
 
-        def counting(method, url, **kw):
+        def counting(method: str, url: str, **kw: Any) -> Any:
             if url.endswith("/liveness"):
                 in_flight.append(1)
                 calls.append(len(in_flight))
@@ -186,7 +185,7 @@ class RepairTests(AgentTestCase):
         """A 409 (INACTIVE) is repaired by PUTting the service again; the id is kept."""
         self.build((spec("a"),))
         self.start()
-        sid = self.registrar.states["a"].registration.ser_instance_id
+        sid = self.sid("a")
         self.registry.set_state(sid, "INACTIVE")
         self.advance(45)
         self.assertEqual(self.requests("heartbeat"), [409])
@@ -197,7 +196,7 @@ class RepairTests(AgentTestCase):
 
 
 class SubscriptionLifecycleTests(AgentTestCase):
-    def subscriptions(self, callback: str = "http://app.local/cb"):
+    def subscriptions(self, callback: str = "http://app.local/cb") -> tuple[SubscriptionSpec, ...]:
         return (
             SubscriptionSpec(
                 0,
@@ -241,7 +240,7 @@ class SubscriptionLifecycleTests(AgentTestCase):
 
 
 class ShutdownTests(AgentTestCase):
-    def stop(self):
+    def stop(self) -> tuple[Deferred[list[bool]], Deferred[list[bool]]]:
         """Stop as the agent does: registrations first, the token keeper after them."""
         d1 = self.registrar.stopService()
         d2 = self.subscriber.stopService()
@@ -310,7 +309,7 @@ class UnexpectedErrorTests(AgentTestCase):
         original = getattr(self.client, method)
         calls = []
 
-        async def broken(*args, **kw):
+        async def broken(*args: Any, **kw: Any) -> Any:
             calls.append(1)
             if len(calls) == 1:
                 raise RuntimeError("bug")
@@ -353,29 +352,30 @@ class UnexpectedErrorTests(AgentTestCase):
 
         self.build((spec("a"),))
         self.start()
-        sid = self.registrar.states["a"].registration.ser_instance_id
-        link = self.registrar.states["a"].registration.liveness_path
+        sid = self.sid("a")
+        link = self.registration("a").liveness_path
 
-        async def bare_update(token, ser_instance_id, body):
+        async def bare_update(token: Any, ser_instance_id: str, body: Any) -> Registration:
             return Registration(ser_instance_id, None, 0)
 
-        self.client.update = bare_update
+        self.patch(self.client, "update", bare_update)
         self.registry.set_state(sid, "INACTIVE")
         self.advance(45)
-        self.assertEqual(self.registrar.states["a"].registration.liveness_path, link)
-        self.assertEqual(self.registrar.states["a"].registration.interval, 60)
+        self.assertEqual(self.registration("a").liveness_path, link)
+        self.assertEqual(self.registration("a").interval, 60)
 
 
 class LogEventTests(AgentTestCase):
     def test_state_changes_logged_with_named_fields_and_no_secret(self) -> None:
         """Each state change is one event with an 'event' name and fields, no credential."""
-        from twisted.logger import formatEvent, globalLogPublisher
+        from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 
         from .helpers import SECRETS
 
-        events: list[dict] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events: list[LogEvent] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         self.emulator.token_lifetime = 100
         self.build((spec("a"),))
         self.start()
@@ -401,7 +401,7 @@ class LogEventTests(AgentTestCase):
             self.assertIn(expected, names)
         registered = next(e for e in events if e.get("event") == "service.registered")
         self.assertEqual((registered["ser_name"], registered["interval"]), ("a", 60))
-        token = self.tokens.current().access_token.reveal()
+        token = self.token_value()
         for event in events:
             text = formatEvent(event) + repr(event)
             for secret in (*SECRETS, token):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
-
-from typing import cast
+from typing import Any, cast
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.plugin import getPlugins
@@ -174,7 +173,7 @@ class SecretHandlingTests(TapTestCase):
 class CompositionTests(TapTestCase):
     def test_plugins_found(self) -> None:
         """twistd finds both plugins through getPlugins(IServiceMaker)."""
-        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        makers: dict[str, Any] = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertEqual(makers["mep-agent"].module, "mep_agent.tap")
         self.assertEqual(makers["mep-emulator"].module, "mep_agent.emulator.tap")
 
@@ -187,7 +186,12 @@ class CompositionTests(TapTestCase):
         self.assertEqual(ports, [18080, 19090])
         self.assertEqual([port for _, port, *_ in self.reactor.tcpClients], [8443])
         closed: list[bool] = []
-        self.patch(agent.pool, "closeCachedConnections", lambda: succeed(closed.append(True)))
+
+        def close() -> Deferred[None]:
+            closed.append(True)
+            return succeed(None)
+
+        self.patch(agent.pool, "closeCachedConnections", close)
         stopped = agent.stopService()
         self.successResultOf(stopped)
         self.assertFalse(agent.running)

@@ -5,8 +5,10 @@ HTTP client and a server with generated certificates.
 
 from __future__ import annotations
 
+from typing import Any
+
 from treq.client import HTTPClient
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.trial.unittest import TestCase
 from twisted.web._newclient import ResponseNeverReceived
@@ -16,11 +18,14 @@ from twisted.web.server import Site
 from mep_agent import http, tls
 from mep_agent.emulator import certs
 
+# The global reactor is typed as its smallest interface; these tests use its TCP/TLS side.
+reactor: Any = _reactor
+
 
 class Hello(Resource):
     isLeaf = True
 
-    def render_GET(self, request):
+    def render_GET(self, request: object) -> bytes:
         return b"hello"
 
 
@@ -39,10 +44,11 @@ class HandshakeTests(TestCase):
     def setUp(self) -> None:
         self.server_certs = certs.generate(["edgegallery"])
 
-    def listen(self, options) -> int:
+    def listen(self, options: CertificateOptions) -> int:
         port = reactor.listenSSL(0, Site(Hello()), options, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        return port.getHost().port
+        number: int = port.getHost().port
+        return number
 
     def tls11_server(self) -> CertificateOptions:
         """A server that speaks TLS 1.0 and 1.1 only, at OpenSSL's lowest security level."""
@@ -52,7 +58,12 @@ class HandshakeTests(TestCase):
         options.getContext().set_cipher_list(b"DEFAULT:@SECLEVEL=0")
         return options
 
-    def client(self, ca_pems, name="edgegallery", ciphers=tls.DEFAULT_CIPHERS) -> HTTPClient:
+    def client(
+        self,
+        ca_pems: list[bytes],
+        name: str = "edgegallery",
+        ciphers: tuple[str, ...] = tls.DEFAULT_CIPHERS,
+    ) -> HTTPClient:
         agent, pool = http.pooled_agent(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
         self.addCleanup(pool.closeCachedConnections)
         return http.mep_http_client(agent)
@@ -125,9 +136,8 @@ class HandshakeTests(TestCase):
 
     async def test_tls11_possible_without_the_minimum(self) -> None:
         """The check above can fail: the same client without the minimum speaks TLS 1.1."""
-        from OpenSSL import SSL
-        from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
         from twisted.internet.ssl import Certificate as TwistedCertificate
+        from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
 
         port = self.listen(self.tls11_server())
         creator = optionsForClientTLS(

@@ -44,6 +44,7 @@ def write_json(
     body: Any,
     content_type: bytes = b"application/json; charset=UTF-8",
 ) -> bytes:
+    """Set the status and answer C{body} as JSON (no body for None)."""
     request.setResponseCode(status)
     if body is None:
         return b""
@@ -145,8 +146,10 @@ class MepEmulator:
     issuer: TokenIssuer = field(factory=TokenIssuer)
     lockout: Lockout = field(factory=Lockout)
     faults: FaultPlan = field(factory=FaultPlan)
-    requests: deque = field(factory=lambda: deque(maxlen=500))
-    notifications: list = field(factory=list)  # the notifier's deliveries, for /_emulator/state
+    requests: deque[RequestRecord] = field(factory=lambda: deque(maxlen=500))
+    notifications: list[dict[str, Any]] = field(
+        factory=list
+    )  # the notifier's deliveries, for /_emulator/state
     tokens_issued: int = 0
 
     app = Klein()
@@ -231,6 +234,7 @@ class MepEmulator:
     @app.route("/mep/token", methods=["POST"])
     @fault_point("token")
     def token(self, request: Request) -> bytes:
+        """mepauth: verify the AK/SK signature and mint a token."""
         outcome = verify_token_request(
             self.apps,
             self.lockout,
@@ -257,6 +261,7 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["POST"])
     @fault_point("register")
     def register(self, request: Request, app_id: str) -> bytes:
+        """mepserver: register a ServiceInfo."""
         self._authorize(request, app_id)
         self._uuid_path(app_id)
         record = self.registry.register(app_id, self._json_body(request))
@@ -266,18 +271,21 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
     @fault_point("discovery")
     def own_services(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app's own services (filters as discovery)."""
         self._authorize(request, app_id)
         return write_json(request, 200, self.registry.discover(_query(request), app_id))
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
     @fault_point("service")
     def one_service(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: one registered service."""
         self._authorize(request, app_id)
         return write_json(request, 200, self.registry.get(app_id, ser_id).view())
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
     @fault_point("update")
     def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: PUT a service's ServiceInfo (restores its state)."""
         self._authorize(request, app_id)
         record = self.registry.update(app_id, ser_id, self._json_body(request))
         return write_json(request, 200, record.view())
@@ -285,6 +293,7 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["DELETE"])
     @fault_point("deregister")
     def deregister(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: delete a registration."""
         self._authorize(request, app_id)
         self._uuid_path(app_id)
         self.registry.deregister(app_id, ser_id)
@@ -295,6 +304,7 @@ class MepEmulator:
     )
     @fault_point("heartbeat")
     def heartbeat(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: a liveness heartbeat (PUT; PATCH with --accept-patch)."""
         if request.method == b"PATCH" and not self.accept_patch:
             return write_json(
                 request,
@@ -308,6 +318,7 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["GET"])
     @fault_point("service")
     def liveness(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: a service's liveness state and interval."""
         self._authorize(request, app_id)
         record = self.registry.get(app_id, ser_id)
         seconds = record.last_beat
@@ -327,12 +338,14 @@ class MepEmulator:
     @app.route(f"{MGMT}/services", methods=["GET"])
     @fault_point("discovery")
     def discover(self, request: Request) -> bytes:
+        """mepserver: discovery by ser_name or the other filters."""
         self._authorize(request, None)
         return write_json(request, 200, self.registry.discover(_query(request)))
 
     @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
     @fault_point("discovery")
     def global_service(self, request: Request, ser_id: str) -> bytes:
+        """mepserver: any service by its id."""
         self._authorize(request, None)
         record = self.registry.services.get(ser_id)
         if record is None:
@@ -342,6 +355,7 @@ class MepEmulator:
     @app.route(f"{MGMT}/transports", methods=["GET"])
     @fault_point("discovery")
     def transports(self, request: Request) -> bytes:
+        """mepserver: the transports the platform offers."""
         self._authorize(request, None)
         return write_json(
             request,
@@ -411,26 +425,31 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["POST"])
     @fault_point("subscribe")
     def subscribe(self, request: Request, app_id: str) -> bytes:
+        """mepserver: create an availability subscription."""
         return self._subscribe(request, app_id, termination=False)
 
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["GET"])
     @fault_point("subscribe")
     def subscriptions(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app's availability subscriptions."""
         return self._list_subscriptions(request, app_id, termination=False)
 
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"])
     @fault_point(_subscription_kind)
     def subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
+        """mepserver: read or delete one availability subscription."""
         return self._one_subscription(request, app_id, sub_id, termination=False)
 
     @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["POST"])
     @fault_point("subscribe")
     def termination_subscribe(self, request: Request, app_id: str) -> bytes:
+        """mepserver: create an app-termination subscription."""
         return self._subscribe(request, app_id, termination=True)
 
     @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["GET"])
     @fault_point("subscribe")
     def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app's termination subscriptions."""
         return self._list_subscriptions(request, app_id, termination=True)
 
     @app.route(
@@ -438,6 +457,7 @@ class MepEmulator:
     )
     @fault_point(_subscription_kind)
     def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
+        """mepserver: read or delete one termination subscription."""
         return self._one_subscription(request, app_id, sub_id, termination=True)
 
     # -- app support ---------------------------------------------------------------------
@@ -445,6 +465,7 @@ class MepEmulator:
     @app.route(f"{SUPPORT}/applications/<app_id>/confirm_ready", methods=["POST"])
     @fault_point("confirm_ready")
     def confirm_ready(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app confirms it is READY."""
         self._authorize(request, None)  # mepserver does no app check here
         self.registry.confirm_ready(app_id, self._body(request))
         return write_json(request, 204, None)
@@ -452,6 +473,7 @@ class MepEmulator:
     @app.route(f"{SUPPORT}/applications/<app_id>/confirm_termination", methods=["POST"])
     @fault_point("confirm_termination")
     def confirm_termination(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app confirms a termination."""
         self._authorize(request, None)
         self.registry.confirm_termination(app_id, self._body(request))
         return write_json(request, 204, None)
@@ -459,6 +481,7 @@ class MepEmulator:
     @app.route(f"{SUPPORT}/timing/current_time", methods=["GET"])
     @fault_point("service")
     def current_time(self, request: Request) -> bytes:
+        """mepserver: the platform's time."""
         self._authorize(request, None)
         now = self.clock.seconds()
         return write_json(
@@ -475,6 +498,7 @@ class MepEmulator:
 
     @app.route("/_emulator/state", methods=["GET"])
     def state(self, request: Request) -> bytes:
+        """Control API: everything the emulator holds, and what it saw."""
         self.registry.check_liveness()
         return write_json(
             request,
@@ -502,6 +526,7 @@ class MepEmulator:
 
     @app.route("/_emulator/faults", methods=["POST"])
     def add_fault(self, request: Request) -> bytes:
+        """Control API: queue a fault."""
         try:
             fault, count = Fault.from_json(json.loads(read_body(request) or b"null"))
         except (ValueError, BadFault) as e:
@@ -511,11 +536,13 @@ class MepEmulator:
 
     @app.route("/_emulator/faults", methods=["DELETE"])
     def clear_faults(self, request: Request) -> bytes:
+        """Control API: forget the queued faults."""
         self.faults.clear()
         return write_json(request, 204, None)
 
     @app.route("/_emulator/settings", methods=["POST"])
     def settings(self, request: Request) -> bytes:
+        """Control API: change the token lifetime or the imposed liveness interval."""
         try:
             body = json.loads(read_body(request) or b"null")
         except ValueError:
@@ -542,6 +569,7 @@ class MepEmulator:
 
     @app.route("/_emulator/restart", methods=["POST"])
     def restart(self, request: Request) -> bytes:
+        """Control API: forget every registration and subscription."""
         self.registry.restart()
         return write_json(request, 204, None)
 
@@ -553,11 +581,13 @@ class MepEmulator:
 
     @app.route("/_emulator/unlock", methods=["POST"])
     def unlock(self, request: Request) -> bytes:
+        """Control API: lift every AK lock-out."""
         self.lockout.unlock_all()
         return write_json(request, 204, None)
 
     @app.route("/_emulator/services/<ser_id>/state", methods=["POST"])
     def force_state(self, request: Request, ser_id: str) -> bytes:
+        """Control API: force a service's state."""
         try:
             state = json.loads(read_body(request) or b"null").get("state")
         except (ValueError, AttributeError):
@@ -572,10 +602,12 @@ class MepEmulator:
 
     @app.route("/_emulator/terminate/<app_id>", methods=["POST"])
     def terminate(self, request: Request, app_id: str) -> bytes:
+        """Control API: start an app termination."""
         return write_json(request, 200, {"notified": self.registry.terminate(app_id)})
 
 
 def read_body(request: Request) -> bytes:
+    """The whole request body (the emulator trusts its loopback callers)."""
     return request.content.read() if request.content is not None else b""
 
 

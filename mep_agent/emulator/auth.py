@@ -90,12 +90,14 @@ def server_canonical_request(request_uri: str, signed: list[tuple[str, str]]) ->
 
 
 def server_signature(secret_key: str, date: str, canonical: str) -> str:
+    """mepauth's HMAC-SHA256 of the string to sign, hex."""
     hashed = hashlib.sha256(canonical.encode()).hexdigest()
     to_sign = "\n".join(("SDK-HMAC-SHA256", date, hashed))
     return hmac.new(secret_key.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def valid_sdk_date(value: str) -> bool:
+    """Whether C{value} has mepauth's x-sdk-date format."""
     match = _DATE.match(value)
     if not match:
         return False
@@ -138,6 +140,7 @@ class Lockout:
     _locked_until: dict[str, float] = field(factory=dict)
 
     def is_locked(self, access_key: str, now: float) -> bool:
+        """Whether the AK is locked now (an expired lock is lifted)."""
         until = self._locked_until.get(access_key)
         if until is None:
             return False
@@ -147,6 +150,7 @@ class Lockout:
         return True
 
     def record_failure(self, access_key: str, now: float) -> None:
+        """Count a refused signature; the third within the window locks the AK."""
         entry = self._failures.get(access_key)
         if entry is None or now - entry.window_start > LOCK_WINDOW:
             entry = self._failures[access_key] = _FailureCount(now, 0)
@@ -156,9 +160,11 @@ class Lockout:
             del self._failures[access_key]
 
     def clear(self, access_key: str) -> None:
+        """A good signature clears the AK's count."""
         self._failures.pop(access_key, None)
 
     def unlock_all(self) -> None:
+        """Lift every lock and count."""
         self._failures.clear()
         self._locked_until.clear()
 
@@ -227,6 +233,7 @@ class TokenIssuer:
         self.key = secrets.token_bytes(32)
 
     def mint(self, app_instance_id: str, now: float, lifetime: int) -> str:
+        """A new token for the app, valid for C{lifetime} seconds."""
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {
             "exp": int(now) + lifetime,
@@ -240,6 +247,7 @@ class TokenIssuer:
         return f"{header}.{payload}.{_b64(signature)}"
 
     def check(self, authorization: str | None, now: float) -> TokenCheck:
+        """Kong's verdict on an Authorization header."""
         match = re.match(r"\s*[Bb]earer\s+(.+)", authorization or "")
         if not match:
             return TokenCheck(401, {"message": "Unauthorized"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from typing import Any, cast
 
 from attrs import frozen
 from cryptography import x509
@@ -148,8 +149,7 @@ def server_options(
         kwargs["insecurelyLowerMinimumTo"] = minimum_tls
     else:
         kwargs["raiseMinimumTo"] = minimum_tls
-    return CertificateOptions(
-        privateKey=key,  # cryptography objects: pyOpenSSL's own types are deprecated
-        certificate=certificate,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    # cryptography's objects: pyOpenSSL's own types are deprecated there, though
+    # Twisted's annotations still name them.
+    options: Any = CertificateOptions
+    return cast(CertificateOptions, options(privateKey=key, certificate=certificate, **kwargs))

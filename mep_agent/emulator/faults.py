@@ -106,9 +106,9 @@ class FaultPlan:
     def take(self, kind: str) -> Fault | None:
         """The fault for a request of C{kind}, used up by this request; None if none."""
         for entry in self._queue:
-            fault, remaining = entry
+            fault: Fault = entry[0]
             if fault.kind in (kind, "any"):
-                entry[1] = remaining - 1
+                entry[1] -= 1
                 if entry[1] == 0:
                     self._queue.remove(entry)
                 return fault

@@ -26,7 +26,7 @@ class InMemoryMep:
     clock: Clock
     emulator: MepEmulator
     notifier: Notifier
-    http: StubTreq  # a treq-like client for tests' own requests
+    http: Any  # a StubTreq; its treq functions are set at run time, unknown to mypy
     agent: RequestTraversalAgent  # the IAgent the agent's MEP client is built over
 
     @classmethod

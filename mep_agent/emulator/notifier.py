@@ -26,6 +26,7 @@ class Notifier:
     delivered: list[dict[str, Any]] = field(factory=list)
 
     def __call__(self, notification: Notification) -> None:
+        """Deliver one notification (never waits; the outcome is recorded)."""
         entry: dict[str, Any] = {
             "callback": notification.callback,
             "body": notification.body,

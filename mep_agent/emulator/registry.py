@@ -35,12 +35,16 @@ def suspension_grace(interval: int) -> int:
 
 @frozen
 class Notification:
+    """A notification to POST to a callback."""
+
     callback: str
     body: dict[str, Any]
 
 
 @define
 class ServiceRecord:
+    """One registered service instance with its liveness state."""
+
     ser_instance_id: str
     app_instance_id: str
     body: dict[str, Any]
@@ -51,6 +55,7 @@ class ServiceRecord:
 
     @property
     def liveness_path(self) -> str:
+        """The liveness link mepserver answers."""
         return (
             f"{MGMT}/applications/{self.app_instance_id}/services/{self.ser_instance_id}/liveness"
         )
@@ -70,12 +75,15 @@ class ServiceRecord:
 
 @define
 class SubscriptionRecord:
+    """One subscription (availability or termination)."""
+
     subscription_id: str
     app_instance_id: str
     body: dict[str, Any]
 
     @property
     def href(self) -> str:
+        """The subscription's link, as mepserver answers it."""
         kind = "mec_app_support" if self.is_termination else "mec_service_mgmt"
         return (
             f"/{kind}/v1/applications/{self.app_instance_id}/subscriptions/{self.subscription_id}"
@@ -83,9 +91,11 @@ class SubscriptionRecord:
 
     @property
     def is_termination(self) -> bool:
+        """Whether this is an app-termination subscription."""
         return self.body.get("subscriptionType") == "AppTerminationNotificationSubscription"
 
     def matches(self, record: ServiceRecord) -> bool:
+        """Whether a change to C{record} concerns this subscription."""
         criteria = self.body.get("filteringCriteria") or {}
         states = criteria.get("states") or []
         if states and record.state not in states:
@@ -105,6 +115,8 @@ class SubscriptionRecord:
 
 @define
 class Registry:
+    """mepserver's registry: services, liveness, subscriptions, notifications."""
+
     clock: IReactorTime
     notify: Callable[[Notification], None]
     liveness_interval: int | None = 60  # None: keep the interval the app asked for
@@ -117,6 +129,7 @@ class Registry:
     # -- services ------------------------------------------------------------------------
 
     def register(self, app_id: str, body: Any) -> ServiceRecord:
+        """Validate and store a registration; notify subscribers."""
         body = rules.service_info(body)
         if sum(1 for s in self.services.values() if s.app_instance_id == app_id) >= SERVICES_MAX:
             raise Rejected(12, "Bad Request", "registered services have achieve the limit")
@@ -149,6 +162,7 @@ class Registry:
         return record
 
     def get(self, app_id: str, ser_instance_id: str) -> ServiceRecord:
+        """The app's service C{ser_instance_id}, or mepserver's 404."""
         return self._own(app_id, ser_instance_id, "service instance id not found")
 
     def update(self, app_id: str, ser_instance_id: str, body: Any) -> ServiceRecord:
@@ -162,6 +176,7 @@ class Registry:
         return record
 
     def heartbeat(self, app_id: str, ser_instance_id: str, raw: bytes) -> None:
+        """A liveness heartbeat: revives a SUSPENDED service; 404/409 as mepserver."""
         if not SERVICE_ID.search(ser_instance_id):
             raise Rejected(1, "Bad Request", "Invalid service ID")
         if not raw.strip():
@@ -184,6 +199,7 @@ class Registry:
             self._changed(record, "ATTRIBUTES_CHANGED")
 
     def deregister(self, app_id: str, ser_instance_id: str) -> None:
+        """Remove a registration; notify subscribers."""
         record = self._own(app_id, ser_instance_id, "find service failed")
         del self.services[ser_instance_id]
         self._changed(record, "REMOVED")
@@ -205,7 +221,9 @@ class Registry:
                     record.state = "SUSPENDED"
                     self._changed(record, "ATTRIBUTES_CHANGED")
 
-    def discover(self, query: dict[str, list[str]], app_id: str | None = None) -> list[dict]:
+    def discover(
+        self, query: dict[str, list[str]], app_id: str | None = None
+    ) -> list[dict[str, Any]]:
         """GET .../services: by ser_name, or the OR of the other filters."""
         candidates = [
             s for s in self.services.values() if app_id is None or s.app_instance_id == app_id
@@ -245,6 +263,7 @@ class Registry:
     # -- subscriptions -------------------------------------------------------------------
 
     def subscribe(self, app_id: str, body: Any, termination: bool = False) -> SubscriptionRecord:
+        """Validate and store a subscription."""
         body = rules.subscription(body)
         if (body["subscriptionType"] == "AppTerminationNotificationSubscription") != termination:
             raise rules.invalid("subscriptionType")
@@ -260,6 +279,7 @@ class Registry:
     def subscription(
         self, app_id: str, subscription_id: str, termination: bool = False
     ) -> SubscriptionRecord:
+        """One of the app's subscriptions, or mepserver's 404."""
         record = self.subscriptions.get(subscription_id)
         if (
             record is None
@@ -270,12 +290,14 @@ class Registry:
         return record
 
     def unsubscribe(self, app_id: str, subscription_id: str, termination: bool = False) -> None:
+        """Delete one of the app's subscriptions."""
         record = self.subscription(app_id, subscription_id, termination)
         del self.subscriptions[record.subscription_id]
 
     def app_subscriptions(
         self, app_id: str, termination: bool = False
     ) -> list[SubscriptionRecord]:
+        """The app's subscriptions of one kind."""
         return [
             s
             for s in self.subscriptions.values()
@@ -285,6 +307,7 @@ class Registry:
     # -- app support ---------------------------------------------------------------------
 
     def confirm_ready(self, app_id: str, raw: bytes) -> None:
+        """Record the app's READY indication."""
         try:
             body = json.loads(raw)
         except ValueError:
@@ -318,6 +341,7 @@ class Registry:
         return sent
 
     def confirm_termination(self, app_id: str, raw: bytes) -> None:
+        """Record the app's termination confirmation."""
         if app_id not in self.terminating:
             raise Rejected(18, "Conflict", "no termination is going on")
         try:

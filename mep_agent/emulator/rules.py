@@ -12,7 +12,7 @@ agent is tested against, so the two must not share the code that could be wrong 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 SER_NAME = re.compile(r"^[a-zA-Z0-9]*$|^[a-zA-Z0-9][a-zA-Z0-9_-]*[a-zA-Z0-9]$")
 ID = re.compile(r"^[A-Za-z0-9-]+$")
@@ -48,15 +48,17 @@ class Rejected(Exception):
 
 
 def type_error(field: str) -> Rejected:
+    """mepserver's answer to a field of the wrong type (status 4)."""
     return Rejected(4, "Bad Request", f"unmarshal request body error: {field}")
 
 
 def invalid(field: str) -> Rejected:
+    """mepserver's answer to a field breaking a rule (status 14)."""
     return Rejected(14, "Bad Request", f"request param validation failed: {field}")
 
 
 def _str(
-    obj: dict,
+    obj: dict[str, Any],
     key: str,
     where: str,
     max_len: int | None = None,
@@ -83,7 +85,7 @@ def _str(
         raise invalid(f"{where}{key} oneof")
 
 
-def _object(obj: dict, key: str, where: str) -> dict | None:
+def _object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
     value = obj.get(key)
     if value is None:
         return None
@@ -92,7 +94,7 @@ def _object(obj: dict, key: str, where: str) -> dict | None:
     return value
 
 
-def _list(obj: dict, key: str, where: str) -> list:
+def _list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
     value = obj.get(key)
     if value is None:
         return []
@@ -110,7 +112,7 @@ def is_uri(value: Any) -> bool:
     )
 
 
-def _category(cat: dict, where: str) -> None:
+def _category(cat: dict[str, Any], where: str) -> None:
     if cat.get("href") not in (None, "") and not is_uri(cat.get("href")):
         raise invalid(f"{where}href uri")
     _str(cat, "id", where, 64, ID)
@@ -118,7 +120,7 @@ def _category(cat: dict, where: str) -> None:
     _str(cat, "version", where, 32)
 
 
-def service_info(body: Any) -> dict:
+def service_info(body: Any) -> dict[str, Any]:
     """Validate a registration body; return it with mepserver's defaults applied."""
     if not isinstance(body, dict):
         raise Rejected(1, "Bad Request", "check Param failed")
@@ -171,10 +173,10 @@ def service_info(body: Any) -> dict:
             token_endpoint = oauth.get("tokenEndpoint")
             if token_endpoint not in (None, "") and not is_uri(token_endpoint):
                 raise invalid("oAuth2Info.tokenEndpoint uri")
-    return body
+    return cast(dict[str, Any], body)
 
 
-def subscription(body: Any) -> dict:
+def subscription(body: Any) -> dict[str, Any]:
     """Validate a SerAvailabilityNotificationSubscription body."""
     if not isinstance(body, dict):
         raise Rejected(1, "Bad Request", "check Param failed")

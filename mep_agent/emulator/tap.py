@@ -40,10 +40,10 @@ class Options(usage.Options):
         "for development and tests, with fault injection under /_emulator. "
         "Listens on 127.0.0.1 only."
     )
-    optFlags = [  # noqa: RUF012 (twisted.python.usage's name)
+    optFlags = [
         ["accept-patch", None, "Accept PATCH on liveness links (ETSI) besides PUT."],
     ]
-    optParameters = [  # noqa: RUF012
+    optParameters = [
         [
             "port",
             None,
