@@ -7,6 +7,7 @@ lifetimes, and against callers that send odd requests. Clock + in-memory emulato
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -511,3 +512,101 @@ class MepErrorClassificationTests(SynchronousTestCase):
         self.assertEqual(MepError("token", 401, "bad").verdict, Verdict.CREDENTIALS_REFUSED)
         self.assertEqual(MepError("token", 400, "bad").verdict, Verdict.REFUSED)
         self.assertEqual(MepError("discovery", 302, "r").verdict, Verdict.UNEXPECTED)
+
+
+class FaultRunTests(HardeningTestCase):
+    """The fault runs of docs/reliability.md that a Clock can drive."""
+
+    def test_mep_down_at_start(self) -> None:
+        """Every connection dropped for minutes: nothing gives up; all registered after."""
+        self.fault(kind="any", drop=True, count=10)  # 10 attempts: about 4 minutes
+        self.build(tuple(spec(f"s{i}") for i in range(5)))
+        self.start()
+        self.advance(600, step=5)
+        self.assertEqual(len(self.registry.services), 5)
+        self.assertTrue(all(s.healthy for s in self.registrar.states.values()))
+
+    def test_restart_storm(self) -> None:
+        """Ten MEP restarts in a row: every service back once, no duplicate."""
+        self.build(tuple(spec(f"s{i}") for i in range(5)))
+        self.start()
+        for _ in range(10):
+            self.registry.restart()
+            self.advance(46)
+        names = sorted(s.body["serName"] for s in self.registry.services.values())
+        self.assertEqual(names, [f"s{i}" for i in range(5)])
+
+    def test_stop_bounded_in_every_state(self) -> None:
+        """A stop ends within --shutdown-timeout whatever the MEP and the token are doing."""
+        setups = {
+            "no token yet (MEP down)": {"kind": "token", "drop": True, "count": 1000},
+            "token refused": {"kind": "token", "status": 401, "count": 1000},
+            "registering (refused)": {"kind": "register", "status": 400, "count": 1000},
+            "deregistration hangs": {"kind": "deregister", "delay": 1000, "count": 1000},
+            "MEP answers 503": {"kind": "any", "status": 503, "count": 1000},
+        }
+        for name, fault in setups.items():
+            self.mep = type(self.mep).create()
+            self.clock, self.emulator = self.mep.clock, self.mep.emulator
+            self.registry = self.emulator.registry
+            if fault["kind"] != "deregister":
+                self.fault(**fault)
+            self.build(tuple(spec(f"s{i}") for i in range(3)))
+            self.start()
+            self.advance(5)
+            if fault["kind"] == "deregister":
+                self.fault(**fault)
+            stopped = self.registrar.stopService()
+            self.advance(5)  # the default --shutdown-timeout
+            outcome = self.successResultOf(stopped)  # fired: the stop was bounded
+            if name == "deregistration hangs":
+                self.assertEqual(outcome, [False, False, False], name)
+            self.tokens.stopService()
+
+
+class HostileInputTests(HardeningTestCase):
+    """Random requests to both listeners: always JSON, never a 500 (counted in the docs)."""
+
+    def test_random_requests_never_500(self) -> None:
+        """300 random paths, methods, hosts and bodies per listener: no 500, no traceback."""
+        rng = random.Random(7)
+        alphabet = [
+            "a",
+            "/",
+            "//",
+            "%",
+            "%2F",
+            "..",
+            "?",
+            "&",
+            "=",
+            "é",
+            "\x00",
+            " ",
+            "v1",
+            "mep-agent",
+            "token",
+            "endpoint",
+            "notifications",
+            "#",
+            ";",
+            "~",
+        ]
+        self.build((spec("httpbin"),))
+        self.start()
+        outcomes: dict[int, int] = {}
+        for stub in (self.api, self.ops):
+            for _ in range(300):
+                path = "/" + "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 8)))
+                method = rng.choice(["GET", "POST", "PUT", "DELETE", "PATCH"])
+                body = rng.choice([b"", b"{", b"[]", b"null", b"[" * 50, b'{"a":1}'])
+                host = rng.choice(["127.0.0.1", "a..b", "", "x" * 300, "[::1"])
+                response, raw = self.request(
+                    stub, method, path.replace("\x00", "%00"), data=body, headers={"Host": host}
+                )
+                outcomes[response.code] = outcomes.get(response.code, 0) + 1
+                self.assertLess(response.code, 500, (method, path, host))
+                if raw:
+                    json.loads(raw)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(sum(outcomes.values()), 600)

@@ -1,0 +1,326 @@
+"""
+Soak: a real `twistd mep-agent` with 50 services against `twistd mep-emulator` on
+127.0.0.1 for a fixed time, with MEP restarts, key rotations and random failures injected
+through the emulator's control API, while the application API is polled with deadlines.
+Run by hand (not in CI); bounded in time; it ends only the processes it started.
+
+    .venv/bin/python benchmarks/soak.py [--minutes 10] [--out soak.json]
+
+Reports resident memory and open descriptors of the agent over time (growth from the first
+sample after start-up), application requests that missed their deadline, 5xx answers of
+/token while a token should be valid, services the MEP suspended, and the stop at the end
+(exit status, time, registrations left). Writes JSON and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import yaml
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVICES = 50
+TOKEN_DEADLINE = 1.0  # /token never waits for the MEP
+ENDPOINT_DEADLINE = 10.0 + 1.0 + 1.0  # --request-timeout + the agent's margin + slack
+
+# (weight, description, fault or control call): one is drawn every --fault-every seconds.
+FAULTS: list[tuple[int, str, Any]] = [
+    (3, "heartbeat 503 x50", {"kind": "heartbeat", "status": 503, "count": 50}),
+    (2, "token 500 x5", {"kind": "token", "status": 500, "count": 5}),
+    (2, "discovery slow 20 s", {"kind": "discovery", "delay": 20, "count": 3}),
+    (2, "dropped connections x20", {"kind": "any", "drop": True, "count": 20}),
+    (
+        1,
+        "discovery gzip bomb",
+        {
+            "kind": "discovery",
+            "status": 200,
+            "gzip": True,
+            "raw": "[" + " " * (8 * 1024 * 1024) + "]",
+        },
+    ),
+    (
+        1,
+        "discovery redirect",
+        {
+            "kind": "discovery",
+            "status": 302,
+            "raw": "",
+            "headers": {"Location": "http://127.0.0.1:9/x"},
+        },
+    ),
+    (2, "MEP restart (registrations lost)", "restart"),
+    (2, "key rotation (tokens refused)", "rotate-key"),
+]
+
+
+def request(
+    port: int, method: str, path: str, body: Any = None, timeout: float = 30, tls: bool = False
+) -> tuple[int, bytes]:
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=timeout, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class Process:
+    """A twistd child whose output is collected by a thread; ended only by us, by PID."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
+        self.output = b""
+        self.proc = subprocess.Popen(
+            [sys.executable, TWISTD, "-n", "--pidfile=", *args],
+            cwd=cwd,
+            env=dict(env, PYTHONPATH=CHECKOUT),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output += line
+
+    def wait_for(self, pattern: bytes, timeout: float = 30) -> re.Match[bytes]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.output)
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise SystemExit(f"soak: {pattern!r} not seen:\n{self.output.decode()[-2000:]}")
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def resources(pid: int) -> tuple[float, int]:
+    """(resident MiB, open descriptors) of a process."""
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--fault-every", type=float, default=20)
+    parser.add_argument("--out", default="soak.json")
+    parser.add_argument("--seed", type=int, default=1)
+    options = parser.parse_args()
+    rng = random.Random(options.seed)
+    work = tempfile.mkdtemp(prefix="mep-soak-")
+    conf = os.path.join(work, "conf")
+    os.makedirs(conf)
+    services = [
+        {
+            "serName": f"svc{i}",
+            "version": "1.0",
+            "state": "ACTIVE",
+            "serializer": "JSON",
+            "livenessInterval": 60,
+            "transportInfo": {
+                "id": f"t{i}",
+                "name": f"svc{i}",
+                "type": "REST_HTTP",
+                "protocol": "HTTP",
+                "version": "1.1",
+                "endpoint": {"uris": [f"http://svc{i}.local:80/"]},
+            },
+        }
+        for i in range(SERVICES)
+    ]
+    with open(os.path.join(conf, "app_instance_info.yaml"), "w") as f:
+        yaml.safe_dump({"serviceInfoPosts": services}, f)
+
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    emulator = Process(
+        [
+            "mep-emulator",
+            "--port",
+            "auto",
+            "--http-port",
+            "auto",
+            "--cert-dir",
+            os.path.join(work, "mep"),
+            "--liveness-interval",
+            "4",
+            "--token-lifetime",
+            "120",
+        ],
+        base,
+        work,
+    )
+    agent: Process | None = None
+    report: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "minutes": options.minutes,
+        "faults": [],
+        "samples": [],
+    }
+    try:
+        https = int(emulator.wait_for(rb"serving https://127.0.0.1:(\d+)").group(1))
+        control = int(emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
+        env = dict(base)
+        with open(os.path.join(work, "mep", "agent.env")) as f:
+            for line in f:
+                key, _, value = line.removeprefix("export ").strip().partition("=")
+                env[key] = value
+        env.update(
+            MEP_AGENT_CONF_DIR=conf,
+            MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",
+            MEP_AGENT_OPS_LISTEN="tcp:0:interface=127.0.0.1",
+        )
+        agent = Process(["mep-agent"], env, work)
+        api = int(agent.wait_for(rb"--listen listening on [0-9.]+:(\d+)").group(1))
+        ops = int(agent.wait_for(rb"--ops-listen listening on [0-9.]+:(\d+)").group(1))
+        agent.wait_for(rb"confirmed READY", timeout=60)
+        del https
+
+        end = time.monotonic() + options.minutes * 60
+        next_fault = time.monotonic() + options.fault_every
+        next_sample = time.monotonic()
+        polls = misses = token_5xx = suspended_samples = 0
+        latencies: dict[str, list[float]] = {"token": [], "endpoint": []}
+        weights = [w for w, _, _ in FAULTS]
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_fault:
+                _, name, fault = rng.choices(FAULTS, weights)[0]
+                if isinstance(fault, str):
+                    request(control, "POST", f"/_emulator/{fault}")
+                else:
+                    request(control, "POST", "/_emulator/faults", fault)
+                report["faults"].append({"at": round(end - now), "fault": name})
+                next_fault = now + options.fault_every
+            if now >= next_sample:
+                rss, fds = resources(agent.proc.pid)
+                _, raw = request(control, "GET", "/_emulator/state")
+                state = json.loads(raw)
+                suspended = sum(s["state"] == "SUSPENDED" for s in state["services"])
+                suspended_samples += bool(suspended)
+                report["samples"].append(
+                    {
+                        "rss_mib": round(rss, 1),
+                        "fds": fds,
+                        "registered": len(state["services"]),
+                        "suspended": suspended,
+                    }
+                )
+                next_sample = now + 10
+            for kind, path, deadline in (
+                ("token", "/mep-agent/v1/token", TOKEN_DEADLINE),
+                (
+                    "endpoint",
+                    f"/mep-agent/v1/endpoint/svc{rng.randrange(SERVICES)}",
+                    ENDPOINT_DEADLINE,
+                ),
+            ):
+                started = time.monotonic()
+                try:
+                    status, _ = request(api, "GET", path, timeout=deadline + 5)
+                except OSError:
+                    status = 0
+                took = time.monotonic() - started
+                polls += 1
+                latencies[kind].append(took)
+                if took > deadline or status == 0 or status == 500:
+                    misses += 1
+                if kind == "token" and status >= 500 and status != 503:
+                    token_5xx += 1
+            time.sleep(0.5)
+
+        livez, _ = request(ops, "GET", "/livez")
+        started = time.monotonic()
+        os.kill(agent.proc.pid, signal.SIGTERM)
+        code = agent.proc.wait(30)
+        stop_seconds = time.monotonic() - started
+        _, raw = request(control, "GET", "/_emulator/state")
+        left = len(json.loads(raw)["services"])
+        first, last = report["samples"][1], report["samples"][-1]
+        report.update(
+            livez_at_end=livez,
+            polls=polls,
+            deadline_misses=misses,
+            token_unexpected_5xx=token_5xx,
+            samples_with_suspended_services=suspended_samples,
+            rss_growth_mib=round(last["rss_mib"] - first["rss_mib"], 1),
+            fd_growth=last["fds"] - first["fds"],
+            max_rss_mib=max(s["rss_mib"] for s in report["samples"]),
+            token_p99_ms=round(
+                sorted(latencies["token"])[int(len(latencies["token"]) * 0.99)] * 1000, 2
+            ),
+            endpoint_max_s=round(max(latencies["endpoint"]), 2),
+            stop_exit_status=code,
+            stop_seconds=round(stop_seconds, 2),
+            registrations_left=left,
+            tracebacks_in_agent_log=agent.output.count(b"Traceback"),
+            unhandled_errors_in_agent_log=agent.output.count(b"Unhandled"),
+        )
+    finally:
+        if agent is not None:
+            agent.end()
+        emulator.end()
+    with open(options.out, "w") as f:
+        json.dump(report, f, indent=2)
+    keys = (
+        "minutes",
+        "livez_at_end",
+        "polls",
+        "deadline_misses",
+        "token_unexpected_5xx",
+        "samples_with_suspended_services",
+        "rss_growth_mib",
+        "max_rss_mib",
+        "fd_growth",
+        "token_p99_ms",
+        "endpoint_max_s",
+        "stop_exit_status",
+        "stop_seconds",
+        "registrations_left",
+        "tracebacks_in_agent_log",
+        "unhandled_errors_in_agent_log",
+    )
+    print("| measure | value |\n| --- | --- |")
+    for key in keys:
+        print(f"| {key} | {report.get(key)} |")
+    print(f"| faults injected | {len(report['faults'])} |")
+
+
+if __name__ == "__main__":
+    main()
