@@ -5,6 +5,7 @@ to the constructor of the one that needs it, and the reactor comes from the call
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -19,7 +20,7 @@ from .config import AgentConfig
 from .discovery import DiscoveryCache, MepDiscovery
 from .http import mep_http_client, pooled_agent
 from .listeners import Listener
-from .mep import MepClient
+from .mep import MepClient, Token
 from .metrics import AgentCollector, MepObserver
 from .oneshot import OneShot
 from .ops import OpsAPI
@@ -64,6 +65,19 @@ class AgentService(MultiService):
         await self.pool.closeCachedConnections()
 
 
+def token_source(cfg: AgentConfig, mep: MepClient) -> Callable[[], Awaitable[Token]]:
+    """Where the token comes from, for --auth."""
+    if cfg.auth == "oauth2":
+        return mep.fetch_oauth2_token
+    if cfg.auth == "none":
+
+        async def no_token() -> Token:
+            return mep.no_token()
+
+        return no_token
+    return mep.fetch_token
+
+
 def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) -> AgentService:
     """
     Every service of the agent for C{cfg}.
@@ -75,7 +89,7 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
     policy = None
     if cfg.protocol == "https":
         assert cfg.ca_cert_domain_name is not None
-        policy = tls.client_policy(cfg.ca_pems, cfg.ca_cert_domain_name, cfg.ciphers)
+        policy = tls.client_policy(cfg.ca_pems, cfg.ca_cert_domain_name, cfg.ciphers, cfg.mep_host)
     metrics = CollectorRegistry()
     agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
     mep = MepClient(
@@ -87,8 +101,11 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
         cfg.request_timeout,
         observe=MepObserver(metrics),
         max_body=cfg.max_response_bytes,
+        api_root=cfg.api_root,
+        links_under_root=cfg.dialect.links_under_root,
+        heartbeat_method=cfg.heartbeat_method,
     )
-    tokens = TokenKeeper(mep, reactor)
+    tokens = TokenKeeper(token_source(cfg, mep), reactor)
     subscriber = Subscriber(
         mep,
         tokens,
@@ -106,13 +123,12 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
         cfg.app.services,
         request_timeout=cfg.request_timeout,
         shutdown_timeout=cfg.shutdown_timeout,
-        heartbeat_method=cfg.heartbeat_method,
         confirm_ready=cfg.confirm_ready,
         deregister_on_stop=cfg.enable_wait,
         on_data_loss=subscriber.check_now,
     )
     discovery = DiscoveryCache(
-        MepDiscovery(tokens, mep, cfg.request_timeout),
+        MepDiscovery(tokens, mep, cfg.request_timeout, cfg.discovery_ttl, reactor),
         reactor,
         cfg.discovery_ttl,
         cfg.discovery_stale,
@@ -123,7 +139,7 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
     root = AgentService(pool)
     root.add_stage(tokens, discovery)
     root.add_stage(registrar, subscriber)
-    api = AgentAPI(tokens, discovery, reactor, cfg.api_token)
+    api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
     front: list[IService] = [
         Listener.from_description(reactor, cfg.listen, serve(api.resource(), reactor), "--listen")
     ]

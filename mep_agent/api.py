@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import hmac
 import math
-import re
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from .dialect import EDGEGALLERY, Dialect
 from .discovery import DiscoveryCache
 from .errors import ApiProblem
 from .jsonweb import JSONGuard, query_flag, respond, strict_routes
-from .model import SER_NAME_PATTERN
 from .secret import Secret
 from .token import TokenKeeper
-
-_SER_NAME = re.compile(SER_NAME_PATTERN)
 
 
 class Unauthorized(ApiProblem):
@@ -45,12 +42,8 @@ class Unauthorized(ApiProblem):
 class BadServiceName(ApiProblem):
     """A name the MEP's serName rules forbid: never sent to the MEP."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            400,
-            "invalid service name: up to 128 letters, digits, '_' or '-' (not first or last)",
-            serName=name[:140],
-        )
+    def __init__(self, name: str, rule: str) -> None:
+        super().__init__(400, f"invalid service name: {rule}", serName=name[:140])
 
 
 class ServiceNotFound(ApiProblem):
@@ -75,7 +68,9 @@ class AgentAPI:
         discovery: DiscoveryCache,
         clock: IReactorTime,
         api_token: Secret | None = None,
+        dialect: Dialect = EDGEGALLERY,
     ) -> None:
+        self._dialect = dialect
         self._tokens = tokens
         self._discovery = discovery
         self._clock = clock
@@ -113,8 +108,8 @@ class AgentAPI:
     async def endpoint(self, request: IRequest, ser_name: str) -> bytes:
         """The endpoint of the first ACTIVE instance of C{ser_name} (or every instance)."""
         self._authorize(request)
-        if not ser_name or len(ser_name) > 128 or not _SER_NAME.fullmatch(ser_name):
-            raise BadServiceName(ser_name)
+        if not self._dialect.valid_discovery_name(ser_name):
+            raise BadServiceName(ser_name, self._dialect.discovery_name_rule)
         lookup = await self._discovery.lookup(ser_name)
         headers = {"Age": str(int(lookup.age)), "X_Cache": lookup.source.value.upper()}
         instances = lookup.instances or ()

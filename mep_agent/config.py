@@ -17,6 +17,7 @@ from typing import Any
 from attrs import frozen
 
 from . import model, tls
+from .dialect import DIALECTS, EDGEGALLERY, Dialect
 from .errors import ConfigError
 from .secret import Secret
 from .settings import BY_KEY, Setting
@@ -29,21 +30,36 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
+_API_ROOT = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+
+
+@frozen
+class OAuth2Client:
+    """RFC 6749 client credentials: where to ask, and who asks (secrets redacted)."""
+
+    token_url: str
+    client_id: Secret
+    client_secret: Secret
+    scope: str | None = None
 
 
 @frozen
 class Credentials:
     """What identifies this app to the MEP; every field prints as <redacted>."""
 
-    access_key: Secret
-    secret_key: Secret
+    access_key: Secret | None
+    secret_key: Secret | None
     app_instance_id: Secret
+    oauth2: OAuth2Client | None = None
 
     def all(self) -> tuple[Secret, ...]:
         """Every secret, for redaction."""
-        return (self.access_key, self.secret_key, self.app_instance_id)
+        secrets = [self.access_key, self.secret_key, self.app_instance_id]
+        if self.oauth2 is not None:
+            secrets += [self.oauth2.client_id, self.oauth2.client_secret]
+        return tuple(s for s in secrets if s is not None)
 
 
 @frozen
@@ -65,8 +81,11 @@ class AgentConfig:
     app_instance_info_path: str
     ops_listen: str | None = None
     api_token: Secret | None = None
-    heartbeat_method: str = "PUT"
+    heartbeat_method: str = "auto"
     confirm_ready: bool = True
+    dialect: Dialect = EDGEGALLERY
+    api_root: str = "/mep"
+    auth: str = "aksk"
     notify_url: str | None = None
     discovery_ttl: float = 30.0
     discovery_stale: float = 300.0
@@ -102,6 +121,12 @@ class AgentConfig:
             "ops_listen": self.ops_listen,
             "api_token": self.api_token is not None,
             "request_timeout": self.request_timeout,
+            "dialect": self.dialect.name,
+            "api_root": self.api_root,
+            "auth": self.auth,
+            "oauth2_token_url": self.credentials.oauth2.token_url
+            if self.credentials.oauth2
+            else None,
             "heartbeat_method": self.heartbeat_method,
             "confirm_ready": self.confirm_ready,
             "notify_url": self.notify_url,
@@ -286,10 +311,43 @@ def load(
     """Build the agent's configuration; raise ConfigError on the first problem found."""
     r = _Resolver(cli, environ, read_file)
 
+    dialect_text, where = r.get("dialect")
+    dialect = DIALECTS.get((dialect_text or "").lower())
+    if dialect is None:
+        raise ConfigError(where, f"{dialect_text!r} must be edgegallery or etsi")
+    api_root, where = r.get("api_root")
+    api_root = (api_root or "").rstrip("/")
+    if api_root and not _API_ROOT.fullmatch(api_root):
+        raise ConfigError(where, f"{api_root[:60]!r} must be a path such as /mep (or empty)")
+    token_url, token_url_where = r.get("oauth2_token_url")
+    if token_url and not _HTTP_URL.fullmatch(token_url):
+        raise ConfigError(token_url_where, f"{token_url[:60]!r} must be an http(s) URL")
+    auth, where = r.get("auth")
+    auth = (auth or dialect.default_auth(token_url)).lower()
+    if auth not in ("aksk", "oauth2", "none"):
+        raise ConfigError(where, f"{auth[:20]!r} must be aksk, oauth2 or none")
+
+    oauth2 = None
+    if auth == "oauth2":
+        if not token_url:
+            raise ConfigError(token_url_where, "missing or empty (required with --auth oauth2)")
+        client_id, source = r.secret("oauth2_client_id")
+        if not client_id:
+            raise ConfigError(source, "missing or empty (required with --auth oauth2)")
+        client_secret, source = r.secret("oauth2_client_secret")
+        if not client_secret:
+            raise ConfigError(source, "missing or empty (required with --auth oauth2)")
+        scope, _ = r.get("oauth2_scope")
+        oauth2 = OAuth2Client(token_url, Secret(client_id), Secret(client_secret), scope)
+    access_key = secret_key = None
+    if auth == "aksk":
+        access_key = _secret(r, "ak", _ACCESS_KEY, "20 characters of A-Z a-z 0-9 _ + / =")
+        secret_key = _secret(r, "sk", _SECRET_KEY, "64 characters of A-Z a-z 0-9 _ + / =")
     credentials = Credentials(
-        _secret(r, "ak", _ACCESS_KEY, "20 characters of A-Z a-z 0-9 _ + / ="),
-        _secret(r, "sk", _SECRET_KEY, "64 characters of A-Z a-z 0-9 _ + / ="),
+        access_key,
+        secret_key,
         _secret(r, "app_instance_id", _UUID, "a lower-case UUID"),
+        oauth2,
     )
 
     mep_ip, where = r.get("mep_ip")
@@ -350,8 +408,9 @@ def load(
             raise ConfigError(where, f"{token_path} must hold a token of 16 characters or more")
         api_token = Secret(text)
     method, where = r.get("heartbeat_method")
-    if (method or "").upper() not in ("PUT", "PATCH"):
-        raise ConfigError(where, f"{method!r} must be PUT or PATCH")
+    method = (method or "auto").upper() if (method or "").lower() != "auto" else "auto"
+    if method not in ("auto", "PUT", "PATCH"):
+        raise ConfigError(where, f"{method!r} must be auto, PUT or PATCH")
     confirm_text, where_confirm = r.get("confirm_ready")
     confirm_ready = parse_bool(confirm_text or "", where_confirm)
     notify_url, where = r.get("notify_url")
@@ -364,7 +423,7 @@ def load(
 
     info_path, where, _ = _file_path(r, "app_instance_info", conf_dir or ".")
     info_text = r.read(where, info_path).decode("utf-8", "replace")
-    app = model.parse_app_instance_info(info_path, info_text)
+    app = model.parse_app_instance_info(info_path, info_text, dialect.etsi_validation)
 
     return AgentConfig(
         mep_host=mep_host,
@@ -382,8 +441,11 @@ def load(
         app_instance_info_path=info_path,
         ops_listen=None if ops_listen.lower() == "none" else ops_listen,
         api_token=api_token,
-        heartbeat_method=(method or "PUT").upper(),
+        heartbeat_method=method,
         confirm_ready=confirm_ready,
+        dialect=dialect,
+        api_root=api_root,
+        auth=auth,
         notify_url=notify_url,
         discovery_ttl=seconds("discovery_ttl", 0, 86400),
         discovery_stale=seconds("discovery_stale", 0, 86400),

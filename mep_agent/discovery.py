@@ -13,8 +13,9 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -79,19 +80,56 @@ class _Entry:
 
 
 class MepDiscovery:
-    """The cache's source: a discovery request to the MEP with the agent's token."""
+    """
+    The cache's source: a discovery request to the MEP with the agent's token. A service
+    that gives only a C{transportId} gets its endpoint from the platform's transports
+    (C{GET …/transports}, kept for C{transports_ttl} seconds).
+    """
 
-    def __init__(self, tokens: TokenKeeper, mep: MepClient, timeout: float) -> None:
+    def __init__(
+        self,
+        tokens: TokenKeeper,
+        mep: MepClient,
+        timeout: float,
+        transports_ttl: float = 30.0,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self._tokens = tokens
         self._mep = mep
         self._timeout = timeout
+        self._transports_ttl = transports_ttl
+        self._clock = clock
+        self._transports: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     async def __call__(self, name: str) -> Discovered:
         """Ask the MEP; L{TokenUnavailable} at once when there is no valid token."""
         self._tokens.require()  # 412/503 at once rather than a wait for a token
-        return await self._tokens.with_token(
+        answer = await self._tokens.with_token(
             lambda token: self._mep.discover(token, name), self._timeout
         )
+        if answer.instances is None or not any(
+            i.transport_id and not i.endpoint for i in answer.instances
+        ):
+            return answer
+        transports = await self._known_transports()
+        instances = tuple(
+            evolve(i, endpoint=transports.get(i.transport_id, {}))
+            if i.transport_id and not i.endpoint
+            else i
+            for i in answer.instances
+        )
+        return Discovered(instances, answer.size)
+
+    async def _known_transports(self) -> dict[str, dict[str, Any]]:
+        now = self._clock.seconds() if self._clock is not None else None
+        if self._transports is not None and now is not None:
+            fetched_at, transports = self._transports
+            if now - fetched_at < self._transports_ttl:
+                return transports
+        transports = await self._tokens.with_token(self._mep.transports, self._timeout)
+        if now is not None:
+            self._transports = (now, transports)
+        return transports
 
 
 class DiscoveryCache(Service):

@@ -36,6 +36,8 @@ class Verdict(enum.Enum):
     CREDENTIALS_REFUSED = "credentials_refused"
     #: mepauth locked the AK (403 "Access is locked."): wait the lock out.
     LOCKED = "locked"
+    #: A registration refused until the app confirmed READY (MEC 011 v2.2.1 platforms).
+    NOT_READY = "not_ready"
     #: Any other 4xx: the request itself is refused; retry rarely.
     REFUSED = "refused"
     #: A redirect or an answer that breaks the protocol (shape, size, type): normal backoff.
@@ -65,6 +67,8 @@ def classify(operation: str, status: int | None, body: Any) -> Verdict:
         return Verdict.TOKEN_REFUSED
     if status == 403 and _is_gateway_body(body):
         return Verdict.TOKEN_REFUSED
+    if status == 403 and operation == "register" and _says_not_ready(body):
+        return Verdict.NOT_READY
     if 400 <= status < 500:
         return Verdict.REFUSED
     return Verdict.UNEXPECTED
@@ -72,6 +76,14 @@ def classify(operation: str, status: int | None, body: Any) -> Verdict:
 
 def _is_gateway_body(body: Any) -> bool:
     return isinstance(body, dict) and "message" in body and "status" not in body
+
+
+def _says_not_ready(body: Any) -> bool:
+    # Observed: ProblemDetails "App Instance not ready. Waiting for AppReadyConfirmation."
+    if not isinstance(body, dict):
+        return False
+    text = " ".join(str(body.get(k, "")) for k in ("title", "detail")).lower()
+    return "not ready" in text or "appreadyconfirmation" in text
 
 
 class MepError(Exception):

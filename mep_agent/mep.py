@@ -8,11 +8,12 @@ What comes back is checked before it is believed: typed, frozen records or an er
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from attrs import frozen
 from treq.client import HTTPClient
@@ -21,14 +22,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from . import jsontext, signing
+from . import jsontext, links, signing
 from .config import Credentials
 from .errors import MepError, Verdict
 from .http import BadEncoding, BodyTooLarge, read_body
 from .secret import Secret, redact
 
-MGMT = "/mep/mec_service_mgmt/v1"
-SUPPORT = "/mep/mec_app_support/v1"
 MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
 MIN_LIFETIME = 1  # expires_in is clamped into [MIN_LIFETIME, MAX_LIFETIME] seconds
 MAX_LIFETIME = 24 * 3600
@@ -52,27 +51,36 @@ class Token:
         """When the MEP stops accepting it (clock seconds)."""
         return self.obtained_at + self.expires_in
 
-    def authorization(self) -> str:
-        """The Authorization header value."""
+    def authorization(self) -> str | None:
+        """The Authorization header value (None with --auth none: no header at all)."""
+        value = self.access_token.reveal()
         # mepauth answers "Bearer"; Kong matches [Bb]earer, so normalise the case.
-        return f"Bearer {self.access_token.reveal()}"
+        return f"Bearer {value}" if value else None
 
 
 @frozen
 class Registration:
-    """What the MEP answered to a registration: its id, liveness link and interval."""
+    """
+    What the MEP answered to a registration: its id, the liveness link (absolute, on the
+    MEP's origin) with the method to beat it with, the interval, and the ServiceInfo as
+    the MEP holds it (for a repair that changes nothing but the state).
+    """
 
     ser_instance_id: str
     liveness_path: str | None
     interval: int
+    liveness_method: str = "PUT"
+    info: dict[str, Any] = {}
+    refused_link: str | None = None  # a liveness link to another origin, not followed
 
 
 @frozen
 class Subscription:
-    """A subscription the MEP created; C{href} as the MEP answered it."""
+    """A subscription the MEP created; C{url} its link resolved (None: not usable)."""
 
     subscription_id: str
-    href: str
+    url: str | None
+    refused_link: str | None = None
 
 
 @frozen
@@ -82,6 +90,7 @@ class ServiceInstance:
     ser_instance_id: str | None
     state: str | None
     endpoint: dict[str, Any]  # transportInfo.endpoint as registered ({} when absent)
+    transport_id: str | None = None  # a service that gives only transportId
 
     def summary(self) -> dict[str, Any]:
         """The JSON the application API shows for C{?all=true}."""
@@ -131,11 +140,14 @@ def _instance(item: Any) -> ServiceInstance:
         raise ValueError("an instance is not a JSON object")
     ser_instance_id = item.get("serInstanceId")
     state = item.get("state")
-    if not isinstance(ser_instance_id, str | None) or not isinstance(state, str | None):
-        raise ValueError("serInstanceId or state is not a string")
+    transport_id = item.get("transportId")
+    if not all(isinstance(v, str | None) for v in (ser_instance_id, state, transport_id)):
+        raise ValueError("serInstanceId, state or transportId is not a string")
     transport = item.get("transportInfo")
     endpoint = transport.get("endpoint") if isinstance(transport, dict) else None
-    return ServiceInstance(ser_instance_id, state, endpoint if isinstance(endpoint, dict) else {})
+    return ServiceInstance(
+        ser_instance_id, state, endpoint if isinstance(endpoint, dict) else {}, transport_id
+    )
 
 
 class MepClient:
@@ -151,8 +163,22 @@ class MepClient:
         timeout: float,
         observe: Observer | None = None,
         max_body: int = MAX_BODY,
+        api_root: str = "/mep",
+        links_under_root: bool = True,
+        heartbeat_method: str = "auto",
     ) -> None:
+        """
+        @param api_root: the path before mec_service_mgmt/v1 and mec_app_support/v1.
+        @param links_under_root: EdgeGallery's links omit the API root (L{links.resolve}).
+        @param heartbeat_method: 'auto' (the method that goes with the link) or one forced.
+        """
         self._http = http
+        self._root = api_root
+        self._mgmt = f"{api_root}/mec_service_mgmt/v1"
+        self._support = f"{api_root}/mec_app_support/v1"
+        self._links_under_root = links_under_root
+        self._heartbeat_method = heartbeat_method
+        self._patch_type = "application/json"
         self._clock = clock
         self._base = base_url
         self._host = host_header
@@ -194,12 +220,15 @@ class MepClient:
         One exchange: C{(response, parsed JSON or None, body size)} when the status is
         one of C{expected}, else a MepError.
         """
-        if token is not None:
-            headers = dict(headers, Authorization=token.authorization())
+        authorization = token.authorization() if token is not None else None
+        if authorization is not None:
+            headers = dict(headers, Authorization=authorization)
         data = None
-        if body is not None:
+        if isinstance(body, bytes):
+            data = body  # already encoded (a form), Content-Type set by the caller
+        elif body is not None:
             data = _json_bytes(body)
-            headers = dict(headers, **{"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json", **headers}
         url = path if "://" in path else self._base + path
         # One deadline for the whole exchange: treq's own timeout stops at the headers,
         # and a MEP that sends headers and then stalls must not hang a heartbeat.
@@ -261,17 +290,54 @@ class MepClient:
     def _unexpected(self, operation: str, status: int, detail: str) -> MepError:
         return self._error(operation, status, detail, verdict=Verdict.UNEXPECTED)
 
+    def _link(self, href: str) -> str:
+        """A link from the MEP as an absolute URL; ForeignLink/ValueError when unusable."""
+        return links.resolve(self._base, self._root, href, self._links_under_root)
+
     # -- mepauth ---------------------------------------------------------------------------
 
     async def fetch_token(self) -> Token:
-        """POST /mep/token signed with AK/SK."""
+        """POST <api root>/token signed with AK/SK (EdgeGallery's mepauth)."""
+        access_key = self._credentials.access_key
+        secret_key = self._credentials.secret_key
+        assert access_key is not None and secret_key is not None  # config requires them
         headers = signing.token_request_headers(
-            self._credentials.access_key.reveal(),
-            self._credentials.secret_key.reveal(),
+            access_key.reveal(),
+            secret_key.reveal(),
             self._host,
             signing.sdk_date(self._clock.seconds()),
+            f"{self._root}/token",
         )
-        _, body, _ = await self._call("token", "POST", "/mep/token", (200,), headers)
+        _, body, _ = await self._call("token", "POST", f"{self._root}/token", (200,), headers)
+        return self._token("token", body)
+
+    async def fetch_oauth2_token(self) -> Token:
+        """RFC 6749 section 4.4: client credentials, the client authenticated with Basic."""
+        client = self._credentials.oauth2
+        assert client is not None  # config requires it with --auth oauth2
+        form = {"grant_type": "client_credentials"}
+        if client.scope:
+            form["scope"] = client.scope
+        # Section 2.3.1: id and secret are form-encoded, then joined for Basic.
+        basic = base64.b64encode(
+            f"{quote(client.client_id.reveal(), safe='')}:"
+            f"{quote(client.client_secret.reveal(), safe='')}".encode()
+        ).decode()
+        headers = {
+            "Authorization": f"Basic {basic}",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        }
+        _, body, _ = await self._call(
+            "token", "POST", client.token_url, (200,), headers, urlencode(form).encode()
+        )
+        return self._token("token", body)
+
+    def no_token(self) -> Token:
+        """--auth none: a token that sends no Authorization header (valid for a day)."""
+        return Token(Secret(""), "Bearer", MAX_LIFETIME, self._clock.seconds())
+
+    def _token(self, operation: str, body: Any) -> Token:
         try:
             access = body["access_token"]
             expires_in = lifetime(body["expires_in"])
@@ -282,20 +348,23 @@ class MepClient:
                 raise ValueError("access_token is longer than 16384 characters")
         except (KeyError, TypeError, AttributeError):
             raise self._unexpected(
-                "token", 200, "answer without access_token/expires_in"
+                operation, 200, "answer without access_token/expires_in"
             ) from None
         except ValueError as e:
-            raise self._unexpected("token", 200, f"bad token answer: {e}") from None
+            raise self._unexpected(operation, 200, f"bad token answer: {e}") from None
         return Token(Secret(access), token_type, expires_in, self._clock.seconds())
 
     # -- Mp1 service management ------------------------------------------------------------
+
+    def _service_path(self, ser_instance_id: str) -> str:
+        return f"{self._mgmt}/applications/{self._app}/services/{quote(ser_instance_id, safe='')}"
 
     async def register(self, token: Token, body: dict[str, Any]) -> Registration:
         """POST a ServiceInfo; the MEP's id, liveness link and interval."""
         _, answer, _ = await self._call(
             "register",
             "POST",
-            f"{MGMT}/applications/{self._app}/services",
+            f"{self._mgmt}/applications/{self._app}/services",
             (201,),
             {},
             body,
@@ -306,55 +375,93 @@ class MepClient:
     async def update(
         self, token: Token, ser_instance_id: str, body: dict[str, Any]
     ) -> Registration:
-        """PUT the ServiceInfo again (restores ACTIVE after an INACTIVE 409)."""
+        """PUT a ServiceInfo on the service (restores its state after an INACTIVE 409)."""
         _, answer, _ = await self._call(
-            "update",
-            "PUT",
-            f"{MGMT}/applications/{self._app}/services/{quote(ser_instance_id, safe='')}",
-            (200,),
-            {},
-            body,
-            token=token,
+            "update", "PUT", self._service_path(ser_instance_id), (200,), {}, body, token=token
         )
         return self._registration("update", answer)
 
     def _registration(self, operation: str, answer: Any) -> Registration:
+        """
+        The registration in the MEP's answer. The liveness link is ETSI v2.2.1's
+        C{_links.liveness.href} (beaten with PATCH) or EdgeGallery's
+        C{_links.self.liveness} (PUT); without one, no heartbeats are due.
+        """
         try:
             ser_instance_id = answer["serInstanceId"]
             interval = answer.get("livenessInterval") or 0
-            links = answer.get("_links") or {}
-            liveness = (links.get("self") or {}).get("liveness") or None
+            found = _liveness_link(answer.get("_links") or {})
             if not isinstance(ser_instance_id, str) or not ser_instance_id:
                 raise ValueError
             if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
                 raise ValueError
-            if liveness is not None and not isinstance(liveness, str):
-                raise ValueError
         except (KeyError, TypeError, ValueError, AttributeError):
             raise self._unexpected(operation, 201, "answer without serInstanceId") from None
-        return Registration(ser_instance_id, liveness, interval if liveness else 0)
+        url = refused = None
+        method = "PUT"
+        if found is not None:
+            href, method = found
+            try:
+                url = self._link(href)
+            except ValueError:  # ForeignLink too: never sent the token
+                refused = href[:200]
+        if self._heartbeat_method != "auto":
+            method = self._heartbeat_method
+        return Registration(
+            ser_instance_id,
+            url,
+            interval if url else 0,
+            method,
+            answer,
+            refused,
+        )
 
     async def heartbeat(
-        self, token: Token, liveness_path: str, method: str = "PUT", timeout: float | None = None
+        self,
+        token: Token,
+        liveness_path: str,
+        method: str = "PUT",
+        timeout: float | None = None,
     ) -> None:
         """PUT (EdgeGallery) or PATCH (ETSI) {"state":"ACTIVE"} on the liveness link."""
-        await self._call(
-            "heartbeat",
-            method,
-            liveness_path,
-            (200, 204),
-            {},
-            {"state": "ACTIVE"},
-            timeout,
-            token=token,
-        )
+        headers = {"Content-Type": self._patch_type} if method == "PATCH" else {}
+        try:
+            await self._call(
+                "heartbeat",
+                method,
+                liveness_path,
+                (200, 204),
+                headers,
+                {"state": "ACTIVE"},
+                timeout,
+                token=token,
+            )
+        except MepError as e:
+            if e.status != 415 or method != "PATCH":
+                raise
+            # The media type of the PATCH is not pinned (ETSI-MP1.md): try the other one.
+            self._patch_type = (
+                "application/merge-patch+json"
+                if self._patch_type == "application/json"
+                else "application/json"
+            )
+            await self._call(
+                "heartbeat",
+                method,
+                liveness_path,
+                (200, 204),
+                {"Content-Type": self._patch_type},
+                {"state": "ACTIVE"},
+                timeout,
+                token=token,
+            )
 
     async def deregister(self, token: Token, ser_instance_id: str) -> None:
         """DELETE a registration."""
         await self._call(
             "deregister",
             "DELETE",
-            f"{MGMT}/applications/{self._app}/services/{quote(ser_instance_id, safe='')}",
+            self._service_path(ser_instance_id),
             (204, 200),
             {},
             token=token,
@@ -366,30 +473,47 @@ class MepClient:
             response, answer, size = await self._call(
                 "discovery",
                 "GET",
-                f"{MGMT}/services?ser_name={quote(ser_name, safe='')}",
+                f"{self._mgmt}/services?ser_name={quote(ser_name, safe='')}",
                 (200,),
                 {},
                 token=token,
             )
         except MepError as e:
+            if e.status == 404 and _is_problem(e.body):
+                return Discovered(None, 0)  # ETSI: ProblemDetails 404 for an unknown name
             if (
                 e.status == 400
                 and isinstance(e.body, dict)
                 and str(e.body.get("errorCode")) == "400012"
             ):
-                return Discovered(None, 0)
+                return Discovered(None, 0)  # EdgeGallery's service-center: never registered
             raise
+        instances = self._json_list("discovery", response, answer)
+        try:
+            return Discovered(tuple(_instance(item) for item in instances), size)
+        except ValueError as e:
+            raise self._unexpected("discovery", 200, str(e)) from None
+
+    async def transports(self, token: Token) -> dict[str, dict[str, Any]]:
+        """The platform's transports: each C{endpoint} by transport id (GET …/transports)."""
+        response, answer, _ = await self._call(
+            "discovery", "GET", f"{self._mgmt}/transports", (200,), {}, token=token
+        )
+        endpoints: dict[str, dict[str, Any]] = {}
+        for item in self._json_list("discovery", response, answer):
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                endpoint = item.get("endpoint")
+                endpoints[item["id"]] = endpoint if isinstance(endpoint, dict) else {}
+        return endpoints
+
+    def _json_list(self, operation: str, response: IResponse, answer: Any) -> list[Any]:
         content_type = (response.headers.getRawHeaders("content-type") or [""])[0]
         media = content_type.split(";")[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
-            raise self._unexpected("discovery", 200, f"answer is {media or 'untyped'}, not JSON")
+            raise self._unexpected(operation, 200, f"answer is {media or 'untyped'}, not JSON")
         if not isinstance(answer, list):
-            raise self._unexpected("discovery", 200, "answer is not a JSON list")
-        try:
-            instances = tuple(_instance(item) for item in answer)
-        except ValueError as e:
-            raise self._unexpected("discovery", 200, str(e)) from None
-        return Discovered(instances, size)
+            raise self._unexpected(operation, 200, "answer is not a JSON list")
+        return answer
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -398,7 +522,7 @@ class MepClient:
         response, answer, _ = await self._call(
             "subscribe",
             "POST",
-            f"{MGMT}/applications/{self._app}/subscriptions",
+            f"{self._mgmt}/applications/{self._app}/subscriptions",
             (201,),
             {},
             body,
@@ -406,8 +530,8 @@ class MepClient:
         )
         href = None
         if isinstance(answer, dict):
-            links = answer.get("_links")
-            self_link = links.get("self") if isinstance(links, dict) else None
+            links_ = answer.get("_links")
+            self_link = links_.get("self") if isinstance(links_, dict) else None
             href = self_link.get("href") if isinstance(self_link, dict) else None
         location = response.headers.getRawHeaders("location") or [None]
         href = href or location[0]
@@ -416,23 +540,17 @@ class MepClient:
         sub_id = answer.get("subscriptionId") if isinstance(answer, dict) else None
         if not isinstance(sub_id, str) or not sub_id:
             sub_id = href.rstrip("/").rsplit("/", 1)[-1]
-        return Subscription(sub_id, href)
-
-    def _subscription_path(self, href: str) -> str:
-        # mepserver answers links without the gateway's /mep prefix.
-        return href if href.startswith("/mep/") else "/mep" + href
+        try:
+            return Subscription(sub_id, self._link(href))
+        except ValueError:  # ForeignLink too: never sent the token
+            return Subscription(sub_id, None, href[:200])
 
     async def subscription_exists(self, token: Token, subscription: Subscription) -> bool:
         """Whether the MEP still holds the subscription (404: it does not)."""
+        if subscription.url is None:
+            return True  # its link is not usable: nothing to check it with
         try:
-            await self._call(
-                "subscription",
-                "GET",
-                self._subscription_path(subscription.href),
-                (200,),
-                {},
-                token=token,
-            )
+            await self._call("subscription", "GET", subscription.url, (200,), {}, token=token)
         except MepError as e:
             if e.status == 404:
                 return False
@@ -440,15 +558,12 @@ class MepClient:
         return True
 
     async def unsubscribe(self, token: Token, subscription: Subscription) -> None:
-        """DELETE a subscription."""
-        await self._call(
-            "unsubscribe",
-            "DELETE",
-            self._subscription_path(subscription.href),
-            (204, 200),
-            {},
-            token=token,
-        )
+        """DELETE a subscription on the link the MEP gave."""
+        if subscription.url is None:
+            raise self._unexpected(
+                "unsubscribe", 0, f"no usable link to delete it ({subscription.refused_link})"
+            )
+        await self._call("unsubscribe", "DELETE", subscription.url, (204, 200), {}, token=token)
 
     # -- app support -----------------------------------------------------------------------
 
@@ -457,12 +572,30 @@ class MepClient:
         await self._call(
             "confirm_ready",
             "POST",
-            f"{SUPPORT}/applications/{self._app}/confirm_ready",
+            f"{self._support}/applications/{self._app}/confirm_ready",
             (204, 200),
             {},
             {"indication": "READY"},
             token=token,
         )
+
+
+def _liveness_link(links_: Any) -> tuple[str, str] | None:
+    """(href, method) of the liveness link in C{_links}, if there is one."""
+    if not isinstance(links_, dict):
+        raise ValueError
+    etsi = links_.get("liveness")
+    if isinstance(etsi, dict) and isinstance(etsi.get("href"), str) and etsi["href"]:
+        return etsi["href"], "PATCH"
+    own = links_.get("self")
+    edgegallery = own.get("liveness") if isinstance(own, dict) else None
+    if isinstance(edgegallery, str) and edgegallery:
+        return edgegallery, "PUT"
+    return None
+
+
+def _is_problem(body: Any) -> bool:
+    return isinstance(body, dict) and ("title" in body or "detail" in body)
 
 
 class _BadBody(Exception):

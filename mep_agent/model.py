@@ -40,94 +40,128 @@ _endpoint = s.record(
     }
 )
 
-_transport_info = s.record(
-    {
-        "id": _id,
-        "name": _ser_name,
-        "description": s.text(128),
-        "type": s.one_of(
-            "REST_HTTP",
-            "MB_TOPIC_BASED",
-            "MB_ROUTING",
-            "MB_PUBSUB",
-            "RPC",
-            "RPC_STREAMING",
-            "WEBSOCKET",
-        ),
-        "protocol": s.text(32, r"[A-Za-z0-9_.-]+"),
-        "version": s.text(32),
-        "endpoint": _endpoint,
-        "security": s.record(
-            {
-                "oAuth2Info": s.record(
-                    {
-                        "grantTypes": s.list_of(
-                            s.one_of(
-                                "OAUTH2_AUTHORIZATION_CODE",
-                                "OAUTH2_IMPLICIT_GRANT",
-                                "OAUTH2_RESOURCE_OWNER",
-                                "OAUTH2_CLIENT_CREDENTIALS",
-                            ),
-                            min_items=1,
-                            max_items=4,
+_transport_fields = {
+    "id": _id,
+    "name": _ser_name,
+    "description": s.text(128),
+    "type": s.one_of(
+        "REST_HTTP",
+        "MB_TOPIC_BASED",
+        "MB_ROUTING",
+        "MB_PUBSUB",
+        "RPC",
+        "RPC_STREAMING",
+        "WEBSOCKET",
+    ),
+    "protocol": s.text(32, r"[A-Za-z0-9_.-]+"),
+    "version": s.text(32),
+    "endpoint": _endpoint,
+    "security": s.record(
+        {
+            "oAuth2Info": s.record(
+                {
+                    "grantTypes": s.list_of(
+                        s.one_of(
+                            "OAUTH2_AUTHORIZATION_CODE",
+                            "OAUTH2_IMPLICIT_GRANT",
+                            "OAUTH2_RESOURCE_OWNER",
+                            "OAUTH2_CLIENT_CREDENTIALS",
                         ),
-                        "tokenEndpoint": s.uri,
-                    }
-                )
-            }
-        ),
-        "implSpecificInfo": s.anything,
-    }
-)
+                        min_items=1,
+                        max_items=4,
+                    ),
+                    "tokenEndpoint": s.uri,
+                }
+            )
+        }
+    ),
+    "implSpecificInfo": s.anything,
+}
+_transport_info = s.record(_transport_fields)
 
-_service_info = s.record(
-    {
-        "serName": _ser_name,
-        "serCategory": _category,
-        "version": s.text(32),
-        "state": s.one_of("ACTIVE", "INACTIVE"),
-        "transportId": _id,
-        "transportInfo": _transport_info,
-        "serializer": s.one_of("JSON", "XML", "PROTOBUF3"),
-        "scopeOfLocality": s.one_of(
-            "MEC_SYSTEM", "MEC_HOST", "NFVI_POP", "ZONE", "ZONE_GROUP", "NFVI_NODE"
-        ),
-        "consumedLocalOnly": s.boolean,
-        "isLocal": s.boolean,
-        "livenessInterval": s.integer(0),
-        "_links": s.mapping_of_anything,
-    },
-    required=frozenset({"serName", "version", "state", "serializer"}),
-    aliases={"links": "_links"},
-)
+_service_fields = {
+    "serName": _ser_name,
+    "serCategory": _category,
+    "version": s.text(32),
+    "state": s.one_of("ACTIVE", "INACTIVE"),
+    "transportId": _id,
+    "transportInfo": _transport_info,
+    "serializer": s.one_of("JSON", "XML", "PROTOBUF3"),
+    "scopeOfLocality": s.one_of(
+        "MEC_SYSTEM", "MEC_HOST", "NFVI_POP", "ZONE", "ZONE_GROUP", "NFVI_NODE"
+    ),
+    "consumedLocalOnly": s.boolean,
+    "isLocal": s.boolean,
+    "livenessInterval": s.integer(0),
+    "_links": s.mapping_of_anything,
+}
+_service_required = frozenset({"serName", "version", "state", "serializer"})
+_service_info = s.record(_service_fields, required=_service_required, aliases={"links": "_links"})
 
-_subscription = s.record(
-    {
-        "subscriptionType": s.one_of("SerAvailabilityNotificationSubscription"),
-        "callbackReference": s.text(2048),
-        "_links": s.mapping_of_anything,
-        "filteringCriteria": s.record(
-            {
-                "serInstanceIds": s.list_of(s.text(32, _ID_PATTERN)),
-                "serNames": s.list_of(_ser_name),
-                "serCategories": s.list_of(_category),
-                "states": s.list_of(s.one_of(*_states)),
-                "isLocal": s.boolean,
-            }
-        ),
-    },
-    required=frozenset({"callbackReference"}),
-    aliases={"links": "_links"},
+# MEC 011 v2.2.1 ServiceInfoPost (ETSI-MP1.md): SerName is a plain string, every
+# TransportInfo member but description and implSpecificInfo is required, _links and
+# serInstanceId are read-only, transportId and transportInfo exclude each other.
+_etsi_ser_name = s.text(256, r"[^\x00-\x1f\x7f]+")
+_etsi_category = s.record(
+    {"href": s.uri, "id": _id, "name": _etsi_ser_name, "version": s.text(32)},
+    required=frozenset({"href", "id", "name", "version"}),
 )
+_etsi_transport_info = s.record(
+    dict(_transport_fields, name=_etsi_ser_name),
+    required=frozenset({"id", "name", "type", "protocol", "version", "endpoint", "security"}),
+)
+_etsi_service_fields = {k: v for k, v in _service_fields.items() if k != "_links"} | {
+    "serName": _etsi_ser_name,
+    "serCategory": _etsi_category,
+    "transportInfo": _etsi_transport_info,
+}
+_etsi_service_record = s.record(_etsi_service_fields, required=_service_required)
 
-_document = s.record(
-    {
-        "serviceInfoPosts": s.list_of(_service_info, max_items=MAX_SERVICES),
-        "serAvailabilityNotificationSubscriptions": s.list_of(
-            _subscription, max_items=MAX_SUBSCRIPTIONS
-        ),
-    }
-)
+
+def _etsi_service_info(path: str, value: Any) -> dict[str, Any]:
+    checked: dict[str, Any] = _etsi_service_record(path, value)
+    if ("transportId" in checked) == ("transportInfo" in checked):
+        raise ConfigError(
+            f"{path}.transportInfo" if path else "transportInfo",
+            "give exactly one of transportId and transportInfo (ServiceInfoPost's oneOf)",
+        )
+    return checked
+
+
+def _subscription(ser_name: s.Check, category: s.Check) -> s.Check:
+    return s.record(
+        {
+            "subscriptionType": s.one_of("SerAvailabilityNotificationSubscription"),
+            "callbackReference": s.text(2048),
+            "_links": s.mapping_of_anything,
+            "filteringCriteria": s.record(
+                {
+                    "serInstanceIds": s.list_of(s.text(32, _ID_PATTERN)),
+                    "serNames": s.list_of(ser_name),
+                    "serCategories": s.list_of(category),
+                    "states": s.list_of(s.one_of(*_states)),
+                    "isLocal": s.boolean,
+                }
+            ),
+        },
+        required=frozenset({"callbackReference"}),
+        aliases={"links": "_links"},
+    )
+
+
+def _document(service: s.Check, ser_name: s.Check, category: s.Check) -> s.Check:
+    return s.record(
+        {
+            "serviceInfoPosts": s.list_of(service, max_items=MAX_SERVICES),
+            "serAvailabilityNotificationSubscriptions": s.list_of(
+                _subscription(ser_name, category), max_items=MAX_SUBSCRIPTIONS
+            ),
+        }
+    )
+
+
+_EDGEGALLERY_DOCUMENT = _document(_service_info, _ser_name, _category)
+_ETSI_DOCUMENT = _document(_etsi_service_info, _etsi_ser_name, _etsi_category)
 
 
 @frozen
@@ -185,13 +219,16 @@ def load_yaml(where: str, text: str) -> Any:
         raise ConfigError(where, f"invalid YAML: {e}") from None
 
 
-def parse_app_instance_info(where: str, text: str) -> AppInstanceInfo:
-    """Validate app_instance_info.yaml text; ConfigError paths are YAML paths."""
+def parse_app_instance_info(where: str, text: str, etsi: bool = False) -> AppInstanceInfo:
+    """
+    Validate app_instance_info.yaml text with mepserver's rules, or with MEC 011 v2.2.1's
+    ServiceInfoPost when C{etsi}; ConfigError paths are YAML paths.
+    """
     document = load_yaml(where, text)
     if document is None:
         document = {}
     try:
-        parsed = _document("", document)
+        parsed = (_ETSI_DOCUMENT if etsi else _EDGEGALLERY_DOCUMENT)("", document)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e.where}", e.problem) from None
     services = tuple(

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .errors import MepError, TokenUnavailable
+from .errors import MepError, TokenUnavailable, Verdict
 from .mep import MepClient, Registration, Token
 from .model import ServiceSpec
 from .retry import Delays, backoff, sleep
@@ -93,7 +93,6 @@ class Registrar(Service):
         specs: tuple[ServiceSpec, ...],
         request_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
-        heartbeat_method: str = "PUT",
         confirm_ready: bool = True,
         deregister_on_stop: bool = True,
         delays: Delays = backoff,
@@ -108,7 +107,6 @@ class Registrar(Service):
         self._clock = clock
         self._request_timeout = request_timeout
         self._shutdown_timeout = shutdown_timeout
-        self._heartbeat_method = heartbeat_method
         self._confirm_ready = confirm_ready
         self._deregister_on_stop = deregister_on_stop
         self._delays = delays
@@ -116,6 +114,8 @@ class Registrar(Service):
         self._tasks: list[Deferred[None]] = []
         self._settled: bool | None = None
         self._settle_waiters: list[Deferred[bool]] = []
+        self._confirming = False  # a confirm_ready loop is under way
+        self._ready_waiters: list[Deferred[None]] = []
         self.states = {spec.name: ServiceState(spec) for spec in specs}
         self.ready_confirmed = False
 
@@ -124,12 +124,14 @@ class Registrar(Service):
     def startService(self) -> None:
         """Start one task per service."""
         super().startService()
+        # confirm_ready first: MEC 011 v2.2.1 platforms refuse registrations until the app
+        # confirmed READY, and EdgeGallery's mepserver accepts it at any time.
+        self._start_confirming()
         for state in self.states.values():
             self._tasks.append(
                 supervise(self._clock, f"service {state.spec.name}", partial(self._step, state))
             )
-        if not self.states:
-            self._registered_all()
+        self._check_settled()
 
     def stopService(self) -> Deferred[list[bool]]:
         """Stop heartbeats, then DELETE every registration in parallel within the bound."""
@@ -189,6 +191,10 @@ class Registrar(Service):
                 if not self._tokens.running:
                     await sleep(self._clock, next(delays))
             except MepError as e:
+                if e.verdict is Verdict.NOT_READY and self._confirm_ready:
+                    state.failed(e)
+                    await self._ready_again()  # confirm_ready once more, then at once again
+                    continue
                 delay = next(delays) if e.transient else REJECTED_RETRY
                 self._registration_failed(state, e, delay)
                 await sleep(self._clock, delay)
@@ -207,7 +213,15 @@ class Registrar(Service):
             interval=registration.interval,
             event="service.reregistered" if again else "service.registered",
         )
-        self._check_all_registered()
+        if registration.refused_link:
+            self.log.warn(
+                "service {ser_name}: the MEP's liveness link {link} leads to another host "
+                "than the MEP; it is not followed (no heartbeats for this service)",
+                ser_name=spec.name,
+                link=registration.refused_link,
+                event="service.link_refused",
+            )
+        self._check_settled()
 
     def _registration_failed(self, state: ServiceState, error: MepError, delay: float) -> None:
         state.status = ServiceStatus.FAILING
@@ -245,7 +259,10 @@ class Registrar(Service):
             assert path is not None
             try:
                 await self._tokens.with_token(
-                    partial(self._beat, path=path, timeout=timeout), timeout
+                    partial(
+                        self._beat, path=path, method=registration.liveness_method, timeout=timeout
+                    ),
+                    timeout,
                 )
             except TokenUnavailable as e:
                 state.heartbeats_failed += 1
@@ -279,8 +296,8 @@ class Registrar(Service):
             delays = self._delays()
             wait = period
 
-    async def _beat(self, token: Token, path: str, timeout: float) -> None:
-        await self._mep.heartbeat(token, path, self._heartbeat_method, timeout)
+    async def _beat(self, token: Token, path: str, method: str, timeout: float) -> None:
+        await self._mep.heartbeat(token, path, method, timeout)
 
     def _beat_failed(self, state: ServiceState, error: MepError | TokenUnavailable) -> None:
         state.heartbeat_failures += 1
@@ -305,14 +322,17 @@ class Registrar(Service):
         state.registration = None
         state.status = ServiceStatus.PENDING
         state.failed(error)
-        self.ready_confirmed = False  # confirm READY again once all are back
         self._on_data_loss()
+        # The MEP lost data: confirm READY again (before the service is registered again).
+        self.ready_confirmed = False
+        self._start_confirming()
 
     async def _restore(self, state: ServiceState) -> Registration | None:
         """
         409: the MEP holds the service as INACTIVE, which heartbeats cannot change.
-        PUT the desired ServiceInfo again (restores ACTIVE, keeps the serInstanceId);
-        if the MEP no longer knows the instance, fall back to registering anew.
+        PUT the ServiceInfo the MEP last returned with only the desired state changed (a
+        MEC 011 platform refuses any other change; mepserver restores ACTIVE and keeps the
+        serInstanceId); if the MEP no longer knows the instance, register anew.
         """
         registration = state.registration
         assert registration is not None
@@ -322,11 +342,10 @@ class Registrar(Service):
             state=state.spec.body.get("state"),
             event="service.inactive",
         )
+        body = dict(registration.info or state.spec.body, state=state.spec.body.get("state"))
         try:
             restored = await self._tokens.with_token(
-                lambda token: self._mep.update(
-                    token, registration.ser_instance_id, state.spec.body
-                ),
+                lambda token: self._mep.update(token, registration.ser_instance_id, body),
                 self._request_timeout,
             )
         except TokenUnavailable as e:
@@ -339,11 +358,14 @@ class Registrar(Service):
             self._beat_failed(state, e)
             return registration
         # Same serInstanceId, so the same liveness link, if the answer omits it.
-        restored = Registration(
-            restored.ser_instance_id,
-            restored.liveness_path or registration.liveness_path,
-            restored.interval or registration.interval,
-        )
+        if not restored.liveness_path:
+            restored = Registration(
+                restored.ser_instance_id,
+                registration.liveness_path,
+                restored.interval or registration.interval,
+                registration.liveness_method,
+                restored.info or registration.info,
+            )
         state.registration = restored
         return restored
 
@@ -382,38 +404,52 @@ class Registrar(Service):
 
     # -- all services --------------------------------------------------------------------
 
-    def _check_all_registered(self) -> None:
-        if all(s.registration is not None for s in self.states.values()):
-            self._registered_all()
-
-    def _registered_all(self) -> None:
-        if self._confirm_ready and not self.ready_confirmed:
-            self.ready_confirmed = True  # one attempt loop at a time
-            self._tasks.append(supervise(self._clock, "confirm_ready", self._confirm))
-        elif not self._confirm_ready:
+    def _check_settled(self) -> None:
+        registered = all(s.registration is not None for s in self.states.values())
+        if registered and (self.ready_confirmed or not self._confirm_ready):
             self._settle(True)
+
+    def _start_confirming(self) -> None:
+        if self._confirm_ready and not self._confirming and self.running:
+            self._confirming = True
+            self._tasks.append(supervise(self._clock, "confirm_ready", self._confirm))
+
+    async def _ready_again(self) -> None:
+        """A registration said "not ready": confirm READY (again) and wait for it."""
+        self.ready_confirmed = False
+        self._start_confirming()
+        waiter: Deferred[None] = Deferred(self._ready_waiters.remove)
+        self._ready_waiters.append(waiter)
+        await waiter
 
     async def _confirm(self) -> bool:
         delays = self._delays()
-        while True:
-            try:
-                await self._tokens.with_token(self._mep.confirm_ready, self._request_timeout)
-            except TokenUnavailable:
-                if not self._tokens.running:
+        try:
+            while True:
+                try:
+                    await self._tokens.with_token(self._mep.confirm_ready, self._request_timeout)
+                except TokenUnavailable:
+                    if not self._tokens.running:
+                        await sleep(self._clock, next(delays))
+                    continue
+                except MepError as e:
+                    if not e.transient and e.status != 409:
+                        self.log.error(
+                            "confirm_ready refused: {error}",
+                            error=str(e),
+                            event="app.ready_refused",
+                            status=e.status,
+                        )
+                        self._settle(False)
+                        return True
                     await sleep(self._clock, next(delays))
-                continue
-            except MepError as e:
-                if not e.transient and e.status != 409:
-                    self.log.error(
-                        "confirm_ready refused: {error}",
-                        error=str(e),
-                        event="app.ready_refused",
-                        status=e.status,
-                    )
-                    self._settle(False)
-                    return True
-                await sleep(self._clock, next(delays))
-                continue
-            self.log.info("confirmed READY to the MEP", event="app.ready_confirmed")
-            self._settle(True)
-            return True
+                    continue
+                self.ready_confirmed = True
+                self.log.info("confirmed READY to the MEP", event="app.ready_confirmed")
+                waiters, self._ready_waiters = self._ready_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+                self._check_settled()
+                return True
+        finally:
+            self._confirming = False

@@ -51,6 +51,60 @@ SETTINGS: tuple[Setting, ...] = (
         "'https' (verified TLS) or 'http' (plain HTTP, for development only).",
     ),
     Setting(
+        "dialect",
+        "MEP_AGENT_DIALECT",
+        "edgegallery",
+        "'edgegallery' (EdgeGallery's MEP) or 'etsi' (a platform following ETSI MEC 011 "
+        "v2.2.1): the defaults of --auth, the validation of app_instance_info.yaml, the "
+        "service names discovery accepts, how the MEP's links are read.",
+    ),
+    Setting(
+        "api_root",
+        "MEP_AGENT_API_ROOT",
+        "/mep",
+        "Path before mec_service_mgmt/v1 and mec_app_support/v1 on the MEP ('' for none).",
+    ),
+    Setting(
+        "auth",
+        "MEP_AGENT_AUTH",
+        None,
+        "How the agent gets its token: 'aksk' (EdgeGallery's signed POST <api-root>/token), "
+        "'oauth2' (RFC 6749 client credentials at --oauth2-token-url) or 'none'. Default: "
+        "aksk with the edgegallery dialect; with etsi, oauth2 when a token URL is set, "
+        "else none.",
+    ),
+    Setting(
+        "oauth2_token_url",
+        "MEP_AGENT_OAUTH2_TOKEN_URL",
+        None,
+        "OAuth 2.0 token endpoint (http or https; https verified like the MEP).",
+    ),
+    Setting(
+        "oauth2_client_id",
+        "MEP_AGENT_OAUTH2_CLIENT_ID",
+        None,
+        "OAuth 2.0 client id (with --auth oauth2).",
+    ),
+    Setting(
+        "oauth2_client_id_file",
+        "MEP_AGENT_OAUTH2_CLIENT_ID_FILE",
+        None,
+        "File holding the OAuth 2.0 client id.",
+    ),
+    Setting(
+        "oauth2_client_secret",
+        "MEP_AGENT_OAUTH2_CLIENT_SECRET",
+        None,
+        "OAuth 2.0 client secret (a secret like SK: never logged; prefer the env or the file).",
+    ),
+    Setting(
+        "oauth2_client_secret_file",
+        "MEP_AGENT_OAUTH2_CLIENT_SECRET_FILE",
+        None,
+        "File holding the OAuth 2.0 client secret.",
+    ),
+    Setting("oauth2_scope", "MEP_AGENT_OAUTH2_SCOPE", None, "OAuth 2.0 scope to ask for."),
+    Setting(
         "ca_cert",
         "CA_CERT",
         None,
@@ -68,8 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ak",
         "AK",
         None,
-        "Access key (20 characters). Prefer the env variable or --ak-file: "
-        "command lines are visible to other processes.",
+        "Access key (20 characters; with --auth aksk). Prefer the env variable or "
+        "--ak-file: command lines are visible to other processes.",
     ),
     Setting(
         "ak_file",
@@ -148,8 +202,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "heartbeat_method",
         "MEP_AGENT_HEARTBEAT_METHOD",
-        "PUT",
-        "'PUT' (EdgeGallery) or 'PATCH' (ETSI MEC 011 v2.2.1) for heartbeats.",
+        "auto",
+        "'auto': follow the link the MEP gives (_links.liveness.href with PATCH, as ETSI "
+        "MEC 011 v2.2.1; else _links.self.liveness with PUT, as EdgeGallery); 'PUT' or "
+        "'PATCH' force the method.",
     ),
     Setting(
         "confirm_ready",

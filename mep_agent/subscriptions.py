@@ -163,6 +163,14 @@ class Subscriber(Service):
         state.status = SubscriptionStatus.ACTIVE
         state.creations += 1
         state.last_error = None
+        if subscription.refused_link:
+            self.log.warn(
+                "subscription {index}: the MEP's link {link} leads to another host than the "
+                "MEP; it is not followed (the subscription cannot be checked or deleted)",
+                index=state.index,
+                link=subscription.refused_link,
+                event="subscription.link_refused",
+            )
         self.log.info(
             "subscription {index} created ({subscription_id})",
             index=state.index,

@@ -6,7 +6,9 @@ and only the configured TLS 1.2 cipher suites.
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 
 from attrs import frozen
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -59,31 +61,46 @@ def pem_certificates(data: bytes) -> list[bytes]:
 @frozen
 class MepTLSPolicy:
     """
-    One client TLS configuration for every connection to the MEP: the agent connects to
-    MEP_IP but expects the certificate of CA_CERT_DOMAIN_NAME, so the netloc is ignored.
+    One client TLS configuration for the MEP: the agent connects to MEP_IP but expects the
+    certificate of CA_CERT_DOMAIN_NAME. Another host (an OAuth 2.0 token endpoint) is
+    verified with the same CA file, suites and minimum version, against its own name.
     """
 
     _creator: IOpenSSLClientConnectionCreator
+    _mep_host: str | None = None
+    _others: Any = None  # host -> creator, for hosts other than the MEP
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
-        """The one connection creator, whatever the address dialled."""
-        return self._creator
+        """The MEP's creator for the MEP (whatever address dialled); a per-host one else."""
+        host = hostname.decode("ascii", "replace").strip("[]")
+        if self._others is None or self._mep_host is None or host == self._mep_host:
+            return self._creator
+        creator: IOpenSSLClientConnectionCreator = self._others(host)
+        return creator
 
 
 def client_policy(
-    ca_pems: list[bytes] | tuple[bytes, ...], expected_name: str, ciphers: tuple[str, ...]
+    ca_pems: list[bytes] | tuple[bytes, ...],
+    expected_name: str,
+    ciphers: tuple[str, ...],
+    mep_host: str | None = None,
 ) -> MepTLSPolicy:
-    """The MEP TLS policy: CA_CERT's certificates, the expected name, the suites."""
+    """
+    The MEP TLS policy: CA_CERT's certificates, the expected name, the suites.
+
+    @param mep_host: MEP_IP; connections to any other host expect that host's own name.
+    """
     trust = trustRootFromCertificates([Certificate.loadPEM(pem) for pem in ca_pems])
     acceptable = AcceptableCiphers.fromOpenSSLCipherString(
         ":".join(IANA_TO_OPENSSL[name] for name in ciphers)
     )
+    options = {"raiseMinimumTo": TLSVersion.TLSv1_2, "acceptableCiphers": acceptable}
+
+    @functools.lru_cache(maxsize=16)
+    def for_host(host: str) -> IOpenSSLClientConnectionCreator:
+        return optionsForClientTLS(host, trustRoot=trust, extraCertificateOptions=dict(options))
+
     creator = optionsForClientTLS(
-        expected_name,
-        trustRoot=trust,
-        extraCertificateOptions={
-            "raiseMinimumTo": TLSVersion.TLSv1_2,
-            "acceptableCiphers": acceptable,
-        },
+        expected_name, trustRoot=trust, extraCertificateOptions=dict(options)
     )
-    return MepTLSPolicy(creator)
+    return MepTLSPolicy(creator, mep_host, for_host)

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .errors import MepError, TokenUnavailable, Verdict
-from .mep import MepClient, Token
+from .mep import Token
 from .retry import Alarm, Delays, backoff, sleep
 from .tasks import supervise
 
@@ -65,12 +65,13 @@ class TokenKeeper(Service):
 
     def __init__(
         self,
-        mep: MepClient,
+        fetch: Callable[[], Awaitable[Token]],
         clock: IReactorTime,
         delays: Delays = backoff,
         rejected_retry: float = REJECTED_RETRY,
     ) -> None:
-        self._mep = mep
+        """@param fetch: one token request (signed AK/SK, OAuth2, or none)."""
+        self._fetch = fetch
         self._clock = clock
         self._delays = delays
         self._rejected_retry = rejected_retry
@@ -200,7 +201,7 @@ class TokenKeeper(Service):
         self._last_request = self._clock.seconds()
         self.requests_sent += 1
         try:
-            token = await self._mep.fetch_token()
+            token = await self._fetch()
         except MepError as e:
             await self._alarm.sleep(self._failed(e))
             return False

@@ -64,6 +64,7 @@ class AgentTestCase(SynchronousTestCase):
         sk: str | None = None,
         subscriptions: tuple[SubscriptionSpec, ...] = (),
         notify_url: str | None = None,
+        client_options: dict[str, Any] | None = None,
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
@@ -73,8 +74,12 @@ class AgentTestCase(SynchronousTestCase):
             "127.0.0.1:8443",
             credentials(sk),
             timeout=10,
+            **(client_options or {}),
         )
-        self.tokens = TokenKeeper(self.client, self.clock, delays=exact_backoff)
+        # Through a lambda, so that a test can replace the client's fetch_token.
+        self.tokens = TokenKeeper(
+            lambda: self.client.fetch_token(), self.clock, delays=exact_backoff
+        )
         self.subscriber = Subscriber(
             self.client,
             self.tokens,

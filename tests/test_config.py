@@ -35,6 +35,11 @@ def load(
     return config.load(cli or {}, env if env is not None else seed_environ(), reader or files())
 
 
+def reveal(secret: Secret | None) -> str:
+    assert secret is not None
+    return secret.reveal()
+
+
 class SeedContractTests(SynchronousTestCase):
     def test_seed_manifest_verbatim(self) -> None:
         """The seed Pod's env values, quotes included, give the intended configuration."""
@@ -45,8 +50,8 @@ class SeedContractTests(SynchronousTestCase):
         self.assertEqual(cfg.ca_cert_domain_name, "edgegallery")
         self.assertTrue(cfg.enable_wait)
         self.assertEqual(cfg.base_url, "https://mep-api-gw.mep:8443")
-        self.assertEqual(cfg.credentials.access_key.reveal(), AK)
-        self.assertEqual(cfg.credentials.secret_key.reveal(), SK)
+        self.assertEqual(reveal(cfg.credentials.access_key), AK)
+        self.assertEqual(reveal(cfg.credentials.secret_key), SK)
         self.assertEqual(cfg.credentials.app_instance_id.reveal(), APP_ID)
 
     def test_seed_example_yaml_loads(self) -> None:
@@ -93,7 +98,7 @@ class PrecedenceTests(SynchronousTestCase):
         """AK in the environment wins over AK_FILE."""
         other = "B" * 20
         cfg = load(env=seed_environ(AK_FILE="/s/ak"), reader=files(**{"/s/ak": other}))
-        self.assertEqual(cfg.credentials.access_key.reveal(), AK)
+        self.assertEqual(reveal(cfg.credentials.access_key), AK)
 
     def test_secrets_from_files(self) -> None:
         """Secrets are read from *_FILE paths, with a trailing newline removed."""

@@ -88,7 +88,7 @@ class RegistrationTests(AgentTestCase):
     def test_patch_heartbeat_option(self) -> None:
         """With the PATCH option, heartbeats use PATCH (ETSI MEC 011 v2.2.1)."""
         self.emulator.accept_patch = True
-        self.build((spec("a"),), heartbeat_method="PATCH")
+        self.build((spec("a"),), client_options={"heartbeat_method": "PATCH"})
         self.start()
         self.advance(46)
         self.assertEqual(self.requests("heartbeat"), [204])
@@ -96,17 +96,21 @@ class RegistrationTests(AgentTestCase):
             [r.method for r in self.emulator.requests if r.kind == "heartbeat"], ["PATCH"]
         )
 
-    def test_confirm_ready_after_all_registered(self) -> None:
-        """READY is confirmed once every service is registered, and only then."""
+    def test_confirm_ready_first(self) -> None:
+        """READY is confirmed before the registrations; settled once all are registered."""
         self.fault(kind="register", status=503)
         self.build((spec("a"), spec("b")))
+        settled = self.registrar.when_settled()
         self.start()
-        self.assertEqual(self.requests("confirm_ready"), [])
-        self.advance(1)
-        self.assertEqual(self.requests("confirm_ready"), [204])
+        kinds = [r.kind for r in self.emulator.requests if r.kind in ("confirm_ready", "register")]
+        self.assertEqual(kinds[0], "confirm_ready")
         self.assertIn(
             self.emulator.apps[next(iter(self.emulator.apps))].app_instance_id, self.registry.ready
         )
+        self.assertNoResult(settled)  # one registration still failing
+        self.advance(1)
+        self.assertEqual(self.successResultOf(settled), True)
+        self.assertEqual(self.requests("confirm_ready"), [204])
 
     def test_confirm_ready_can_be_turned_off(self) -> None:
         """With confirm_ready off nothing is sent."""

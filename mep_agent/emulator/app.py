@@ -66,6 +66,25 @@ def problem(request: Request, error: Rejected) -> bytes:
     )
 
 
+class Problem(Exception):
+    """An answer with an HTTP status and an RFC 7807 ProblemDetails body (the ETSI face)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        """The ProblemDetails."""
+        return {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
 class Unauthorized(Exception):
     """The gateway refused the bearer token (status and Kong's body)."""
 
@@ -181,6 +200,8 @@ class MepEmulator:
                 result = problem(request, e)
             except Unauthorized as e:
                 result = write_json(request, e.status, e.body)
+            except Problem as e:
+                result = write_json(request, e.status, e.body())
             except Exception:
                 log.failure("emulator error in {kind} request", kind=kind)
                 result = write_json(

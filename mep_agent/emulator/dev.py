@@ -19,3 +19,6 @@ OTHER_APP = App(
     "b3RoZXItYXBwLXNlY3JldC1rZXktMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAw",
     "0d7b4b8e-3f7e-4a59-9d1b-2f4c8a6e5b10",
 )
+#: The OAuth 2.0 client of the ETSI face (client credentials), bound to DEV_APP.
+DEV_CLIENT_ID = "mep-agent-dev"
+DEV_CLIENT_SECRET = "dev-client-secret-not-for-production"

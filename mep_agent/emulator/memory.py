@@ -12,7 +12,8 @@ from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.task import Clock, LoopingCall
 
 from .app import MepEmulator
-from .dev import DEV_APP, OTHER_APP
+from .dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET, OTHER_APP
+from .etsi import EtsiMep, OAuth2Client
 from .notifier import Notifier
 from .registry import Registry
 
@@ -28,6 +29,7 @@ class InMemoryMep:
     notifier: Notifier
     http: Any  # a StubTreq; its treq functions are set at run time, unknown to mypy
     agent: RequestTraversalAgent  # the IAgent the agent's MEP client is built over
+    etsi: EtsiMep | None = None  # the ETSI face, when it is the one served
 
     @classmethod
     def create(
@@ -37,8 +39,13 @@ class InMemoryMep:
         token_lifetime: int = 3600,
         accept_patch: bool = False,
         callback_http: Any = None,
+        dialect: str = "edgegallery",
+        api_root: str = "/mep",
     ) -> InMemoryMep:
-        """A fresh emulator; C{callback_http} delivers its notifications (None: recorded)."""
+        """
+        A fresh emulator; C{callback_http} delivers its notifications (None: recorded).
+        With C{dialect="etsi"} the ETSI MEC 011 v2.2.1 face is served under C{api_root}.
+        """
         clock = clock or Clock()
         notifier = Notifier(callback_http, clock)
         registry = Registry(clock, notifier, liveness_interval)
@@ -53,8 +60,20 @@ class InMemoryMep:
         sweep = LoopingCall(registry.check_liveness)  # mepserver's 1 s liveness sweep
         sweep.clock = clock
         sweep.start(1.0, now=False)
+        etsi = None
         resource = emulator.resource()
-        return cls(clock, emulator, notifier, StubTreq(resource), RequestTraversalAgent(resource))
+        if dialect == "etsi":
+            client = OAuth2Client(DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_APP.app_instance_id)
+            etsi = EtsiMep(emulator, api_root, {client.client_id: client})
+            resource = etsi.resource()
+        return cls(
+            clock,
+            emulator,
+            notifier,
+            StubTreq(resource),
+            RequestTraversalAgent(resource),
+            etsi,
+        )
 
     def flush(self) -> None:
         """Deliver every in-memory request and response that is ready."""

@@ -128,9 +128,14 @@ class Registry:
 
     # -- services ------------------------------------------------------------------------
 
-    def register(self, app_id: str, body: Any) -> ServiceRecord:
-        """Validate and store a registration; notify subscribers."""
-        body = rules.service_info(body)
+    def register(
+        self,
+        app_id: str,
+        body: Any,
+        validate: Callable[[Any], dict[str, Any]] = rules.service_info,
+    ) -> ServiceRecord:
+        """Validate (mepserver's rules by default) and store a registration; notify."""
+        body = validate(body)
         if sum(1 for s in self.services.values() if s.app_instance_id == app_id) >= SERVICES_MAX:
             raise Rejected(12, "Bad Request", "registered services have achieve the limit")
         requested = body.get("livenessInterval") or 0
@@ -165,10 +170,16 @@ class Registry:
         """The app's service C{ser_instance_id}, or mepserver's 404."""
         return self._own(app_id, ser_instance_id, "service instance id not found")
 
-    def update(self, app_id: str, ser_instance_id: str, body: Any) -> ServiceRecord:
+    def update(
+        self,
+        app_id: str,
+        ser_instance_id: str,
+        body: Any,
+        validate: Callable[[Any], dict[str, Any]] = rules.service_info,
+    ) -> ServiceRecord:
         """PUT .../services/{id}: replace the ServiceInfo (and so its state), same id."""
         record = self._own(app_id, ser_instance_id, "service instance id not found")
-        body = rules.service_info(body)
+        body = validate(body)
         record.body = body
         record.state = body["state"]
         record.last_beat = self.clock.seconds()

@@ -23,7 +23,8 @@ from ..listeners import Listener
 from . import certs
 from .app import MepEmulator
 from .auth import App
-from .dev import DEV_APP
+from .dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
+from .etsi import EtsiMep, OAuth2Client
 from .notifier import Notifier
 from .registry import Registry
 from .rules import UUID
@@ -59,6 +60,21 @@ class Options(usage.Options):
             "certificates are reused.",
         ],
         ["server-name", None, "edgegallery", "Name in the server certificate."],
+        [
+            "dialect",
+            None,
+            "edgegallery",
+            "'edgegallery' (EdgeGallery's MEP) or 'etsi' (an ETSI MEC 011 v2.2.1 platform: "
+            "OAuth2 token endpoint, confirm_ready first, absolute links, PATCH liveness).",
+        ],
+        ["api-root", None, "/mep", "With --dialect etsi: the path before mec_service_mgmt/v1."],
+        ["client-id", None, DEV_CLIENT_ID, "With --dialect etsi: the OAuth2 client id."],
+        [
+            "client-secret",
+            None,
+            DEV_CLIENT_SECRET,
+            "With --dialect etsi: the OAuth2 client secret.",
+        ],
         ["ak", None, DEV_APP.access_key, "Access key of the app."],
         ["sk", None, DEV_APP.secret_key, "Secret key of the app."],
         ["app-instance-id", None, DEV_APP.app_instance_id, "App instance id bound to the AK."],
@@ -89,6 +105,11 @@ def validate(options: Options) -> None:
     for name in ("token-lifetime", "liveness-interval"):
         if options[name] < (1 if name == "token-lifetime" else 0):
             problems.append(f"--{name}: must be a positive number of seconds")
+    if options["dialect"] not in ("edgegallery", "etsi"):
+        problems.append("--dialect: must be edgegallery or etsi")
+    root = options["api-root"].rstrip("/")
+    if root and (not root.startswith("/") or "//" in root or "?" in root):
+        problems.append("--api-root: must be a path such as /mep (or empty)")
     if options["port"] == "0" and options["http-port"] == "0":
         problems.append("--port and --http-port are both 0; nothing to serve")
     if problems:
@@ -122,13 +143,25 @@ def agent_environment(
     options: Options, ca_path: str, https_port: int | None, http_port: int | None
 ) -> dict[str, str]:
     """What an agent needs to talk to this emulator (the bound ports)."""
+    scheme = "https" if https_port else "http"
     env = {
         "MEP_IP": "127.0.0.1",
         "MEP_APIGW_PORT": str(https_port or http_port),
-        "AK": options["ak"],
-        "SK": options["sk"],
         "APPINSTID": options["app-instance-id"],
     }
+    if options["dialect"] == "etsi":
+        env.update(
+            MEP_AGENT_DIALECT="etsi",
+            MEP_AGENT_API_ROOT=options["api-root"].rstrip("/"),
+            MEP_AGENT_AUTH="oauth2",
+            MEP_AGENT_OAUTH2_TOKEN_URL=(
+                f"{scheme}://127.0.0.1:{https_port or http_port}/oauth2/token"
+            ),
+            MEP_AGENT_OAUTH2_CLIENT_ID=options["client-id"],
+            MEP_AGENT_OAUTH2_CLIENT_SECRET=options["client-secret"],
+        )
+    else:
+        env.update(AK=options["ak"], SK=options["sk"])
     if https_port:
         env.update(CA_CERT=ca_path, CA_CERT_DOMAIN_NAME=options["server-name"])
     else:
@@ -197,7 +230,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
         accept_patch=options["accept-patch"],
         notifications=notifier.delivered,
     )
-    site = Site(emulator.resource())
+    resource = emulator.resource()
+    if options["dialect"] == "etsi":
+        client = OAuth2Client(options["client-id"], options["client-secret"], app.app_instance_id)
+        resource = EtsiMep(
+            emulator, options["api-root"].rstrip("/"), {client.client_id: client}
+        ).resource()
+    site = Site(resource)
 
     top = MultiService()
     TimerService(1.0, registry.check_liveness).setServiceParent(top)
