@@ -18,12 +18,13 @@ def version() -> str:
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
-TEST = ["hypothesis>=6.90"]
+TEST = ["hypothesis>=6.90", "openapi-schema-validator>=0.6"]
 LINT = [
     "mypy>=1.8",
     "mypy-zope>=1.0",
     "ruff>=0.4",
     "types-PyYAML",
+    "types-jsonschema",
     "towncrier>=23.6",
     "build>=1.0",
     "twine>=5.0",

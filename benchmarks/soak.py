@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--fault-every", type=float, default=20)
     parser.add_argument("--out", default="soak.json")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log", help="write the agent's log here at the end")
     options = parser.parse_args()
     rng = random.Random(options.seed)
     work = tempfile.mkdtemp(prefix="mep-soak-")
@@ -295,6 +296,9 @@ def main() -> None:
     finally:
         if agent is not None:
             agent.end()
+            if options.log:
+                with open(options.log, "wb") as f:
+                    f.write(agent.output)
         emulator.end()
     with open(options.out, "w") as f:
         json.dump(report, f, indent=2)

@@ -21,6 +21,7 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from werkzeug.routing import PathConverter
 
 from .dialect import EDGEGALLERY, Dialect
 from .discovery import DiscoveryCache
@@ -56,10 +57,17 @@ class ServiceNotFound(ApiProblem):
             super().__init__(404, "no ACTIVE instance of the service", serName=name, states=states)
 
 
+class AnyName(PathConverter):
+    """werkzeug's path converter, also matching control characters (answered 400)."""
+
+    regex = "(?s:[^/].*?)"
+
+
 class AgentAPI:
     """The application API's Klein app; see the module docstring."""
 
     app = Klein()
+    app.url_map.converters["name"] = AnyName
     strict_routes(app)
 
     def __init__(
@@ -104,7 +112,7 @@ class AgentAPI:
             },
         )
 
-    @app.route("/mep-agent/v1/endpoint/<path:ser_name>", methods=["GET"])
+    @app.route("/mep-agent/v1/endpoint/<name:ser_name>", methods=["GET"])
     async def endpoint(self, request: IRequest, ser_name: str) -> bytes:
         """The endpoint of the first ACTIVE instance of C{ser_name} (or every instance)."""
         self._authorize(request)

@@ -107,7 +107,7 @@ _etsi_category = s.record(
     required=frozenset({"href", "id", "name", "version"}),
 )
 _etsi_transport_info = s.record(
-    dict(_transport_fields, name=_etsi_ser_name),
+    dict(_transport_fields, id=s.text(256, r"[^\x00-\x1f\x7f]+"), name=_etsi_ser_name),
     required=frozenset({"id", "name", "type", "protocol", "version", "endpoint", "security"}),
 )
 _etsi_service_fields = {k: v for k, v in _service_fields.items() if k != "_links"} | {

@@ -30,7 +30,7 @@ log = Logger()
 
 # Read once, then removed from the process environment so that child processes and
 # anything that dumps the environment never see them.
-SECRET_ENV = ("AK", "SK", "APPINSTID")
+SECRET_ENV = ("AK", "SK", "APPINSTID", "MEP_AGENT_OAUTH2_CLIENT_SECRET")
 
 
 class Options(usage.Options):

@@ -13,7 +13,7 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -90,7 +90,10 @@ class TwistdProcess(ProcessProtocol):
 
     def signal(self, name: str) -> None:
         if self.running and self.transport is not None:
-            self.transport.signalProcess(name)
+            try:
+                self.transport.signalProcess(name)
+            except ProcessExitedAlready:
+                pass  # it ended on its own; processEnded is on its way
 
     async def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 15 s; only ever this process we started."""

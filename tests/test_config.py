@@ -248,3 +248,122 @@ class SecretReprTests(SynchronousTestCase):
         for text in (repr(cfg), str(cfg.summary()), repr(cfg.credentials), str(Secret(AK))):
             for secret in SECRETS:
                 self.assertNotIn(secret, text)
+
+
+class DialectTests(SynchronousTestCase):
+    """--dialect, --api-root, --auth and OAuth2 settings (with the sample, valid in both)."""
+
+    def sample(self, **extra: bytes | str) -> FakeFiles:
+        return files(
+            **{"./conf/app_instance_info.yaml": data_text("../../conf/app_instance_info.yaml")},
+            **extra,
+        )
+
+    def etsi(self, **env: str | None) -> dict[str, str]:
+        base: dict[str, str | None] = {
+            "MEP_AGENT_DIALECT": "etsi",
+            "AK": None,
+            "SK": None,
+            "MEP_AGENT_OAUTH2_TOKEN_URL": "https://mep-api-gw.mep:8443/oauth2/token",
+            "MEP_AGENT_OAUTH2_CLIENT_ID": "client",
+            "MEP_AGENT_OAUTH2_CLIENT_SECRET": "s3cret",
+        }
+        base.update(env)
+        return seed_environ(**base)
+
+    def test_edgegallery_defaults(self) -> None:
+        """The default dialect keeps everything the seed had: AK/SK, /mep, auto beats."""
+        cfg = load()
+        self.assertEqual(
+            (cfg.dialect.name, cfg.auth, cfg.api_root, cfg.heartbeat_method),
+            ("edgegallery", "aksk", "/mep", "auto"),
+        )
+
+    def test_etsi_with_token_url_is_oauth2(self) -> None:
+        """etsi with a token URL: OAuth2 client credentials; AK/SK not needed."""
+        cfg = load(env=self.etsi(), reader=self.sample())
+        self.assertEqual(cfg.auth, "oauth2")
+        assert cfg.credentials.oauth2 is not None
+        self.assertEqual(cfg.credentials.oauth2.client_secret.reveal(), "s3cret")
+        self.assertIsNone(cfg.credentials.access_key)
+        self.assertNotIn("s3cret", repr(cfg) + str(cfg.summary()))
+
+    def test_etsi_without_token_url_is_none(self) -> None:
+        """etsi without a token URL: no token at all (an ingress authenticates)."""
+        cfg = load(env=self.etsi(MEP_AGENT_OAUTH2_TOKEN_URL=None), reader=self.sample())
+        self.assertEqual(cfg.auth, "none")
+
+    def test_oauth2_needs_its_settings(self) -> None:
+        """--auth oauth2 without a URL, id or secret names the missing setting."""
+        for missing, name in (
+            ("MEP_AGENT_OAUTH2_TOKEN_URL", "MEP_AGENT_OAUTH2_TOKEN_URL"),
+            ("MEP_AGENT_OAUTH2_CLIENT_ID", "MEP_AGENT_OAUTH2_CLIENT_ID"),
+            ("MEP_AGENT_OAUTH2_CLIENT_SECRET", "MEP_AGENT_OAUTH2_CLIENT_SECRET"),
+        ):
+            env = self.etsi(**{missing: None, "MEP_AGENT_AUTH": "oauth2"})
+            error = self.assertRaises(ConfigError, load, env=env)
+            self.assertEqual(error.where, name)
+
+    def test_client_secret_from_file(self) -> None:
+        """The client secret can come from a *_FILE (a secret volume)."""
+        env = self.etsi(
+            MEP_AGENT_OAUTH2_CLIENT_SECRET=None, MEP_AGENT_OAUTH2_CLIENT_SECRET_FILE="/s/c"
+        )
+        cfg = load(env=env, reader=self.sample(**{"/s/c": "from-file\n"}))
+        assert cfg.credentials.oauth2 is not None
+        self.assertEqual(cfg.credentials.oauth2.client_secret.reveal(), "from-file")
+
+    def test_bad_values(self) -> None:
+        """A bad dialect, auth, root or method is one line naming the setting."""
+        for env, where in (
+            ({"MEP_AGENT_DIALECT": "kong"}, "MEP_AGENT_DIALECT"),
+            ({"MEP_AGENT_AUTH": "basic"}, "MEP_AGENT_AUTH"),
+            ({"MEP_AGENT_API_ROOT": "no-slash"}, "MEP_AGENT_API_ROOT"),
+            ({"MEP_AGENT_HEARTBEAT_METHOD": "POST"}, "MEP_AGENT_HEARTBEAT_METHOD"),
+            ({"MEP_AGENT_OAUTH2_TOKEN_URL": "ftp://x"}, "MEP_AGENT_OAUTH2_TOKEN_URL"),
+        ):
+            error = self.assertRaises(ConfigError, load, env=seed_environ(**env))
+            self.assertEqual(error.where, where)
+
+    def test_etsi_validation(self) -> None:
+        """etsi applies ServiceInfoPost's rules to app_instance_info.yaml."""
+        from mep_agent import model
+
+        service: dict[str, Any] = {
+            "serName": "rnis.v2",
+            "version": "1",
+            "state": "ACTIVE",
+            "serializer": "JSON",
+            "transportInfo": {"type": "REST_HTTP", "protocol": "HTTP", "endpoint": {}},
+        }
+        text = model.yaml.safe_dump({"serviceInfoPosts": [service]})
+        error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", text, True)
+        self.assertEqual(error.where, "f.yaml: serviceInfoPosts[0].transportInfo.id")
+        both = dict(
+            service,
+            transportId="t",
+            transportInfo=dict(
+                service["transportInfo"], id="t", name="n", version="1", security={}
+            ),
+        )
+        text = model.yaml.safe_dump({"serviceInfoPosts": [both]})
+        error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", text, True)
+        self.assertIn("exactly one of transportId and transportInfo", error.problem)
+        links = dict(both, _links={"self": {}})
+        del links["transportId"]
+        text = model.yaml.safe_dump({"serviceInfoPosts": [links]})
+        error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", text, True)
+        self.assertEqual(error.where, "f.yaml: serviceInfoPosts[0]._links")
+        # The same name is not allowed by mepserver's rules (edgegallery):
+        error = self.assertRaises(
+            ConfigError, model.parse_app_instance_info, "f.yaml", text, False
+        )
+        self.assertEqual(error.where, "f.yaml: serviceInfoPosts[0].serName")
+
+    def test_sample_valid_in_both_dialects(self) -> None:
+        """The shipped conf/app_instance_info.yaml loads in both dialects."""
+        from mep_agent import model
+
+        text = data_text("../../conf/app_instance_info.yaml")
+        for etsi in (False, True):
+            self.assertEqual(len(model.parse_app_instance_info("f", text, etsi).services), 2)

@@ -40,7 +40,9 @@ SERVICES = {
 reactor: Any = _reactor  # typed as its smallest interface; its TCP side is used here
 
 
-class AgentAgainstEmulator(TestCase):
+class EmulatorProcesses(TestCase):
+    """Helpers: the emulator and the agent as real twistd processes, ended by PID."""
+
     timeout = 90
 
     def setUp(self) -> None:
@@ -107,6 +109,10 @@ class AgentAgainstEmulator(TestCase):
 
     async def services(self) -> dict[str, dict[str, Any]]:
         return {s["serName"]: s for s in (await self.state())["services"]}
+
+
+class AgentAgainstEmulator(EmulatorProcesses):
+    """The default (EdgeGallery) dialect end to end."""
 
     async def test_lifecycle(self) -> None:
         """Registered, every service beats, a MEP restart is repaired, SIGTERM deregisters."""
@@ -254,3 +260,82 @@ async def served_port(emulator: TwistdProcess, scheme: bytes) -> int:
     """The port the emulator serves C{scheme} on, from its start-up lines."""
     match = await emulator.wait_for(rb"mep-emulator: serving " + scheme + rb"://127.0.0.1:(\d+)")
     return int(match.group(1))
+
+
+ETSI_SERVICES = {
+    "serviceInfoPosts": [
+        {
+            "serName": name,
+            "version": "2.0",
+            "state": "ACTIVE",
+            "serializer": "JSON",
+            "livenessInterval": 2,
+            "transportInfo": {
+                "id": f"t-{name}",
+                "name": "REST",
+                "type": "REST_HTTP",
+                "protocol": "HTTP",
+                "version": "1.1",
+                "endpoint": {"uris": [f"http://{name}.local:80/"]},
+                "security": {},
+            },
+        }
+        for name in ("rnis.v2", "alpha", "beta")
+    ],
+    "serAvailabilityNotificationSubscriptions": [
+        {
+            "subscriptionType": "SerAvailabilityNotificationSubscription",
+            "callbackReference": "http://127.0.0.1:9/callback",
+        }
+    ],
+}
+
+
+class EtsiAgentAgainstEmulator(EmulatorProcesses):
+    """The same processes with --dialect etsi on both sides (OAuth2, PATCH, absolute links)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        with open(os.path.join(self.dir, "conf", "app_instance_info.yaml"), "w") as f:
+            yaml.safe_dump(ETSI_SERVICES, f)
+
+    async def start_emulator(self, *extra: str) -> TwistdProcess:
+        return await super().start_emulator("--dialect", "etsi", "--api-root", "/sbx1/mep")
+
+    def agent_env(self, **extra: str) -> dict[str, str]:
+        env = super().agent_env()
+        for name in ("AK", "SK"):
+            del env[name]
+        with open(os.path.join(self.dir, "mep", "agent.env")) as f:
+            for line in f:
+                key, _, value = line.removeprefix("export ").strip().partition("=")
+                if key.startswith("MEP_AGENT_"):
+                    env[key] = value
+        env.update(extra)
+        return env
+
+    async def test_lifecycle(self) -> None:
+        """OAuth2 token, PATCH beats, rnis.v2 discovered, SIGTERM deletes everything."""
+        await self.start_emulator()
+        agent = await self.start_agent()
+
+        async def all_beating() -> bool:
+            services = await self.services()
+            return len(services) == 3 and all(s["heartbeats"] >= 2 for s in services.values())
+
+        await eventually(all_beating)
+        state = await self.state()
+        self.assertEqual(len(state["subscriptions"]), 1)
+        self.assertEqual(
+            {r["method"] for r in state["requests"] if r["kind"] == "heartbeat"}, {"PATCH"}
+        )
+        code, endpoint = await get_json(
+            f"http://127.0.0.1:{self.api}/mep-agent/v1/endpoint/rnis.v2"
+        )
+        self.assertEqual((code, endpoint), (200, {"uris": ["http://rnis.v2.local:80/"]}))
+        self.assertEqual(await agent.stop(), 0)
+        state = await self.state()
+        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+        output = agent.output.decode("utf-8", "replace")
+        self.assertNotIn("dev-client-secret", output)
+        self.assertNotIn("Traceback", output)

@@ -103,6 +103,7 @@ class RequestRecord:
     kind: str
     status: int
     query: str = ""  # the raw query string, as received
+    body: bytes = b""  # the first 4 KiB of the request body
 
 
 def _subscription_kind(request: Request) -> str:
@@ -220,6 +221,7 @@ class MepEmulator:
                 kind,
                 status,
                 request.uri.decode("utf-8", "replace").partition("?")[2],
+                _body_start(request),
             )
         )
 
@@ -625,6 +627,15 @@ class MepEmulator:
     def terminate(self, request: Request, app_id: str) -> bytes:
         """Control API: start an app termination."""
         return write_json(request, 200, {"notified": self.registry.terminate(app_id)})
+
+
+def _body_start(request: Request) -> bytes:
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    start: bytes = content.read(4096)
+    return start
 
 
 def read_body(request: Request) -> bytes:

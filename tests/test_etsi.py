@@ -1,0 +1,471 @@
+"""
+The ETSI MEC 011 v2.2.1 dialect: the agent against the emulator's ETSI face on a Clock
+(OAuth2 client credentials, confirm_ready first, absolute links, PATCH liveness, the
+repair that changes only the state, transports, plain-string names), the link resolver,
+and every body the agent sends validated against the MEC 011 OpenAPI documents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from typing import Any, cast
+
+import yaml
+from openapi_schema_validator import OAS30Validator, OAS31Validator
+from twisted.internet.defer import ensureDeferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from mep_agent import links
+from mep_agent.config import Credentials, OAuth2Client
+from mep_agent.dialect import ETSI
+from mep_agent.emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
+from mep_agent.emulator.memory import InMemoryMep
+from mep_agent.http import mep_http_client
+from mep_agent.mep import MepClient, Registration
+from mep_agent.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
+from mep_agent.registration import Registrar
+from mep_agent.secret import Secret
+from mep_agent.subscriptions import Subscriber
+from mep_agent.token import TokenKeeper, TokenState
+
+from .agent_harness import ApiTestCase, exact_backoff
+from .helpers import DATA
+
+ROOT = "/sbx1/mep"
+BASE = "https://127.0.0.1:8443"
+MGMT = f"{ROOT}/mec_service_mgmt/v1"
+TOKEN_URL = f"{BASE}/oauth2/token"
+SPECS = os.path.join(DATA, "specs")
+
+
+def etsi_service(name: str = "rnis.v2", interval: int = 60, **extra: Any) -> dict[str, Any]:
+    """A ServiceInfoPost valid under MEC 011 v2.2.1."""
+    body: dict[str, Any] = {
+        "serName": name,
+        "version": "2.0",
+        "state": "ACTIVE",
+        "serializer": "JSON",
+        "livenessInterval": interval,
+        "transportInfo": {
+            "id": "t1",
+            "name": "REST",
+            "type": "REST_HTTP",
+            "protocol": "HTTP",
+            "version": "1.1",
+            "endpoint": {"uris": [f"http://{name}.local:80/"]},
+            "security": {},
+        },
+    }
+    body.update(extra)
+    return body
+
+
+def etsi_spec(name: str = "rnis.v2", **extra: Any) -> ServiceSpec:
+    return ServiceSpec(name, etsi_service(name, **extra))
+
+
+class EtsiTestCase(ApiTestCase):
+    """ApiTestCase with the emulator's ETSI face under ROOT and an OAuth2 agent."""
+
+    secret = DEV_CLIENT_SECRET
+
+    def setUp(self) -> None:
+        self.mep = InMemoryMep.create(dialect="etsi", api_root=ROOT)
+        self.clock = self.mep.clock
+        self.emulator = self.mep.emulator
+        self.registry = self.emulator.registry
+
+    def build(  # type: ignore[override]
+        self,
+        services: tuple[ServiceSpec, ...] = (),
+        subscriptions: tuple[SubscriptionSpec, ...] = (),
+        notify_url: str | None = None,
+        **registrar_options: Any,
+    ) -> None:
+        credentials = Credentials(
+            None,
+            None,
+            Secret(DEV_APP.app_instance_id),
+            OAuth2Client(TOKEN_URL, Secret(DEV_CLIENT_ID), Secret(self.secret)),
+        )
+        super().build(services, notify_url=notify_url, subscriptions=subscriptions)
+        # The same wiring as the agent's, with the ETSI dialect's client and token source.
+        self.client = MepClient(
+            mep_http_client(self.mep.agent),
+            self.clock,
+            BASE,
+            "127.0.0.1:8443",
+            credentials,
+            timeout=10,
+            api_root=ROOT,
+            links_under_root=ETSI.links_under_root,
+        )
+        self.tokens = TokenKeeper(
+            lambda: self.client.fetch_oauth2_token(), self.clock, delays=exact_backoff
+        )
+        self.subscriber = Subscriber(
+            self.client,
+            self.tokens,
+            self.clock,
+            subscriptions,
+            callback_url=notify_url,
+            delays=exact_backoff,
+        )
+        self.registrar = Registrar(
+            self.client,
+            self.tokens,
+            self.clock,
+            services,
+            delays=exact_backoff,
+            on_data_loss=self.subscriber.check_now,
+            **registrar_options,
+        )
+        self.rebuild_apis()
+
+    def rebuild_apis(self) -> None:
+        from prometheus_client import CollectorRegistry
+        from treq.testing import StubTreq
+
+        from mep_agent.api import AgentAPI
+        from mep_agent.discovery import DiscoveryCache, MepDiscovery
+
+        source = MepDiscovery(self.tokens, self.client, 10, 30, self.clock)
+        self.discovery = DiscoveryCache(source, self.clock, 30, 300, deadline=11)
+        self.metrics = CollectorRegistry()
+        self.api = StubTreq(
+            AgentAPI(self.tokens, self.discovery, self.clock, None, ETSI).resource()
+        )
+
+    def sent(self, kind: str) -> list[Any]:
+        """The JSON bodies the emulator received for requests of C{kind}."""
+        return [json.loads(r.body) for r in self.emulator.requests if r.kind == kind and r.body]
+
+
+class OAuth2Tests(EtsiTestCase):
+    def test_client_credentials(self) -> None:
+        """The token comes from the OAuth2 endpoint; Mp1 calls carry it."""
+        self.build((etsi_spec(),))
+        self.start()
+        self.assertEqual(self.requests("token"), [200])
+        self.assertEqual(self.tokens.state, TokenState.VALID)
+        self.assertEqual(self.requests("register"), [201])
+
+    def test_expiry_and_refresh(self) -> None:
+        """expires_in is honoured: refreshed at 80 % of it."""
+        self.emulator.token_lifetime = 100
+        self.build()
+        self.start()
+        self.advance(79.5)
+        self.assertEqual(self.emulator.tokens_issued, 1)
+        self.advance(0.5)
+        self.assertEqual(self.emulator.tokens_issued, 2)
+
+    def test_401_refreshes_once(self) -> None:
+        """A Mp1 401 replaces the token once and retries the call."""
+        self.fault(kind="register", status=401, body={"title": "Unauthorized"})
+        self.build((etsi_spec(),))
+        self.start()
+        self.advance(1)
+        self.assertEqual(self.requests("register"), [401, 201])
+        self.assertEqual(self.emulator.tokens_issued, 2)
+
+    def test_wrong_secret_is_a_credentials_refusal(self) -> None:
+        """invalid_client (401) is a refusal of the credentials: the long wait, no storm."""
+        self.secret = "wrong"
+        self.build()
+        self.start()
+        self.advance(100)
+        self.assertEqual(self.requests("token"), [401])
+        self.assertEqual(self.tokens.state, TokenState.REJECTED)
+
+
+class StartupTests(EtsiTestCase):
+    def test_confirm_ready_before_registration(self) -> None:
+        """confirm_ready goes first, so the platform accepts the registrations."""
+        self.build((etsi_spec("a"), etsi_spec("b")))
+        self.start()
+        kinds = [r.kind for r in self.emulator.requests if r.kind in ("confirm_ready", "register")]
+        self.assertEqual(kinds, ["confirm_ready", "register", "register"])
+        self.assertEqual(self.requests("register"), [201, 201])
+
+    def test_not_ready_then_confirm_ready(self) -> None:
+        """A 403 "not ready" sends confirm_ready again, then the registration at once."""
+        self.fault(kind="confirm_ready", status=503)
+        self.build((etsi_spec(),))
+        self.start()
+        self.assertEqual(self.requests("register"), [403])
+        self.advance(1)  # confirm_ready's backoff: 1 s, then the registration
+        self.assertEqual(self.requests("confirm_ready"), [503, 204])
+        self.assertEqual(self.requests("register"), [403, 201])
+
+
+class LivenessTests(EtsiTestCase):
+    def test_patch_on_absolute_link(self) -> None:
+        """Heartbeats PATCH the absolute _links.liveness.href every 75 % of the interval."""
+        self.build((etsi_spec(),))
+        self.start()
+        registration = self.registration("rnis.v2")
+        self.assertTrue(registration.liveness_path)
+        self.assertTrue(str(registration.liveness_path).startswith(f"{BASE}{MGMT}/"))
+        self.assertEqual(registration.liveness_method, "PATCH")
+        self.advance(45 * 4)
+        beats = [r for r in self.emulator.requests if r.kind == "heartbeat"]
+        self.assertEqual([(r.method, r.status) for r in beats], [("PATCH", 204)] * 4)
+        self.assertEqual(self.sent("heartbeat")[0], {"state": "ACTIVE"})
+
+    def test_put_refused_by_the_platform(self) -> None:
+        """Forcing PUT on an ETSI platform fails (405), which is why auto follows the link."""
+        self.build((etsi_spec(),))
+        self.client._heartbeat_method = "PUT"
+        self.start()
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat"), [405])
+
+    def test_no_link_no_heartbeats(self) -> None:
+        """Without a liveness link (interval 0) nothing is sent."""
+        self.build((etsi_spec(interval=0),))
+        self.start()
+        self.advance(200)
+        self.assertEqual(self.requests("heartbeat"), [])
+
+    def test_inactive_repair_sends_the_servers_info(self) -> None:
+        """409: PUT the ServiceInfo the MEP returned, only state changed (the server's rule)."""
+        self.build((etsi_spec(),))
+        self.start()
+        sid = self.sid("rnis.v2")
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat"), [409])
+        self.assertEqual(self.requests("update"), [200])
+        put = self.sent("update")[0]
+        self.assertEqual(put["serInstanceId"], sid)
+        self.assertIn("liveness", put["_links"])
+        self.assertEqual(self.registry.services[sid].state, "ACTIVE")
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat"), [409, 204])
+
+
+class LinkTests(SynchronousTestCase):
+    base = "https://mep.example:8443"
+
+    def test_absolute_and_relative(self) -> None:
+        """Absolute links stay; absolute paths resolve against the MEP's origin."""
+        same = f"{self.base}/x/services/1/liveness"
+        self.assertEqual(links.resolve(self.base, "/x", same, False), same)
+        self.assertEqual(
+            links.resolve(self.base, "/x", "/x/a", False), "https://mep.example:8443/x/a"
+        )
+        self.assertEqual(
+            links.resolve("http://mep.example", "", "http://MEP.example:80/a", False),
+            "http://MEP.example:80/a",
+        )
+
+    def test_edgegallery_paths_lie_under_the_root(self) -> None:
+        """mepserver's paths without the gateway root get it; paths with it stay."""
+        self.assertEqual(
+            links.resolve(self.base, "/mep", "/mec_service_mgmt/v1/a", True),
+            f"{self.base}/mep/mec_service_mgmt/v1/a",
+        )
+        self.assertEqual(
+            links.resolve(self.base, "/mep", "/mep/mec_service_mgmt/v1/a", True),
+            f"{self.base}/mep/mec_service_mgmt/v1/a",
+        )
+
+    def test_foreign_links_refused(self) -> None:
+        """Another host, port or scheme is refused; so is an unusable reference."""
+        for href in (
+            "https://evil.example:8443/x",
+            "https://mep.example:9443/x",
+            "http://mep.example:8443/x",
+            "//evil.example/x",
+        ):
+            self.assertRaises(links.ForeignLink, links.resolve, self.base, "", href, False)
+        self.assertRaises(ValueError, links.resolve, self.base, "", "a b", False)
+
+
+class ForeignLinkTests(EtsiTestCase):
+    def test_foreign_liveness_link_not_followed(self) -> None:
+        """A registration whose liveness link points elsewhere: no beat is sent there."""
+        answer = etsi_service()
+        answer.update(
+            serInstanceId="0123456789abcdef0123456789abcdef",
+            _links={"liveness": {"href": "https://evil.example/liveness"}},
+        )
+        self.fault(kind="register", status=201, raw=json.dumps(answer))
+        self.build((etsi_spec(),))
+        from twisted.logger import ILogObserver, globalLogPublisher
+
+        events: list[Any] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.start()
+        registration: Registration = self.registration("rnis.v2")
+        self.assertIsNone(registration.liveness_path)
+        self.assertEqual(registration.refused_link, "https://evil.example/liveness")
+        self.assertEqual(len([e for e in events if e.get("event") == "service.link_refused"]), 1)
+        self.advance(200)
+        self.assertEqual(self.requests("heartbeat"), [])
+
+
+class SubscriptionTests(EtsiTestCase):
+    def test_delete_on_the_absolute_link(self) -> None:
+        """The subscription is deleted on the absolute link the platform gave; nothing leaks."""
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+                "callbackReference": "http://127.0.0.1:9090/cb",
+            },
+        )
+        self.build(subscriptions=(subscription,))
+        self.start()
+        state = self.subscriber.states[0]
+        assert state.subscription is not None
+        self.assertTrue(str(state.subscription.url).startswith(f"{BASE}{MGMT}/applications/"))
+        stopped = self.subscriber.stopService()
+        self.settle()
+        self.assertEqual(self.successResultOf(stopped), [True])
+        deletes = [r for r in self.emulator.requests if r.kind == "unsubscribe"]
+        self.assertEqual([(r.status, r.path.startswith(MGMT)) for r in deletes], [(204, True)])
+        self.assertEqual(self.registry.subscriptions, {})
+
+
+class DiscoveryTests(EtsiTestCase):
+    def test_plain_string_names(self) -> None:
+        """rnis.v2 is a name; it is escaped in the query and found."""
+        self.build((etsi_spec("rnis.v2"),))
+        self.start()
+        code, body, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/rnis.v2")
+        self.assertEqual((code, body), (200, {"uris": ["http://rnis.v2.local:80/"]}))
+
+    def test_name_rules(self) -> None:
+        """Control characters and names past 256 characters are 400s; none reach the MEP."""
+        self.build()
+        self.start()
+        for raw in ("a%00b", "a%0Ab", "x" * 257):
+            code, body, _ = self.get_json(self.api, f"/mep-agent/v1/endpoint/{raw}")
+            self.assertEqual(code, 400, raw)
+        self.assertEqual(self.requests("discovery"), [])
+        code, _, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/none%20such")
+        self.assertEqual(code, 404)
+
+    def test_transport_id_resolved(self) -> None:
+        """A service giving only transportId gets its endpoint from GET …/transports."""
+        body = etsi_service("radio")
+        del body["transportInfo"]
+        body["transportId"] = "rest-http-1"
+        self.build((ServiceSpec("radio", body),))
+        self.start()
+        code, endpoint, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/radio")
+        self.assertEqual((code, endpoint), (200, {"uris": ["http://gateway.example:8080/"]}))
+        self.get_json(self.api, "/mep-agent/v1/endpoint/radio?all=true")
+        # the transports are fetched once and kept
+        transports = [r for r in self.emulator.requests if r.path.endswith("/transports")]
+        self.assertEqual(len(transports), 1)
+
+    def test_problem_details_404_is_not_found(self) -> None:
+        """A MEP that answers 404 ProblemDetails for a name: the app gets 404."""
+        self.build()
+        self.start()
+        self.fault(kind="discovery", status=404, body={"title": "Not Found", "status": 404})
+        code, body, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/x")
+        self.assertEqual((code, body["error"]), (404, "service not found"))
+
+
+@cache
+def _spec(name: str) -> dict[str, Any]:
+    with open(os.path.join(SPECS, name), encoding="utf-8") as f:
+        spec: dict[str, Any] = yaml.safe_load(f)
+    return spec
+
+
+def validate(name: str, schema: str, body: Any) -> None:
+    """Validate C{body} against C{schema} of the OpenAPI document C{name}."""
+    spec = _spec(name)
+    validator = OAS31Validator if spec["openapi"].startswith("3.1") else OAS30Validator
+    document = {"$ref": f"#/components/schemas/{schema}", "components": spec["components"]}
+    validator(document).validate(body)
+
+
+V221 = "advantedge_service-mgmt_swagger_v2.2.1.yaml"
+V211 = "etsi-forge_MecServiceMgmtApi_v2.1.1.yaml"
+SUPPORT_V211 = "etsi-forge_MecAppSupportApi_v2.1.1.yaml"
+
+
+class SpecTests(EtsiTestCase):
+    """Every body the agent sends in the etsi dialect, against the MEC 011 documents."""
+
+    def test_bodies_match_the_specs(self) -> None:
+        """Registrations, the repair, beats, confirm_ready and subscriptions validate."""
+        with open(
+            os.path.join(os.path.dirname(DATA), "..", "conf", "app_instance_info.yaml")
+        ) as f:
+            sample = parse_app_instance_info("sample", f.read(), etsi=True)
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+                "callbackReference": "http://127.0.0.1:9090/cb",
+                "filteringCriteria": {"serNames": ["httpbin"], "states": ["ACTIVE"]},
+            },
+        )
+        self.build(sample.services, subscriptions=(subscription,))
+        self.start()
+        sid = self.sid("httpbin")
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(45)
+        registrations = self.sent("register")
+        self.assertEqual(len(registrations), 2)
+        for body in registrations:
+            validate(V221, "ServiceInfoPost", body)
+        for body in self.sent("update"):
+            validate(V221, "ServiceInfo", body)
+        for body in self.sent("heartbeat"):
+            validate(V221, "ServiceLivenessUpdate", body)
+        for body in self.sent("subscribe"):
+            validate(V221, "SerAvailabilityNotificationSubscription", body)
+        for body in self.sent("confirm_ready"):
+            validate(SUPPORT_V211, "AppReadyConfirmation", body)
+        self.assertEqual(len(self.sent("update")), 1)
+
+    def test_v211_service_info(self) -> None:
+        """The sample's services also fit v2.1.1's ServiceInfo (livenessInterval aside)."""
+        with open(
+            os.path.join(os.path.dirname(DATA), "..", "conf", "app_instance_info.yaml")
+        ) as f:
+            sample = parse_app_instance_info("sample", f.read(), etsi=True)
+        for service in sample.services:
+            body = {k: v for k, v in service.body.items() if k != "livenessInterval"}
+            validate(V211, "ServiceInfo", body)
+
+    def test_validator_catches_a_bad_body(self) -> None:
+        """The check itself can fail: a transportInfo without its required members."""
+        from jsonschema.exceptions import ValidationError
+
+        body = etsi_service()
+        del body["transportInfo"]["security"]
+        self.assertRaises(ValidationError, validate, V221, "ServiceInfoPost", body)
+
+
+class MepClientUnitTests(SynchronousTestCase):
+    def test_oauth2_request_shape(self) -> None:
+        """RFC 6749 4.4: form-encoded grant, client authenticated with HTTP Basic."""
+        mep = InMemoryMep.create(dialect="etsi", api_root=ROOT)
+        credentials = Credentials(
+            None,
+            None,
+            Secret(DEV_APP.app_instance_id),
+            OAuth2Client(TOKEN_URL, Secret(DEV_CLIENT_ID), Secret(DEV_CLIENT_SECRET), "mp1"),
+        )
+        client = MepClient(
+            mep_http_client(mep.agent), mep.clock, BASE, "127.0.0.1:8443", credentials, 10
+        )
+        d = ensureDeferred(client.fetch_oauth2_token())
+        mep.flush()
+        token = self.successResultOf(d)
+        self.assertEqual(token.expires_in, 3600)
+        record = [r for r in mep.emulator.requests if r.kind == "token"][0]
+        self.assertEqual(record.body, b"grant_type=client_credentials&scope=mp1")
