@@ -115,6 +115,7 @@ class Registrar(Service):
         self._settled: bool | None = None
         self._settle_waiters: list[Deferred[bool]] = []
         self._confirming = False  # a confirm_ready loop is under way
+        self._confirm_started_at: float | None = None
         self._ready_waiters: list[Deferred[None]] = []
         self.states = {spec.name: ServiceState(spec) for spec in specs}
         self.ready_confirmed = False
@@ -323,9 +324,13 @@ class Registrar(Service):
         state.status = ServiceStatus.PENDING
         state.failed(error)
         self._on_data_loss()
-        # The MEP lost data: confirm READY again (before the service is registered again).
-        self.ready_confirmed = False
-        self._start_confirming()
+        # The MEP lost data since our last confirm_ready: confirm READY again. One MEP
+        # restart loses every service, but only the first loss after a confirm asks.
+        registered_at = state.registered_at
+        started = self._confirm_started_at
+        if started is None or registered_at is None or started <= registered_at:
+            self.ready_confirmed = False
+            self._start_confirming()
 
     async def _restore(self, state: ServiceState) -> Registration | None:
         """
@@ -412,6 +417,7 @@ class Registrar(Service):
     def _start_confirming(self) -> None:
         if self._confirm_ready and not self._confirming and self.running:
             self._confirming = True
+            self._confirm_started_at = self._clock.seconds()
             self._tasks.append(supervise(self._clock, "confirm_ready", self._confirm))
 
     async def _ready_again(self) -> None:

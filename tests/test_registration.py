@@ -185,6 +185,18 @@ class RepairTests(AgentTestCase):
         self.advance(46)
         self.assertEqual(self.requests("confirm_ready"), [204, 204])
 
+    def test_one_confirm_per_data_loss(self) -> None:
+        """A MEP restart loses every service, but READY is confirmed again only once."""
+        self.build(tuple(spec(f"s{i}") for i in range(5)))
+        self.start()
+        self.emulator.registry.restart()
+        self.advance(46)
+        self.assertEqual(len(self.registry.services), 5)
+        self.assertEqual(self.requests("confirm_ready"), [204, 204])
+        self.emulator.registry.restart()  # a second loss after the re-confirm asks again
+        self.advance(46)
+        self.assertEqual(self.requests("confirm_ready"), [204, 204, 204])
+
     def test_inactive_restored(self) -> None:
         """A 409 (INACTIVE) is repaired by PUTting the service again; the id is kept."""
         self.build((spec("a"),))
