@@ -78,7 +78,14 @@ def token_source(cfg: AgentConfig, mep: MepClient) -> Callable[[], Awaitable[Tok
     return mep.fetch_token
 
 
-def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) -> AgentService:
+def build(
+    cfg: AgentConfig,
+    reactor: Any,
+    finish: Callable[[int], None],
+    notify_secret: Secret,
+    set_code: Callable[[int], None] = lambda code: None,
+    fatal: Callable[[str], BaseException] = SystemExit,
+) -> AgentService:
     """
     Every service of the agent for C{cfg}.
 
@@ -89,7 +96,11 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
     policy = None
     if cfg.protocol == "https":
         assert cfg.ca_cert_domain_name is not None
-        policy = tls.client_policy(cfg.ca_pems, cfg.ca_cert_domain_name, cfg.ciphers, cfg.mep_host)
+        policy = tls.DiagnosingPolicy(
+            tls.client_policy(cfg.ca_pems, cfg.ca_cert_domain_name, cfg.ciphers, cfg.mep_host),
+            cfg.ca_cert_path or "CA_CERT",
+            cfg.ca_cert_domain_name,
+        )
     metrics = CollectorRegistry()
     agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
     mep = MepClient(
@@ -104,6 +115,7 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
         api_root=cfg.api_root,
         links_under_root=cfg.dialect.links_under_root,
         heartbeat_method=cfg.heartbeat_method,
+        explain=policy.explain if policy is not None else None,
     )
     tokens = TokenKeeper(token_source(cfg, mep), reactor)
     subscriber = Subscriber(
@@ -112,6 +124,7 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
         reactor,
         cfg.app.subscriptions,
         callback_url=callback_url(cfg.notify_url, notify_secret.reveal()),
+        notify_secret=notify_secret.reveal(),
         request_timeout=cfg.request_timeout,
         shutdown_timeout=cfg.shutdown_timeout,
         delete_on_stop=cfg.enable_wait,
@@ -141,16 +154,31 @@ def build(cfg: AgentConfig, reactor: Any, finish: Any, notify_secret: Secret) ->
     root.add_stage(registrar, subscriber)
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
     front: list[IService] = [
-        Listener.from_description(reactor, cfg.listen, serve(api.resource(), reactor), "--listen")
+        Listener.from_description(
+            reactor, cfg.listen, serve(api.resource(), reactor), "--listen", fatal=fatal
+        )
     ]
     if cfg.ops_listen:
         ops = OpsAPI(reactor, tokens, registrar, subscriber, discovery, metrics, notify_secret)
         front.append(
             Listener.from_description(
-                reactor, cfg.ops_listen, serve(ops.resource(), reactor), "--ops-listen"
+                reactor,
+                cfg.ops_listen,
+                serve(ops.resource(), reactor),
+                "--ops-listen",
+                fatal=fatal,
             )
         )
     if not cfg.enable_wait:
-        front.append(OneShot(registrar, reactor, cfg.oneshot_timeout, finish))
+        front.append(
+            OneShot(
+                registrar,
+                reactor,
+                cfg.oneshot_timeout,
+                finish,
+                set_code=set_code,
+                last_error=registrar.last_error,
+            )
+        )
     root.add_stage(*front)
     return root

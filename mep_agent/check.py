@@ -25,7 +25,7 @@ def report(cfg: AgentConfig) -> dict[str, Any]:
     callback = callback_url(cfg.notify_url, SECRET_PLACEHOLDER)
     subscriptions, warnings = [], []
     for sub in cfg.app.subscriptions:
-        body = effective_body(sub, callback)  # exactly what the Subscriber sends
+        body = effective_body(sub, callback, SECRET_PLACEHOLDER)  # as the Subscriber sends it
         if body is None:
             warnings.append(
                 f"serAvailabilityNotificationSubscriptions[{sub.index}].callbackReference: "

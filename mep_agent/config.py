@@ -92,6 +92,9 @@ class AgentConfig:
     shutdown_timeout: float = 5.0
     oneshot_timeout: float = 120.0
     max_response_bytes: int = 1024 * 1024
+    log_format: str = "text"
+    log_level: str = "info"
+    ca_cert_path: str | None = None
 
     @property
     def host_header(self) -> str:
@@ -192,6 +195,31 @@ class _Resolver:
         return None, source
 
 
+def _all_required_given(r: _Resolver, auth: str) -> None:
+    """Every required setting that is missing, named in one error (not one per run)."""
+    protocol = (r.get("protocol")[0] or "").lower()
+    wanted = ["mep_ip", "app_instance_id"]
+    if auth == "aksk":
+        wanted += ["ak", "sk"]
+    if auth == "oauth2":
+        wanted += ["oauth2_token_url", "oauth2_client_id", "oauth2_client_secret"]
+    if protocol == "https":
+        wanted += ["ca_cert", "ca_cert_domain_name"]
+    missing = []
+    for key in wanted:
+        given = r.get(key)[0]
+        if not given and f"{key}_file" in BY_KEY:
+            given = r.get(f"{key}_file")[0]
+        if not given:
+            missing.append(_name(BY_KEY[key]))
+    if len(missing) > 1:
+        raise ConfigError(
+            "settings",
+            f"missing or empty: {', '.join(missing)} (set each in the environment or with "
+            "its option; twistd mep-agent --help lists them)",
+        )
+
+
 def _name(setting: Setting) -> str:
     return setting.env or f"--{setting.option}"
 
@@ -239,6 +267,14 @@ def parse_bool(value: str, where: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ConfigError(where, f"{value[:20]!r} must be true or false")
+
+
+def _choice(resolver: _Resolver, key: str, choices: tuple[str, ...]) -> str:
+    text, where = resolver.get(key)
+    value = (text or "").lower()
+    if value not in choices:
+        raise ConfigError(where, f"{value[:20]!r} must be one of {', '.join(choices)}")
+    return value
 
 
 def _integer(resolver: _Resolver, key: str, minimum: int, maximum: int) -> int:
@@ -306,9 +342,15 @@ def _file_path(resolver: _Resolver, key: str, conf_dir: str) -> tuple[str, str, 
 
 
 def load(
-    cli: Mapping[str, str | None], environ: Mapping[str, str], read_file: ReadFile
+    cli: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    read_file: ReadFile,
+    cwd: str | None = None,
 ) -> AgentConfig:
-    """Build the agent's configuration; raise ConfigError on the first problem found."""
+    """
+    Build the agent's configuration; raise ConfigError on the first problem found (or
+    on every missing required setting at once). C{cwd}: where relative paths start.
+    """
     r = _Resolver(cli, environ, read_file)
 
     dialect_text, where = r.get("dialect")
@@ -326,6 +368,8 @@ def load(
     auth = (auth or dialect.default_auth(token_url)).lower()
     if auth not in ("aksk", "oauth2", "none"):
         raise ConfigError(where, f"{auth[:20]!r} must be aksk, oauth2 or none")
+
+    _all_required_given(r, auth)
 
     oauth2 = None
     if auth == "oauth2":
@@ -368,6 +412,7 @@ def load(
 
     ca_pems: tuple[bytes, ...] = ()
     domain: str | None = None
+    ca_path: str | None = None
     if protocol == "https":
         ca_path, where = r.get("ca_cert")
         if not ca_path:
@@ -421,8 +466,22 @@ def load(
         text, where = r.get(key)
         return parse_seconds(text or "", where, minimum, maximum)
 
-    info_path, where, _ = _file_path(r, "app_instance_info", conf_dir or ".")
-    info_text = r.read(where, info_path).decode("utf-8", "replace")
+    info_path, where, explicit = _file_path(r, "app_instance_info", conf_dir or ".")
+    if not explicit:
+        where = "app_instance_info.yaml"
+    try:
+        info_text = read_file(info_path).decode("utf-8", "replace")
+    except OSError as e:
+        hint = (
+            f" (relative to the working directory {cwd})"
+            if cwd and not info_path.startswith("/")
+            else ""
+        )
+        raise ConfigError(
+            where,
+            f"cannot read {info_path}{hint}: {e.strerror or e}; set --conf-dir "
+            f"(MEP_AGENT_CONF_DIR, now {conf_dir or '.'}) or --app-instance-info",
+        ) from None
     app = model.parse_app_instance_info(info_path, info_text, dialect.etsi_validation)
 
     return AgentConfig(
@@ -430,6 +489,7 @@ def load(
         mep_port=mep_port,
         protocol=protocol,
         ca_pems=ca_pems,
+        ca_cert_path=ca_path,
         ca_cert_domain_name=domain,
         ciphers=ciphers,
         credentials=credentials,
@@ -452,4 +512,6 @@ def load(
         shutdown_timeout=seconds("shutdown_timeout", 0.1, 300),
         oneshot_timeout=seconds("oneshot_timeout", 1, 3600),
         max_response_bytes=_integer(r, "max_response_bytes", 1024, 64 * 1024 * 1024),
+        log_format=_choice(r, "log_format", ("text", "json")),
+        log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),
     )

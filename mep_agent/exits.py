@@ -31,6 +31,10 @@ class ProcessExit:
         self.code = code
         self._reactor.stop()
 
+    def set_code(self, code: int) -> None:
+        """Exit with C{code} when the stop under way is done."""
+        self.code = code
+
     def install(self) -> None:
         """Take the stop signals once running; exit with the code after the shutdown."""
         self._reactor.callWhenRunning(self._take_stop_signals)

@@ -6,6 +6,7 @@ address it got logged (so a port 0 listener tells where it is).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,11 +30,16 @@ class Listener(Service):
         setting: str,
         description: str,
         program: str = "mep-agent",
+        fatal: Callable[[str], BaseException] = SystemExit,
     ) -> None:
         """
         @param setting: the option that gave C{description}, for error messages.
         @param program: the prefix of error messages.
+        @param fatal: makes the exception that ends the start-up: SystemExit in the
+            foreground; under twistd's daemon mode an Exception, which twistd reports to
+            the waiting parent (a SystemExit there would leave the parent waiting forever).
         """
+        self._fatal = fatal
         self._endpoint = endpoint
         self._factory = factory
         self._setting = setting
@@ -49,6 +55,7 @@ class Listener(Service):
         factory: IProtocolFactory,
         setting: str,
         program: str = "mep-agent",
+        fatal: Callable[[str], BaseException] = SystemExit,
     ) -> Listener:
         """A listener for a strports description; SystemExit (one line) when it is bad."""
         try:
@@ -58,7 +65,7 @@ class Listener(Service):
                 f"{program}: configuration error: {setting}: invalid endpoint "
                 f"description {description!r} ({e})"
             ) from None
-        return cls(endpoint, factory, setting, description, program)
+        return cls(endpoint, factory, setting, description, program, fatal)
 
     def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
         """Bind now; SystemExit with one line when the port cannot be had."""
@@ -68,11 +75,12 @@ class Listener(Service):
         if outcome and isinstance(outcome[0], Failure):
             error = outcome[0].value
             reason = error.socketError if isinstance(error, CannotListenError) else error
-            raise SystemExit(
+            reason = getattr(reason, "strerror", None) or reason
+            raise self._fatal(
                 f"{self._program}: {self._setting}: cannot listen on {self._description}: {reason}"
             )
         if not outcome:
-            raise SystemExit(
+            raise self._fatal(
                 f"{self._program}: {self._setting}: {self._description} did not bind at once"
             )
         port = outcome[0]

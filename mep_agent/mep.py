@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from attrs import frozen
 from treq.client import HTTPClient
@@ -31,7 +31,7 @@ from .secret import Secret, redact
 MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
 MIN_LIFETIME = 1  # expires_in is clamped into [MIN_LIFETIME, MAX_LIFETIME] seconds
 MAX_LIFETIME = 24 * 3600
-_MAX_DETAIL = 200
+_MAX_DETAIL = 400
 
 #: Told (operation, HTTP status or None, seconds) after every exchange: metrics.
 Observer = Callable[[str, "int | None", float], None]
@@ -166,8 +166,10 @@ class MepClient:
         api_root: str = "/mep",
         links_under_root: bool = True,
         heartbeat_method: str = "auto",
+        explain: Callable[[str], str | None] | None = None,
     ) -> None:
         """
+        @param explain: turns a failure's text into advice (TLS: which setting to check).
         @param api_root: the path before mec_service_mgmt/v1 and mec_app_support/v1.
         @param links_under_root: EdgeGallery's links omit the API root (L{links.resolve}).
         @param heartbeat_method: 'auto' (the method that goes with the link) or one forced.
@@ -179,6 +181,7 @@ class MepClient:
         self._links_under_root = links_under_root
         self._heartbeat_method = heartbeat_method
         self._patch_type = "application/json"
+        self._explain = explain or (lambda text: None)
         self._clock = clock
         self._base = base_url
         self._host = host_header
@@ -247,7 +250,12 @@ class MepClient:
             ) from None
         except Exception as e:
             self._observe(operation, None, self._clock.seconds() - started)
-            raise self._error(operation, None, _describe_failure(e), token=token) from None
+            text = _describe_failure(e)
+            target = urlsplit(url).netloc
+            detail = self._explain(text) or (
+                text if text == "timed out" else f"{text} (connecting to {target})"
+            )
+            raise self._error(operation, None, detail, token=token) from None
         status = response.code
         self._observe(operation, status, self._clock.seconds() - started)
         parsed: Any = None

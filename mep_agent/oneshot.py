@@ -23,12 +23,21 @@ class OneShot(Service):
         clock: IReactorTime,
         timeout: float,
         finish: Callable[[int], None],
+        set_code: Callable[[int], None] = lambda code: None,
+        last_error: Callable[[], str | None] = lambda: None,
     ) -> None:
-        """@param finish: stops the process with an exit status."""
+        """
+        @param finish: stops the process with an exit status.
+        @param set_code: the exit status of a stop that comes from elsewhere (a signal).
+        @param last_error: what went wrong last, for the time-out message.
+        """
         self._registrar = registrar
         self._clock = clock
         self._timeout = timeout
         self._finish = finish
+        self._set_code = set_code
+        self._last_error = last_error
+        self._done = False
 
     def startService(self) -> None:
         """Wait for the registrar to settle, within the timeout."""
@@ -37,7 +46,19 @@ class OneShot(Service):
         d.addTimeout(self._timeout, self._clock)
         d.addCallbacks(self._settled, self._timed_out)
 
+    def stopService(self) -> None:
+        """Stopped before success (a signal): the job failed, and says so by its status."""
+        super().stopService()
+        if not self._done:
+            self._done = True
+            self.log.error(
+                "one-shot: stopped before everything was registered; exiting with 1",
+                event="oneshot.failed",
+            )
+            self._set_code(1)
+
     def _settled(self, ok: bool) -> None:
+        self._done = True
         if ok:
             self.log.info("one-shot: registered; exiting", event="oneshot.done")
         else:
@@ -45,9 +66,11 @@ class OneShot(Service):
         self._finish(0 if ok else 1)
 
     def _timed_out(self, failure: Failure) -> None:
+        self._done = True
         self.log.error(
-            "one-shot: not registered within {timeout:.0f}s; exiting with 1",
+            "one-shot: not registered within {timeout:.0f}s (last error: {error}); exiting with 1",
             timeout=self._timeout,
+            error=self._last_error() or "none recorded",
             event="oneshot.failed",
         )
         self._finish(1)

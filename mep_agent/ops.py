@@ -3,8 +3,14 @@ The operations API, on its own listener for kubelet probes, Prometheus and the M
 notifications. It never shows a token or a key.
 
   GET  /livez       the process and its reactor answer
-  GET  /readyz      a valid token and every service registered and heartbeating
-                    (?verbose lists each check); /healthz is the same
+  GET  /startupz    the first token held and every service registered once
+  GET  /readyz      before start-up completes, as /startupz; after it, the agent can
+                    serve the application (an unexpired token). MEP trouble (heartbeats,
+                    registrations) is shown under ?verbose but never makes it not ready:
+                    a pod is Ready only when every container is, and a short MEP outage
+                    must not take the application out of its Service. /healthz is the same.
+  GET  /healthz/mep every service registered and heartbeating and a valid token (for
+                    operators and alerts, not for probes)
   GET  /metrics     Prometheus text format
   GET  /mep-agent/v1/status                 desired versus actual registrations, token
   POST /mep-agent/v1/notifications/{secret} the MEP's availability notifications; the
@@ -75,6 +81,7 @@ class OpsAPI:
         self._discovery = discovery
         self._metrics = metrics
         self._notify_secret = notify_secret
+        self._started = False  # start-up completed once (a latch)
 
     def resource(self) -> IResource:
         """The resource to serve."""
@@ -85,8 +92,16 @@ class OpsAPI:
         """The reactor answers."""
         return respond(request, 200, {"status": "ok"})
 
+    def started(self) -> bool:
+        """Whether start-up completed: the first token held, every service registered once."""
+        if not self._started:
+            self._started = self._tokens.tokens_obtained > 0 and all(
+                s.registrations > 0 for s in self._registrar.states.values()
+            )
+        return self._started
+
     def checks(self) -> dict[str, dict[str, Any]]:
-        """Each readiness check: the token, and every service."""
+        """The token, and every service (registered and heartbeating)."""
         checks: dict[str, dict[str, Any]] = {
             "token": {"ok": self._tokens.current() is not None, "state": self._tokens.state.value}
         }
@@ -97,16 +112,48 @@ class OpsAPI:
             checks[f"service:{name}"] = check
         return checks
 
+    def _startup_checks(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {
+            "token": {"ok": self._tokens.tokens_obtained > 0, "state": self._tokens.state.value}
+        }
+        for name, state in self._registrar.states.items():
+            check: dict[str, Any] = {"ok": state.registrations > 0, "status": state.status.value}
+            if state.waiting_for_token:
+                check["waitingForToken"] = True
+            checks[f"service:{name}"] = check
+        return checks
+
+    @app.route("/startupz", methods=["GET"])
+    def startupz(self, request: IRequest) -> bytes:
+        """200 once the first token was held and every service registered once."""
+        started = self.started()
+        body: dict[str, Any] = {"status": "started" if started else "starting"}
+        if query_flag(request, "verbose") or not started:
+            body["checks"] = self._startup_checks()
+        return respond(request, 200 if started else 503, body)
+
     @app.route("/readyz", methods=["GET"])
     @app.route("/healthz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:
-        """200 when every check passes, else 503 with the checks."""
-        checks = self.checks()
-        ready = all(c["ok"] for c in checks.values())
-        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        """Start-up first; then 200 while there is a valid token (MEP trouble is info)."""
+        if not self.started():
+            body: dict[str, Any] = {"status": "not ready", "reason": "starting"}
+            body["checks"] = self._startup_checks()
+            return respond(request, 503, body)
+        ready = self._tokens.current() is not None
+        body = {"status": "ready" if ready else "not ready"}
         if query_flag(request, "verbose") or not ready:
-            body["checks"] = checks
+            body["checks"] = self.checks()
+            body["mep"] = "ok" if all(c["ok"] for c in body["checks"].values()) else "trouble"
         return respond(request, 200 if ready else 503, body)
+
+    @app.route("/healthz/mep", methods=["GET"])
+    def mep_health(self, request: IRequest) -> bytes:
+        """200 when every service is registered and heartbeating with a valid token."""
+        checks = self.checks()
+        healthy = all(c["ok"] for c in checks.values())
+        body = {"status": "ok" if healthy else "trouble", "checks": checks}
+        return respond(request, 200 if healthy else 503, body)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:

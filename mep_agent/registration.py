@@ -148,6 +148,15 @@ class Registrar(Service):
             [partial(self._deregister, s) for s in registered],
         )
 
+    def last_error(self) -> str | None:
+        """The last error of the token or of any service, for a one-line summary."""
+        if self._tokens.last_error:
+            return f"token: {self._tokens.last_error}"
+        for name, state in self.states.items():
+            if state.last_error:
+                return f"service {name}: {state.last_error}"
+        return None
+
     def when_settled(self) -> Deferred[bool]:
         """
         Fires once every service is registered and READY confirmed (when enabled): with

@@ -18,6 +18,7 @@ class Setting:
     env: str | None  # environment variable, or None for CLI-only settings
     default: str | None  # as text, exactly as a user would write it; None: no default
     help: str
+    required: str | None = None  # "" (always), or when: "with https", "with --auth aksk"
 
     @property
     def option(self) -> str:
@@ -27,6 +28,8 @@ class Setting:
     def describe(self) -> str:
         """Help text with the env variable and default, as twistd --help shows it."""
         parts = [self.help]
+        if self.required is not None:
+            parts.insert(0, f"[required{' ' + self.required if self.required else ''}]")
         if self.env:
             parts.append(f"[env {self.env}]")
         parts.append(f"[default: {self.default}]" if self.default is not None else "")
@@ -35,7 +38,11 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "mep_ip", "MEP_IP", None, "Host name or IP address of the MEP API gateway (required)."
+        "mep_ip",
+        "MEP_IP",
+        None,
+        "Host name or IP address of the MEP API gateway.",
+        required="",
     ),
     Setting(
         "mep_port",
@@ -78,12 +85,14 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_OAUTH2_TOKEN_URL",
         None,
         "OAuth 2.0 token endpoint (http or https; https verified like the MEP).",
+        required="with --auth oauth2",
     ),
     Setting(
         "oauth2_client_id",
         "MEP_AGENT_OAUTH2_CLIENT_ID",
         None,
         "OAuth 2.0 client id (with --auth oauth2).",
+        required="with --auth oauth2 (or its file)",
     ),
     Setting(
         "oauth2_client_id_file",
@@ -96,6 +105,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_OAUTH2_CLIENT_SECRET",
         None,
         "OAuth 2.0 client secret (a secret like SK: never logged; prefer the env or the file).",
+        required="with --auth oauth2 (or its file)",
     ),
     Setting(
         "oauth2_client_secret_file",
@@ -110,6 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "PEM file with the CA certificate(s) that sign the MEP's certificate; "
         "every certificate in the file is trusted (required with https).",
+        required="with https",
     ),
     Setting(
         "ca_cert_domain_name",
@@ -117,6 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Name the MEP's certificate must carry; checked while connecting to MEP_IP "
         "(required with https).",
+        required="with https",
     ),
     Setting(
         "ak",
@@ -124,6 +136,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Access key (20 characters; with --auth aksk). Prefer the env variable or "
         "--ak-file: command lines are visible to other processes.",
+        required="with --auth aksk (or --ak-file)",
     ),
     Setting(
         "ak_file",
@@ -136,6 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SK",
         None,
         "Secret key (64 characters). Prefer the env variable or --sk-file.",
+        required="with --auth aksk (or --sk-file)",
     ),
     Setting("sk_file", "SK_FILE", None, "File holding the secret key."),
     Setting(
@@ -143,6 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
         "APPINSTID",
         None,
         "Application instance id, a lower-case UUID.",
+        required="(or --app-instance-id-file)",
     ),
     Setting(
         "app_instance_id_file", "APPINSTID_FILE", None, "File holding the application instance id."
@@ -249,6 +264,19 @@ SETTINGS: tuple[Setting, ...] = (
         "before exiting non-zero.",
     ),
     Setting(
+        "log_format",
+        "MEP_AGENT_LOG_FORMAT",
+        "text",
+        "'text' (twistd's lines; --logfile applies) or 'json' (one JSON object per line on "
+        "stdout: time, level, event, message and the event's fields).",
+    ),
+    Setting(
+        "log_level",
+        "MEP_AGENT_LOG_LEVEL",
+        "info",
+        "The least severe level written: debug, info, warn or error.",
+    ),
+    Setting(
         "max_response_bytes",
         "MEP_AGENT_MAX_RESPONSE_BYTES",
         "1048576",
@@ -266,7 +294,10 @@ def markdown_table() -> str:
     for s in SETTINGS:
         default = f"`{s.default}`" if s.default is not None else "—"
         env = f"`{s.env}`" if s.env else "—"
-        rows.append(f"| `--{s.option}` | {env} | {default} | {s.help} |")
+        required = ""
+        if s.required is not None:
+            required = f"**Required{' ' + s.required if s.required else ''}.** "
+        rows.append(f"| `--{s.option}` | {env} | {default} | {required}{s.help} |")
     return "\n".join(rows)
 
 

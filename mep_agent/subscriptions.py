@@ -31,13 +31,24 @@ REFUSED_RETRY = 300.0
 VERIFY_INTERVAL = 300.0  # how often to check that the MEP still has our subscriptions
 
 
-def effective_body(spec: SubscriptionSpec, callback_url: str | None) -> dict[str, Any] | None:
-    """The body to send, or None when there is no usable callback."""
+NOTIFICATION_ROUTE = "/mep-agent/v1/notifications"
+
+
+def effective_body(
+    spec: SubscriptionSpec, callback_url: str | None, secret: str | None = None
+) -> dict[str, Any] | None:
+    """
+    The body to send, or None when there is no usable callback. Without --notify-url, a
+    YAML callback that names the agent's own notification route gets the secret segment
+    too, so that the MEP's notifications reach it.
+    """
     body = dict(spec.body)
     if callback_url:
         body["callbackReference"] = callback_url
     elif not spec.callback_is_uri:
         return None
+    elif secret and spec.callback_reference.rstrip("/").endswith(NOTIFICATION_ROUTE):
+        body["callbackReference"] = f"{spec.callback_reference.rstrip('/')}/{secret}"
     return body
 
 
@@ -75,6 +86,7 @@ class Subscriber(Service):
         clock: IReactorTime,
         specs: tuple[SubscriptionSpec, ...],
         callback_url: str | None = None,
+        notify_secret: str | None = None,
         request_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
         verify_interval: float = VERIFY_INTERVAL,
@@ -83,6 +95,7 @@ class Subscriber(Service):
     ) -> None:
         """
         @param callback_url: the agent's notification URL (with its secret), or None.
+        @param notify_secret: appended to a YAML callback naming the agent's own route.
         @param delete_on_stop: False in one-shot mode.
         """
         self._mep = mep
@@ -97,7 +110,7 @@ class Subscriber(Service):
         self._tasks: list[Deferred[None]] = []
         self.states: list[SubscriptionState] = []
         for spec in specs:
-            body = effective_body(spec, callback_url)
+            body = effective_body(spec, callback_url, notify_secret)
             if body is None:
                 self.log.warn(
                     "serAvailabilityNotificationSubscriptions[{index}]: callbackReference is "

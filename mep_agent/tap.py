@@ -20,9 +20,10 @@ from twisted.python import usage
 
 from . import check
 from .agent import build
-from .config import AgentConfig, load
+from .config import AgentConfig, load, strip_quotes
 from .errors import ConfigError
 from .exits import ProcessExit
+from .logs import LEVELS, factory_name
 from .secret import Secret
 from .settings import SETTINGS
 
@@ -53,6 +54,34 @@ class Options(usage.Options):
     ]
     optParameters = [[s.option, None, None, s.describe()] for s in SETTINGS]
 
+    def opt_version(self) -> None:
+        """Print the agent's version (and Twisted's and Python's), then exit."""
+        import platform
+
+        import twisted
+
+        from . import __version__
+
+        sys.stdout.write(
+            f"mep-agent {__version__} (Twisted {twisted.__version__}, "
+            f"Python {platform.python_version()})\n"
+        )
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:  # noqa: N802 (twisted.python.usage's name)
+        """
+        --log-format/--log-level replace twistd's logger: they must be known before twistd
+        starts logging, which is before makeService runs.
+        """
+        log_format = self["log-format"] or os.environ.get("MEP_AGENT_LOG_FORMAT") or "text"
+        level = self["log-level"] or os.environ.get("MEP_AGENT_LOG_LEVEL") or "info"
+        log_format, level = strip_quotes(log_format).lower(), strip_quotes(level).lower()
+        valid = log_format in ("text", "json") and level in LEVELS  # else load() says so
+        parent = getattr(self, "parent", None)
+        if valid and parent is not None and (log_format != "text" or level != "info"):
+            parent["logger"] = factory_name(log_format, level)
+
     def cli_values(self) -> dict[str, str | None]:
         """The value of every setting given on the command line (None: not given)."""
         return {s.key: self[s.option] for s in SETTINGS}
@@ -70,7 +99,7 @@ def load_config(options: Options, environ: MutableMapping[str, str]) -> AgentCon
     for name in SECRET_ENV:
         environ.pop(name, None)
     try:
-        return load(options.cli_values(), values, read_file)
+        return load(options.cli_values(), values, read_file, os.getcwd())
     except ConfigError as e:
         raise SystemExit(f"mep-agent: configuration error: {e}") from None
 
@@ -99,7 +128,18 @@ def makeService(  # noqa: N802 (twistd's name)
     if options["check"]:
         print_check(cfg, out or sys.stdout)
     exits = ProcessExit(reactor)
-    agent = build(cfg, reactor, exits.finish, Secret(secrets.token_urlsafe(24)))
+    # Under twistd's daemon mode a start-up failure must be an Exception: twistd reports
+    # those to the parent waiting for the daemon, and removes the pid file.
+    parent = getattr(options, "parent", None)
+    daemon = parent is not None and not parent["nodaemon"]
+    agent = build(
+        cfg,
+        reactor,
+        exits.finish,
+        Secret(secrets.token_urlsafe(24)),
+        set_code=exits.set_code,
+        fatal=RuntimeError if daemon else SystemExit,
+    )
     exits.install()
     log.info("mep-agent configured: {summary}", summary=cfg.summary(), event="agent.starting")
     return agent

@@ -6,6 +6,7 @@ and only the configured TLS 1.2 cipher suites.
 
 from __future__ import annotations
 
+import collections
 import functools
 import re
 from typing import Any
@@ -104,3 +105,75 @@ def client_policy(
         expected_name, trustRoot=trust, extraCertificateOptions=dict(options)
     )
     return MepTLSPolicy(creator, mep_host, for_host)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Witness:
+    """A connection creator that remembers its connections, to read what the peer sent."""
+
+    def __init__(self, inner: IOpenSSLClientConnectionCreator, seen: Any) -> None:
+        self._inner = inner
+        self._seen = seen
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:  # noqa: N802, N803
+        """The inner creator's connection, remembered (the last few only)."""
+        connection = self._inner.clientConnectionForTLS(tlsProtocol)
+        self._seen.append(connection)
+        return connection
+
+
+@implementer(IPolicyForHTTPS)
+class DiagnosingPolicy:
+    """
+    The MEP TLS policy, remembering the last connections so that a failed verification
+    can be explained with the certificate the MEP presented: its names and its issuer.
+    """
+
+    def __init__(self, policy: MepTLSPolicy, ca_path: str, expected_name: str) -> None:
+        self._policy = policy
+        self._ca_path = ca_path
+        self._expected = expected_name
+        self._seen: Any = collections.deque(maxlen=8)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        """The policy's creator, remembering its connections."""
+        return _Witness(self._policy.creatorForNetloc(hostname, port), self._seen)
+
+    def presented(self) -> tuple[list[str], str] | None:
+        """(names, issuer) of the certificate in the latest connection that got one."""
+        for connection in reversed(self._seen):
+            chain = connection.get_peer_cert_chain()
+            if chain:
+                return certificate_names(chain[0].to_cryptography())
+        return None
+
+    def explain(self, text: str) -> str | None:
+        """One line saying what to check, when C{text} is a TLS verification failure."""
+        if "certificate verify failed" in text:
+            problem = f"does not chain to a CA in CA_CERT ({self._ca_path})"
+        elif "VerificationError" in text or "DNSMismatch" in text or "IPAddressMismatch" in text:
+            problem = f"does not carry the name CA_CERT_DOMAIN_NAME={self._expected}"
+        else:
+            return None
+        seen = self.presented()
+        shown = (
+            f" (it names {', '.join(seen[0]) or 'nothing'}; issued by {seen[1]})" if seen else ""
+        )
+        return f"TLS: the MEP's certificate{shown} {problem}"
+
+
+def certificate_names(certificate: Any) -> tuple[list[str], str]:
+    """The DNS names and IP addresses a certificate carries (else its CN), and its issuer."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    names: list[str] = []
+    try:
+        alternative = certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+        names = [str(n) for n in alternative.get_values_for_type(x509.DNSName)]
+        names += [str(a) for a in alternative.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return names[:8], certificate.issuer.rfc4514_string()[:200]

@@ -87,6 +87,8 @@ class TokenKeeper(Service):
         self._forced_gap = MIN_REQUEST_GAP
         self._failure_delays = delays()
         self.last_error: str | None = None
+        self._previous_error: str | None = None
+        self._repeats = 0
         self.refresh_failures = 0
         self.tokens_obtained = 0
         self.requests_sent = 0
@@ -255,13 +257,19 @@ class TokenKeeper(Service):
             return LOCK_DURATION
         delay = next(self._failure_delays)
         self._state = TokenState.FAILING
-        self.log.warn(
-            "token request failed ({error}); retrying in {delay:.1f}s",
-            error=str(error),
-            delay=delay,
-            event="token.failed",
-            status=error.status,
-        )
+        # The same failure again and again (a TLS mistake, the MEP down) is logged once,
+        # then every tenth time, not once per retry.
+        self._repeats = self._repeats + 1 if str(error) == self._previous_error else 0
+        self._previous_error = str(error)
+        if self._repeats % 10 == 0:
+            self.log.warn(
+                "token request failed ({error}); retrying in {delay:.1f}s{again}",
+                error=str(error),
+                delay=delay,
+                again=f" (the same failure {self._repeats + 1} times)" if self._repeats else "",
+                event="token.failed",
+                status=error.status,
+            )
         return delay
 
     def _obtained(self, token: Token) -> None:
@@ -271,7 +279,7 @@ class TokenKeeper(Service):
         self._state = TokenState.VALID
         self._refusals.clear()  # mepauth clears its counter on success too
         self._failure_delays = self._delays()
-        self.last_error = None
+        self.last_error = self._previous_error = None
         self.log.info(
             "token {what}; expires in {expires_in}s",
             what="obtained" if first else "refreshed",

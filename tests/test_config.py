@@ -229,10 +229,35 @@ class ErrorTests(SynchronousTestCase):
         )
 
     def test_missing_app_instance_info(self) -> None:
-        """A missing app_instance_info.yaml is named with its path."""
+        """A missing file names its path, the working directory and --conf-dir (#11.6)."""
         reader = files()
         del reader.files["./conf/app_instance_info.yaml"]
-        self.assert_error("MEP_AGENT_APP_INSTANCE_INFO", "cannot read ./conf/", reader=reader)
+        error = self.assertRaises(
+            ConfigError, config.load, {}, seed_environ(), reader, "/srv/agent"
+        )
+        self.assertEqual(error.where, "app_instance_info.yaml")
+        self.assertIn("cannot read ./conf/app_instance_info.yaml", error.problem)
+        self.assertIn("working directory /srv/agent", error.problem)
+        self.assertIn("--conf-dir (MEP_AGENT_CONF_DIR, now ./conf)", error.problem)
+        explicit = seed_environ(MEP_AGENT_APP_INSTANCE_INFO="/x/info.yaml")
+        error = self.assertRaises(ConfigError, config.load, {}, explicit, reader, "/srv")
+        self.assertEqual(error.where, "MEP_AGENT_APP_INSTANCE_INFO")
+
+    def test_every_missing_setting_in_one_run(self) -> None:
+        """All the missing required settings are named at once (#11.6)."""
+        env = seed_environ(
+            AK=None, SK=None, APPINSTID=None, MEP_IP=None, CA_CERT=None, CA_CERT_DOMAIN_NAME=None
+        )
+        error = self.assert_error("settings", "missing or empty", env=env)
+        self.assertIn("MEP_IP, APPINSTID, AK, SK, CA_CERT, CA_CERT_DOMAIN_NAME", error.problem)
+
+    def test_help_marks_required_settings(self) -> None:
+        """--help marks the required settings, and when they are required."""
+        from mep_agent.settings import BY_KEY
+
+        self.assertTrue(BY_KEY["mep_ip"].describe().startswith("[required]"))
+        self.assertTrue(BY_KEY["ca_cert"].describe().startswith("[required with https]"))
+        self.assertIsNone(BY_KEY["listen"].required)
 
     def test_other_settings(self) -> None:
         """Booleans, timeouts and the listener are validated."""

@@ -5,18 +5,22 @@ over TLS on 127.0.0.1, as separate processes.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import Any
 
 import yaml
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from mep_agent.emulator import certs
 
 from .helpers import AK, SK
-from .processes import TwistdProcess, eventually, get_json, post_json
+from .processes import CHECKOUT, TWISTD, TwistdProcess, eventually, get_json, post_json
 
 SERVICES = {
     "serviceInfoPosts": [
@@ -206,12 +210,67 @@ class AgentAgainstEmulator(EmulatorProcesses):
             self.agent_env(
                 ENABLE_WAIT="false",
                 MEP_AGENT_ONESHOT_TIMEOUT="2",
+                MEP_AGENT_REQUEST_TIMEOUT="1",
                 MEP_APIGW_PORT=str(silent_port),
                 CA_CERT=ca,
             ),
         )  # a port that accepts connections and never answers
         self.assertEqual(await agent.ended, 1)
-        self.assertIn("one-shot: not registered within 2s", agent.output.decode())
+        self.assertIn(
+            "one-shot: not registered within 2s (last error: token: ", agent.output.decode()
+        )
+
+    async def test_one_shot_signal_is_a_failure(self) -> None:
+        """ENABLE_WAIT=false stopped by a signal before success exits non-zero (#11.7)."""
+        await self.start_emulator()
+        fault = {"kind": "register", "status": 503, "count": 1000}
+        self.assertEqual(await post_json(f"{self.control}/faults", fault), 201)
+        agent = self.spawn("mep-agent", [], self.agent_env(ENABLE_WAIT='"false"'))
+        await agent.wait_for(rb"registering \w+ failed")
+        self.assertEqual(await agent.stop(), 1)
+        self.assertIn("one-shot: stopped before everything was registered", agent.output.decode())
+
+    async def test_json_log_lines(self) -> None:
+        """With MEP_AGENT_LOG_FORMAT=json every output line is one JSON object (#11.8)."""
+        await self.start_emulator()
+        agent = self.spawn("mep-agent", [], self.agent_env(MEP_AGENT_LOG_FORMAT="json"))
+        await agent.wait_for(rb'(?s)("event": "service.registered".*){3}')
+        self.assertEqual(await agent.stop(), 0)
+        lines = agent.output.decode().splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        self.assertTrue(records)
+        for record in records:
+            self.assertEqual(set(record) >= {"time", "level", "event", "message"}, True)
+            self.assertIsInstance(record["level"], str)
+        registered = [r for r in records if r["event"] == "service.registered"]
+        self.assertEqual(len(registered), 3)
+        self.assertEqual(registered[0]["level"], "info")
+        self.assertIn("ser_name", registered[0])
+
+    async def test_daemon_mode_port_error(self) -> None:
+        """Without -n, a busy port exits non-zero with its reason, leaving no pid file (#11.2)."""
+        await self.start_emulator()
+        pidfile = os.path.join(self.dir, "agent.pid")
+        env = dict(
+            self.agent_env(MEP_AGENT_LISTEN=f"tcp:{self.http}:interface=127.0.0.1"),
+            PYTHONPATH=CHECKOUT,
+        )
+        base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+        argv = [
+            sys.executable,
+            TWISTD,
+            f"--pidfile={pidfile}",
+            f"--logfile={os.path.join(self.dir, 'agent.log')}",
+            "mep-agent",
+        ]
+        done: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+            sys.executable, argv[1:], env=dict(base, **env), path=self.dir
+        )
+        done.addTimeout(30, reactor)
+        out, err, code = await done
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"--listen: cannot listen on", out + err)
+        self.assertFalse(os.path.exists(pidfile))
 
     async def test_wrong_ca_refused(self) -> None:
         """An emulator certificate from another CA is refused: no token, not ready."""
@@ -223,10 +282,17 @@ class AgentAgainstEmulator(EmulatorProcesses):
 
         async def refused() -> bool:
             code, body = await get_json(f"http://127.0.0.1:{self.ops}/readyz?verbose")
-            return code == 503 and "certificate verify failed" in agent.output.decode()
+            return code == 503 and "does not chain to a CA in CA_CERT" in agent.output.decode()
 
         await eventually(refused)
         self.assertEqual((await self.state())["tokens_issued"], 0)
+        # One line that says what to check: the setting, the names and the issuer (#11.4),
+        # once however often the token request is retried.
+        output = agent.output.decode()
+        line = next(x for x in output.splitlines() if "does not chain" in x)
+        self.assertIn("it names edgegallery; issued by CN=mep-emulator CA", line)
+        self.assertIn(os.path.join(self.dir, "other", "ca.crt"), line)
+        self.assertEqual(output.count("does not chain"), 1)
 
     async def test_configuration_error_one_line(self) -> None:
         """A configuration mistake exits 1 with one line and no traceback."""

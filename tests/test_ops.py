@@ -29,15 +29,43 @@ class ProbeTests(ApiTestCase):
         self.assertEqual(code, 200)
         self.assertTrue(body["checks"]["token"]["ok"])
 
-    def test_not_ready_while_heartbeats_fail(self) -> None:
-        """Failing heartbeats make the agent not ready until they recover."""
+    def test_ready_while_the_mep_is_in_trouble(self) -> None:
+        """After start-up, failing heartbeats never make the agent not ready (#11.1)."""
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=500, count=2)
         self.advance(45)
-        self.assertEqual(self.get_json(self.ops, "/readyz")[0], 503)
+        code, body, _ = self.get_json(self.ops, "/readyz?verbose")
+        self.assertEqual((code, body["status"], body["mep"]), (200, "ready", "trouble"))
+        self.assertFalse(body["checks"]["service:a"]["ok"])
+        self.assertEqual(self.get_json(self.ops, "/healthz/mep")[0], 503)
         self.advance(3)
+        self.assertEqual(self.get_json(self.ops, "/healthz/mep")[0], 200)
+
+    def test_not_ready_without_a_valid_token(self) -> None:
+        """After start-up, /readyz is 503 once no valid token can be had."""
+        self.emulator.token_lifetime = 100
+        self.build((spec("a", interval=0),))
+        self.start()
+        self.fault(kind="token", status=503, count=100)
+        self.advance(99)
         self.assertEqual(self.get_json(self.ops, "/readyz")[0], 200)
+        self.advance(2)
+        self.assertEqual(self.get_json(self.ops, "/readyz")[0], 503)
+
+    def test_startupz(self) -> None:
+        """/startupz turns 200 once the first token is held and every service registered once."""
+        self.fault(kind="register", status=503)
+        self.build((spec("a"), spec("b")))
+        self.start()
+        code, body, _ = self.get_json(self.ops, "/startupz")
+        self.assertEqual((code, body["status"]), (503, "starting"))
+        self.assertFalse(body["checks"]["service:a"]["ok"] and body["checks"]["service:b"]["ok"])
+        self.advance(1)
+        self.assertEqual(self.get_json(self.ops, "/startupz")[:2], (200, {"status": "started"}))
+        self.registry.restart()  # lost later: start-up stays done
+        self.advance(45)
+        self.assertEqual(self.get_json(self.ops, "/startupz")[0], 200)
 
 
 class MetricsTests(ApiTestCase):
