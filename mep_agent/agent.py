@@ -22,9 +22,11 @@ from .http import mep_http_client, pooled_agent
 from .listeners import Listener
 from .mep import MepClient, Token
 from .metrics import AgentCollector, MepObserver
+from .model import parse_app_instance_info
 from .oneshot import OneShot
 from .ops import OpsAPI
 from .registration import Registrar
+from .reload import ConfigReloader
 from .secret import Secret
 from .site import serve
 from .subscriptions import Subscriber
@@ -46,6 +48,7 @@ class AgentService(MultiService):
         """@param pool: the MEP connections, closed once everything has stopped."""
         super().__init__()
         self.pool = pool
+        self.reloader: ConfigReloader | None = None  # what SIGHUP asks to re-read the file
 
     def add_stage(self, *services: IService) -> None:
         """A stage of services that start together and stop together."""
@@ -85,6 +88,7 @@ def build(
     notify_secret: Secret,
     set_code: Callable[[int], None] = lambda code: None,
     fatal: Callable[[str], BaseException] = SystemExit,
+    read_async: Callable[[str], Awaitable[bytes]] | None = None,
 ) -> AgentService:
     """
     Every service of the agent for C{cfg}.
@@ -92,7 +96,13 @@ def build(
     @param reactor: the reactor (or a MemoryReactorClock in tests).
     @param finish: C{finish(code)} stops the process with an exit status (one-shot).
     @param notify_secret: the path segment that authenticates the MEP's notifications.
+    @param read_async: reads a file off the reactor thread (for reloads); None: no reload.
     """
+    if read_async is None:
+
+        async def read_async(path: str) -> bytes:
+            raise OSError(0, "reading files is not wired here")
+
     policy = None
     if cfg.protocol == "https":
         assert cfg.ca_cert_domain_name is not None
@@ -147,11 +157,24 @@ def build(
         cfg.discovery_stale,
         deadline=cfg.request_timeout + DEADLINE_MARGIN,
     )
-    metrics.register(AgentCollector(reactor, tokens, registrar, discovery))
+    reloader = ConfigReloader(
+        cfg.app_instance_info_path,
+        read_async,
+        lambda text: parse_app_instance_info(
+            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation
+        ),
+        registrar,
+        subscriber,
+        reactor,
+        cfg.reload_interval,
+        cfg.app_instance_info_digest,
+    )
+    metrics.register(AgentCollector(reactor, tokens, registrar, discovery, reloader))
 
     root = AgentService(pool)
     root.add_stage(tokens, discovery)
-    root.add_stage(registrar, subscriber)
+    root.add_stage(registrar, subscriber, reloader)
+    root.reloader = reloader
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
     front: list[IService] = [
         Listener.from_description(
@@ -159,7 +182,9 @@ def build(
         )
     ]
     if cfg.ops_listen:
-        ops = OpsAPI(reactor, tokens, registrar, subscriber, discovery, metrics, notify_secret)
+        ops = OpsAPI(
+            reactor, tokens, registrar, subscriber, discovery, metrics, notify_secret, reloader
+        )
         front.append(
             Listener.from_description(
                 reactor,

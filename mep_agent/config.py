@@ -9,6 +9,7 @@ because the seed's Pod manifest writes them that way (value: '"8443"').
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -93,6 +94,8 @@ class AgentConfig:
     oneshot_timeout: float = 120.0
     max_response_bytes: int = 1024 * 1024
     log_format: str = "text"
+    reload_interval: float = 10.0
+    app_instance_info_digest: str = ""
     log_level: str = "info"
     ca_cert_path: str | None = None
 
@@ -470,7 +473,7 @@ def load(
     if not explicit:
         where = "app_instance_info.yaml"
     try:
-        info_text = read_file(info_path).decode("utf-8", "replace")
+        info_bytes = read_file(info_path)
     except OSError as e:
         hint = (
             f" (relative to the working directory {cwd})"
@@ -482,6 +485,7 @@ def load(
             f"cannot read {info_path}{hint}: {e.strerror or e}; set --conf-dir "
             f"(MEP_AGENT_CONF_DIR, now {conf_dir or '.'}) or --app-instance-info",
         ) from None
+    info_text = info_bytes.decode("utf-8", "replace")
     app = model.parse_app_instance_info(info_path, info_text, dialect.etsi_validation)
 
     return AgentConfig(
@@ -513,5 +517,7 @@ def load(
         oneshot_timeout=seconds("oneshot_timeout", 1, 3600),
         max_response_bytes=_integer(r, "max_response_bytes", 1024, 64 * 1024 * 1024),
         log_format=_choice(r, "log_format", ("text", "json")),
+        reload_interval=seconds("reload_interval", 0, 86400),
+        app_instance_info_digest=hashlib.sha256(info_bytes).hexdigest(),
         log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),
     )

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 if TYPE_CHECKING:
     from .discovery import DiscoveryCache
     from .registration import Registrar
+    from .reload import ConfigReloader
     from .token import TokenKeeper
 
 _STATUSES = {
@@ -79,7 +80,9 @@ class AgentCollector(Collector):
         tokens: TokenKeeper,
         registrar: Registrar,
         discovery: DiscoveryCache,
+        reloader: ConfigReloader | None = None,
     ) -> None:
+        self._reloader = reloader
         self._clock = clock
         self._tokens = tokens
         self._registrar = registrar
@@ -166,3 +169,19 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily(
             "mep_agent_discovery_cache_entries", "Names cached.", value=entries
         )
+        if self._reloader is not None:
+            yield CounterMetricFamily(
+                "mep_agent_config_reloads",
+                "Changes of app_instance_info.yaml applied.",
+                value=self._reloader.reloads,
+            )
+            yield CounterMetricFamily(
+                "mep_agent_config_reload_failures",
+                "Reloads refused (unreadable or invalid file).",
+                value=self._reloader.failures,
+            )
+            yield GaugeMetricFamily(
+                "mep_agent_config_valid",
+                "0 while the file on disk is refused (the running configuration is older).",
+                value=0.0 if self._reloader.last_error else 1.0,
+            )

@@ -34,6 +34,7 @@ from .discovery import DiscoveryCache
 from .errors import ApiProblem
 from .jsonweb import JSONGuard, query_flag, read_json, respond, strict_routes
 from .registration import Registrar
+from .reload import ConfigReloader
 from .secret import Secret
 from .subscriptions import Subscriber
 from .token import TokenKeeper
@@ -73,6 +74,7 @@ class OpsAPI:
         discovery: DiscoveryCache,
         metrics: CollectorRegistry,
         notify_secret: Secret,
+        reloader: ConfigReloader | None = None,
     ) -> None:
         self._clock = clock
         self._tokens = tokens
@@ -81,6 +83,7 @@ class OpsAPI:
         self._discovery = discovery
         self._metrics = metrics
         self._notify_secret = notify_secret
+        self._reloader = reloader
         self._started = False  # start-up completed once (a latch)
 
     def resource(self) -> IResource:
@@ -145,6 +148,9 @@ class OpsAPI:
         if query_flag(request, "verbose") or not ready:
             body["checks"] = self.checks()
             body["mep"] = "ok" if all(c["ok"] for c in body["checks"].values()) else "trouble"
+            if self._reloader is not None:
+                error = self._reloader.last_error
+                body["config"] = {"ok": error is None, **({"error": error} if error else {})}
         return respond(request, 200 if ready else 503, body)
 
     @app.route("/healthz/mep", methods=["GET"])

@@ -14,7 +14,7 @@ from functools import partial
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -61,6 +61,7 @@ class ServiceState:
     heartbeats_failed: int = 0
     registrations: int = 0
     waiting_for_token: bool = False  # the last attempt found no valid token
+    pending_update: bool = False  # a reloaded ServiceInfo waits to be PUT
     last_error: str | None = None
 
     @property
@@ -112,6 +113,7 @@ class Registrar(Service):
         self._delays = delays
         self._on_data_loss = on_data_loss
         self._tasks: list[Deferred[None]] = []
+        self._service_tasks: dict[str, Deferred[None]] = {}
         self._settled: bool | None = None
         self._settle_waiters: list[Deferred[bool]] = []
         self._confirming = False  # a confirm_ready loop is under way
@@ -129,10 +131,55 @@ class Registrar(Service):
         # confirmed READY, and EdgeGallery's mepserver accepts it at any time.
         self._start_confirming()
         for state in self.states.values():
-            self._tasks.append(
-                supervise(self._clock, f"service {state.spec.name}", partial(self._step, state))
-            )
+            self._start_service_task(state)
         self._check_settled()
+
+    def _start_service_task(self, state: ServiceState) -> None:
+        task = supervise(self._clock, f"service {state.spec.name}", partial(self._step, state))
+        self._service_tasks[state.spec.name] = task
+        self._tasks.append(task)
+
+    def apply(self, specs: tuple[ServiceSpec, ...]) -> dict[str, list[str]]:
+        """
+        Make the MEP hold C{specs} (a reloaded app_instance_info.yaml): register the new
+        services, deregister the removed ones, update the changed ones (PUT, keeping the
+        serInstanceId) and leave the unchanged ones alone. Returns the names by change.
+        """
+        wanted = {spec.name: spec for spec in specs}
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        for name in [n for n in self.states if n not in wanted]:
+            gone = self.states.pop(name)
+            self._stop_service_task(name)
+            changes["removed"].append(name)
+            if gone.registration is not None:
+                self._tasks.append(ensureDeferred(self._deregister_quietly(gone)))
+        for name, spec in wanted.items():
+            state = self.states.get(name)
+            if state is None:
+                self.states[name] = ServiceState(spec)
+                changes["added"].append(name)
+                if self.running:
+                    self._start_service_task(self.states[name])
+            elif state.spec.body != spec.body:
+                state.spec = spec
+                changes["changed"].append(name)
+                if state.registration is not None:
+                    state.pending_update = True
+                if self.running:  # restart its task: update first, then beat on
+                    self._stop_service_task(name)
+                    self._start_service_task(state)
+        return changes
+
+    def _stop_service_task(self, name: str) -> None:
+        task = self._service_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def _deregister_quietly(self, state: ServiceState) -> None:
+        try:
+            await self._deregister(state)
+        except (MepError, TokenUnavailable):
+            pass  # logged by _deregister
 
     def stopService(self) -> Deferred[list[bool]]:
         """Stop heartbeats, then DELETE every registration in parallel within the bound."""
@@ -179,6 +226,8 @@ class Registrar(Service):
 
     async def _step(self, state: ServiceState) -> bool:
         """Register if needed, then beat until the MEP loses the service; True: done."""
+        if state.pending_update and state.registration is not None:
+            await self._update(state)
         if state.registration is None:
             await self._register(state)
         registration = state.registration
@@ -187,13 +236,56 @@ class Registrar(Service):
         await self._heartbeat(state)
         return False
 
+    async def _update(self, state: ServiceState) -> None:
+        """A reloaded ServiceInfo: PUT it on the service (same serInstanceId); refused, anew."""
+        registration = state.registration
+        assert registration is not None
+        try:
+            updated = await self._tokens.with_token(
+                lambda token: self._mep.update(
+                    token, registration.ser_instance_id, state.spec.body
+                ),
+                self._request_timeout,
+            )
+        except TokenUnavailable as e:
+            state.failed(e)
+            return  # pending_update stays: tried again on the next step
+        except MepError as e:
+            if e.transient:
+                state.failed(e)
+                await sleep(self._clock, next(self._delays()))
+                return
+            # The MEP will not take the change in place (a MEC 011 platform allows only
+            # state changes): register the new ServiceInfo instead of the old one.
+            self.log.info(
+                "service {ser_name}: the MEP refused the update ({error}); registering anew",
+                ser_name=state.spec.name,
+                error=str(e),
+                event="service.update_refused",
+            )
+            state.pending_update = False
+            await self._deregister_quietly(state)
+            state.registration = None
+            state.status = ServiceStatus.PENDING
+            return
+        state.pending_update = False
+        state.registration = updated
+        state.recovered()
+        self.log.info(
+            "service {ser_name} updated ({ser_instance_id})",
+            ser_name=state.spec.name,
+            ser_instance_id=updated.ser_instance_id,
+            event="service.updated",
+        )
+
     async def _register(self, state: ServiceState) -> None:
         spec = state.spec
         delays = self._delays()
         while True:
             try:
                 registration = await self._tokens.with_token(
-                    lambda token: self._mep.register(token, spec.body), self._request_timeout
+                    lambda token: self._mep.register(token, state.spec.body),
+                    self._request_timeout,
                 )
                 break
             except TokenUnavailable as e:

@@ -264,6 +264,13 @@ SETTINGS: tuple[Setting, ...] = (
         "before exiting non-zero.",
     ),
     Setting(
+        "reload_interval",
+        "MEP_AGENT_RELOAD_INTERVAL",
+        "10",
+        "Seconds between checks of app_instance_info.yaml for changes, applied without a "
+        "restart (SIGHUP checks at once; 0: only on SIGHUP).",
+    ),
+    Setting(
         "log_format",
         "MEP_AGENT_LOG_FORMAT",
         "text",

@@ -16,7 +16,7 @@ from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -107,10 +107,19 @@ class Subscriber(Service):
         self._delete_on_stop = delete_on_stop
         self._delays = delays
         self._alarm = Alarm(clock)
+        self._callback_url = callback_url
+        self._notify_secret = notify_secret
         self._tasks: list[Deferred[None]] = []
-        self.states: list[SubscriptionState] = []
+        self._creations: dict[int, Deferred[None]] = {}  # by id() of the state
+        self._verifying = False
+        self.states: list[SubscriptionState] = [
+            SubscriptionState(index, body) for index, body in self._bodies(specs)
+        ]
+
+    def _bodies(self, specs: tuple[SubscriptionSpec, ...]) -> list[tuple[int, dict[str, Any]]]:
+        bodies = []
         for spec in specs:
-            body = effective_body(spec, callback_url, notify_secret)
+            body = effective_body(spec, self._callback_url, self._notify_secret)
             if body is None:
                 self.log.warn(
                     "serAvailabilityNotificationSubscriptions[{index}]: callbackReference is "
@@ -119,17 +128,61 @@ class Subscriber(Service):
                     event="subscription.skipped",
                 )
                 continue
-            self.states.append(SubscriptionState(spec.index, body))
+            bodies.append((spec.index, body))
+        return bodies
+
+    def apply(self, specs: tuple[SubscriptionSpec, ...]) -> dict[str, int]:
+        """
+        Make the MEP hold C{specs} (a reloaded file): create the new subscriptions,
+        delete the removed ones, keep the unchanged ones. Returns the counts by change.
+        """
+        wanted = self._bodies(specs)
+        kept: list[SubscriptionState] = []
+        unmatched = list(wanted)
+        removed = 0
+        for state in self.states:
+            match = next((w for w in unmatched if w[1] == state.body), None)
+            if match is not None:
+                unmatched.remove(match)
+                state.index = match[0]
+                kept.append(state)
+                continue
+            removed += 1
+            task = self._creations.pop(id(state), None)
+            if task is not None:
+                task.cancel()
+            if state.subscription is not None:
+                self._tasks.append(ensureDeferred(self._delete_quietly(state)))
+        added = [SubscriptionState(index, body) for index, body in unmatched]
+        self.states = kept + added
+        if self.running:
+            for state in added:
+                self._start_creating(state)
+            self._start_verifying()
+        return {"added": len(added), "removed": removed, "kept": len(kept)}
+
+    def _start_creating(self, state: SubscriptionState) -> None:
+        task = supervise(self._clock, f"subscription {state.index}", partial(self._create, state))
+        self._creations[id(state)] = task
+        self._tasks.append(task)
+
+    def _start_verifying(self) -> None:
+        if self.states and not self._verifying:
+            self._verifying = True
+            self._tasks.append(supervise(self._clock, "subscription check", self._verify_all))
+
+    async def _delete_quietly(self, state: SubscriptionState) -> None:
+        try:
+            await self._delete(state)
+        except (MepError, TokenUnavailable):
+            pass  # logged by _delete
 
     def startService(self) -> None:
         """Create every subscription, then check on them periodically."""
         super().startService()
         for state in self.states:
-            self._tasks.append(
-                supervise(self._clock, f"subscription {state.index}", partial(self._create, state))
-            )
-        if self.states:
-            self._tasks.append(supervise(self._clock, "subscription check", self._verify_all))
+            self._start_creating(state)
+        self._start_verifying()
 
     def stopService(self) -> Deferred[list[bool]]:
         """Stop the tasks, then DELETE every subscription in parallel within the bound."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import MutableMapping
 from typing import IO, Any
@@ -93,6 +94,16 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
+def read_in_thread(reactor: Any) -> Any:
+    """Reads a file in the reactor's thread pool, so that a slow disk never stalls it."""
+    from twisted.internet.threads import deferToThreadPool
+
+    def read(path: str) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), read_file, path)
+
+    return read
+
+
 def load_config(options: Options, environ: MutableMapping[str, str]) -> AgentConfig:
     """Read the environment and files once; exit with one line on a user's mistake."""
     values = dict(environ)
@@ -139,7 +150,16 @@ def makeService(  # noqa: N802 (twistd's name)
         Secret(secrets.token_urlsafe(24)),
         set_code=exits.set_code,
         fatal=RuntimeError if daemon else SystemExit,
+        read_async=read_in_thread(reactor),
     )
     exits.install()
+    reloader = agent.reloader
+    if reloader is not None:
+        # SIGHUP: check app_instance_info.yaml now (signal handlers run between reactor
+        # iterations; the check itself is scheduled on the reactor).
+        def hangup(signum: int, frame: Any) -> None:
+            reactor.callFromThread(reloader.check_now)
+
+        reactor.callWhenRunning(signal.signal, signal.SIGHUP, hangup)
     log.info("mep-agent configured: {summary}", summary=cfg.summary(), event="agent.starting")
     return agent

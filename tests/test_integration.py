@@ -167,6 +167,29 @@ class AgentAgainstEmulator(EmulatorProcesses):
             self.assertNotIn(secret, output)
         self.assertNotIn("Traceback", output)
 
+    async def test_sighup_reloads(self) -> None:
+        """SIGHUP applies a changed app_instance_info.yaml: delta only, no restart (#11)."""
+        await self.start_emulator()
+        agent = await self.start_agent(MEP_AGENT_RELOAD_INTERVAL="0")
+        await eventually(lambda: self._all_registered())
+        before = {s["serName"]: s["serInstanceId"] for s in (await self.services()).values()}
+        changed = {
+            "serviceInfoPosts": SERVICES["serviceInfoPosts"][:2]
+            + [dict(SERVICES["serviceInfoPosts"][0], serName="delta")]
+        }
+        with open(os.path.join(self.dir, "conf", "app_instance_info.yaml"), "w") as f:
+            yaml.safe_dump(changed, f)
+        agent.signal("HUP")
+
+        async def applied() -> bool:
+            return set(await self.services()) == {"alpha", "beta", "delta"}
+
+        await eventually(applied)
+        after = {s["serName"]: s["serInstanceId"] for s in (await self.services()).values()}
+        self.assertEqual(after["alpha"], before["alpha"])  # untouched
+        self.assertIn("reloaded", agent.output.decode())
+        self.assertEqual(await agent.stop(), 0)
+
     async def test_second_signal_exits_at_once(self) -> None:
         """A second SIGTERM while deregistration hangs ends the process at once."""
         await self.start_emulator()
