@@ -9,15 +9,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from . import tls
 from .api import AgentAPI
 from .check import callback_url
 from .config import AgentConfig
 from .discovery import DiscoveryCache, MepDiscovery
+from .forward import NotificationForwarder
 from .http import mep_http_client, pooled_agent
 from .listeners import Listener
 from .mep import MepClient, Token
@@ -182,8 +184,21 @@ def build(
         )
     ]
     if cfg.ops_listen:
+        forward = None
+        if cfg.app_notify_url:
+            forward = NotificationForwarder(
+                HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
+            )
         ops = OpsAPI(
-            reactor, tokens, registrar, subscriber, discovery, metrics, notify_secret, reloader
+            reactor,
+            tokens,
+            registrar,
+            subscriber,
+            discovery,
+            metrics,
+            notify_secret,
+            reloader,
+            forward,
         )
         front.append(
             Listener.from_description(

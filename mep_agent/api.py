@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
@@ -26,7 +27,7 @@ from werkzeug.routing import PathConverter
 from .dialect import EDGEGALLERY, Dialect
 from .discovery import DiscoveryCache
 from .errors import ApiProblem
-from .jsonweb import JSONGuard, query_flag, respond, strict_routes
+from .jsonweb import JSONGuard, query_flag, query_value, respond, strict_routes
 from .secret import Secret
 from .token import TokenKeeper
 
@@ -61,6 +62,21 @@ class AnyName(PathConverter):
     """werkzeug's path converter, also matching control characters (answered 400)."""
 
     regex = "(?s:[^/].*?)"
+
+
+INDEX_HEADER = b"X-Mep-Agent-Index"
+MAX_WAIT = 300.0
+_WAIT = re.compile(r"(\d{1,6})(ms|s|m)?")
+
+
+def parse_wait(text: str) -> float:
+    """?wait=30s, 500ms, 5m or plain seconds, at most MAX_WAIT; ApiProblem 400 otherwise."""
+    match = _WAIT.fullmatch(text)
+    if match is None:
+        raise ApiProblem(400, "wait must be a duration such as 30s, 500ms or 5m")
+    number, unit = int(match.group(1)), match.group(2) or "s"
+    seconds = number / 1000 if unit == "ms" else number * 60 if unit == "m" else number
+    return float(min(seconds, MAX_WAIT))
 
 
 class AgentAPI:
@@ -118,8 +134,20 @@ class AgentAPI:
         self._authorize(request)
         if not self._dialect.valid_discovery_name(ser_name):
             raise BadServiceName(ser_name, self._dialect.discovery_name_rule)
+        wait = query_value(request, "wait")
+        if wait is not None:
+            seconds = parse_wait(wait)
+            given = request.getHeader(INDEX_HEADER)
+            if given is not None and not given.isdigit():
+                raise ApiProblem(400, f"{INDEX_HEADER.decode()} must be a whole number")
+            index = int(given) if given else 0
+            await self._discovery.wait_for_change(ser_name, index, seconds)
         lookup = await self._discovery.lookup(ser_name)
-        headers = {"Age": str(int(lookup.age)), "X_Cache": lookup.source.value.upper()}
+        headers = {
+            "Age": str(int(lookup.age)),
+            "X_Cache": lookup.source.value.upper(),
+            "X_Mep_Agent_Index": str(self._discovery.index(ser_name)),
+        }
         instances = lookup.instances or ()
         if not instances:
             raise ServiceNotFound(ser_name)

@@ -95,6 +95,7 @@ class AgentConfig:
     max_response_bytes: int = 1024 * 1024
     log_format: str = "text"
     reload_interval: float = 10.0
+    app_notify_url: str | None = None
     app_instance_info_digest: str = ""
     log_level: str = "info"
     ca_cert_path: str | None = None
@@ -270,6 +271,13 @@ def parse_bool(value: str, where: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ConfigError(where, f"{value[:20]!r} must be true or false")
+
+
+def _url(resolver: _Resolver, key: str) -> str | None:
+    text, where = resolver.get(key)
+    if text and not _HTTP_URL.fullmatch(text):
+        raise ConfigError(where, f"{text[:60]!r} must be an http(s) URL")
+    return text or None
 
 
 def _choice(resolver: _Resolver, key: str, choices: tuple[str, ...]) -> str:
@@ -518,6 +526,7 @@ def load(
         max_response_bytes=_integer(r, "max_response_bytes", 1024, 64 * 1024 * 1024),
         log_format=_choice(r, "log_format", ("text", "json")),
         reload_interval=seconds("reload_interval", 0, 86400),
+        app_notify_url=_url(r, "app_notify_url"),
         app_instance_info_digest=hashlib.sha256(info_bytes).hexdigest(),
         log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),
     )

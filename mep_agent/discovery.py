@@ -161,6 +161,8 @@ class DiscoveryCache(Service):
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
         self._in_flight: dict[str, list[Deferred[Discovered]]] = {}
+        self._indexes: OrderedDict[str, int] = OrderedDict()  # per name, for blocking queries
+        self._watchers: dict[str, list[Deferred[None]]] = {}
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
         self.hits = 0
@@ -244,7 +246,46 @@ class DiscoveryCache(Service):
             for waiter in waiters:
                 waiter.callback(result)
 
+    def index(self, name: str) -> int:
+        """The version of C{name}'s answer: it grows whenever the answer may have changed."""
+        return self._indexes.get(name, 1)
+
+    async def wait_for_change(self, name: str, index: int, timeout: float) -> None:
+        """
+        Return at once when C{index} is not C{name}'s current one; else when it changes
+        (a notification, a different MEP answer) or after C{timeout} seconds. A waiter is
+        a Deferred and a timer: thousands cost little, and none asks the MEP.
+        """
+        if self.index(name) != index:
+            return
+        watchers = self._watchers.setdefault(name, [])
+        waiter: Deferred[None] = Deferred(lambda d: self._unwatch(name, d))
+        watchers.append(waiter)
+        waiter.addTimeout(timeout, self._clock)
+        try:
+            await waiter
+        except TimeoutError:
+            return
+
+    def _unwatch(self, name: str, waiter: Deferred[None]) -> None:
+        watchers = self._watchers.get(name)
+        if watchers is not None and waiter in watchers:
+            watchers.remove(waiter)
+            if not watchers:
+                del self._watchers[name]
+
+    def _bump(self, name: str) -> None:
+        self._indexes[name] = self.index(name) + 1
+        self._indexes.move_to_end(name)
+        while len(self._indexes) > self._max_entries:
+            self._indexes.popitem(last=False)  # a forgotten index reads as stale: harmless
+        for waiter in self._watchers.pop(name, []):
+            waiter.callback(None)
+
     def _store(self, name: str, answer: Discovered) -> None:
+        previous = self._entries.get(name)
+        if previous is not None and previous.answer.instances != answer.instances:
+            self._bump(name)
         self._drop(name)
         if answer.size > self._max_bytes:
             return  # served once, never kept
@@ -265,6 +306,7 @@ class DiscoveryCache(Service):
             self._drop(name)
 
     def invalidate(self, names: list[str] | None = None) -> None:
-        """Drop the named entries (all of them with None)."""
+        """Drop the named entries (all of them with None); their waiters wake up."""
         for name in list(self._entries) if names is None else names:
             self._drop(name)
+            self._bump(name)

@@ -51,6 +51,13 @@ def query_flag(request: IRequest, name: str) -> bool:
     return values is not None and values[-1].lower() not in ("0", "false", "no")
 
 
+def query_value(request: IRequest, name: str) -> str | None:
+    """The last value of C{?name=value} in the raw query, or None."""
+    query = request.uri.decode("latin-1").partition("?")[2]
+    values = parse_qs(query, keep_blank_values=True).get(name)
+    return values[-1] if values else None
+
+
 def read_json(request: IRequest) -> Any:
     """The request's JSON body; ValueError when absent, too large, too deep or not JSON."""
     content = getattr(request, "content", None)

@@ -21,6 +21,7 @@ notifications. It never shows a token or a key.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -75,6 +76,7 @@ class OpsAPI:
         metrics: CollectorRegistry,
         notify_secret: Secret,
         reloader: ConfigReloader | None = None,
+        forward: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._clock = clock
         self._tokens = tokens
@@ -84,6 +86,7 @@ class OpsAPI:
         self._metrics = metrics
         self._notify_secret = notify_secret
         self._reloader = reloader
+        self._forward = forward
         self._started = False  # start-up completed once (a latch)
 
     def resource(self) -> IResource:
@@ -242,6 +245,8 @@ class OpsAPI:
             if isinstance(r, dict) and isinstance(r.get("serName"), str)
         ][:1000]
         self._discovery.invalidate(names)
+        if self._forward is not None:
+            self._forward(body)
         self.log.info(
             "availability notification for {names}",
             names=names[:20],

@@ -238,6 +238,13 @@ SETTINGS: tuple[Setting, ...] = (
         "subscription (unset: the YAML's callbackReference is sent).",
     ),
     Setting(
+        "app_notify_url",
+        "MEP_AGENT_APP_NOTIFY_URL",
+        None,
+        "Where the agent also POSTs each availability notification it receives (the "
+        "MEP's JSON as is; 3 attempts, never holding up the agent). Unset: not forwarded.",
+    ),
+    Setting(
         "discovery_ttl",
         "MEP_AGENT_DISCOVERY_TTL",
         "30",

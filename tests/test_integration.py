@@ -330,6 +330,22 @@ class AgentAgainstEmulator(EmulatorProcesses):
             ],
         )
 
+    async def test_emulator_busy_port_one_line(self) -> None:
+        """The emulator on a busy port: one line, exit 1, no agent.env written (#11.3)."""
+        busy = reactor.listenTCP(0, ServerFactory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(busy.stopListening)
+        cert_dir = os.path.join(self.dir, "busy")
+        emulator = self.spawn(
+            "mep-emulator", ["--port", str(busy.getHost().port), "--cert-dir", cert_dir], {}
+        )
+        self.assertEqual(await emulator.ended, 1)
+        output = emulator.output.decode()
+        errors = [x for x in output.splitlines() if "cannot listen" in x]
+        self.assertEqual(len(errors), 1, output)  # one line, after twistd's own start lines
+        self.assertIn("mep-emulator: --port: cannot listen on", errors[0])
+        self.assertNotIn("Traceback", output)
+        self.assertFalse(os.path.exists(os.path.join(cert_dir, "agent.env")))
+
     async def test_busy_port_one_line(self) -> None:
         """A listener port already in use exits 1 naming the setting, no traceback."""
         await self.start_emulator()

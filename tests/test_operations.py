@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
@@ -12,6 +13,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from mep_agent import __version__, logs, tap
 from mep_agent.model import SubscriptionSpec
 from mep_agent.subscriptions import effective_body
+
+from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
+
+ENDPOINT = "/mep-agent/v1/endpoint"
 
 
 class VersionTests(SynchronousTestCase):
@@ -86,3 +91,112 @@ class SampleCallbackTests(SynchronousTestCase):
             effective_body(other, None, "s3")["callbackReference"],  # type: ignore[index]
             "http://app.local/cb",
         )
+
+
+class BlockingDiscoveryTests(ApiTestCase):
+    """GET /endpoint/{name}?wait=… with X-Mep-Agent-Index, as Consul's blocking queries."""
+
+    def get(self, path: str, index: str | None = None) -> Any:
+        headers = {"X-Mep-Agent-Index": index} if index is not None else {}
+        return self.api.get(f"http://127.0.0.1{path}", headers=headers)
+
+    def test_stale_index_answers_at_once(self) -> None:
+        """Without an index, or with an old one, the answer comes at once, with the index."""
+        self.build((spec("httpbin"),))
+        self.start()
+        code, _, response = self.get_json(self.api, f"{ENDPOINT}/httpbin?wait=30s")
+        self.assertEqual(code, 200)
+        self.assertEqual(response.headers.getRawHeaders("x-mep-agent-index"), ["1"])
+
+    def test_waits_for_a_notification(self) -> None:
+        """With the current index it waits; a notification for the name answers it."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        waiting = [self.get(f"{ENDPOINT}/httpbin?wait=30s", "1") for _ in range(50)]
+        self.settle()
+        self.advance(10)
+        for d in waiting:
+            self.assertNoResult(d)
+        note = {
+            "notificationType": "SerAvailabilityNotification",
+            "serviceReferences": [{"serName": "httpbin", "state": "ACTIVE"}],
+        }
+        self.request(self.ops, "POST", NOTIFICATIONS, json=note)
+        self.settle()
+        responses = [self.successResultOf(d) for d in waiting]
+        self.assertEqual(
+            {r.headers.getRawHeaders("x-mep-agent-index")[0] for r in responses}, {"2"}
+        )
+        # fifty waiters, one MEP request after the change
+        self.assertEqual(self.discovery_calls, ["httpbin", "httpbin"])
+
+    def test_wait_expires_with_the_same_index(self) -> None:
+        """Nothing changes within the wait: 200 with the same index when it expires."""
+        self.build((spec("httpbin"),))
+        self.start()
+        d = self.get(f"{ENDPOINT}/httpbin?wait=5s", "1")
+        self.advance(4)
+        self.assertNoResult(d)
+        self.advance(1)
+        response = self.successResultOf(d)
+        self.assertEqual(
+            (response.code, response.headers.getRawHeaders("x-mep-agent-index")), (200, ["1"])
+        )
+
+    def test_bad_wait_or_index(self) -> None:
+        """A malformed wait or index is a 400."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin?wait=soon")[0], 400)
+        response, _ = self.request(
+            self.api,
+            "GET",
+            f"{ENDPOINT}/httpbin?wait=1s",
+            headers={"X-Mep-Agent-Index": "x"},
+        )
+        self.assertEqual(response.code, 400)
+
+    def test_cancelled_waiter_forgotten(self) -> None:
+        """A caller that goes away leaves no waiter behind."""
+        self.build((spec("httpbin"),))
+        self.start()
+        d = self.get(f"{ENDPOINT}/httpbin?wait=30s", "1")
+        self.settle()
+        d.cancel()
+        self.settle()
+        self.failureResultOf(d)
+        self.advance(31)
+        self.assertEqual(self.discovery._watchers, {})
+
+
+class ForwardingTests(SynchronousTestCase):
+    def test_forwarded_with_retries_never_blocking(self) -> None:
+        """Each notification is POSTed to the app; failures are retried, then dropped."""
+        from klein import Klein
+        from treq.testing import StubTreq
+        from twisted.internet.task import Clock
+
+        from mep_agent.forward import NotificationForwarder
+
+        app = Klein()
+        received: list[Any] = []
+        answers = [500, 204, 503, 503, 503]
+
+        @app.route("/notes", methods=["POST"])
+        def notes(request: Any) -> bytes:
+            received.append(json.loads(request.content.read()))
+            request.setResponseCode(answers.pop(0))
+            return b""
+
+        clock = Clock()
+        http = StubTreq(app.resource())
+        forward = NotificationForwarder(http, clock, "http://127.0.0.1:8081/notes")  # type: ignore[arg-type]
+        forward({"n": 1})
+        forward({"n": 2})
+        http.flush()
+        for _ in range(5):
+            clock.advance(1)
+            http.flush()
+        self.assertEqual([r["n"] for r in received], [1, 1, 2, 2, 2])
+        self.assertEqual((forward.forwarded, forward.dropped), (1, 1))
