@@ -180,7 +180,11 @@ def build(
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
     front: list[IService] = [
         Listener.from_description(
-            reactor, cfg.listen, serve(api.resource(), reactor), "--listen", fatal=fatal
+            reactor,
+            cfg.listen,
+            serve(api.resource(), reactor, cfg.max_connections),
+            "--listen",
+            fatal=fatal,
         )
     ]
     if cfg.ops_listen:
@@ -204,7 +208,7 @@ def build(
             Listener.from_description(
                 reactor,
                 cfg.ops_listen,
-                serve(ops.resource(), reactor),
+                serve(ops.resource(), reactor, cfg.max_connections),
                 "--ops-listen",
                 fatal=fatal,
             )

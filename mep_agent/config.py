@@ -96,6 +96,7 @@ class AgentConfig:
     log_format: str = "text"
     reload_interval: float = 10.0
     app_notify_url: str | None = None
+    max_connections: int = 1024
     app_instance_info_digest: str = ""
     log_level: str = "info"
     ca_cert_path: str | None = None
@@ -527,6 +528,7 @@ def load(
         log_format=_choice(r, "log_format", ("text", "json")),
         reload_interval=seconds("reload_interval", 0, 86400),
         app_notify_url=_url(r, "app_notify_url"),
+        max_connections=_integer(r, "max_connections", 1, 1_000_000),
         app_instance_info_digest=hashlib.sha256(info_bytes).hexdigest(),
         log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),
     )

@@ -271,6 +271,13 @@ SETTINGS: tuple[Setting, ...] = (
         "before exiting non-zero.",
     ),
     Setting(
+        "max_connections",
+        "MEP_AGENT_MAX_CONNECTIONS",
+        "1024",
+        "Most connections each listener keeps open at once (further ones are closed at "
+        "once); raise it (and the open-files limit) for many blocking discovery requests.",
+    ),
+    Setting(
         "reload_interval",
         "MEP_AGENT_RELOAD_INTERVAL",
         "10",

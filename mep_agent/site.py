@@ -23,7 +23,7 @@ from .jsonweb import MAX_BODY
 
 HEADER_DEADLINE = 10.0  # seconds for a request line and headers to arrive
 IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may sit idle
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 1024
 
 
 class LimitedRequest(Request):

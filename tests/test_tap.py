@@ -140,7 +140,11 @@ class SecretHandlingTests(TapTestCase):
         stages = [[s.name or type(s).__name__ for s in stage] for stage in agent]
         self.assertEqual(
             stages,
-            [["token", "discovery"], ["registrar", "subscriber"], ["Listener", "Listener"]],
+            [
+                ["token", "discovery"],
+                ["registrar", "subscriber", "reload"],
+                ["Listener", "Listener"],
+            ],
         )
 
     def test_one_shot_adds_exit_service(self) -> None:
