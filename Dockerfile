@@ -20,6 +20,7 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
 COPY conf/app_conf.yaml /usr/mep/conf/
 WORKDIR /usr/mep
 ENV MEP_AGENT_CONF_DIR=/usr/mep/conf \
+    MEP_AGENT_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1
 USER 10001
 EXPOSE 8080 9090

@@ -6,6 +6,7 @@ The process's exit status under twistd, which has no public way to set one.
   signals itself once the reactor runs (with signal.signal; no private reactor state).
 - A second signal while stopping exits at once (128 + signal): an operator who insists
   must not wait for the deregistration deadline.
+- SIGHUP re-reads app_instance_info.yaml (the hot reload).
 - A one-shot failure exits 1: after the reactor has shut down completely, with the
   output flushed, through os._exit — the only way to hand twistd's caller a status.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -35,9 +37,19 @@ class ProcessExit:
         """Exit with C{code} when the stop under way is done."""
         self.code = code
 
-    def install(self) -> None:
-        """Take the stop signals once running; exit with the code after the shutdown."""
+    def install(self, on_hangup: Callable[[], object] | None = None) -> None:
+        """
+        Take the stop signals once running; exit with the code after the shutdown.
+
+        @param on_hangup: what SIGHUP does (re-read app_instance_info.yaml), if anything.
+        """
         self._reactor.callWhenRunning(self._take_stop_signals)
+        if on_hangup is not None:
+            # The handler runs between reactor iterations; the work is scheduled on it.
+            def hangup(signum: int, frame: FrameType | None) -> None:
+                self._reactor.callFromThread(on_hangup)
+
+            self._reactor.callWhenRunning(signal.signal, signal.SIGHUP, hangup)
         self._reactor.addSystemEventTrigger("before", "shutdown", self._second_signal_exits)
         self._reactor.addSystemEventTrigger("after", "shutdown", self._exit_with_code)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import sys
 from collections.abc import MutableMapping
 from typing import IO, Any
 
 from twisted.application.service import IService
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -96,12 +96,7 @@ def read_file(path: str) -> bytes:
 
 def read_in_thread(reactor: Any) -> Any:
     """Reads a file in the reactor's thread pool, so that a slow disk never stalls it."""
-    from twisted.internet.threads import deferToThreadPool
-
-    def read(path: str) -> Any:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), read_file, path)
-
-    return read
+    return lambda path: deferToThreadPool(reactor, reactor.getThreadPool(), read_file, path)
 
 
 def load_config(options: Options, environ: MutableMapping[str, str]) -> AgentConfig:
@@ -152,14 +147,6 @@ def makeService(  # noqa: N802 (twistd's name)
         fatal=RuntimeError if daemon else SystemExit,
         read_async=read_in_thread(reactor),
     )
-    exits.install()
-    reloader = agent.reloader
-    if reloader is not None:
-        # SIGHUP: check app_instance_info.yaml now (signal handlers run between reactor
-        # iterations; the check itself is scheduled on the reactor).
-        def hangup(signum: int, frame: Any) -> None:
-            reactor.callFromThread(reloader.check_now)
-
-        reactor.callWhenRunning(signal.signal, signal.SIGHUP, hangup)
+    exits.install(on_hangup=agent.reloader.check_now if agent.reloader else None)
     log.info("mep-agent configured: {summary}", summary=cfg.summary(), event="agent.starting")
     return agent

@@ -439,6 +439,15 @@ class Finding10ListenerTests(SynchronousTestCase):
         self.assertIsNone(protocols[2])
 
 
+class ConnectionErrorTests(HardeningTestCase):
+    def test_no_answer_names_the_address(self) -> None:
+        """A connection the MEP drops is reported with the address it was made to (#11.4)."""
+        self.fault(kind="token", drop=True)
+        self.build()
+        self.start()
+        self.assertIn("(connecting to 127.0.0.1:8443)", self.tokens.last_error or "")
+
+
 class Finding11RedactionTests(HardeningTestCase):
     def test_app_instance_id_not_in_errors(self) -> None:
         """A redirect naming the app instance id leaves no trace of it in logs or status."""

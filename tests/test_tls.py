@@ -151,3 +151,55 @@ class HandshakeTests(TestCase):
         agent, pool = http.pooled_agent(reactor, tls.MepTLSPolicy(creator), 5)
         self.addCleanup(pool.closeCachedConnections)
         self.assertEqual(await self.get(http.mep_http_client(agent), port), b"hello")
+
+
+class DiagnosisTests(TestCase):
+    """TLS failures explained with the setting to check and what the MEP presented."""
+
+    def setUp(self) -> None:
+        self.server_certs = certs.generate(["edgegallery"])
+
+    async def failure(self, ca_pems: list[bytes], name: str) -> tuple[str, tls.DiagnosingPolicy]:
+        port = reactor.listenSSL(
+            0, Site(Hello()), certs.server_options(self.server_certs), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        policy = tls.DiagnosingPolicy(
+            tls.client_policy(ca_pems, name, tls.DEFAULT_CIPHERS), "/etc/mep/ca.crt", name
+        )
+        agent, pool = http.pooled_agent(reactor, policy, 5)
+        self.addCleanup(pool.closeCachedConnections)
+        client = http.mep_http_client(agent)
+        try:
+            await client.get(f"https://127.0.0.1:{port.getHost().port}/", timeout=5)
+        except Exception as e:
+            return repr(e), policy
+        raise AssertionError("the handshake succeeded")
+
+    async def test_unknown_ca_explained(self) -> None:
+        """Another CA: names CA_CERT's file, the certificate's names and its issuer."""
+        text, policy = await self.failure([certs.generate().ca_pem], "edgegallery")
+        advice = policy.explain(text)
+        assert advice is not None
+        self.assertIn("does not chain to a CA in CA_CERT (/etc/mep/ca.crt)", advice)
+        self.assertIn("it names edgegallery; issued by CN=mep-emulator CA", advice)
+
+    async def test_wrong_name_explained(self) -> None:
+        """A wrong CA_CERT_DOMAIN_NAME: names the setting and the names the MEP carries."""
+        text, policy = await self.failure([self.server_certs.ca_pem], "mep.example")
+        advice = policy.explain(text)
+        assert advice is not None
+        self.assertIn("does not carry the name CA_CERT_DOMAIN_NAME=mep.example", advice)
+        self.assertIn("it names edgegallery", advice)
+
+    def test_other_hosts_verified_against_their_own_name(self) -> None:
+        """A token endpoint on another host gets the same CA and suites, its own name."""
+        policy = tls.client_policy(
+            [self.server_certs.ca_pem], "edgegallery", tls.DEFAULT_CIPHERS, "10.0.0.1"
+        )
+        mep = policy.creatorForNetloc(b"10.0.0.1", 8443)
+        other = policy.creatorForNetloc(b"auth.example", 443)
+        self.assertIsNot(mep, other)
+        self.assertEqual(other._hostnameASCII, "auth.example")  # type: ignore[attr-defined]
+        self.assertEqual(mep._hostnameASCII, "edgegallery")  # type: ignore[attr-defined]
+        self.assertIs(policy.creatorForNetloc(b"auth.example", 443), other)
