@@ -27,7 +27,7 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, request, resources  # noqa: E402 (a sibling script)
+from soak import Process, agent_env, request, resources  # noqa: E402 (a sibling script)
 
 
 def token_latency(port: int, count: int) -> list[float]:
@@ -92,11 +92,7 @@ def main() -> None:
     try:
         control = int(emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
         emulator.wait_for(rb"serving https://127.0.0.1:(\d+)")
-        env = dict(base)
-        with open(os.path.join(work, "mep", "agent.env")) as f:
-            for line in f:
-                key, _, value = line.removeprefix("export ").strip().partition("=")
-                env[key] = value
+        env = dict(base, **agent_env(os.path.join(work, "mep", "agent.env")))
         env.update(
             MEP_AGENT_CONF_DIR=conf,
             MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",

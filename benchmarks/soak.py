@@ -132,6 +132,16 @@ class Process:
                 self.proc.wait()
 
 
+def agent_env(path: str) -> dict[str, str]:
+    """The variables of the emulator's agent.env (lines "export NAME=value")."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.removeprefix("export ").strip().partition("=")
+            env[key] = value
+    return env
+
+
 def resources(pid: int) -> tuple[float, int]:
     """(resident MiB, open descriptors) of a process."""
     with open(f"/proc/{pid}/status") as f:
@@ -200,11 +210,7 @@ def main() -> None:
     try:
         https = int(emulator.wait_for(rb"serving https://127.0.0.1:(\d+)").group(1))
         control = int(emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
-        env = dict(base)
-        with open(os.path.join(work, "mep", "agent.env")) as f:
-            for line in f:
-                key, _, value = line.removeprefix("export ").strip().partition("=")
-                env[key] = value
+        env = dict(base, **agent_env(os.path.join(work, "mep", "agent.env")))
         env.update(
             MEP_AGENT_CONF_DIR=conf,
             MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",

@@ -65,6 +65,8 @@ class AgentTestCase(SynchronousTestCase):
         subscriptions: tuple[SubscriptionSpec, ...] = (),
         notify_url: str | None = None,
         client_options: dict[str, Any] | None = None,
+        client_credentials: Credentials | None = None,
+        oauth2: bool = False,
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
@@ -72,13 +74,17 @@ class AgentTestCase(SynchronousTestCase):
             self.clock,
             BASE,
             "127.0.0.1:8443",
-            credentials(sk),
+            client_credentials or credentials(sk),
             timeout=10,
             **(client_options or {}),
         )
         # Through a lambda, so that a test can replace the client's fetch_token.
         self.tokens = TokenKeeper(
-            lambda: self.client.fetch_token(), self.clock, delays=exact_backoff
+            (lambda: self.client.fetch_oauth2_token())
+            if oauth2
+            else (lambda: self.client.fetch_token()),
+            self.clock,
+            delays=exact_backoff,
         )
         self.subscriber = Subscriber(
             self.client,

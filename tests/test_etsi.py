@@ -25,12 +25,10 @@ from mep_agent.emulator.memory import InMemoryMep
 from mep_agent.http import mep_http_client
 from mep_agent.mep import MepClient, Registration
 from mep_agent.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
-from mep_agent.registration import Registrar
 from mep_agent.secret import Secret
-from mep_agent.subscriptions import Subscriber
-from mep_agent.token import TokenKeeper, TokenState
+from mep_agent.token import TokenState
 
-from .agent_harness import ApiTestCase, exact_backoff
+from .agent_harness import ApiTestCase
 from .helpers import DATA
 
 ROOT = "/sbx1/mep"
@@ -90,36 +88,13 @@ class EtsiTestCase(ApiTestCase):
             Secret(DEV_APP.app_instance_id),
             OAuth2Client(TOKEN_URL, Secret(DEV_CLIENT_ID), Secret(self.secret)),
         )
-        super().build(services, notify_url=notify_url, subscriptions=subscriptions)
-        # The same wiring as the agent's, with the ETSI dialect's client and token source.
-        self.client = MepClient(
-            mep_http_client(self.mep.agent),
-            self.clock,
-            BASE,
-            "127.0.0.1:8443",
-            credentials,
-            timeout=10,
-            api_root=ROOT,
-            links_under_root=ETSI.links_under_root,
-        )
-        self.tokens = TokenKeeper(
-            lambda: self.client.fetch_oauth2_token(), self.clock, delays=exact_backoff
-        )
-        self.subscriber = Subscriber(
-            self.client,
-            self.tokens,
-            self.clock,
-            subscriptions,
-            callback_url=notify_url,
-            delays=exact_backoff,
-        )
-        self.registrar = Registrar(
-            self.client,
-            self.tokens,
-            self.clock,
+        super().build(
             services,
-            delays=exact_backoff,
-            on_data_loss=self.subscriber.check_now,
+            subscriptions=subscriptions,
+            notify_url=notify_url,
+            client_options={"api_root": ROOT, "links_under_root": ETSI.links_under_root},
+            client_credentials=credentials,
+            oauth2=True,
             **registrar_options,
         )
         self.rebuild_apis()
