@@ -23,7 +23,6 @@ import os
 import random
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,17 +71,10 @@ FAULTS: list[tuple[int, str, Any]] = [
 
 
 def request(
-    port: int, method: str, path: str, body: Any = None, timeout: float = 30, tls: bool = False
+    port: int, method: str, path: str, body: Any = None, timeout: float = 30
 ) -> tuple[int, bytes]:
-    if tls:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=timeout, context=context
-        )
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One plain-HTTP request to 127.0.0.1 (the emulator's control API, the agent's APIs)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         conn.request(method, path, body=data)
