@@ -20,8 +20,9 @@ def callback_url(notify_url: str | None, secret: str) -> str | None:
 
 def report(cfg: AgentConfig) -> dict[str, Any]:
     """The resolved settings (no secrets) and the exact bodies to be sent."""
-    services_path = "/mep/mec_service_mgmt/v1/applications/{APPINSTID}/services"
-    subscriptions_path = "/mep/mec_service_mgmt/v1/applications/{APPINSTID}/subscriptions"
+    mgmt = f"{cfg.api_root}/mec_service_mgmt/v1/applications/{{APPINSTID}}"
+    services_path = f"{mgmt}/services"
+    subscriptions_path = f"{mgmt}/subscriptions"
     callback = callback_url(cfg.notify_url, SECRET_PLACEHOLDER)
     subscriptions, warnings = [], []
     for sub in cfg.app.subscriptions:

@@ -93,6 +93,16 @@ class CheckModeTests(TapTestCase):
             "http://10.1.2.3:9090/mep-agent/v1/notifications/{secret}",
         )
 
+    def test_check_paths_follow_the_api_root(self) -> None:
+        """--check prints the paths under --api-root."""
+        self.write("app_instance_info.yaml", data_text("../../conf/app_instance_info.yaml"))
+        self.environ["MEP_AGENT_API_ROOT"] = "/sbx1/mep"
+        self.assertRaises(SystemExit, self.make, "--check")
+        report = json.loads(self.stdout.getvalue())
+        self.assertTrue(
+            report["registrations"][0]["path"].startswith("/sbx1/mep/mec_service_mgmt")
+        )
+
     def test_check_output_has_no_secret(self) -> None:
         """Nothing --check prints contains a credential."""
         self.assertRaises(SystemExit, self.make, "--check")
