@@ -18,7 +18,12 @@ def version() -> str:
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
-TEST = ["hypothesis>=6.90", "openapi-schema-validator>=0.6", "jsonschema>=4.18", "kubernetes-validate>=1.28"]
+TEST = [
+    "hypothesis>=6.90",
+    "openapi-schema-validator>=0.6",
+    "jsonschema>=4.18",
+    "kubernetes-validate>=1.28",
+]
 LINT = [
     "mypy>=1.8",
     "mypy-zope>=1.0",
