@@ -190,6 +190,16 @@ class LivenessTests(EtsiTestCase):
         self.assertEqual([(r.method, r.status) for r in beats], [("PATCH", 204)] * 4)
         self.assertEqual(self.sent("heartbeat")[0], {"state": "ACTIVE"})
 
+    def test_patch_media_type_fallback(self) -> None:
+        """A 415 to the PATCH is retried once as application/merge-patch+json, then kept."""
+        self.build((etsi_spec(),))
+        self.start()
+        self.fault(kind="heartbeat", status=415, body={"title": "Unsupported Media Type"})
+        self.advance(45)
+        self.assertEqual(self.requests("heartbeat"), [415, 204])
+        self.assertEqual(self.client._patch_type, "application/merge-patch+json")
+        self.assertTrue(self.registrar.states["rnis.v2"].healthy)
+
     def test_put_refused_by_the_platform(self) -> None:
         """Forcing PUT on an ETSI platform fails (405), which is why auto follows the link."""
         self.build((etsi_spec(),))
