@@ -37,7 +37,7 @@ from .jsonweb import JSONGuard, query_flag, read_json, respond, strict_routes
 from .registration import Registrar
 from .reload import ConfigReloader
 from .secret import Secret
-from .subscriptions import Subscriber
+from .subscriptions import Subscriber, SubscriptionStatus
 from .token import TokenKeeper
 
 NOTIFICATIONS = "/mep-agent/v1/notifications"
@@ -107,7 +107,7 @@ class OpsAPI:
         return self._started
 
     def checks(self) -> dict[str, dict[str, Any]]:
-        """The token, and every service (registered and heartbeating)."""
+        """The token, every service (registered, heartbeating) and every subscription."""
         checks: dict[str, dict[str, Any]] = {
             "token": {"ok": self._tokens.current() is not None, "state": self._tokens.state.value}
         }
@@ -116,6 +116,11 @@ class OpsAPI:
             if state.waiting_for_token:
                 check["waitingForToken"] = True
             checks[f"service:{name}"] = check
+        for subscription in self._subscriber.states:
+            checks[f"subscription:{subscription.index}"] = {
+                "ok": subscription.status is SubscriptionStatus.ACTIVE,
+                "status": subscription.status.value,
+            }
         return checks
 
     def _startup_checks(self) -> dict[str, dict[str, Any]]:

@@ -42,6 +42,20 @@ class ProbeTests(ApiTestCase):
         self.advance(3)
         self.assertEqual(self.get_json(self.ops, "/healthz/mep")[0], 200)
 
+    def test_subscription_trouble_shown_not_unready(self) -> None:
+        """A subscription the MEP refuses shows in ?verbose and /healthz/mep only."""
+        from mep_agent.model import SubscriptionSpec
+
+        self.fault(kind="subscribe", status=503, count=100)
+        self.build(
+            (spec("a"),),
+            subscriptions=(SubscriptionSpec(0, {"callbackReference": "http://app.local/cb"}),),
+        )
+        self.start()
+        code, body, _ = self.get_json(self.ops, "/readyz?verbose")
+        self.assertEqual((code, body["checks"]["subscription:0"]["ok"]), (200, False))
+        self.assertEqual(self.get_json(self.ops, "/healthz/mep")[0], 503)
+
     def test_not_ready_without_a_valid_token(self) -> None:
         """After start-up, /readyz is 503 once no valid token can be had."""
         self.emulator.token_lifetime = 100
