@@ -132,6 +132,9 @@ class AgentAgainstEmulator(EmulatorProcesses):
         await eventually(all_beating)
         code, ready = await get_json(f"http://127.0.0.1:{self.ops}/readyz")
         self.assertEqual((code, ready), (200, {"status": "ready"}))
+        connections = (await self.state())["connections"]
+        self.assertGreaterEqual(connections.get("https", 0), 1, "the agent's TLS connections")
+        self.assertGreaterEqual(connections.get("http", 0), 1, "this test's control requests")
 
         code, token = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/token")
         self.assertEqual(code, 200)

@@ -171,6 +171,9 @@ class MepEmulator:
         factory=list
     )  # the notifier's deliveries, for /_emulator/state
     tokens_issued: int = 0
+    # Connections accepted per listener ("https" ones are TLS handshakes): what a client's
+    # connection pooling saves shows here.
+    connections: dict[str, int] = field(factory=dict)
 
     app = Klein()
 
@@ -537,6 +540,7 @@ class MepEmulator:
                 ],
                 "ready": sorted(self.registry.ready),
                 "tokens_issued": self.tokens_issued,
+                "connections": dict(self.connections),
                 "token_lifetime": self.token_lifetime,
                 "faults": self.faults.describe(),
                 "notifications": self.notifications[-100:],

@@ -169,6 +169,20 @@ def agent_environment(
     return env
 
 
+class CountingSite(Site):
+    """A Site that counts the connections it accepts (for /_emulator/state)."""
+
+    def __init__(self, resource: Any, counts: dict[str, int], scheme: str) -> None:
+        super().__init__(resource)
+        self._counts = counts
+        self._scheme = scheme
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (Twisted's name)
+        """One more connection."""
+        self._counts[self._scheme] = self._counts.get(self._scheme, 0) + 1
+        return super().buildProtocol(addr)
+
+
 class Announcer(Service):
     """Writes agent.env and prints it, once the listeners before it have bound their ports."""
 
@@ -236,7 +250,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
         resource = EtsiMep(
             emulator, options["api-root"].rstrip("/"), {client.client_id: client}
         ).resource()
-    site = Site(resource)
+
+    def site(scheme: str) -> Site:
+        return CountingSite(resource, emulator.connections, scheme)
 
     top = MultiService()
     TimerService(1.0, registry.check_liveness).setServiceParent(top)
@@ -246,7 +262,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
         tls = certs.server_options(server_certs)
         https = Listener(
             SSL4ServerEndpoint(reactor, https_port, tls, interface="127.0.0.1"),
-            site,
+            site("https"),
             "--port",
             f"127.0.0.1:{options['port']}",
             "mep-emulator",
@@ -256,7 +272,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
     if http_port is not None:
         http = Listener(
             TCP4ServerEndpoint(reactor, http_port, interface="127.0.0.1"),
-            site,
+            site("http"),
             "--http-port",
             f"127.0.0.1:{options['http-port']}",
             "mep-emulator",
