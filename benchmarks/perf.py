@@ -12,6 +12,7 @@ processes it started. Needs `wrk` (Debian's package).
   * CPU for 50 services at a 1 s interval, and the TLS connections the MEP accepted.
 
     .venv/bin/python benchmarks/perf.py [--seconds 5] [--spawns 5] [--out perf.json]
+        [--agent-env NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def services_yaml(path: str, count: int) -> None:
 
 
 class Bench:
-    def __init__(self, work: str, base: dict[str, str]) -> None:
+    def __init__(self, work: str, base: dict[str, str], agent_extra: dict[str, str]) -> None:
         self.work = work
         self.base = base
+        self.agent_extra = agent_extra
         self.emulator: Process | None = None
         self.control = 0
 
@@ -152,6 +154,7 @@ class Bench:
             MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",
             MEP_AGENT_OPS_LISTEN="none",
         )
+        env.update(self.agent_extra)
         agent = Process(["mep-agent"], env, self.work)
         api = int(agent.wait_for(rb"--listen listening on [0-9.]+:(\d+)").group(1))
         return agent, api
@@ -162,12 +165,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--spawns", type=int, default=5)
     parser.add_argument("--out", default="perf.json")
+    parser.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for the agent (e.g. MEP_AGENT_ACCESS_LOG=true)",
+    )
     options = parser.parse_args()
     work = tempfile.mkdtemp(prefix="mep-perf-")
     os.makedirs(os.path.join(work, "conf"))
     services_yaml(os.path.join(work, "conf", "app_instance_info.yaml"), 50)
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    bench = Bench(work, base)
+    bench = Bench(work, base, dict(item.split("=", 1) for item in options.agent_env))
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "throughput": {}}
     floor = None
     try:

@@ -97,6 +97,7 @@ class AgentConfig:
     reload_interval: float = 10.0
     app_notify_url: str | None = None
     max_connections: int = 1024
+    access_log: bool = False
     app_instance_info_digest: str = ""
     log_level: str = "info"
     ca_cert_path: str | None = None
@@ -279,6 +280,11 @@ def _url(resolver: _Resolver, key: str) -> str | None:
     if text and not _HTTP_URL.fullmatch(text):
         raise ConfigError(where, f"{text[:60]!r} must be an http(s) URL")
     return text or None
+
+
+def _boolean(resolver: _Resolver, key: str) -> bool:
+    text, where = resolver.get(key)
+    return parse_bool(text or "", where)
 
 
 def _choice(resolver: _Resolver, key: str, choices: tuple[str, ...]) -> str:
@@ -529,6 +535,7 @@ def load(
         reload_interval=seconds("reload_interval", 0, 86400),
         app_notify_url=_url(r, "app_notify_url"),
         max_connections=_integer(r, "max_connections", 1, 1_000_000),
+        access_log=_boolean(r, "access_log"),
         app_instance_info_digest=hashlib.sha256(info_bytes).hexdigest(),
         log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),
     )

@@ -278,6 +278,14 @@ SETTINGS: tuple[Setting, ...] = (
         "once); raise it (and the open-files limit) for many blocking discovery requests.",
     ),
     Setting(
+        "access_log",
+        "MEP_AGENT_ACCESS_LOG",
+        "false",
+        "'true' writes a line per HTTP request served on both listeners (off by default: "
+        "probes and /token polling would fill the log, and writing it cut /token's requests "
+        "per second by about a third, see benchmarks/RESULTS.md).",
+    ),
+    Setting(
         "reload_interval",
         "MEP_AGENT_RELOAD_INTERVAL",
         "10",

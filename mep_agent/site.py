@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ThrottlingFactory
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web import http
+from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -24,6 +26,13 @@ from .jsonweb import MAX_BODY
 HEADER_DEADLINE = 10.0  # seconds for a request line and headers to arrive
 IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may sit idle
 MAX_CONNECTIONS = 1024
+# The path segment that authenticates the MEP's notifications (ops.NOTIFICATIONS) is a secret.
+_NOTIFY_SECRET = re.compile(r"(/notifications/)[^\s\"?/]+")
+
+
+def access_line(timestamp: str, request: http.Request) -> str:
+    """twisted.web's combined log format, with the notification secret redacted."""
+    return _NOTIFY_SECRET.sub(r"\1<redacted>", combinedLogFormatter(timestamp, request))
 
 
 class LimitedRequest(Request):
@@ -117,9 +126,21 @@ class HardenedSite(Site):
     protocol = DeadlineChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2
     requestFactory = LimitedRequest
 
-    def __init__(self, resource: IResource, reactor: IReactorTime, header_deadline: float) -> None:
-        super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: IReactorTime,
+        header_deadline: float,
+        access_log: bool = False,
+    ) -> None:
+        super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor, logFormatter=access_line)
         self._header_deadline = header_deadline
+        self._access_log = access_log
+
+    def log(self, request: http.Request) -> None:
+        """A line per request only when asked for (--access-log)."""
+        if self._access_log:
+            super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
         """A channel with this site's header deadline."""
@@ -137,7 +158,8 @@ def serve(
     reactor: IReactorTime,
     max_connections: int = MAX_CONNECTIONS,
     header_deadline: float = HEADER_DEADLINE,
+    access_log: bool = False,
 ) -> ThrottlingFactory:
     """The protocol factory for one listener: a hardened site behind a connection cap."""
-    site = HardenedSite(resource, reactor, header_deadline)
+    site = HardenedSite(resource, reactor, header_deadline, access_log)
     return ThrottlingFactory(site, maxConnectionCount=max_connections)

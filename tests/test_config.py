@@ -138,6 +138,17 @@ class ErrorTests(SynchronousTestCase):
             self.assertNotIn(secret, str(error))
         return error
 
+    def test_access_log_is_a_boolean(self) -> None:
+        """MEP_AGENT_ACCESS_LOG is off by default, true/false when given, else named."""
+        self.assertFalse(load().access_log)
+        self.assertTrue(load(env=seed_environ(MEP_AGENT_ACCESS_LOG='"true"')).access_log)
+        self.assertTrue(load(cli={"access_log": "on"}).access_log)
+        self.assert_error(
+            "MEP_AGENT_ACCESS_LOG",
+            "must be true or false",
+            env=seed_environ(MEP_AGENT_ACCESS_LOG="maybe"),
+        )
+
     def test_missing_and_empty_credentials(self) -> None:
         """Missing or empty AK, SK or APPINSTID is named."""
         self.assert_error("AK", "missing or empty", env=seed_environ(AK=None))

@@ -166,6 +166,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
         output = agent.output.decode("utf-8", "replace")
         self.assertIn("re-registered", output)
         self.assertIn("deregistered", output)
+        self.assertNotIn('"GET /mep-agent/v1/token', output, "no access log by default")
         for secret in (AK, SK, self.agent_env()["APPINSTID"]):
             self.assertNotIn(secret, output)
         self.assertNotIn("Traceback", output)
