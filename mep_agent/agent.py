@@ -151,6 +151,7 @@ def build(
         confirm_ready=cfg.confirm_ready,
         deregister_on_stop=cfg.enable_wait,
         on_data_loss=subscriber.check_now,
+        liveness_grace=cfg.dialect.liveness_grace,
     )
     discovery = DiscoveryCache(
         MepDiscovery(tokens, mep, cfg.request_timeout, cfg.discovery_ttl, reactor),
@@ -182,7 +183,7 @@ def build(
         Listener.from_description(
             reactor,
             cfg.listen,
-            serve(api.resource(), reactor, cfg.max_connections),
+            serve(api.resource(), reactor, cfg.max_connections, access_log=cfg.access_log),
             "--listen",
             fatal=fatal,
         )
@@ -208,7 +209,7 @@ def build(
             Listener.from_description(
                 reactor,
                 cfg.ops_listen,
-                serve(ops.resource(), reactor, cfg.max_connections),
+                serve(ops.resource(), reactor, cfg.max_connections, access_log=cfg.access_log),
                 "--ops-listen",
                 fatal=fatal,
             )

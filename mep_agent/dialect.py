@@ -5,14 +5,17 @@ configuration and handed to what needs it (DESIGN.md "Two platforms, one agent")
 EdgeGallery's MEP follows MEC 011 v2.1.1 with its own token endpoint and PUT liveness;
 standard platforms follow MEC 011 v2.2.1 (ETSI-MP1.md). Where they differ: how the token is
 had (by default), how strictly a ServiceInfoPost is validated, which service names
-discovery accepts, and how the MEP's links are written.
+discovery accepts, how the MEP's links are written, and how late a heartbeat may be.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from attrs import frozen
+
+from .liveness import mepserver_grace, no_grace
 
 # mepserver's serName rule (go-playground tags): discovery of anything else is a MEP 400.
 _EDGEGALLERY_NAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_-]{0,126}[a-zA-Z0-9])?")
@@ -33,6 +36,9 @@ class Dialect:
     #: The service names GET /mep-agent/v1/endpoint/{name} passes on to the MEP.
     discovery_name: re.Pattern[str]
     discovery_name_rule: str
+    #: Seconds past its liveness interval before the MEP suspends a service: mepserver's
+    #: rule, or none (MEC 011 names no grace, so none is assumed).
+    liveness_grace: Callable[[int], float]
 
     def default_auth(self, token_url: str | None) -> str:
         """--auth when it is not given."""
@@ -51,6 +57,7 @@ EDGEGALLERY = Dialect(
     etsi_validation=False,
     discovery_name=_EDGEGALLERY_NAME,
     discovery_name_rule="up to 128 letters, digits, '_' or '-' (not first or last)",
+    liveness_grace=mepserver_grace,
 )
 ETSI = Dialect(
     "etsi",
@@ -58,5 +65,6 @@ ETSI = Dialect(
     etsi_validation=True,
     discovery_name=_ETSI_NAME,
     discovery_name_rule="1 to 256 characters, no control characters",
+    liveness_grace=no_grace,
 )
 DIALECTS = {d.name: d for d in (EDGEGALLERY, ETSI)}

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .errors import MepError, TokenUnavailable, Verdict
+from .liveness import BeatSchedule, mepserver_grace
 from .mep import MepClient, Registration, Token
 from .model import ServiceSpec
 from .retry import Delays, backoff, sleep
@@ -28,14 +29,7 @@ from .token import TokenKeeper
 # A 4xx answer to a registration will not fix itself; retry rarely, in case an operator
 # fixes the MEP side (quota, app configuration) without restarting the pod.
 REJECTED_RETRY = 300.0
-BEAT_FRACTION = 0.75  # beat after 75 % of the interval ...
-BEAT_TIMEOUT_FRACTION = 0.2  # ... with at most 20 % of it as timeout: lands before I + 5 %
 LOG_EVERY_N_FAILURES = 10
-
-
-def beat_schedule(interval: int, request_timeout: float) -> tuple[float, float]:
-    """(seconds between beats, timeout of a beat) for the interval the MEP imposed."""
-    return interval * BEAT_FRACTION, min(request_timeout, interval * BEAT_TIMEOUT_FRACTION)
 
 
 class ServiceStatus(enum.Enum):
@@ -55,6 +49,9 @@ class ServiceState:
     status: ServiceStatus = ServiceStatus.PENDING
     registration: Registration | None = None
     registered_at: float | None = None
+    # When the MEP's liveness clock last restarted, at the earliest: the send time of the
+    # registration or of the last good heartbeat (see liveness.py).
+    beat_reference: float | None = None
     last_heartbeat: float | None = None
     heartbeat_failures: int = 0  # consecutive
     heartbeats_sent: int = 0
@@ -98,10 +95,12 @@ class Registrar(Service):
         deregister_on_stop: bool = True,
         delays: Delays = backoff,
         on_data_loss: Callable[[], None] = lambda: None,
+        liveness_grace: Callable[[int], float] = mepserver_grace,
     ) -> None:
         """
         @param deregister_on_stop: False in one-shot mode, where registrations outlive us.
         @param on_data_loss: called when the MEP lost a service (it may have lost more).
+        @param liveness_grace: seconds past an interval before the MEP suspends a service.
         """
         self._mep = mep
         self._tokens = tokens
@@ -112,6 +111,7 @@ class Registrar(Service):
         self._deregister_on_stop = deregister_on_stop
         self._delays = delays
         self._on_data_loss = on_data_loss
+        self._liveness_grace = liveness_grace
         self._tasks: list[Deferred[None]] = []
         self._service_tasks: dict[str, Deferred[None]] = {}
         self._settled: bool | None = None
@@ -282,6 +282,7 @@ class Registrar(Service):
         spec = state.spec
         delays = self._delays()
         while True:
+            sent = self._clock.seconds()
             try:
                 registration = await self._tokens.with_token(
                     lambda token: self._mep.register(token, state.spec.body),
@@ -305,6 +306,7 @@ class Registrar(Service):
         state.registration = registration
         state.status = ServiceStatus.REGISTERED
         state.registered_at = self._clock.seconds()
+        state.beat_reference = sent
         state.heartbeat_failures = 0
         state.recovered()
         self.log.info(
@@ -351,14 +353,20 @@ class Registrar(Service):
         """Beat until the MEP says it lost the service (then return to re-register)."""
         registration = state.registration
         assert registration is not None and registration.liveness_path is not None
-        period, timeout = beat_schedule(registration.interval, self._request_timeout)
+        schedule = BeatSchedule(self._request_timeout, self._liveness_grace(registration.interval))
         delays = self._delays()
-        wait = period
+        reference = state.beat_reference
+        if reference is None:
+            reference = self._clock.seconds()
+        wait = max(0.0, reference + schedule.period(registration.interval) - self._clock.seconds())
         while True:
             await sleep(self._clock, wait)
             state.heartbeats_sent += 1
             path = registration.liveness_path
             assert path is not None
+            sent = self._clock.seconds()
+            timeout = schedule.timeout(registration.interval)
+            period = schedule.period(registration.interval)
             try:
                 await self._tokens.with_token(
                     partial(
@@ -382,6 +390,7 @@ class Registrar(Service):
                         return  # lost while restoring: register again
                     registration = restored
                     continue
+                schedule.observe(self._clock.seconds() - sent)  # a slow MEP fails slowly
                 self._beat_failed(state, e)
                 wait = min(period, next(delays))
                 continue
@@ -393,10 +402,13 @@ class Registrar(Service):
                     event="heartbeat.recovered",
                 )
             state.heartbeat_failures = 0
-            state.last_heartbeat = self._clock.seconds()
+            now = self._clock.seconds()
+            state.last_heartbeat = now
+            state.beat_reference = sent
             state.recovered()
+            schedule.observe(now - sent)
             delays = self._delays()
-            wait = period
+            wait = max(0.0, sent + schedule.period(registration.interval) - now)
 
     async def _beat(self, token: Token, path: str, method: str, timeout: float) -> None:
         await self._mep.heartbeat(token, path, method, timeout)

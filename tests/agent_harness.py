@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mep_agent.config import Credentials
 from mep_agent.emulator.memory import DEV_APP, InMemoryMep
 from mep_agent.http import mep_http_client
+from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace
 from mep_agent.mep import MepClient, Registration
 from mep_agent.model import ServiceSpec, SubscriptionSpec
 from mep_agent.registration import Registrar
@@ -23,6 +24,22 @@ from mep_agent.token import TokenKeeper
 from .emulator_client import service
 
 BASE = "https://127.0.0.1:8443"
+# When a service registered at 0 with the MEP's 60 s interval sends its first heartbeat
+# (52.5 s: 63 s deadline, the whole 10 s request timeout while no latency is known, 0.5 s
+# safety); the same on a MEC 011 platform, which gives no grace (49.5 s). Later beats to a
+# fast MEP follow every 59.5 s (56.5 s), their timeout down to 3 s.
+BEAT = BeatSchedule(10, mepserver_grace(60)).period(60)
+ETSI_BEAT = BeatSchedule(10, no_grace(60)).period(60)
+
+
+def _steady(grace: float) -> float:
+    schedule = BeatSchedule(10, grace)
+    schedule.observe(0.001)
+    return schedule.period(60)
+
+
+BEAT_EVERY = _steady(mepserver_grace(60))
+ETSI_BEAT_EVERY = _steady(no_grace(60))
 NOTIFY_SECRET = Secret("test-notification-secret")
 NOTIFICATIONS = f"/mep-agent/v1/notifications/{NOTIFY_SECRET.reveal()}"
 

@@ -28,7 +28,7 @@ from mep_agent.model import ServiceSpec, SubscriptionSpec, parse_app_instance_in
 from mep_agent.secret import Secret
 from mep_agent.token import TokenState
 
-from .agent_harness import ApiTestCase
+from .agent_harness import ETSI_BEAT, ETSI_BEAT_EVERY, ApiTestCase
 from .helpers import DATA
 
 ROOT = "/sbx1/mep"
@@ -95,7 +95,7 @@ class EtsiTestCase(ApiTestCase):
             client_options={"api_root": ROOT, "links_under_root": ETSI.links_under_root},
             client_credentials=credentials,
             oauth2=True,
-            **registrar_options,
+            **{"liveness_grace": ETSI.liveness_grace, **registrar_options},
         )
         self.rebuild_apis()
 
@@ -178,14 +178,14 @@ class StartupTests(EtsiTestCase):
 
 class LivenessTests(EtsiTestCase):
     def test_patch_on_absolute_link(self) -> None:
-        """Heartbeats PATCH the absolute _links.liveness.href every 75 % of the interval."""
+        """Heartbeats PATCH the absolute _links.liveness.href, about once per interval."""
         self.build((etsi_spec(),))
         self.start()
         registration = self.registration("rnis.v2")
         self.assertTrue(registration.liveness_path)
         self.assertTrue(str(registration.liveness_path).startswith(f"{BASE}{MGMT}/"))
         self.assertEqual(registration.liveness_method, "PATCH")
-        self.advance(45 * 4)
+        self.advance(ETSI_BEAT + 3 * ETSI_BEAT_EVERY)
         beats = [r for r in self.emulator.requests if r.kind == "heartbeat"]
         self.assertEqual([(r.method, r.status) for r in beats], [("PATCH", 204)] * 4)
         self.assertEqual(self.sent("heartbeat")[0], {"state": "ACTIVE"})
@@ -195,7 +195,7 @@ class LivenessTests(EtsiTestCase):
         self.build((etsi_spec(),))
         self.start()
         self.fault(kind="heartbeat", status=415, body={"title": "Unsupported Media Type"})
-        self.advance(45)
+        self.advance(ETSI_BEAT)
         self.assertEqual(self.requests("heartbeat"), [415, 204])
         self.assertEqual(self.client._patch_type, "application/merge-patch+json")
         self.assertTrue(self.registrar.states["rnis.v2"].healthy)
@@ -205,7 +205,7 @@ class LivenessTests(EtsiTestCase):
         self.build((etsi_spec(),))
         self.client._heartbeat_method = "PUT"
         self.start()
-        self.advance(45)
+        self.advance(ETSI_BEAT)
         self.assertEqual(self.requests("heartbeat"), [405])
 
     def test_no_link_no_heartbeats(self) -> None:
@@ -221,14 +221,14 @@ class LivenessTests(EtsiTestCase):
         self.start()
         sid = self.sid("rnis.v2")
         self.registry.set_state(sid, "INACTIVE")
-        self.advance(45)
+        self.advance(ETSI_BEAT)
         self.assertEqual(self.requests("heartbeat"), [409])
         self.assertEqual(self.requests("update"), [200])
         put = self.sent("update")[0]
         self.assertEqual(put["serInstanceId"], sid)
         self.assertIn("liveness", put["_links"])
         self.assertEqual(self.registry.services[sid].state, "ACTIVE")
-        self.advance(45)
+        self.advance(ETSI_BEAT)
         self.assertEqual(self.requests("heartbeat"), [409, 204])
 
 
@@ -401,7 +401,7 @@ class SpecTests(EtsiTestCase):
         self.start()
         sid = self.sid("httpbin")
         self.registry.set_state(sid, "INACTIVE")
-        self.advance(45)
+        self.advance(ETSI_BEAT)
         registrations = self.sent("register")
         self.assertEqual(len(registrations), 2)
         for body in registrations:

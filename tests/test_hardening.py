@@ -26,7 +26,7 @@ from mep_agent.registration import ServiceStatus
 from mep_agent.site import LimitedRequest, serve
 from mep_agent.token import TokenState
 
-from .agent_harness import BASE, NOTIFICATIONS, ApiTestCase, spec
+from .agent_harness import BASE, BEAT, NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
 
 TOKEN = "/mep-agent/v1/token"
@@ -74,7 +74,7 @@ class Finding1GatewayRefusalTests(HardeningTestCase):
         assert old is not None
         self.assertEqual(self.control("rotate-key"), 204)
         self.fault(kind="token", status=503)  # the first new-token request fails
-        self.advance(45)  # the beat: 403 with the old token, which is dropped
+        self.advance(BEAT)  # the beat: 403 with the old token, which is dropped
         self.assertIsNone(self.tokens.current())
         code, body, _ = self.get_json(self.api, TOKEN)
         self.assertEqual(code, 503)  # the refused token is never served
@@ -93,7 +93,7 @@ class Finding1GatewayRefusalTests(HardeningTestCase):
         self.build(tuple(spec(f"s{i}") for i in range(50)))
         self.start()
         self.control("rotate-key")
-        self.advance(46)
+        self.advance(BEAT + 1)
         self.assertEqual(self.emulator.tokens_issued, 2)
         self.assertEqual(self.requests("heartbeat").count(204), 50)
 
@@ -184,7 +184,7 @@ class Finding4RedirectTests(HardeningTestCase):
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=303, headers={"Location": "/elsewhere"}, raw="")
-        self.advance(45)
+        self.advance(BEAT)
         state = self.registrar.states["a"]
         self.assertEqual((state.heartbeats_failed, state.last_heartbeat), (1, None))
         self.assertIn("HTTP 303", state.last_error or "")
@@ -315,7 +315,7 @@ class Finding7ClassificationTests(HardeningTestCase):
         self.start()
         self.fault(kind="heartbeat", status=401, body={"exp": "token expired"})
         self.token_answer('{"nothing": 1}')
-        self.advance(45)  # beat 401; the new token's answer is malformed
+        self.advance(BEAT)  # beat 401; the new token's answer is malformed
         self.assertEqual(self.tokens.state, TokenState.FAILING)
         self.advance(1)  # normal backoff (1 s, not 160 s), a good token, the beat retried
         self.assertEqual(self.tokens.state, TokenState.VALID)
@@ -455,7 +455,7 @@ class Finding11RedactionTests(HardeningTestCase):
         self.start()
         location = f"{BASE}/mep/mec_service_mgmt/v1/applications/{DEV_APP.app_instance_id}/x"
         self.fault(kind="heartbeat", status=302, headers={"Location": location}, raw="")
-        self.advance(45)
+        self.advance(BEAT)
         _, raw = self.request(self.ops, "GET", "/mep-agent/v1/status")
         self.assertNotIn(DEV_APP.app_instance_id.encode(), raw)
         self.assertIn(b"redirect", raw)
@@ -470,7 +470,7 @@ class Finding11RedactionTests(HardeningTestCase):
         self.fault(
             kind="heartbeat", status=500, raw=f'{{"echo": "{token.access_token.reveal()}"}}'
         )
-        self.advance(45)
+        self.advance(BEAT)
         self.assertNotIn(token.access_token.reveal(), self.registrar.states["a"].last_error or "")
         for event in self.events:
             self.assertNotIn(token.access_token.reveal(), formatEvent(event) + repr(event))
@@ -501,7 +501,7 @@ class Finding12DiscoveryAnswerTests(HardeningTestCase):
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=503)
-        self.advance(45)
+        self.advance(BEAT)
         self.assertIsNotNone(self.registrar.states["a"].last_error)
         self.advance(1)
         self.assertIsNone(self.registrar.states["a"].last_error)
@@ -541,7 +541,7 @@ class FaultRunTests(HardeningTestCase):
         self.start()
         for _ in range(10):
             self.registry.restart()
-            self.advance(46)
+            self.advance(BEAT + 1)
         names = sorted(s.body["serName"] for s in self.registry.services.values())
         self.assertEqual(names, [f"s{i}" for i in range(5)])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
+from .agent_harness import BEAT, NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
 
 
@@ -34,7 +34,7 @@ class ProbeTests(ApiTestCase):
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=500, count=2)
-        self.advance(45)
+        self.advance(BEAT)
         code, body, _ = self.get_json(self.ops, "/readyz?verbose")
         self.assertEqual((code, body["status"], body["mep"]), (200, "ready", "trouble"))
         self.assertFalse(body["checks"]["service:a"]["ok"])
@@ -78,7 +78,7 @@ class ProbeTests(ApiTestCase):
         self.advance(1)
         self.assertEqual(self.get_json(self.ops, "/startupz")[:2], (200, {"status": "started"}))
         self.registry.restart()  # lost later: start-up stays done
-        self.advance(45)
+        self.advance(BEAT)
         self.assertEqual(self.get_json(self.ops, "/startupz")[0], 200)
 
 
@@ -87,7 +87,7 @@ class MetricsTests(ApiTestCase):
         """Prometheus text with registration, heartbeat, token and MEP request metrics."""
         self.build((spec("a"),))
         self.start()
-        self.advance(46)
+        self.advance(BEAT + 1)
         response, raw = self.request(self.ops, "GET", "/metrics")
         text = raw.decode()
         self.assertTrue(response.headers.getRawHeaders("content-type")[0].startswith("text/plain"))

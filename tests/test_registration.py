@@ -9,25 +9,136 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from mep_agent.emulator.memory import InMemoryMep
 from mep_agent.emulator.registry import suspension_grace
+from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace
 from mep_agent.model import SubscriptionSpec
-from mep_agent.registration import REJECTED_RETRY, ServiceStatus, beat_schedule
+from mep_agent.registration import REJECTED_RETRY, ServiceStatus
 from mep_agent.tasks import UNEXPECTED_PAUSE
 
-from .agent_harness import AgentTestCase, spec
+from .agent_harness import BEAT, AgentTestCase, spec
 
 
 class BeatScheduleTests(SynchronousTestCase):
-    def test_sixty(self) -> None:
-        """For the MEP's 60 s: a beat every 45 s with a 10 s timeout."""
-        self.assertEqual(beat_schedule(60, 10), (45, 10))
+    def test_sixty_fast_mep(self) -> None:
+        """mepserver's 60 s (suspended at 63 s): a beat every 59.5 s with a 3 s timeout."""
+        schedule = BeatSchedule(10, mepserver_grace(60))
+        schedule.observe(0.004)
+        self.assertEqual((schedule.period(60), schedule.timeout(60)), (59.5, 3.0))
 
-    @given(st.integers(1, 3600), st.floats(0.1, 300))
-    def test_lands_before_suspension(self, interval: int, timeout: float) -> None:
-        """A beat that takes its whole timeout still lands before interval + grace."""
-        period, beat_timeout = beat_schedule(interval, timeout)
-        self.assertLess(beat_timeout, interval)
-        self.assertLessEqual(period + beat_timeout, interval + suspension_grace(interval))
+    def test_about_one_beat_per_interval(self) -> None:
+        """
+        Beats per interval to a fast MEP: at most 1.1 with mepserver's grace at 3 s and 60 s;
+        without a grace (MEC 011) 1.06 at 60 s, and 1.6 at 3 s, where the 1 s minimum timeout
+        has to fit inside the interval itself.
+        """
+        expected = {(mepserver_grace, 3): 1.1, (mepserver_grace, 60): 1.1}
+        expected |= {(no_grace, 3): 1.7, (no_grace, 60): 1.1}
+        for (grace, interval), most in expected.items():
+            schedule = BeatSchedule(10, grace(interval))
+            schedule.observe(0.005)
+            self.assertLessEqual(interval / schedule.period(interval), most)
+
+    def test_slow_answers_beat_earlier_with_longer_timeouts(self) -> None:
+        """Answers taking 40 % of a 3 s interval: a 2 s timeout, a beat every 1.85 s."""
+        schedule = BeatSchedule(10, mepserver_grace(3))
+        for _ in range(3):
+            schedule.observe(1.2)
+        self.assertEqual(schedule.timeout(3), 2.0)
+        self.assertAlmostEqual(schedule.period(3), 1.85)
+
+    def test_latency_forgotten_after_five_good_beats(self) -> None:
+        """One slow answer sets the timeout until five quicker ones have followed it."""
+        schedule = BeatSchedule(10, mepserver_grace(60))
+        schedule.observe(5)
+        for n in range(5):  # the slow one is still among the last five
+            self.assertEqual(schedule.timeout(60), 10, f"{n} quick beats after the slow one")
+            schedule.observe(0.01)
+        self.assertEqual(schedule.timeout(60), 3)
+
+    @given(
+        st.integers(1, 3600),
+        st.floats(0.1, 300),
+        st.lists(st.floats(0, 600), max_size=8),
+        st.booleans(),
+    )
+    def test_lands_before_suspension(
+        self, interval: int, timeout: float, latencies: list[float], grace: bool
+    ) -> None:
+        """
+        A beat sent one period after the last good one was sent, taking its whole timeout,
+        lands before the MEP's deadline; the timeout never exceeds the request timeout.
+        """
+        rule = mepserver_grace if grace else no_grace
+        schedule = BeatSchedule(timeout, rule(interval))
+        for latency in latencies:
+            schedule.observe(latency)
+        period, beat_timeout = schedule.period(interval), schedule.timeout(interval)
+        self.assertGreater(period, 0)
+        self.assertLessEqual(period, interval)
+        self.assertLessEqual(beat_timeout, timeout)
+        self.assertLess(period + beat_timeout, interval + rule(interval))
+        if grace:
+            self.assertEqual(rule(interval), suspension_grace(interval))  # the emulator's rule
+
+
+class BeatTimingTests(AgentTestCase):
+    """The schedule in the Registrar, against the in-memory MEP's own suspension clock."""
+
+    def use_interval(self, interval: int) -> None:
+        self.mep = InMemoryMep.create(liveness_interval=interval)
+        self.clock = self.mep.clock
+        self.emulator = self.mep.emulator
+        self.registry = self.emulator.registry
+
+    def watch(self, seconds: float) -> set[str]:
+        """Advance in 0.1 s steps; every state the MEP's records were seen in."""
+        seen: set[str] = set()
+        for _ in range(round(seconds * 10)):
+            self.advance(0.1, step=0.1)
+            seen |= {record.state for record in self.registry.services.values()}
+        return seen
+
+    def test_slow_liveness_answers_never_suspend(self) -> None:
+        """Liveness answers taking 40 % of a 3 s interval: beats come early enough."""
+        self.use_interval(3)
+        self.build((spec("a"), spec("b")))
+        self.start()
+        self.fault(kind="heartbeat", delay=1.2, count=10_000)
+        self.assertEqual(self.watch(30), {"ACTIVE"})
+        for record in self.registry.services.values():
+            self.assertGreaterEqual(record.heartbeats, 10)
+        for state in self.registrar.states.values():
+            self.assertEqual(state.heartbeats_failed, 0)
+
+    def test_one_beat_per_interval_when_fast(self) -> None:
+        """A quick MEP at 3 s: about one beat per interval, never suspended."""
+        self.use_interval(3)
+        self.build((spec("a"),))
+        self.start()
+        self.assertEqual(self.watch(60), {"ACTIVE"})
+        (record,) = self.registry.services.values()
+        self.assertIn(record.heartbeats, (20, 21))  # 60 s / 2.85 s
+
+    def test_beats_counted_from_when_requests_were_sent(self) -> None:
+        """
+        The MEP's liveness clock restarted no earlier than a request was sent, so the
+        schedule counts from the send time of the registration, then of each good beat.
+        """
+        self.use_interval(3)
+        self.build((spec("a"),))
+        self.fault(kind="register", delay=1.0)
+        self.fault(kind="heartbeat", delay=0.5, count=100)
+        started = self.clock.seconds()
+        self.start()
+        self.advance(1.0, step=0.1)
+        (state,) = self.registrar.states.values()
+        self.assertEqual((state.beat_reference, state.registered_at), (started, started + 1.0))
+        self.assertEqual(self.watch(10), {"ACTIVE"})
+        self.assertEqual(state.heartbeats_failed, 0)
+        assert state.beat_reference is not None and state.last_heartbeat is not None
+        latency = state.last_heartbeat - state.beat_reference  # 0.5 s, in 0.1 s steps
+        self.assertTrue(0.5 - 1e-9 <= latency < 0.7, latency)
 
 
 class RegistrationTests(AgentTestCase):
@@ -41,7 +152,7 @@ class RegistrationTests(AgentTestCase):
         self.advance(300, step=5)
         for record in self.registry.services.values():
             self.assertEqual(record.state, "ACTIVE")
-            self.assertGreaterEqual(record.heartbeats, 6)
+            self.assertEqual(record.heartbeats, 5)  # 59.5, 119, 178.5, 238, 297.5 s
         for state in self.registrar.states.values():
             self.assertTrue(state.healthy)
 
@@ -90,7 +201,7 @@ class RegistrationTests(AgentTestCase):
         self.emulator.accept_patch = True
         self.build((spec("a"),), client_options={"heartbeat_method": "PATCH"})
         self.start()
-        self.advance(46)
+        self.advance(BEAT + 1)
         self.assertEqual(self.requests("heartbeat"), [204])
         self.assertEqual(
             [r.method for r in self.emulator.requests if r.kind == "heartbeat"], ["PATCH"]
@@ -125,10 +236,10 @@ class HeartbeatFailureTests(AgentTestCase):
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=500, count=3)
-        self.advance(45 + 1 + 2 + 4)
+        self.advance(BEAT + 1 + 2 + 4)
         self.assertEqual(self.requests("heartbeat"), [500, 500, 500, 204])
         self.assertTrue(self.registrar.states["a"].healthy)
-        self.advance(45)
+        self.advance(BEAT)
         self.assertEqual(self.requests("heartbeat")[-1], 204)
         self.assertEqual(self.instances("a")[0].state, "ACTIVE")
 
@@ -152,7 +263,7 @@ class HeartbeatFailureTests(AgentTestCase):
 
         self.client._http = type("Counting", (), {"request": staticmethod(counting)})()
         self.fault(kind="heartbeat", delay=30, count=3)
-        self.advance(45 + 10)  # the first beat is sent at 45 s and abandoned at 55 s
+        self.advance(BEAT + 10)  # the first beat: sent at 52.5 s, abandoned 10 s later
         self.assertEqual(self.registrar.states["a"].last_error, "heartbeat: no answer: timed out")
         self.advance(150, step=0.5)
         self.assertEqual(max(calls), 1)
@@ -167,7 +278,7 @@ class RepairTests(AgentTestCase):
         self.start()
         old = {s.ser_instance_id for s in self.registry.services.values()}
         self.emulator.registry.restart()
-        self.advance(45)
+        self.advance(BEAT)
         names = sorted(s.body["serName"] for s in self.registry.services.values())
         self.assertEqual(names, ["a", "b"])
         self.assertFalse(old & set(self.registry.services))
@@ -182,7 +293,7 @@ class RepairTests(AgentTestCase):
         self.build((spec("a"),))
         self.start()
         self.emulator.registry.restart()
-        self.advance(46)
+        self.advance(BEAT + 1)
         self.assertEqual(self.requests("confirm_ready"), [204, 204])
 
     def test_one_confirm_per_data_loss(self) -> None:
@@ -190,11 +301,11 @@ class RepairTests(AgentTestCase):
         self.build(tuple(spec(f"s{i}") for i in range(5)))
         self.start()
         self.emulator.registry.restart()
-        self.advance(46)
+        self.advance(BEAT + 1)
         self.assertEqual(len(self.registry.services), 5)
         self.assertEqual(self.requests("confirm_ready"), [204, 204])
         self.emulator.registry.restart()  # a second loss after the re-confirm asks again
-        self.advance(46)
+        self.advance(BEAT + 1)
         self.assertEqual(self.requests("confirm_ready"), [204, 204, 204])
 
     def test_inactive_restored(self) -> None:
@@ -203,11 +314,11 @@ class RepairTests(AgentTestCase):
         self.start()
         sid = self.sid("a")
         self.registry.set_state(sid, "INACTIVE")
-        self.advance(45)
+        self.advance(BEAT)
         self.assertEqual(self.requests("heartbeat"), [409])
         self.assertEqual(self.requests("update"), [200])
         self.assertEqual(self.registry.services[sid].state, "ACTIVE")
-        self.advance(45)
+        self.advance(BEAT)
         self.assertEqual(self.requests("heartbeat"), [409, 204])
 
 
@@ -242,7 +353,7 @@ class SubscriptionLifecycleTests(AgentTestCase):
         self.build((spec("a"),), subscriptions=self.subscriptions())
         self.start()
         self.registry.restart()
-        self.advance(46)
+        self.advance(BEAT + 1)
         self.assertEqual(len(self.registry.subscriptions), 1)
         self.assertEqual(self.subscriber.states[0].creations, 2)
 
@@ -338,7 +449,7 @@ class UnexpectedErrorTests(AgentTestCase):
         self.build((spec("a"),))
         self.start()
         self.break_once("heartbeat")
-        self.advance(45 + 5 + 45)
+        self.advance(BEAT + 5 + 45)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(self.requests("register"), [201])
         self.assertEqual(self.requests("heartbeat"), [204])
@@ -376,7 +487,7 @@ class UnexpectedErrorTests(AgentTestCase):
 
         self.patch(self.client, "update", bare_update)
         self.registry.set_state(sid, "INACTIVE")
-        self.advance(45)
+        self.advance(BEAT)
         self.assertEqual(self.registration("a").liveness_path, link)
         self.assertEqual(self.registration("a").interval, 60)
 
@@ -396,10 +507,10 @@ class LogEventTests(AgentTestCase):
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=500)
-        self.advance(45 + 1)  # one failed beat, then a good one
-        self.advance(80 - 46)  # token refresh at 80 s
+        self.advance(BEAT + 1)  # one failed beat, then a good one
+        self.advance(80 - (BEAT + 1))  # token refresh at 80 s
         self.registry.restart()
-        self.advance(45)  # lost, re-registered
+        self.advance(BEAT)  # lost, re-registered
         self.registrar.stopService()
         self.settle()
         names = [e["event"] for e in events if "event" in e]

@@ -11,7 +11,7 @@ from twisted.logger import formatEvent
 from mep_agent.model import parse_app_instance_info
 from mep_agent.reload import ConfigReloader, digest
 
-from .agent_harness import ApiTestCase
+from .agent_harness import BEAT, ApiTestCase
 from .emulator_client import service
 
 PATH = "/conf/app_instance_info.yaml"
@@ -104,7 +104,7 @@ class ReloadTests(ApiTestCase):
         self.assertEqual(
             sorted(s.body["serName"] for s in self.registry.services.values()), ["a", "b", "d"]
         )
-        self.advance(46)  # every service still beats, the changed one on its new link
+        self.advance(BEAT + 1)  # every service still beats, the changed one on its new link
         self.assertTrue(all(s.healthy for s in self.registrar.states.values()))
 
     def test_invalid_file_refused_old_state_kept(self) -> None:
