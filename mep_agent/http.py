@@ -184,6 +184,12 @@ def mep_http_client(agent: IAgent) -> HTTPClient:
     return HTTPClient(GuardedAgent(agent), data_to_body_producer=BytesProducer)
 
 
+# Connections kept open to the MEP. Enough for the work: registrations go at most this many
+# at a time, and heartbeats are spread over their period (registration.py, liveness.py), so
+# fifty services share them; a burst beyond it opens short-lived connections.
+POOL_SIZE = 4
+
+
 def pooled_agent(
     reactor: IReactorTime, policy: IPolicyForHTTPS | None, connect_timeout: float
 ) -> tuple[Agent, HTTPConnectionPool]:
@@ -192,7 +198,7 @@ def pooled_agent(
     MEP TLS policy. Per-request deadlines are set by the caller on each request.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
+    pool.maxPersistentPerHost = POOL_SIZE
     # Connections idle longer than this are closed before the MEP's gateway drops them.
     pool.cachedConnectionTimeout = 50
     pool._factory = _QuietFactory

@@ -26,6 +26,16 @@ SAFETY_FRACTION = 0.05  # beat this much of the interval before the last moment 
 SAFETY_MAX = 0.5  # ... but never more than half a second earlier
 
 
+def stagger(period: float, index: int, count: int) -> float:
+    """
+    How much sooner than the period the first beat of the C{index}th of C{count} services
+    goes after their registration: services registered together would otherwise beat
+    together forever, each burst opening new connections to the MEP. Spread evenly over
+    the period, one connection carries them all (one early beat per service, once).
+    """
+    return period * index / count if count > 1 else 0.0
+
+
 def mepserver_grace(interval: int) -> float:
     """mepserver's heartbeat.go: suspended after interval + min(ceil(5 %), 5) seconds."""
     return float(min(math.ceil(0.05 * interval), 5))

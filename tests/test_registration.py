@@ -11,12 +11,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.emulator.memory import InMemoryMep
 from mep_agent.emulator.registry import suspension_grace
-from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace
+from mep_agent.http import pooled_agent
+from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace, stagger
 from mep_agent.model import SubscriptionSpec
-from mep_agent.registration import REJECTED_RETRY, ServiceStatus
+from mep_agent.registration import REGISTRATION_CONCURRENCY, REJECTED_RETRY, ServiceStatus
 from mep_agent.tasks import UNEXPECTED_PAUSE
 
-from .agent_harness import BEAT, AgentTestCase, spec
+from .agent_harness import BEAT, BEAT_EVERY, AgentTestCase, spec
 
 
 class BeatScheduleTests(SynchronousTestCase):
@@ -139,6 +140,73 @@ class BeatTimingTests(AgentTestCase):
         assert state.beat_reference is not None and state.last_heartbeat is not None
         latency = state.last_heartbeat - state.beat_reference  # 0.5 s, in 0.1 s steps
         self.assertTrue(0.5 - 1e-9 <= latency < 0.7, latency)
+
+
+class ConnectionReuseTests(AgentTestCase):
+    """What keeps fifty services on a few connections to the MEP (performance issue)."""
+
+    def record_requests(self) -> list[tuple[float, str, str]]:
+        """(start time, "start"/"end", path) of every request the agent makes."""
+        events: list[tuple[float, str, str]] = []
+        original = self.mep.http.request
+
+        def recording(method: str, url: str, **kw: Any) -> Any:
+            events.append((self.clock.seconds(), "start", url))
+
+            def ended(result: object) -> object:
+                events.append((self.clock.seconds(), "end", url))
+                return result
+
+            return original(method, url, **kw).addBoth(ended)
+
+        self.client._http = type("Recording", (), {"request": staticmethod(recording)})()
+        return events
+
+    def test_stagger(self) -> None:
+        """The k-th of n services beats k/n of a period early, once."""
+        self.assertEqual(stagger(60, 0, 50), 0)
+        self.assertEqual(stagger(60, 25, 50), 30)
+        self.assertEqual(stagger(60, 0, 1), 0)
+
+    def test_pool_keeps_what_registrations_use(self) -> None:
+        """The MEP connection pool keeps as many connections as registrations in flight."""
+        _, pool = pooled_agent(self.clock, None, 5)
+        self.assertEqual(pool.maxPersistentPerHost, REGISTRATION_CONCURRENCY)
+        self.assertEqual(REGISTRATION_CONCURRENCY, 4)
+
+    def test_registrations_four_at_a_time(self) -> None:
+        """Fifty services register with at most four registrations in flight."""
+        names = [f"s{n}" for n in range(50)]
+        self.build(tuple(spec(name) for name in names))
+        events = self.record_requests()
+        self.fault(kind="register", delay=0.2, count=50)
+        self.start()
+        self.advance(5, step=0.1)
+        in_flight, most = 0, 0
+        for _, what, url in events:
+            if url.endswith("/services"):
+                in_flight += 1 if what == "start" else -1
+                most = max(most, in_flight)
+        self.assertEqual(len(self.registry.services), 50)
+        self.assertEqual(most, 4)
+
+    def test_beats_spread_over_the_period(self) -> None:
+        """Fifty services registered together beat about 1.2 s apart, not all at once."""
+        self.build(tuple(spec(f"s{n}") for n in range(50)))
+        events = self.record_requests()
+        self.start()
+        self.advance(3 * BEAT_EVERY, step=0.5)
+        beats = sorted(
+            t for t, what, url in events if what == "start" and url.endswith("liveness")
+        )
+        per_second: dict[int, int] = {}
+        for t in beats[50:]:  # past the first (staggered) beat of each
+            per_second[int(t)] = per_second.get(int(t), 0) + 1
+        self.assertLessEqual(max(per_second.values()), 2)
+        for state in self.registrar.states.values():
+            self.assertEqual(state.heartbeats_failed, 0)
+        for record in self.registry.services.values():
+            self.assertEqual(record.state, "ACTIVE")
 
 
 class RegistrationTests(AgentTestCase):
