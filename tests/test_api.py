@@ -50,6 +50,46 @@ class TokenRouteTests(ApiTestCase):
         self.assertNotIn("access_token", body)
 
 
+class TokenFastPathTests(ApiTestCase):
+    """GET /token skips Klein; its answers must be exactly the routed ones."""
+
+    def test_same_answer_as_the_route(self) -> None:
+        """The fast path and the Klein route give the same status, headers and body."""
+        self.build()
+        self.start()
+        fast, fast_raw = self.request(self.api, "GET", "/mep-agent/v1/token")
+        # With a trailing slash the path is not the fast path's: Klein routes it.
+        routed, routed_raw = self.request(self.api, "GET", "/mep-agent/v1/token/")
+        self.assertEqual((fast.code, routed.code), (200, 200))
+        self.assertEqual(fast_raw, routed_raw)
+        for name in ("content-type", "cache-control"):
+            self.assertEqual(fast.headers.getRawHeaders(name), routed.headers.getRawHeaders(name))
+
+    def test_body_follows_the_clock_and_the_token(self) -> None:
+        """The encoded body is reused within a second only, and never for another token."""
+        self.build()
+        self.start()
+        first = self.get_json(self.api, "/mep-agent/v1/token")[1]
+        self.assertEqual(self.get_json(self.api, "/mep-agent/v1/token")[1], first)
+        self.advance(1)
+        later = self.get_json(self.api, "/mep-agent/v1/token")[1]
+        self.assertEqual(later["expires_in"], first["expires_in"] - 1)
+        self.advance(3600 - 300, step=60)  # past the refresh: a new token
+        renewed = self.get_json(self.api, "/mep-agent/v1/token")[1]
+        self.assertNotEqual(renewed["access_token"], first["access_token"])
+        self.assertEqual(renewed["access_token"], self.token_value())
+
+    def test_other_methods_and_failures_go_through_the_routes(self) -> None:
+        """POST is a JSON 405, no token a 412: the routes' answers."""
+        self.fault(kind="token", status=503, count=100)
+        self.build()
+        self.start()
+        response, raw = self.request(self.api, "POST", "/mep-agent/v1/token")
+        self.assertEqual(response.code, 405)
+        self.assertIn(b"error", raw)
+        self.assertEqual(self.get_json(self.api, "/mep-agent/v1/token")[0], 412)
+
+
 class DiscoveryRouteTests(ApiTestCase):
     def setUp(self) -> None:
         super().setUp()
