@@ -14,6 +14,8 @@ from mep_agent.site import serve
 
 
 class Ok(Resource):
+    """Answers any path (a leaf: no child lookup, no NoResource)."""
+
     isLeaf = True  # noqa: N815 (twisted.web's name)
 
     def render_GET(self, request: Request) -> bytes:  # noqa: N802 (twisted.web's name)
@@ -23,9 +25,7 @@ class Ok(Resource):
 class AccessLogTests(SynchronousTestCase):
     def served_lines(self, access_log: bool, path: bytes = b"/x") -> str:
         """Serve one GET through a listener's factory; what its access log received."""
-        root = Resource()
-        root.putChild(b"x", Ok())
-        factory = serve(root, Clock(), access_log=access_log)
+        factory = serve(Ok(), Clock(), access_log=access_log)
         factory.doStart()
         self.addCleanup(factory.doStop)
         written = io.StringIO()
@@ -54,4 +54,4 @@ class AccessLogTests(SynchronousTestCase):
             access_log=True, path=f"/mep-agent/v1/notifications/{secret}?x=1".encode()
         )
         self.assertNotIn(secret, text)
-        self.assertIn('"GET /mep-agent/v1/notifications/<redacted>?x=1 HTTP/1.1" 404', text)
+        self.assertIn('"GET /mep-agent/v1/notifications/<redacted>?x=1 HTTP/1.1" 200 2', text)
