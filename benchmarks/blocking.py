@@ -27,7 +27,7 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, agent_env, request, resources  # noqa: E402 (a sibling script)
+from soak import Process, agent_env, request, resources, start_emulator  # noqa: E402 (a sibling script)
 
 
 def token_latency(port: int, count: int) -> list[float]:
@@ -73,19 +73,7 @@ def main() -> None:
     with open(os.path.join(conf, "app_instance_info.yaml"), "w") as f:
         yaml.safe_dump({"serviceInfoPosts": [service]}, f)
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    emulator = Process(
-        [
-            "mep-emulator",
-            "--port",
-            "auto",
-            "--http-port",
-            "auto",
-            "--cert-dir",
-            os.path.join(work, "mep"),
-        ],
-        base,
-        work,
-    )
+    emulator = start_emulator(work, base)
     agent = None
     sockets: list[socket.socket] = []
     report: dict[str, object] = {"waiters": options.waiters}

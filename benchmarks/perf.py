@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, agent_env, request, resources  # noqa: E402 (a sibling script)
+from soak import Process, agent_env, request, resources, start_emulator  # noqa: E402 (a sibling script)
 
 FLOOR = """
 import sys
@@ -119,21 +119,7 @@ class Bench:
 
     def start_emulator(self, interval: int) -> None:
         self.stop_emulator()
-        self.emulator = Process(
-            [
-                "mep-emulator",
-                "--port",
-                "auto",
-                "--http-port",
-                "auto",
-                "--cert-dir",
-                os.path.join(self.work, "mep"),
-                "--liveness-interval",
-                str(interval),
-            ],
-            self.base,
-            self.work,
-        )
+        self.emulator = start_emulator(self.work, self.base, "--liveness-interval", str(interval))
         self.control = int(self.emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
         self.emulator.wait_for(rb"serving https://")
 

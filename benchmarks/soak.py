@@ -124,6 +124,12 @@ class Process:
                 self.proc.wait()
 
 
+def start_emulator(work: str, base: dict[str, str], *extra: str) -> Process:
+    """The emulator on ports the system picks, its certificates and agent.env in work/mep."""
+    command = ["mep-emulator", "--port", "auto", "--http-port", "auto"]
+    return Process([*command, "--cert-dir", os.path.join(work, "mep"), *extra], base, work)
+
+
 def agent_env(path: str) -> dict[str, str]:
     """The variables of the emulator's agent.env (lines "export NAME=value")."""
     env = {}
@@ -175,23 +181,7 @@ def main() -> None:
         yaml.safe_dump({"serviceInfoPosts": services}, f)
 
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    emulator = Process(
-        [
-            "mep-emulator",
-            "--port",
-            "auto",
-            "--http-port",
-            "auto",
-            "--cert-dir",
-            os.path.join(work, "mep"),
-            "--liveness-interval",
-            "4",
-            "--token-lifetime",
-            "120",
-        ],
-        base,
-        work,
-    )
+    emulator = start_emulator(work, base, "--liveness-interval", "4", "--token-lifetime", "120")
     agent: Process | None = None
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
