@@ -13,6 +13,7 @@ from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import IResource
 
 from . import tls
 from .api import AgentAPI
@@ -178,16 +179,13 @@ def build(
     root.add_stage(tokens, discovery)
     root.add_stage(registrar, subscriber, reloader)
     root.reloader = reloader
+
+    def listener(resource: IResource, description: str, setting: str) -> Listener:
+        factory = serve(resource, reactor, cfg.max_connections, access_log=cfg.access_log)
+        return Listener.from_description(reactor, description, factory, setting, fatal=fatal)
+
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
-    front: list[IService] = [
-        Listener.from_description(
-            reactor,
-            cfg.listen,
-            serve(api.resource(), reactor, cfg.max_connections, access_log=cfg.access_log),
-            "--listen",
-            fatal=fatal,
-        )
-    ]
+    front: list[IService] = [listener(api.resource(), cfg.listen, "--listen")]
     if cfg.ops_listen:
         forward = None
         if cfg.app_notify_url:
@@ -205,15 +203,7 @@ def build(
             reloader,
             forward,
         )
-        front.append(
-            Listener.from_description(
-                reactor,
-                cfg.ops_listen,
-                serve(ops.resource(), reactor, cfg.max_connections, access_log=cfg.access_log),
-                "--ops-listen",
-                fatal=fatal,
-            )
-        )
+        front.append(listener(ops.resource(), cfg.ops_listen, "--ops-listen"))
     if not cfg.enable_wait:
         front.append(
             OneShot(

@@ -30,7 +30,7 @@ from werkzeug.routing import PathConverter
 from .dialect import EDGEGALLERY, Dialect
 from .discovery import DiscoveryCache
 from .errors import ApiProblem
-from .jsonweb import JSONGuard, query_flag, query_value, respond, strict_routes
+from .jsonweb import JSONGuard, json_headers, query_flag, query_value, respond, strict_routes
 from .mep import Token
 from .secret import Secret
 from .token import TokenKeeper
@@ -58,7 +58,7 @@ class TokenFastPath(Resource):
         if request.method == b"GET" and request.path == TOKEN_PATH:
             body = self._api.token_body(request)
             if body is not None:
-                respond(request, 200, None)
+                json_headers(request, 200)
                 return body
         return self._routed.render(request)
 
@@ -176,7 +176,7 @@ class AgentAPI:
         """The current token and the seconds it has left."""
         self._authorize(request)
         token = self._tokens.require()  # 412 or 503 when there is none
-        respond(request, 200, None)
+        json_headers(request, 200)
         return self._encoded(token)
 
     @app.route("/mep-agent/v1/endpoint/<name:ser_name>", methods=["GET"])

@@ -26,11 +26,16 @@ log = Logger()
 MAX_BODY = 64 * 1024
 
 
-def respond(request: IRequest, status: int, body: Any, **headers: str) -> bytes:
-    """Set the status and JSON headers; the encoded body."""
+def json_headers(request: IRequest, status: int) -> None:
+    """Set the status and the headers of every JSON answer."""
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
+
+
+def respond(request: IRequest, status: int, body: Any, **headers: str) -> bytes:
+    """Set the status and JSON headers; the encoded body."""
+    json_headers(request, status)
     for name, value in headers.items():
         request.setHeader(name.replace("_", "-").encode(), value.encode())
     return json.dumps(body).encode()

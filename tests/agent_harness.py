@@ -176,18 +176,13 @@ class ApiTestCase(AgentTestCase):
         stale: float = 300.0,
         **kw: Any,
     ) -> None:
-        from prometheus_client import CollectorRegistry
         from treq.testing import StubTreq
 
         from mep_agent.api import AgentAPI
         from mep_agent.discovery import DiscoveryCache, MepDiscovery
         from mep_agent.mep import Discovered
-        from mep_agent.metrics import AgentCollector, MepObserver
-        from mep_agent.ops import OpsAPI
 
         super().build(services, **kw)
-        self.metrics = CollectorRegistry()
-        self.client._observe = MepObserver(self.metrics)
         self.discovery_calls: list[str] = []
 
         source = MepDiscovery(self.tokens, self.client, 10)
@@ -197,11 +192,23 @@ class ApiTestCase(AgentTestCase):
             return await source(name)
 
         self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale, deadline=11)
-        self.metrics.register(
-            AgentCollector(self.clock, self.tokens, self.registrar, self.discovery)
-        )
         self.api: Any = StubTreq(
             AgentAPI(self.tokens, self.discovery, self.clock, api_token).resource()
+        )
+        self.wire_ops()
+
+    def wire_ops(self, reloader: Any = None) -> None:
+        """The ops API and a fresh metrics registry over the built parts (and C{reloader})."""
+        from prometheus_client import CollectorRegistry
+        from treq.testing import StubTreq
+
+        from mep_agent.metrics import AgentCollector, MepObserver
+        from mep_agent.ops import OpsAPI
+
+        self.metrics = CollectorRegistry()
+        self.client._observe = MepObserver(self.metrics)
+        self.metrics.register(
+            AgentCollector(self.clock, self.tokens, self.registrar, self.discovery, reloader)
         )
         self.ops: Any = StubTreq(
             OpsAPI(
@@ -212,6 +219,7 @@ class ApiTestCase(AgentTestCase):
                 self.discovery,
                 self.metrics,
                 NOTIFY_SECRET,
+                reloader,
             ).resource()
         )
 

@@ -52,31 +52,7 @@ class ReloadTests(ApiTestCase):
         self.start()
         self.reloader.startService()
         self.addCleanup(self.reloader.stopService)
-        from prometheus_client import CollectorRegistry
-        from treq.testing import StubTreq
-
-        from mep_agent.metrics import AgentCollector
-        from mep_agent.ops import OpsAPI
-
-        from .agent_harness import NOTIFY_SECRET
-
-        self.metrics = CollectorRegistry()
-        self.metrics.register(
-            AgentCollector(self.clock, self.tokens, self.registrar, self.discovery, self.reloader)
-        )
-
-        self.ops = StubTreq(
-            OpsAPI(
-                self.clock,
-                self.tokens,
-                self.registrar,
-                self.subscriber,
-                self.discovery,
-                self.metrics,
-                NOTIFY_SECRET,
-                self.reloader,
-            ).resource()
-        )
+        self.wire_ops(self.reloader)
 
     def rewrite(self, data: bytes) -> None:
         self.files[PATH] = data
