@@ -11,6 +11,8 @@ processes it started. Needs `wrk` (Debian's package).
   * heartbeats per interval and suspensions, 50 services at a 3 s interval;
   * CPU for 50 services at a 1 s interval, and the TLS connections the MEP accepted.
 
+Writes the figures as JSON to --out and prints them as a Markdown table.
+
     .venv/bin/python benchmarks/perf.py [--seconds 5] [--spawns 5] [--out perf.json]
         [--agent-env NAME=VALUE ...]
 """
@@ -256,7 +258,35 @@ def main() -> None:
         bench.stop_emulator()
     with open(options.out, "w") as f:
         json.dump(report, f, indent=2)
-    print(json.dumps(report, indent=2))
+    print(table(report))
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table: each figure, and its ratio to the floor where one is."""
+    rows = ["| measure | agent | floor | ratio |", "| --- | --- | --- | --- |"]
+    for connections, run in report["throughput"].items():
+        agent, floor = run["agent"], run["floor"]
+        rows.append(
+            f"| /token, {connections} connections | {agent['rps']:.0f} req/s, p99 "
+            f"{agent['p99_ms']} ms | {floor['rps']:.0f} req/s, p99 {floor['p99_ms']} ms | "
+            f"{run['ratio']} (p99 {run['p99_ratio']}) |"
+        )
+    rows.append(f"| spawn → first token 200 | {report['spawn_to_token_s']} s | | |")
+    rows.append(f"| spawn → 50 registered | {report['spawn_to_50_registered_s']} s | | |")
+    rows.append(
+        f"| resident memory | {report['agent_rss_mib']} MiB | "
+        f"{report['import_floor_rss_mib']} MiB | {report['rss_ratio']} |"
+    )
+    for key in ("interval_3s", "interval_1s"):
+        beats = report.get(key)
+        if beats:
+            rows.append(
+                f"| {key}: beats per interval, SUSPENDED samples, CPU, new / all TLS "
+                f"connections | {beats['beats_per_interval']}, {beats['suspended_samples']}, "
+                f"{beats['cpu_percent']} %, {beats['tls_connections']} / "
+                f"{beats['tls_connections_total']} | | |"
+            )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
