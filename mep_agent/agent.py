@@ -21,7 +21,7 @@ from .check import callback_url
 from .config import AgentConfig
 from .discovery import DiscoveryCache, MepDiscovery
 from .forward import NotificationForwarder
-from .http import mep_http_client, pooled_agent
+from .http import MepHttp, pooled_agent
 from .listeners import Listener
 from .mep import MepClient, Token
 from .metrics import AgentCollector, MepObserver
@@ -117,7 +117,7 @@ def build(
     metrics = CollectorRegistry()
     agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
     mep = MepClient(
-        mep_http_client(agent),
+        MepHttp(agent),
         reactor,
         cfg.base_url,
         cfg.host_header,

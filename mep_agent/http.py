@@ -1,29 +1,46 @@
 """
 The HTTP client the agent uses for the MEP: pooled, TLS-verified, and guarded so that
 nothing the network hands back is believed unchecked: no redirect is followed, no
-compression is asked for, and a body is read only up to a limit (after decoding, when a
-MEP compresses anyway).
+compression is asked for, no cookie is kept, and a body is read only up to a limit (after
+decoding, when a MEP compresses anyway).
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
+from urllib.parse import quote
 
 from attrs import frozen
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+    _HTTP11ClientFactory,
+    _StandardEndpointFactory,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import (
+    UNKNOWN_LENGTH,
+    IAgent,
+    IAgentEndpointFactory,
+    IBodyProducer,
+    IPolicyForHTTPS,
+    IResponse,
+)
 from zope.interface import implementer
 
-#: Where the guard keeps a response's Content-Encoding, out of treq's decoder's sight.
-HIDDEN_ENCODING = b"x-mep-agent-content-encoding"
+# What may stand in a request URL as it is; anything else is percent-encoded.
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
 
 
 class BodyTooLarge(Exception):
@@ -70,37 +87,36 @@ class BytesProducer:
         """Nothing to stop."""
 
 
-@implementer(IAgent)
+def url_bytes(url: str) -> bytes:
+    """C{url} as the request line carries it: percent-encoded where it must be."""
+    if _PLAIN_URL.fullmatch(url) is None:
+        url = quote(url, safe=_URL_SAFE)
+    return url.encode("ascii")
+
+
 @frozen
-class GuardedAgent:
+class MepHttp:
     """
-    Wraps the agent that talks to the MEP: asks for no compression, and hides a
-    Content-Encoding the MEP sends anyway from treq's unbounded gzip decoder, so that
-    L{read_body} decodes it within the limit instead.
+    The MEP's HTTP exchanges, straight over an IAgent (a pooled Agent, or one in memory):
+    an IResponse whatever its status. The agent asks for no compression and keeps no
+    cookie; an Agent follows no redirect. Not treq: its per-request URL normalisation
+    (hyperlink and IDNA), cookie jar and gzip decoder were 40 % of a heartbeat's CPU
+    (benchmarks/RESULTS.md), and the last two had to be defeated anyway (L{read_body}
+    decodes within the size limit).
     """
 
     _agent: IAgent
 
     def request(
-        self,
-        method: bytes,
-        uri: bytes,
-        headers: Headers | None = None,
-        bodyProducer: IBodyProducer | None = None,  # noqa: N803 (IAgent's name)
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
     ) -> Deferred[IResponse]:
-        """Send the request without Accept-Encoding; hide the answer's Content-Encoding."""
-        headers = headers.copy() if headers is not None else Headers()
-        headers.removeHeader(b"accept-encoding")
-        d = self._agent.request(method, uri, headers, bodyProducer)
-        return d.addCallback(_hide_encoding)
-
-
-def _hide_encoding(response: IResponse) -> IResponse:
-    encoding = response.headers.getRawHeaders(b"content-encoding")
-    if encoding:
-        response.headers.removeHeader(b"content-encoding")
-        response.headers.setRawHeaders(HIDDEN_ENCODING, encoding)
-    return response
+        """Send one request; C{body} is written at once, with its Content-Length."""
+        return self._agent.request(
+            method.encode("ascii"),
+            url_bytes(url),
+            Headers({name: [value] for name, value in headers.items()}),
+            BytesProducer(body) if body is not None else None,
+        )
 
 
 class _LimitedBody(Protocol):
@@ -117,7 +133,7 @@ class _LimitedBody(Protocol):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding in (b"deflate",):
             self._inflate = zlib.decompressobj()
-        elif encoding not in (None, b"identity"):
+        elif encoding not in (None, b"", b"identity"):
             self._fail(BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}"))
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -171,7 +187,7 @@ def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
     L{BadEncoding}.
     """
     done: Deferred[bytes] = Deferred()
-    encoding = response.headers.getRawHeaders(HIDDEN_ENCODING)
+    encoding = response.headers.getRawHeaders(b"content-encoding")
     protocol = _LimitedBody(limit, encoding[0].strip().lower() if encoding else None, done)
     response.deliverBody(protocol)
     if response.length is not UNKNOWN_LENGTH and encoding is None and response.length > limit:
@@ -179,9 +195,29 @@ def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
     return done
 
 
-def mep_http_client(agent: IAgent) -> HTTPClient:
-    """The treq client for the MEP over C{agent} (a pooled Agent, or one in memory)."""
-    return HTTPClient(GuardedAgent(agent), data_to_body_producer=BytesProducer)
+@implementer(IAgentEndpointFactory)
+class ReusedEndpoints:
+    """
+    One endpoint per MEP address, made on first use: an Agent makes a new one for every
+    request otherwise (host name checks and IDNA on every heartbeat). Links only lead to
+    the MEP's own addresses (links.py), so the few kept need no eviction policy beyond a cap.
+    """
+
+    cap = 16
+
+    def __init__(self, factory: IAgentEndpointFactory) -> None:
+        self._factory = factory
+        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:  # noqa: N802 (Twisted's)
+        """The endpoint made before for this scheme, host and port, or a new one."""
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            if len(self._endpoints) >= self.cap:
+                self._endpoints.clear()
+            endpoint = self._endpoints[key] = self._factory.endpointForURI(uri)
+        return endpoint
 
 
 # Connections kept open to the MEP. Enough for the work: registrations go at most this many
@@ -202,5 +238,7 @@ def pooled_agent(
     # Connections idle longer than this are closed before the MEP's gateway drops them.
     pool.cachedConnectionTimeout = 50
     pool._factory = _QuietFactory
-    kwargs: dict[str, Any] = {"contextFactory": policy} if policy is not None else {}
-    return Agent(reactor, pool=pool, connectTimeout=connect_timeout, **kwargs), pool
+    endpoints = _StandardEndpointFactory(
+        reactor, policy or BrowserLikePolicyForHTTPS(), connect_timeout, None
+    )
+    return Agent.usingEndpointFactory(reactor, ReusedEndpoints(endpoints), pool), pool

@@ -1,6 +1,6 @@
 """
 MepClient: the MEP's HTTP API (mepauth token, Mp1 service management, app support) over
-an injected treq client. Every call has one deadline on the injected clock for the whole
+an injected L{MepHttp}. Every call has one deadline on the injected clock for the whole
 exchange, reads at most C{max_body} bytes, follows no redirect, parses JSON with a depth
 limit, and turns any failure into a L{MepError} whose detail has every secret removed.
 What comes back is checked before it is believed: typed, frozen records or an error.
@@ -16,16 +16,14 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from attrs import frozen
-from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, TimeoutError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from . import jsontext, links, signing
 from .config import Credentials
 from .errors import MepError, Verdict
-from .http import BadEncoding, BodyTooLarge, read_body
+from .http import BadEncoding, BodyTooLarge, MepHttp, read_body
 from .secret import Secret, redact
 
 MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
@@ -155,7 +153,7 @@ class MepClient:
 
     def __init__(
         self,
-        http: HTTPClient,
+        http: MepHttp,
         clock: IReactorTime,
         base_url: str,
         host_header: str,
@@ -233,8 +231,8 @@ class MepClient:
             data = _json_bytes(body)
             headers = {"Content-Type": "application/json", **headers}
         url = path if "://" in path else self._base + path
-        # One deadline for the whole exchange: treq's own timeout stops at the headers,
-        # and a MEP that sends headers and then stalls must not hang a heartbeat.
+        # One deadline for the whole exchange, the body included: a MEP that sends its
+        # headers and then stalls must not hang a heartbeat.
         exchange = ensureDeferred(self._exchange(method, url, headers, data))
         exchange.addTimeout(timeout or self._timeout, self._clock)
         started = self._clock.seconds()
@@ -281,14 +279,7 @@ class MepClient:
     async def _exchange(
         self, method: str, url: str, headers: dict[str, str], data: bytes | None
     ) -> tuple[IResponse, bytes]:
-        response = await self._http.request(
-            method,
-            url,
-            headers=Headers({name: [value] for name, value in headers.items()}),
-            data=data,
-            allow_redirects=False,
-            unbuffered=True,
-        )
+        response = await self._http.request(method, url, headers, data)
         try:
             raw = await read_body(response, self._max_body)
         except (BodyTooLarge, BadEncoding) as e:

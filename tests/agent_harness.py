@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config import Credentials
 from mep_agent.emulator.memory import DEV_APP, InMemoryMep
-from mep_agent.http import mep_http_client
+from mep_agent.http import MepHttp
 from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace
 from mep_agent.mep import MepClient, Registration
 from mep_agent.model import ServiceSpec, SubscriptionSpec
@@ -87,7 +87,7 @@ class AgentTestCase(SynchronousTestCase):
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
-            mep_http_client(self.mep.agent),
+            MepHttp(self.mep.agent),
             self.clock,
             BASE,
             "127.0.0.1:8443",

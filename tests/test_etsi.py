@@ -22,7 +22,7 @@ from mep_agent.config import Credentials, OAuth2Client
 from mep_agent.dialect import ETSI
 from mep_agent.emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_agent.emulator.memory import InMemoryMep
-from mep_agent.http import mep_http_client
+from mep_agent.http import MepHttp
 from mep_agent.mep import MepClient, Registration
 from mep_agent.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
 from mep_agent.secret import Secret
@@ -445,9 +445,7 @@ class MepClientUnitTests(SynchronousTestCase):
             Secret(DEV_APP.app_instance_id),
             OAuth2Client(TOKEN_URL, Secret(DEV_CLIENT_ID), Secret(DEV_CLIENT_SECRET), "mp1"),
         )
-        client = MepClient(
-            mep_http_client(mep.agent), mep.clock, BASE, "127.0.0.1:8443", credentials, 10
-        )
+        client = MepClient(MepHttp(mep.agent), mep.clock, BASE, "127.0.0.1:8443", credentials, 10)
         d = ensureDeferred(client.fetch_oauth2_token())
         mep.flush()
         token = self.successResultOf(d)

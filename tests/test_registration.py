@@ -148,16 +148,16 @@ class ConnectionReuseTests(AgentTestCase):
     def record_requests(self) -> list[tuple[float, str, str]]:
         """(start time, "start"/"end", path) of every request the agent makes."""
         events: list[tuple[float, str, str]] = []
-        original = self.mep.http.request
+        original = self.client._http.request
 
-        def recording(method: str, url: str, **kw: Any) -> Any:
+        def recording(method: str, url: str, *args: Any) -> Any:
             events.append((self.clock.seconds(), "start", url))
 
             def ended(result: object) -> object:
                 events.append((self.clock.seconds(), "end", url))
                 return result
 
-            return original(method, url, **kw).addBoth(ended)
+            return original(method, url, *args).addBoth(ended)
 
         self.client._http = type("Recording", (), {"request": staticmethod(recording)})()
         return events
@@ -314,20 +314,19 @@ class HeartbeatFailureTests(AgentTestCase):
     def test_slow_beat_times_out_and_never_overlaps(self) -> None:
         """A hung beat is abandoned after its timeout; beats are never concurrent."""
         in_flight = []
-        original = self.mep.http.request
-
         self.build((spec("a"),))
         self.start()
+        original = self.client._http.request
         calls = []
 
-        def counting(method: str, url: str, **kw: Any) -> Any:
+        def counting(method: str, url: str, *args: Any) -> Any:
             if url.endswith("/liveness"):
                 in_flight.append(1)
                 calls.append(len(in_flight))
-                d = original(method, url, **kw)
+                d = original(method, url, *args)
                 d.addBoth(lambda r: (in_flight.pop(), r)[1])
                 return d
-            return original(method, url, **kw)
+            return original(method, url, *args)
 
         self.client._http = type("Counting", (), {"request": staticmethod(counting)})()
         self.fault(kind="heartbeat", delay=30, count=3)

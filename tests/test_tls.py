@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.trial.unittest import TestCase
@@ -20,6 +19,12 @@ from mep_agent.emulator import certs
 
 # The global reactor is typed as its smallest interface; these tests use its TCP/TLS side.
 reactor: Any = _reactor
+
+
+async def get(client: http.MepHttp, url: str) -> bytes:
+    """GET C{url} within 5 s: the body."""
+    response = await client.request("GET", url, {}).addTimeout(5, reactor)
+    return await http.read_body(response, 1000)
 
 
 class Hello(Resource):
@@ -63,14 +68,13 @@ class HandshakeTests(TestCase):
         ca_pems: list[bytes],
         name: str = "edgegallery",
         ciphers: tuple[str, ...] = tls.DEFAULT_CIPHERS,
-    ) -> HTTPClient:
+    ) -> http.MepHttp:
         agent, pool = http.pooled_agent(reactor, tls.client_policy(ca_pems, name, ciphers), 5)
         self.addCleanup(pool.closeCachedConnections)
-        return http.mep_http_client(agent)
+        return http.MepHttp(agent)
 
-    async def get(self, client: HTTPClient, port: int) -> bytes:
-        response = await client.get(f"https://127.0.0.1:{port}/", timeout=5)
-        return await response.content()
+    async def get(self, client: http.MepHttp, port: int) -> bytes:
+        return await get(client, f"https://127.0.0.1:{port}/")
 
     async def test_right_ca_and_name(self) -> None:
         """The right CA and name give a working HTTPS request to an address."""
@@ -131,7 +135,7 @@ class HandshakeTests(TestCase):
         agent, pool = http.pooled_agent(reactor, policy, 5)
         self.addCleanup(pool.closeCachedConnections)
         with self.assertRaises(ResponseNeverReceived) as caught:
-            await self.get(http.mep_http_client(agent), port)
+            await self.get(http.MepHttp(agent), port)
         self.assertIn("SSL", repr(caught.exception))
 
     async def test_tls11_possible_without_the_minimum(self) -> None:
@@ -150,7 +154,7 @@ class HandshakeTests(TestCase):
         lower_security_level(creator)
         agent, pool = http.pooled_agent(reactor, tls.MepTLSPolicy(creator), 5)
         self.addCleanup(pool.closeCachedConnections)
-        self.assertEqual(await self.get(http.mep_http_client(agent), port), b"hello")
+        self.assertEqual(await self.get(http.MepHttp(agent), port), b"hello")
 
 
 class DiagnosisTests(TestCase):
@@ -169,9 +173,9 @@ class DiagnosisTests(TestCase):
         )
         agent, pool = http.pooled_agent(reactor, policy, 5)
         self.addCleanup(pool.closeCachedConnections)
-        client = http.mep_http_client(agent)
+        client = http.MepHttp(agent)
         try:
-            await client.get(f"https://127.0.0.1:{port.getHost().port}/", timeout=5)
+            await get(client, f"https://127.0.0.1:{port.getHost().port}/")
         except Exception as e:
             return repr(e), policy
         raise AssertionError("the handshake succeeded")

@@ -1,0 +1,115 @@
+"""
+Tests of mep_agent.http's request side: what the agent sends to the MEP and what it keeps
+between requests (nothing but connections and their endpoints).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treq.testing import RequestTraversalAgent
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import URI
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from mep_agent.http import MepHttp, ReusedEndpoints, pooled_agent, read_body, url_bytes
+
+
+class Recorder(Resource):
+    """Answers every request with a cookie and a redirect, and records what it was sent."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[bytes, Any]] = []
+
+    def render(self, request: Request) -> bytes:
+        self.seen.append(dict(request.requestHeaders.getAllRawHeaders()))
+        request.addCookie(b"session", b"from-the-gateway")
+        request.setResponseCode(302)
+        request.setHeader(b"Location", b"http://127.0.0.1:9/elsewhere")
+        return b"{}"
+
+
+class MepHttpTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.server = Recorder()
+        self.http = MepHttp(RequestTraversalAgent(self.server))
+
+    def exchange(self) -> Any:
+        response = self.successResultOf(
+            self.http.request("PUT", "https://127.0.0.1:8443/x", {"A": "b"}, b"{}")
+        )
+        self.successResultOf(read_body(response, 100))
+        return response
+
+    def test_no_cookie_kept(self) -> None:
+        """A cookie the MEP (or its gateway) sets is never sent back."""
+        self.exchange()
+        self.exchange()
+        self.assertEqual(len(self.server.seen), 2)
+        self.assertNotIn(b"Cookie", self.server.seen[1])
+
+    def test_redirect_not_followed(self) -> None:
+        """A redirect is the answer, not a second request."""
+        self.assertEqual(self.exchange().code, 302)
+        self.assertEqual(len(self.server.seen), 1)
+
+    def test_headers_and_body_as_given(self) -> None:
+        """The caller's headers, a Content-Length for the body, no compression asked for."""
+        self.exchange()
+        (seen,) = self.server.seen
+        self.assertEqual(seen[b"A"], [b"b"])
+        self.assertEqual(seen[b"Content-Length"], [b"2"])
+        self.assertNotIn(b"Accept-Encoding", seen)
+
+
+class UrlBytesTests(SynchronousTestCase):
+    def test_plain_url_unchanged(self) -> None:
+        url = "https://127.0.0.1:8443/mep/mec_service_mgmt/v1/services?ser_name=a%2Fb&x=1"
+        self.assertEqual(url_bytes(url), url.encode())
+
+    def test_other_characters_percent_encoded(self) -> None:
+        """What a request line cannot carry is percent-encoded (UTF-8), escapes kept."""
+        self.assertEqual(
+            url_bytes("https://h/a b/\u00e9?q=\u4e2d%41"),
+            b"https://h/a%20b/%C3%A9?q=%E4%B8%AD%41",
+        )
+
+
+class CountingFactory:
+    def __init__(self) -> None:
+        self.made: list[tuple[bytes, bytes, int]] = []
+
+    def endpointForURI(self, uri: URI) -> object:  # noqa: N802
+        self.made.append((uri.scheme, uri.host, uri.port))
+        return object()
+
+
+class ReusedEndpointsTests(SynchronousTestCase):
+    def test_one_endpoint_per_address(self) -> None:
+        """Requests to one scheme, host and port share an endpoint; others get their own."""
+        factory = CountingFactory()
+        endpoints = ReusedEndpoints(factory)  # type: ignore[arg-type]
+        first = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8443/a"))
+        again = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8443/b?c"))
+        other = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8444/a"))
+        self.assertIs(first, again)
+        self.assertIsNot(first, other)
+        self.assertEqual(len(factory.made), 2)
+
+    def test_capped(self) -> None:
+        """Endpoints for ever new addresses do not pile up."""
+        factory = CountingFactory()
+        endpoints = ReusedEndpoints(factory)  # type: ignore[arg-type]
+        for port in range(1, 3 * ReusedEndpoints.cap):
+            endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:%d/" % port))
+        self.assertLessEqual(len(endpoints._endpoints), ReusedEndpoints.cap)
+
+    def test_pooled_agent_reuses_endpoints(self) -> None:
+        """The agent the MEP client uses makes its endpoints through the cache."""
+        agent, _ = pooled_agent(Clock(), None, 5)
+        self.assertIsInstance(agent._endpointFactory, ReusedEndpoints)
