@@ -18,32 +18,48 @@ import hmac
 import json
 import math
 import re
+from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.routing import PathConverter
 
 from .dialect import EDGEGALLERY, Dialect
-from .discovery import DiscoveryCache
+from .discovery import MAX_ENTRIES, DiscoveryCache, Lookup
 from .errors import ApiProblem
-from .jsonweb import JSONGuard, json_headers, query_flag, query_value, respond, strict_routes
-from .mep import Token
+from .jsonweb import (
+    JSONGuard,
+    json_headers,
+    problem_answer,
+    query_flag,
+    query_value,
+    strict_routes,
+)
+from .mep import ServiceInstance, Token
 from .secret import Secret
 from .token import TokenKeeper
+from .waiting import when_gone
 
 TOKEN_PATH = b"/mep-agent/v1/token"
+ENDPOINT_PREFIX = b"/mep-agent/v1/endpoint/"
+# A name the fast path may take as it is: no escapes, nothing werkzeug would decode.
+_PLAIN_NAME = re.compile(rb"[A-Za-z0-9._~\-]{1,128}")
+_FAST_QUERY = frozenset({"wait", "all"})
 
 
-class TokenFastPath(Resource):
+class FastPath(Resource):
     """
-    GET /mep-agent/v1/token, the call applications make most, answered without Klein's
-    routing and Deferreds (two thirds of the time a request took, in the profile
-    benchmarks/RESULTS.md reports), from the body AgentAPI encoded for this token and
-    second. Every other request, and every answer but a 200, goes through Klein.
+    The calls applications make most, answered without Klein's routing and Deferreds (two
+    thirds of the time a request took, in the profile benchmarks/RESULTS.md reports):
+    C{GET /token} from the body encoded for this token and second, C{GET /endpoint/{name}}
+    from a fresh cache entry's encoded body, and a blocking C{?wait=} query parked in the
+    waiting room until it can be answered. Everything else, every answer but a 200 and
+    every parked query when it wakes, goes through Klein's routes.
     """
 
     isLeaf = True  # noqa: N815 (twisted.web's name)
@@ -54,13 +70,29 @@ class TokenFastPath(Resource):
         self._routed = routed
 
     def render(self, request: Request) -> Any:
-        """The token at once, or whatever the routes answer."""
-        if request.method == b"GET" and request.path == TOKEN_PATH:
-            body = self._api.token_body(request)
-            if body is not None:
-                json_headers(request, 200)
-                return body
+        """The answer at once, a parked query, or whatever the routes answer."""
+        if request.method == b"GET":
+            path = request.path
+            if path == TOKEN_PATH:
+                body = self._api.token_body(request)
+                if body is not None:
+                    json_headers(request, 200)
+                    return body
+            elif path.startswith(ENDPOINT_PREFIX):
+                answer = self._api.endpoint_fast(request, path[len(ENDPOINT_PREFIX) :], self)
+                if answer is not None:
+                    return answer
         return self._routed.render(request)
+
+    def answer_routed(self, request: Request) -> None:
+        """Answer a parked query, now that it woke, through the routes."""
+        if request.finished or getattr(request, "_disconnected", False):
+            return  # the application went away
+        body = self._routed.render(request)
+        if body is not NOT_DONE_YET:
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
 
 
 class Unauthorized(ApiProblem):
@@ -110,6 +142,29 @@ def parse_wait(text: str) -> float:
     return float(min(seconds, MAX_WAIT))
 
 
+def _fast_query(request: IRequest) -> dict[str, str] | None:
+    """The query's last values when it has only keys the fast path knows, else None."""
+    query = request.uri.partition(b"?")[2]
+    if not query:
+        return {}
+    parsed = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+    if not _FAST_QUERY.issuperset(parsed):
+        return None
+    return {key: values[-1] for key, values in parsed.items()}
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() not in ("0", "false", "no")
+
+
+def _index(request: IRequest) -> int:
+    """The X-Mep-Agent-Index the application sent (0 without); ApiProblem 400 if malformed."""
+    given = request.getHeader(INDEX_HEADER)
+    if given is not None and not given.isdigit():
+        raise ApiProblem(400, f"{INDEX_HEADER.decode()} must be a whole number")
+    return int(given) if given else 0
+
+
 class AgentAPI:
     """The application API's Klein app; see the module docstring."""
 
@@ -131,21 +186,78 @@ class AgentAPI:
         self._clock = clock
         self._api_token = api_token
         self._token_body: tuple[Token, int, bytes] | None = None
+        # (name, all) -> (the instances encoded, their JSON): an answer is encoded once.
+        self._endpoint_bodies: OrderedDict[
+            tuple[str, bool], tuple[tuple[ServiceInstance, ...], bytes]
+        ] = OrderedDict()
 
     def resource(self) -> IResource:
         """The resource to serve."""
-        return TokenFastPath(self, JSONGuard(self.app.resource()))
+        return FastPath(self, JSONGuard(self.app.resource()))
+
+    def endpoint_fast(self, request: Request, raw_name: bytes, front: FastPath) -> Any:
+        """
+        For L{FastPath}: the body of a 200 from a fresh cache entry, NOT_DONE_YET for a
+        blocking query parked until its name changes or its wait ends, or None when the
+        routes must answer (a name or query to check, a cache miss, any error).
+        """
+        query = _fast_query(request)
+        if query is None or _PLAIN_NAME.fullmatch(raw_name) is None:
+            return None
+        name = raw_name.decode("ascii")
+        if not self._dialect.valid_discovery_name(name) or not self._authorized(request):
+            return None
+        wait = query.get("wait")
+        if wait is not None:
+            try:
+                seconds, index = parse_wait(wait), _index(request)
+            except ApiProblem:
+                return None
+            waiter = self._discovery.park(name, index, seconds, front.answer_routed, request)
+            if waiter is not None:
+                when_gone(request, waiter.leave)
+                return NOT_DONE_YET
+        lookup = self._discovery.fresh(name)
+        if lookup is None:
+            return None
+        try:
+            return self._endpoint_answer(request, name, lookup, _flag(query.get("all")))
+        except ApiProblem as e:  # not found, from the cache
+            return problem_answer(request, e)
+
+    def _endpoint_answer(self, request: IRequest, name: str, lookup: Lookup, every: bool) -> bytes:
+        """The 200 for C{lookup} (every instance, or the first ACTIVE one's endpoint)."""
+        instances = lookup.instances or ()
+        if not instances:
+            raise ServiceNotFound(name)
+        if not every and not any(i.state == "ACTIVE" for i in instances):
+            raise ServiceNotFound(name, sorted({str(i.state) for i in instances}))
+        json_headers(request, 200)
+        request.setHeader(b"Age", b"%d" % int(lookup.age))
+        request.setHeader(b"X-Cache", lookup.source.value.upper().encode())
+        request.setHeader(INDEX_HEADER, b"%d" % self._discovery.index(name))
+        key = (name, every)
+        known = self._endpoint_bodies.get(key)
+        if known is not None and known[0] is instances:
+            return known[1]
+        if every:
+            body = json.dumps([i.summary() for i in instances]).encode()
+        else:
+            active = next(i for i in instances if i.state == "ACTIVE")
+            body = json.dumps(active.endpoint).encode()
+        self._endpoint_bodies[key] = (instances, body)
+        self._endpoint_bodies.move_to_end(key)
+        while len(self._endpoint_bodies) > 2 * MAX_ENTRIES:
+            self._endpoint_bodies.popitem(last=False)
+        return body
 
     def token_body(self, request: IRequest) -> bytes | None:
         """
         The 200 body of GET /mep-agent/v1/token, encoded once per token and second; None
         when the answer is not a 200 (no valid token, missing API token): the route gives it.
         """
-        if self._api_token is not None:
-            try:
-                self._authorize(request)
-            except Unauthorized:
-                return None
+        if not self._authorized(request):
+            return None
         token = self._tokens.current()
         return None if token is None else self._encoded(token)
 
@@ -163,12 +275,15 @@ class AgentAPI:
         self._token_body = (token, remaining, body)
         return body
 
-    def _authorize(self, request: IRequest) -> None:
+    def _authorized(self, request: IRequest) -> bool:
         if self._api_token is None:
-            return
+            return True
         given = request.getHeader(b"authorization") or b""
         expected = f"Bearer {self._api_token.reveal()}".encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
+        return hmac.compare_digest(given, expected)
+
+    def _authorize(self, request: IRequest) -> None:
+        if not self._authorized(request):
             raise Unauthorized()
 
     @app.route("/mep-agent/v1/token", methods=["GET"])
@@ -181,30 +296,17 @@ class AgentAPI:
 
     @app.route("/mep-agent/v1/endpoint/<name:ser_name>", methods=["GET"])
     async def endpoint(self, request: IRequest, ser_name: str) -> bytes:
-        """The endpoint of the first ACTIVE instance of C{ser_name} (or every instance)."""
+        """
+        The endpoint of the first ACTIVE instance of C{ser_name} (or every instance). A
+        blocking query (C{?wait=}) waits in front of the routes (L{FastPath}) and comes
+        here, checked again, when it wakes or when it need not wait.
+        """
         self._authorize(request)
         if not self._dialect.valid_discovery_name(ser_name):
             raise BadServiceName(ser_name, self._dialect.discovery_name_rule)
         wait = query_value(request, "wait")
         if wait is not None:
-            seconds = parse_wait(wait)
-            given = request.getHeader(INDEX_HEADER)
-            if given is not None and not given.isdigit():
-                raise ApiProblem(400, f"{INDEX_HEADER.decode()} must be a whole number")
-            index = int(given) if given else 0
-            await self._discovery.wait_for_change(ser_name, index, seconds)
+            parse_wait(wait)
+            _index(request)
         lookup = await self._discovery.lookup(ser_name)
-        headers = {
-            "Age": str(int(lookup.age)),
-            "X_Cache": lookup.source.value.upper(),
-            "X_Mep_Agent_Index": str(self._discovery.index(ser_name)),
-        }
-        instances = lookup.instances or ()
-        if not instances:
-            raise ServiceNotFound(ser_name)
-        if query_flag(request, "all"):
-            return respond(request, 200, [i.summary() for i in instances], **headers)
-        for instance in instances:
-            if instance.state == "ACTIVE":
-                return respond(request, 200, instance.endpoint, **headers)
-        raise ServiceNotFound(ser_name, sorted({str(i.state) for i in instances}))
+        return self._endpoint_answer(request, ser_name, lookup, query_flag(request, "all"))

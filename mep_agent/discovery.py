@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from .errors import ApiProblem, MepError, TokenUnavailable, Verdict
 from .mep import Discovered, MepClient, ServiceInstance
 from .token import TokenKeeper
+from .waiting import Waiter, WaitingRoom
 
 MAX_ENTRIES = 1000
 MAX_BYTES = 8 * 1024 * 1024  # of MEP answers kept in the cache
@@ -162,7 +163,7 @@ class DiscoveryCache(Service):
         self._bytes = 0
         self._in_flight: dict[str, list[Deferred[Discovered]]] = {}
         self._indexes: OrderedDict[str, int] = OrderedDict()  # per name, for blocking queries
-        self._watchers: dict[str, list[Deferred[None]]] = {}
+        self.waiting = WaitingRoom(clock)
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
         self.hits = 0
@@ -181,18 +182,29 @@ class DiscoveryCache(Service):
         self._sweeper.start(interval, now=False)
 
     def stopService(self) -> None:
-        """Stop sweeping."""
+        """Stop sweeping; blocking queries are answered now."""
         super().stopService()
         if self._sweeper.running:
             self._sweeper.stop()
+        self.waiting.close()
+
+    def fresh(self, name: str) -> Lookup | None:
+        """The cached answer for C{name} if it is fresh (a hit), else None."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        age = self._clock.seconds() - entry.fetched_at
+        if age >= self._ttl:
+            return None
+        self.hits += 1
+        return Lookup(entry.answer.instances, age, CacheSource.CACHE)
 
     async def lookup(self, name: str) -> Lookup:
         """Instances of C{name}; an L{ApiProblem} when nothing usable can be had in time."""
-        now = self._clock.seconds()
+        cached = self.fresh(name)
+        if cached is not None:
+            return cached
         entry = self._entries.get(name)
-        if entry is not None and now - entry.fetched_at < self._ttl:
-            self.hits += 1
-            return Lookup(entry.answer.instances, now - entry.fetched_at, CacheSource.CACHE)
         self.misses += 1
         waiter = self._shared_fetch(name)
         waiter.addTimeout(self._deadline, self._clock)
@@ -250,37 +262,24 @@ class DiscoveryCache(Service):
         """The version of C{name}'s answer: it grows whenever the answer may have changed."""
         return self._indexes.get(name, 1)
 
-    async def wait_for_change(self, name: str, index: int, timeout: float) -> None:
+    def park(
+        self, name: str, index: int, timeout: float, wake: Callable[[Any], object], subject: Any
+    ) -> Waiter | None:
         """
-        Return at once when C{index} is not C{name}'s current one; else when it changes
-        (a notification, a different MEP answer) or after C{timeout} seconds. A waiter is
-        a Deferred and a timer: thousands cost little, and none asks the MEP.
+        None when C{index} is not C{name}'s current one (the caller answers at once); else
+        C{wake(subject)} is called when it changes (a notification, a different MEP answer)
+        or after C{timeout} seconds. Waiting asks the MEP nothing (waiting.py).
         """
         if self.index(name) != index:
-            return
-        watchers = self._watchers.setdefault(name, [])
-        waiter: Deferred[None] = Deferred(lambda d: self._unwatch(name, d))
-        watchers.append(waiter)
-        waiter.addTimeout(timeout, self._clock)
-        try:
-            await waiter
-        except TimeoutError:
-            return
-
-    def _unwatch(self, name: str, waiter: Deferred[None]) -> None:
-        watchers = self._watchers.get(name)
-        if watchers is not None and waiter in watchers:
-            watchers.remove(waiter)
-            if not watchers:
-                del self._watchers[name]
+            return None
+        return self.waiting.park(name, timeout, wake, subject)
 
     def _bump(self, name: str) -> None:
         self._indexes[name] = self.index(name) + 1
         self._indexes.move_to_end(name)
         while len(self._indexes) > self._max_entries:
             self._indexes.popitem(last=False)  # a forgotten index reads as stale: harmless
-        for waiter in self._watchers.pop(name, []):
-            waiter.callback(None)
+        self.waiting.wake_all(name)
 
     def _store(self, name: str, answer: Discovered) -> None:
         previous = self._entries.get(name)

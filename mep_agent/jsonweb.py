@@ -46,6 +46,13 @@ def error(request: IRequest, status: int, message: str, **fields: Any) -> bytes:
     return respond(request, status, dict({"error": message}, **fields))
 
 
+def problem_answer(request: IRequest, problem: ApiProblem) -> bytes:
+    """The JSON answer to an L{ApiProblem}: its status, headers and fields."""
+    for name, header in problem.headers.items():
+        request.setHeader(name.encode(), header.encode())
+    return error(request, problem.status, problem.message, **problem.fields)
+
+
 def query_flag(request: IRequest, name: str) -> bool:
     """
     True for C{?name}, C{?name=1}, C{?name=true}. Read from the raw URI, because
@@ -88,9 +95,7 @@ def strict_routes(app: Klein) -> None:
     def problem(instance: Any, request: IRequest, failure: Failure) -> bytes:
         value = failure.value
         assert isinstance(value, ApiProblem)
-        for name, header in value.headers.items():
-            request.setHeader(name.encode(), header.encode())
-        return error(request, value.status, value.message, **value.fields)
+        return problem_answer(request, value)
 
     @handle_errors(NotFound, RequestRedirect)
     def not_found(instance: Any, request: IRequest, failure: Failure) -> bytes:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
-from twisted.protocols.policies import ThrottlingFactory
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http import HTTPChannel, combinedLogFormatter
@@ -40,6 +40,9 @@ class LimitedRequest(Request):
 
     max_body = MAX_BODY
     _too_large = False
+    #: Called once if the connection is lost before the answer (waiting.when_gone): a
+    #: blocking query costs no Deferred for it.
+    gone: Callable[[], object] | None = None
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 (Twisted's name)
         """Refuse at once a body announced larger than the limit."""
@@ -72,6 +75,13 @@ class LimitedRequest(Request):
         """Handle the request unless it was refused."""
         if not self._too_large:
             super().process()
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        """Tell whoever waits on this request that nobody will read the answer."""
+        super().connectionLost(reason)
+        gone, self.gone = self.gone, None
+        if gone is not None:
+            gone()
 
 
 class DeadlineChannel(HTTPChannel):
@@ -115,13 +125,21 @@ class DeadlineChannel(HTTPChannel):
         return bool(self.requests)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        """No deadline outlives its connection."""
+        """No deadline outlives its connection, which no longer counts against the cap."""
         self._disarm()
         super().connectionLost(reason)
+        site = getattr(self, "site", None)
+        if isinstance(site, HardenedSite):
+            site.open_connections -= 1
 
 
 class HardenedSite(Site):
-    """A Site with L{LimitedRequest}s over L{DeadlineChannel}s."""
+    """
+    A Site with L{LimitedRequest}s over L{DeadlineChannel}s, refusing connections past
+    C{max_connections} (counted here rather than by Twisted's ThrottlingFactory, whose
+    wrapper around every connection's protocol and transport cost memory per idle
+    connection and a call per write).
+    """
 
     protocol = DeadlineChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2
     requestFactory = LimitedRequest
@@ -132,10 +150,13 @@ class HardenedSite(Site):
         reactor: IReactorTime,
         header_deadline: float,
         access_log: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor, logFormatter=access_line)
         self._header_deadline = header_deadline
         self._access_log = access_log
+        self._max_connections = max_connections
+        self.open_connections = 0
 
     def log(self, request: http.Request) -> None:
         """A line per request only when asked for (--access-log)."""
@@ -143,9 +164,12 @@ class HardenedSite(Site):
             super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
-        """A channel with this site's header deadline."""
+        """A channel with this site's header deadline; None (refused) past the cap."""
+        if self.open_connections >= self._max_connections:
+            return None
         channel = super().buildProtocol(addr)
         channel.header_deadline = self._header_deadline
+        self.open_connections += 1
         return channel
 
     def getContentFile(self, length: int | None) -> IO[bytes]:  # noqa: N802
@@ -159,7 +183,6 @@ def serve(
     max_connections: int = MAX_CONNECTIONS,
     header_deadline: float = HEADER_DEADLINE,
     access_log: bool = False,
-) -> ThrottlingFactory:
-    """The protocol factory for one listener: a hardened site behind a connection cap."""
-    site = HardenedSite(resource, reactor, header_deadline, access_log)
-    return ThrottlingFactory(site, maxConnectionCount=max_connections)
+) -> HardenedSite:
+    """The protocol factory for one listener: a hardened site with a connection cap."""
+    return HardenedSite(resource, reactor, header_deadline, access_log, max_connections)

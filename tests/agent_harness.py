@@ -192,9 +192,9 @@ class ApiTestCase(AgentTestCase):
             return await source(name)
 
         self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale, deadline=11)
-        self.api: Any = StubTreq(
-            AgentAPI(self.tokens, self.discovery, self.clock, api_token).resource()
-        )
+        self.agent_api = AgentAPI(self.tokens, self.discovery, self.clock, api_token)
+        self.front: Any = self.agent_api.resource()
+        self.api: Any = StubTreq(self.front)
         self.wire_ops()
 
     def wire_ops(self, reloader: Any = None) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from mep_agent.discovery import CacheSource, DiscoveryCache, DiscoveryUnavailable
 from mep_agent.errors import MepError
@@ -88,6 +91,87 @@ class TokenFastPathTests(ApiTestCase):
         self.assertEqual(response.code, 405)
         self.assertIn(b"error", raw)
         self.assertEqual(self.get_json(self.api, "/mep-agent/v1/token")[0], 412)
+
+
+class CountingResource(Resource):
+    """Counts the requests that reach the wrapped resource (Klein's routes)."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.count = 0
+
+    def render(self, request: Any) -> Any:
+        self.count += 1
+        return self.inner.render(request)
+
+
+class EndpointFastPathTests(ApiTestCase):
+    """GET /endpoint/{name} from a fresh cache entry skips Klein, with the routed answers."""
+
+    HEADERS = ("content-type", "cache-control", "age", "x-cache", "x-mep-agent-index")
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.build((spec("httpbin"),))
+        self.start()
+        self.routes = CountingResource(self.front._routed)
+        self.front._routed = self.routes
+
+    def compare(self, path: str) -> tuple[Any, bytes]:
+        """The fast answer to C{path} and the routed one (an unknown parameter) agree."""
+        joiner = "&" if "?" in path else "?"
+        self.request(self.api, "GET", f"{path}{joiner}warm=1")  # a cache miss, if any
+        routed, routed_raw = self.request(self.api, "GET", f"{path}{joiner}x=1")
+        before = self.routes.count
+        fast, fast_raw = self.request(self.api, "GET", path)
+        self.assertEqual(self.routes.count, before, "the fast path went through Klein")
+        self.assertEqual((fast.code, fast_raw), (routed.code, routed_raw))
+        for name in self.HEADERS:
+            self.assertEqual(fast.headers.getRawHeaders(name), routed.headers.getRawHeaders(name))
+        return fast, fast_raw
+
+    def test_cached_answers_same_as_the_routes(self) -> None:
+        """The endpoint, ?all=true and a cached 404 are the routes' bytes and headers."""
+        self.assertEqual(self.compare(f"{ENDPOINT}/httpbin")[0].code, 200)
+        self.assertEqual(self.compare(f"{ENDPOINT}/httpbin?all=true")[0].code, 200)
+        self.assertEqual(self.compare(f"{ENDPOINT}/nosuch")[0].code, 404)
+        self.advance(5)
+        fast, _ = self.compare(f"{ENDPOINT}/httpbin")
+        self.assertEqual(fast.headers.getRawHeaders("age"), ["5"])
+
+    def test_encoded_once_per_answer(self) -> None:
+        """The same MEP answer is encoded once; a new answer is encoded again."""
+        first = self.request(self.api, "GET", f"{ENDPOINT}/httpbin")[1]
+        encoded = self.agent_api._endpoint_bodies[("httpbin", False)][1]
+        again = self.request(self.api, "GET", f"{ENDPOINT}/httpbin")[1]
+        self.assertIs(self.agent_api._endpoint_bodies[("httpbin", False)][1], encoded)
+        self.assertEqual(first, again)
+        self.discovery.invalidate(["httpbin"])
+        self.request(self.api, "GET", f"{ENDPOINT}/httpbin")  # from the MEP
+        self.assertEqual(len(self.agent_api._endpoint_bodies), 1)
+
+    def test_misses_and_odd_requests_go_through_the_routes(self) -> None:
+        """A miss, an escaped or invalid name, a missing API token: Klein answers."""
+        before = self.routes.count
+        self.advance(31)  # past the TTL: a miss
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin")[0], 200)
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/http%62in")[0], 200)
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/{'a' * 129}")[0], 400)
+        self.assertEqual(self.routes.count, before + 3)
+
+
+class EndpointFastPathTokenTests(ApiTestCase):
+    def test_api_token_checked(self) -> None:
+        """With --api-token, the fast path answers only a caller that sent it."""
+        self.build((spec("httpbin"),), api_token=Secret("s3cret"))
+        self.start()
+        auth = {"Authorization": "Bearer s3cret"}
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin", headers=auth)[0], 200)
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin", headers=auth)[0], 200)
+        self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin")[0], 401)
 
 
 class DiscoveryRouteTests(ApiTestCase):

@@ -11,9 +11,11 @@ import random
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import jsontext
@@ -437,6 +439,10 @@ class Finding10ListenerTests(SynchronousTestCase):
         for protocol in protocols[:2]:
             protocol.makeConnection(StringTransport())
         self.assertIsNone(protocols[2])
+        protocols[0].connectionLost(Failure(ConnectionDone()))
+        again = factory.buildProtocol(("127.0.0.1", 4))
+        self.assertIsNotNone(again, "a closed connection still counted")
+        self.assertIsNone(factory.buildProtocol(("127.0.0.1", 5)))
 
 
 class ConnectionErrorTests(HardeningTestCase):

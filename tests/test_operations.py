@@ -167,7 +167,56 @@ class BlockingDiscoveryTests(ApiTestCase):
         self.settle()
         self.failureResultOf(d)
         self.advance(31)
-        self.assertEqual(self.discovery._watchers, {})
+        self.assertEqual(len(self.discovery.waiting), 0)
+
+    def test_parked_queries_share_one_timer(self) -> None:
+        """A hundred parked queries add one timer to the reactor, not one each."""
+        self.build((spec("httpbin"),))
+        self.start()
+        before = len(self.clock.getDelayedCalls())
+        waiting = [self.get(f"{ENDPOINT}/httpbin?wait={30 + n}s", "1") for n in range(100)]
+        self.settle()
+        self.assertEqual(len(self.discovery.waiting), 100)
+        self.assertLessEqual(len(self.clock.getDelayedCalls()), before + 1)
+        self.advance(130)
+        self.assertEqual({self.successResultOf(d).code for d in waiting}, {200})
+
+    def test_lost_connection_leaves_through_the_site(self) -> None:
+        """On the real listener's requests a lost connection leaves the room at once."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.internet.testing import StringTransport
+
+        from mep_agent.site import serve
+
+        self.build((spec("httpbin"),))
+        self.start()
+        factory = serve(self.front, self.clock)
+        factory.doStart()
+        self.addCleanup(factory.doStop)
+        protocol = factory.buildProtocol(("127.0.0.1", 1))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(
+            b"GET /mep-agent/v1/endpoint/httpbin?wait=30s HTTP/1.1\r\nHost: a\r\n"
+            b"X-Mep-Agent-Index: 1\r\n\r\n"
+        )
+        self.assertEqual((len(self.discovery.waiting), transport.value()), (1, b""))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.discovery.waiting), 0)
+
+    def test_stop_answers_parked_queries(self) -> None:
+        """When the agent stops, parked queries are answered rather than dropped."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.get_json(self.api, f"{ENDPOINT}/httpbin")
+        d = self.get(f"{ENDPOINT}/httpbin?wait=300s", "1")
+        self.settle()
+        self.assertNoResult(d)
+        self.discovery.stopService()
+        self.settle()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders("x-cache"), ["CACHE"])
 
 
 class ForwardingTests(SynchronousTestCase):

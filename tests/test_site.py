@@ -29,7 +29,7 @@ class AccessLogTests(SynchronousTestCase):
         factory.doStart()
         self.addCleanup(factory.doStop)
         written = io.StringIO()
-        factory.wrappedFactory._logFile = written  # where startFactory pointed twistd's log
+        factory._logFile = written  # where startFactory pointed twistd's log
         protocol = factory.buildProtocol(("127.0.0.1", 1))
         transport = StringTransport()
         protocol.makeConnection(transport)
