@@ -4,16 +4,20 @@ in one run on 127.0.0.1. Run by hand (not in CI); bounded in time; it ends only 
 processes it started. Needs `wrk` (Debian's package).
 
   * /token throughput and p99 at 1, 16 and 64 connections (wrk), against a bare
-    twisted.web resource serving the same body in a process of its own (the floor);
+    twisted.web resource serving the same body in a process of its own (the floor), and a
+    cached /endpoint at the same connections against /token;
   * spawn -> first token 200 and spawn -> 50 services registered (median of --spawns);
   * resident memory after registration, against a process that only imports the reactor,
     twisted.web server and client, pyOpenSSL and service_identity (the import floor);
-  * heartbeats per interval and suspensions, 50 services at a 3 s interval;
-  * CPU for 50 services at a 1 s interval, and the TLS connections the MEP accepted.
+  * heartbeats per interval and suspensions, 50 services at a 3 s interval, then again
+    with every liveness answer delayed by 40 % of the interval;
+  * CPU for 50 services at a 1 s interval, against a bare twisted.web Agent sending the
+    same 50 PUTs a second over TLS (the client floor), and the TLS connections the MEP
+    accepted.
 
 Writes the figures as JSON to --out and prints them as a Markdown table.
 
-    .venv/bin/python benchmarks/perf.py [--seconds 5] [--spawns 5] [--out perf.json]
+    .venv/bin/python benchmarks/perf.py [--seconds 5] [--spawns 5] [--rounds 3] [--out perf.json]
         [--agent-env NAME=VALUE ...]
 """
 
@@ -53,6 +57,76 @@ port = reactor.listenTCP(0, server.Site(Token()), interface="127.0.0.1")
 print(port.getHost().port, flush=True)
 reactor.run()
 """
+CLIENT_FLOOR = """
+import os, sys, time
+from twisted.internet import reactor, ssl, task
+from twisted.web import resource, server
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.internet.defer import succeed
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+certs, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+if sys.argv[4] == "server":
+    class Liveness(resource.Resource):
+        isLeaf = True
+        def render_PUT(self, request):
+            request.content.read()
+            request.setHeader(b"Content-Type", b"application/json")
+            return b'{"state": "ACTIVE"}'
+    key = open(os.path.join(certs, "server.key")).read()
+    cert = open(os.path.join(certs, "server.crt")).read()
+    options = ssl.PrivateCertificate.loadPEM(key + cert).options()
+    port = reactor.listenSSL(0, server.Site(Liveness()), options, interface="127.0.0.1")
+    print(port.getHost().port, flush=True)
+    reactor.run()
+    raise SystemExit
+port = int(sys.argv[4])
+ca = ssl.Certificate.loadPEM(open(os.path.join(certs, "ca.crt")).read())
+
+@implementer(IPolicyForHTTPS)
+class Policy:
+    def creatorForNetloc(self, hostname, port):
+        return ssl.optionsForClientTLS(sys.argv[5], trustRoot=ca)
+
+class Body:
+    length = 19
+    def __init__(self): pass
+    def startProducing(self, consumer):
+        consumer.write(b'{"state": "ACTIVE"}')
+        return succeed(None)
+    def pauseProducing(self): pass
+    def resumeProducing(self): pass
+    def stopProducing(self): pass
+
+pool = HTTPConnectionPool(reactor)
+agent = Agent(reactor, Policy(), pool=pool)
+url = b"https://127.0.0.1:%d/liveness" % port
+headers = Headers({b"Content-Type": [b"application/json"]})
+
+answered = []
+
+def beat():
+    d = agent.request(b"PUT", url, headers, Body()).addCallback(readBody)
+    d.addCallback(answered.append)
+
+def cpu():
+    fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+start = []
+def mark():
+    start[:] = [cpu(), time.monotonic(), len(answered)]
+def report():
+    used = (cpu() - start[0]) / (time.monotonic() - start[1]) * 100
+    print(round(used, 1), len(answered) - start[2], flush=True)
+    reactor.stop()
+task.LoopingCall(beat).start(1 / rate)
+reactor.callLater(2, mark)
+reactor.callLater(2 + seconds, report)
+reactor.run()
+"""
 IMPORT_FLOOR = """
 import os, time
 from twisted.internet import reactor
@@ -83,6 +157,31 @@ def wrk(url: str, connections: int, seconds: int) -> dict[str, float]:
     assert p99 is not None, out
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale}
+
+
+def client_floor_cpu(certs: str, name: str, rate: int, seconds: int) -> float:
+    """CPU % of a bare twisted.web Agent sending C{rate} PUTs a second over TLS."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", CLIENT_FLOOR, certs, "0", "0", "server"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip()
+        out = subprocess.run(
+            [sys.executable, "-c", CLIENT_FLOOR, certs, str(rate), str(seconds), port, name],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=True,
+        ).stdout
+        used, answered = out.split()
+        assert int(answered) >= rate * seconds * 0.9, f"the client floor got {answered} answers"
+        return float(used)
+    finally:
+        server.kill()
+        server.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -122,6 +221,7 @@ class Bench:
     def start_emulator(self, interval: int) -> None:
         self.stop_emulator()
         self.emulator = start_emulator(self.work, self.base, "--liveness-interval", str(interval))
+        self.interval = interval
         self.control = int(self.emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
         self.emulator.wait_for(rb"serving https://")
 
@@ -152,6 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--spawns", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per figure (median)")
     parser.add_argument("--out", default="perf.json")
     parser.add_argument(
         "--agent-env",
@@ -209,22 +310,42 @@ def main() -> None:
         )
         assert floor.stdout is not None
         floor_port = int(floor.stdout.readline())
+        endpoint = f"http://127.0.0.1:{api}/mep-agent/v1/endpoint/svc0"
+        assert request(api, "GET", "/mep-agent/v1/endpoint/svc0")[0] == 200
+        urls = {
+            "floor": f"http://127.0.0.1:{floor_port}/",
+            "agent": f"http://127.0.0.1:{api}/mep-agent/v1/token",
+            "endpoint": endpoint,
+        }
         for connections in (1, 16, 64):
-            floor_run = wrk(f"http://127.0.0.1:{floor_port}/", connections, options.seconds)
-            agent_run = wrk(
-                f"http://127.0.0.1:{api}/mep-agent/v1/token", connections, options.seconds
+            # Alternating rounds, medians: one 5 s run moves by ±20 % on this machine.
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+            for _ in range(options.rounds):
+                for name, url in urls.items():
+                    runs[name].append(wrk(url, connections, options.seconds))
+            floor_run, agent_run, endpoint_run = (
+                {
+                    key: round(statistics.median(run[key] for run in runs[name]), 3)
+                    for key in ("rps", "p99_ms")
+                }
+                for name in urls
             )
             report["throughput"][connections] = {
                 "agent": agent_run,
                 "floor": floor_run,
+                "endpoint": endpoint_run,
                 "ratio": round(agent_run["rps"] / floor_run["rps"], 2),
                 "p99_ratio": round(agent_run["p99_ms"] / max(floor_run["p99_ms"], 0.001), 2),
+                "endpoint_to_token": round(endpoint_run["rps"] / agent_run["rps"], 2),
             }
         agent.end()
 
-        # -- heartbeats per interval (3 s) and CPU at 1 s --------------------------------
-        for interval, seconds in ((3, 30), (1, 20)):
+        # -- heartbeats per interval (3 s; 3 s with answers at 40 %) and CPU at 1 s ------
+        for interval, seconds, slow in ((3, 30, False), (3, 30, True), (1, 20, False)):
             bench.start_emulator(interval)
+            if slow:  # every liveness answer takes 40 % of the interval
+                fault = {"kind": "heartbeat", "delay": 0.4 * interval, "count": 100000}
+                request(bench.control, "POST", "/_emulator/faults", fault)
             agent, api = bench.agent()
             agent.wait_for(rb"confirmed READY", timeout=60)
             time.sleep(interval + 1)  # the steady state: past every service's first beat
@@ -240,7 +361,7 @@ def main() -> None:
             beats = sum(
                 s["heartbeats"] - before.get(s["serInstanceId"], 0) for s in state["services"]
             )
-            report[f"interval_{interval}s"] = {
+            report[f"interval_{interval}s" + ("_slow" if slow else "")] = {
                 "beats_per_interval": round(beats / 50 / (seconds / interval), 2),
                 "suspended_samples": suspended,
                 "cpu_percent": round(
@@ -251,6 +372,13 @@ def main() -> None:
                 "tls_connections_total": state["connections"].get("https", 0),
             }
             agent.end()
+        names = agent_env(os.path.join(work, "mep", "agent.env"))
+        report["client_floor_cpu_percent"] = client_floor_cpu(
+            os.path.join(work, "mep"), names["CA_CERT_DOMAIN_NAME"], 50, 20
+        )
+        report["cpu_ratio"] = round(
+            report["interval_1s"]["cpu_percent"] / max(report["client_floor_cpu_percent"], 0.1), 2
+        )
     finally:
         if floor is not None:
             floor.kill()
@@ -271,20 +399,31 @@ def table(report: dict[str, Any]) -> str:
             f"{agent['p99_ms']} ms | {floor['rps']:.0f} req/s, p99 {floor['p99_ms']} ms | "
             f"{run['ratio']} (p99 {run['p99_ratio']}) |"
         )
+    for connections, run in report["throughput"].items():
+        endpoint = run["endpoint"]
+        rows.append(
+            f"| cached /endpoint, {connections} connections | {endpoint['rps']:.0f} req/s, "
+            f"p99 {endpoint['p99_ms']} ms | (/token above) | {run['endpoint_to_token']} of "
+            "/token |"
+        )
     rows.append(f"| spawn → first token 200 | {report['spawn_to_token_s']} s | | |")
     rows.append(f"| spawn → 50 registered | {report['spawn_to_50_registered_s']} s | | |")
     rows.append(
         f"| resident memory | {report['agent_rss_mib']} MiB | "
         f"{report['import_floor_rss_mib']} MiB | {report['rss_ratio']} |"
     )
-    for key in ("interval_3s", "interval_1s"):
+    for key in ("interval_3s", "interval_3s_slow", "interval_1s"):
         beats = report.get(key)
         if beats:
+            floor = ratio = ""
+            if key == "interval_1s" and "client_floor_cpu_percent" in report:
+                floor = f"{report['client_floor_cpu_percent']} % (bare Agent, 50 PUT/s)"
+                ratio = f"CPU {report['cpu_ratio']}"
             rows.append(
                 f"| {key}: beats per interval, SUSPENDED samples, CPU, new / all TLS "
                 f"connections | {beats['beats_per_interval']}, {beats['suspended_samples']}, "
                 f"{beats['cpu_percent']} %, {beats['tls_connections']} / "
-                f"{beats['tls_connections_total']} | | |"
+                f"{beats['tls_connections_total']} | {floor} | {ratio} |"
             )
     return "\n".join(rows)
 

@@ -117,7 +117,7 @@ def build(
     metrics = CollectorRegistry()
     agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
     mep = MepClient(
-        MepHttp(agent),
+        MepHttp(agent, pool),
         reactor,
         cfg.base_url,
         cfg.host_header,

@@ -12,7 +12,6 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
@@ -94,7 +93,6 @@ def url_bytes(url: str) -> bytes:
     return url.encode("ascii")
 
 
-@frozen
 class MepHttp:
     """
     The MEP's HTTP exchanges, straight over an IAgent (a pooled Agent, or one in memory):
@@ -103,9 +101,29 @@ class MepHttp:
     (hyperlink and IDNA), cookie jar and gzip decoder were 40 % of a heartbeat's CPU
     (benchmarks/RESULTS.md), and the last two had to be defeated anyway (L{read_body}
     decodes within the size limit).
+
+    The pool is sized to the work: callers bracket each exchange with L{started} and
+    L{finished}, and the pool keeps as many idle connections as were ever in use at once
+    (at least L{POOL_SIZE}, at most L{MAX_POOL_SIZE}); connections idle longer than the
+    pool's timeout close anyway. A MEP whose answers are slow thus needs no new TLS
+    handshake per beat.
     """
 
-    _agent: IAgent
+    def __init__(self, agent: IAgent, pool: HTTPConnectionPool | None = None) -> None:
+        self._agent = agent
+        self._pool = pool
+        self.in_flight = 0
+
+    def started(self) -> None:
+        """An exchange begins: grow the pool if it is one more than the pool keeps."""
+        self.in_flight += 1
+        pool = self._pool
+        if pool is not None and pool.maxPersistentPerHost < min(self.in_flight, MAX_POOL_SIZE):
+            pool.maxPersistentPerHost = min(self.in_flight, MAX_POOL_SIZE)
+
+    def finished(self) -> None:
+        """An exchange ended (its body read, or failed)."""
+        self.in_flight -= 1
 
     def request(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
@@ -220,10 +238,12 @@ class ReusedEndpoints:
         return endpoint
 
 
-# Connections kept open to the MEP. Enough for the work: registrations go at most this many
-# at a time, and heartbeats are spread over their period (registration.py, liveness.py), so
-# fifty services share them; a burst beyond it opens short-lived connections.
+# Connections kept open to the MEP to begin with. Enough for the usual work: registrations
+# go at most this many at a time, and heartbeats are spread over their period
+# (registration.py, liveness.py), so fifty services share them. MepHttp grows it to the
+# most exchanges ever in flight at once (slow answers), up to MAX_POOL_SIZE.
 POOL_SIZE = 4
+MAX_POOL_SIZE = 64
 
 
 def pooled_agent(

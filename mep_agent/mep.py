@@ -279,11 +279,15 @@ class MepClient:
     async def _exchange(
         self, method: str, url: str, headers: dict[str, str], data: bytes | None
     ) -> tuple[IResponse, bytes]:
-        response = await self._http.request(method, url, headers, data)
+        self._http.started()
         try:
-            raw = await read_body(response, self._max_body)
-        except (BodyTooLarge, BadEncoding) as e:
-            raise _BadBody(response.code, e) from None
+            response = await self._http.request(method, url, headers, data)
+            try:
+                raw = await read_body(response, self._max_body)
+            except (BodyTooLarge, BadEncoding) as e:
+                raise _BadBody(response.code, e) from None
+        finally:
+            self._http.finished()
         return response, raw
 
     def _unexpected(self, operation: str, status: int, detail: str) -> MepError:

@@ -8,13 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import URI
+from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from zope.interface import implementer
 
-from mep_agent.http import MepHttp, ReusedEndpoints, pooled_agent, read_body, url_bytes
+from mep_agent.http import (
+    MAX_POOL_SIZE,
+    POOL_SIZE,
+    MepHttp,
+    ReusedEndpoints,
+    pooled_agent,
+    read_body,
+    url_bytes,
+)
 
 
 class Recorder(Resource):
@@ -65,6 +76,64 @@ class MepHttpTests(SynchronousTestCase):
         self.assertEqual(seen[b"A"], [b"b"])
         self.assertEqual(seen[b"Content-Length"], [b"2"])
         self.assertNotIn(b"Accept-Encoding", seen)
+
+
+@implementer(IAgent)
+class FakeAgent:
+    """An IAgent whose requests stay in flight until the test answers them."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Deferred[Any]] = []
+
+    def request(self, *args: Any) -> Deferred[Any]:
+        self.waiting.append(Deferred())
+        return self.waiting[-1]
+
+
+class PoolSizingTests(SynchronousTestCase):
+    def test_pool_grows_to_the_exchanges_in_flight(self) -> None:
+        """The pool keeps as many connections as exchanges were ever in flight at once."""
+        _, pool = pooled_agent(Clock(), None, 5)
+        http = MepHttp(FakeAgent(), pool)
+        for _ in range(3):
+            http.started()
+        self.assertEqual(pool.maxPersistentPerHost, POOL_SIZE)  # 3 fit in the first 4
+        for _ in range(7):
+            http.started()
+        self.assertEqual(pool.maxPersistentPerHost, 10)
+        for _ in range(10):
+            http.finished()
+        self.assertEqual((http.in_flight, pool.maxPersistentPerHost), (0, 10))
+        for _ in range(200):
+            http.started()
+        self.assertEqual(pool.maxPersistentPerHost, MAX_POOL_SIZE)
+
+    def test_mep_client_brackets_every_exchange(self) -> None:
+        """MepClient counts an exchange from its request until its body is read or fails."""
+        from mep_agent.config import Credentials
+        from mep_agent.mep import MepClient
+        from mep_agent.secret import Secret
+
+        agent = FakeAgent()
+        _, pool = pooled_agent(Clock(), None, 5)
+        http = MepHttp(agent, pool)
+        client = MepClient(
+            http,
+            Clock(),
+            "http://127.0.0.1:8080",
+            "127.0.0.1:8080",
+            Credentials(Secret("a"), Secret("b"), Secret("c")),
+            5,
+        )
+        calls = [
+            ensureDeferred(client._call("service", "GET", f"/x{n}", (200,), {})) for n in range(6)
+        ]
+        self.assertEqual((http.in_flight, pool.maxPersistentPerHost), (6, 6))
+        for waiting in agent.waiting:
+            waiting.errback(ConnectionRefusedError())
+        for call in calls:
+            self.failureResultOf(call)
+        self.assertEqual(http.in_flight, 0)
 
 
 class UrlBytesTests(SynchronousTestCase):

@@ -159,7 +159,7 @@ class ConnectionReuseTests(AgentTestCase):
 
             return original(method, url, *args).addBoth(ended)
 
-        self.client._http = type("Recording", (), {"request": staticmethod(recording)})()
+        self.client._http.request = recording  # type: ignore[method-assign,assignment]
         return events
 
     def test_stagger(self) -> None:
@@ -328,7 +328,7 @@ class HeartbeatFailureTests(AgentTestCase):
                 return d
             return original(method, url, *args)
 
-        self.client._http = type("Counting", (), {"request": staticmethod(counting)})()
+        self.client._http.request = counting  # type: ignore[method-assign,assignment]
         self.fault(kind="heartbeat", delay=30, count=3)
         self.advance(BEAT + 10)  # the first beat: sent at 52.5 s, abandoned 10 s later
         self.assertEqual(self.registrar.states["a"].last_error, "heartbeat: no answer: timed out")
