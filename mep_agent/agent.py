@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -20,7 +19,6 @@ from .api import AgentAPI
 from .check import callback_url
 from .config import AgentConfig
 from .discovery import DiscoveryCache, MepDiscovery
-from .forward import NotificationForwarder
 from .http import MepHttp, pooled_agent
 from .listeners import Listener
 from .mep import MepClient, Token
@@ -189,6 +187,11 @@ def build(
     if cfg.ops_listen:
         forward = None
         if cfg.app_notify_url:
+            # Imported only when forwarding is on: treq is needed for nothing else.
+            from treq.client import HTTPClient
+
+            from .forward import NotificationForwarder
+
             forward = NotificationForwarder(
                 HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
             )

@@ -30,7 +30,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.routing import PathConverter
 
 from .dialect import EDGEGALLERY, Dialect
-from .discovery import MAX_ENTRIES, DiscoveryCache, Lookup
+from .discovery import MAX_ENTRIES, CacheSource, DiscoveryCache, Lookup
 from .errors import ApiProblem
 from .jsonweb import (
     JSONGuard,
@@ -50,6 +50,7 @@ ENDPOINT_PREFIX = b"/mep-agent/v1/endpoint/"
 # A name the fast path may take as it is: no escapes, nothing werkzeug would decode.
 _PLAIN_NAME = re.compile(rb"[A-Za-z0-9._~\-]{1,128}")
 _FAST_QUERY = frozenset({"wait", "all"})
+_CACHE_HEADER = {source: source.value.upper().encode() for source in CacheSource}
 
 
 class FastPath(Resource):
@@ -228,18 +229,20 @@ class AgentAPI:
     def _endpoint_answer(self, request: IRequest, name: str, lookup: Lookup, every: bool) -> bytes:
         """The 200 for C{lookup} (every instance, or the first ACTIVE one's endpoint)."""
         instances = lookup.instances or ()
-        if not instances:
-            raise ServiceNotFound(name)
-        if not every and not any(i.state == "ACTIVE" for i in instances):
-            raise ServiceNotFound(name, sorted({str(i.state) for i in instances}))
-        json_headers(request, 200)
-        request.setHeader(b"Age", b"%d" % int(lookup.age))
-        request.setHeader(b"X-Cache", lookup.source.value.upper().encode())
-        request.setHeader(INDEX_HEADER, b"%d" % self._discovery.index(name))
         key = (name, every)
         known = self._endpoint_bodies.get(key)
-        if known is not None and known[0] is instances:
-            return known[1]
+        body = known[1] if known is not None and known[0] is instances else None
+        if body is None:  # not this answer's 200 yet: check it
+            if not instances:
+                raise ServiceNotFound(name)
+            if not every and not any(i.state == "ACTIVE" for i in instances):
+                raise ServiceNotFound(name, sorted({str(i.state) for i in instances}))
+        json_headers(request, 200)
+        request.setHeader(b"Age", b"%d" % lookup.age)
+        request.setHeader(b"X-Cache", _CACHE_HEADER[lookup.source])
+        request.setHeader(INDEX_HEADER, b"%d" % self._discovery.index(name))
+        if body is not None:
+            return body
         if every:
             body = json.dumps([i.summary() for i in instances]).encode()
         else:

@@ -221,3 +221,16 @@ class CompositionTests(TapTestCase):
         self.addCleanup(agent.stopService)
         listening = [e for e in self.events if e.get("event") == "agent.listening"]
         self.assertEqual([e["setting"] for e in listening], ["--listen"])
+
+
+class HeapFreezeTests(TapTestCase):
+    def test_heap_frozen_once_running(self) -> None:
+        """What start-up allocated is moved out of the collector's sight when the reactor runs."""
+        import gc
+
+        self.addCleanup(gc.unfreeze)
+        gc.unfreeze()
+        self.make()
+        self.assertEqual(gc.get_freeze_count(), 0)
+        self.reactor.run()  # MemoryReactor: runs the when-running hooks and returns
+        self.assertGreater(gc.get_freeze_count(), 0)

@@ -1,10 +1,12 @@
 """
-Where a GET /mep-agent/v1/token spends its time inside the agent, without the network: the
-request bytes go through the API listener's real protocol stack (ThrottlingFactory,
-HardenedSite, the API resource) on a StringTransport, with a token that never expires.
-Prints microseconds per request and, with --profile, cProfile's top functions. Run by hand.
+Where a GET /mep-agent/v1/token (or a cached GET /mep-agent/v1/endpoint/svc0) spends its
+time inside the agent, without the network: the request bytes go through the API listener's
+real protocol stack (HardenedSite, the API resource) on a StringTransport, with a token
+that never expires and a cache entry that stays fresh. Prints microseconds per request and,
+with --profile, cProfile's top functions. Run by hand.
 
-    .venv/bin/python benchmarks/token_profile.py [--requests 5000] [--profile]
+    .venv/bin/python benchmarks/api_profile.py [--path token|endpoint] [--requests 5000]
+        [--profile]
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from twisted.internet.task import Clock  # noqa: E402 (after the path above)
 from twisted.internet.testing import StringTransport  # noqa: E402
 
 from mep_agent.api import AgentAPI  # noqa: E402
-from mep_agent.mep import Token  # noqa: E402
+from mep_agent.discovery import DiscoveryCache  # noqa: E402
+from mep_agent.mep import Discovered, ServiceInstance, Token  # noqa: E402
 from mep_agent.secret import Secret  # noqa: E402
 from mep_agent.site import serve  # noqa: E402
 
-REQUEST = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+REQUESTS = {
+    "token": b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "endpoint": b"GET /mep-agent/v1/endpoint/svc0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+}
 
 
 class FixedTokens:
@@ -44,11 +50,20 @@ class FixedTokens:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--path", choices=sorted(REQUESTS), default="token")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args()
     clock = Clock()
-    api = AgentAPI(FixedTokens(), None, clock)  # type: ignore[arg-type]
+    request = REQUESTS[options.path]
+
+    async def unused(name: str) -> Discovered:
+        raise AssertionError("the entry is always fresh")
+
+    cache = DiscoveryCache(unused, clock)
+    instance = ServiceInstance("a" * 32, "ACTIVE", {"uris": ["http://svc0.local:80/"]})
+    cache._store("svc0", Discovered((instance,), 200))
+    api = AgentAPI(FixedTokens(), cache, clock)  # type: ignore[arg-type]
     factory = serve(api.resource(), clock)
     factory.doStart()
     protocol = factory.buildProtocol(("127.0.0.1", 1))
@@ -57,10 +72,14 @@ def main() -> None:
 
     def run(n: int) -> None:
         for _ in range(n):
-            protocol.dataReceived(REQUEST)
+            protocol.dataReceived(request)
             transport.clear()
 
     run(200)  # warm up
+    assert transport.value() == b"", "answers are cleared"
+    protocol.dataReceived(request)
+    assert transport.value().startswith(b"HTTP/1.1 200 "), transport.value()[:200]
+    transport.clear()
     started = time.perf_counter()
     run(options.requests)
     elapsed = time.perf_counter() - started
@@ -68,7 +87,9 @@ def main() -> None:
     if options.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, options.requests)
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(15)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(
+            int(os.environ.get("TOP", "15"))
+        )
 
 
 if __name__ == "__main__":
