@@ -50,6 +50,7 @@ class AgentService(MultiService):
         super().__init__()
         self.pool = pool
         self.reloader: ConfigReloader | None = None  # what SIGHUP asks to re-read the file
+        self.registrar: Registrar | None = None  # start-up is over when it has settled
 
     def add_stage(self, *services: IService) -> None:
         """A stage of services that start together and stop together."""
@@ -177,6 +178,7 @@ def build(
     root.add_stage(tokens, discovery)
     root.add_stage(registrar, subscriber, reloader)
     root.reloader = reloader
+    root.registrar = registrar
 
     def listener(resource: IResource, description: str, setting: str) -> Listener:
         factory = serve(resource, reactor, cfg.max_connections, access_log=cfg.access_log)

@@ -118,12 +118,13 @@ def print_check(cfg: AgentConfig, out: IO[str]) -> None:
     raise SystemExit(0)
 
 
-def freeze_heap() -> None:
+def freeze_heap(_: object = None) -> None:
     """
-    Move everything alive once the process is set up (modules, configuration, TLS
-    contexts) out of the garbage collector's sight: a full collection then walks only
-    what requests and timers allocate, so its pauses stop showing in /token's p99 under
-    load (docs/benchmarks.md). Process-wide, hence here at the root.
+    Once start-up is over (every service registered), move everything alive (modules,
+    configuration, TLS contexts, the services' state) out of the garbage collector's
+    sight: a full collection then walks only what requests and timers allocate, so its
+    pauses stop showing in /token's p99 under load (docs/benchmarks.md). Not sooner: the
+    collection before it would delay the first token. Process-wide, hence at the root.
     """
     gc.collect()
     gc.freeze()
@@ -160,6 +161,7 @@ def makeService(  # noqa: N802 (twistd's name)
         read_async=read_in_thread(reactor),
     )
     exits.install(on_hangup=agent.reloader.check_now if agent.reloader else None)
-    reactor.callWhenRunning(freeze_heap)
+    if agent.registrar is not None:
+        agent.registrar.when_settled().addCallback(freeze_heap)
     log.info("mep-agent configured: {summary}", summary=cfg.summary(), event="agent.starting")
     return agent

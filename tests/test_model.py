@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from typing import Any
+from unittest.mock import patch
 
 import yaml
 from hypothesis import given
@@ -211,6 +213,26 @@ class InvalidTests(SynchronousTestCase):
         )
         self.assertEqual(error.where, "f.yaml")
         self.assertIn("invalid YAML: line 2", error.problem)
+
+    def test_fast_loader_reads_as_the_python_one(self) -> None:
+        """LibYAML's loader (used when present) gives the same data and error positions."""
+        self.assertIs(model.SAFE_LOADER, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        root = os.path.join(os.path.dirname(__file__), "..")
+        texts = [
+            open(os.path.join(root, path), encoding="utf-8").read()
+            for path in (
+                "conf/app_instance_info.yaml",
+                "conf/app_conf.yaml",
+                "tests/data/seed_app_instance_info.yaml",
+            )
+        ]
+        for text in texts + ["a: 0x1F\nb: 1e3\nc: ~\nd: 2001-01-01\ne: '\u00e9'\n"]:
+            self.assertEqual(model.load_yaml("f", text), yaml.load(text, Loader=yaml.SafeLoader))
+        for bad in ("serviceInfoPosts: [\n", "a: b: c\n", "a:\n\t- b\n", "[1, 2\n"):
+            fast = self.assertRaises(ConfigError, model.load_yaml, "f", bad)
+            with patch.object(model, "SAFE_LOADER", yaml.SafeLoader):
+                slow = self.assertRaises(ConfigError, model.load_yaml, "f", bad)
+            self.assertEqual(fast.problem.split(":")[:2], slow.problem.split(":")[:2], bad)
 
     def test_top_level_not_mapping(self) -> None:
         """A document that is a list is refused."""
