@@ -17,6 +17,7 @@ JSON and prints a table.
 from __future__ import annotations
 
 import argparse
+import compileall
 import http.client
 import json
 import os
@@ -88,6 +89,9 @@ class Process:
     """A twistd child whose output is collected by a thread; ended only by us, by PID."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
+        # The children import the checkout: compile it the way an install does, or with
+        # PYTHONDONTWRITEBYTECODE (set on these machines) every spawn compiles it again.
+        compileall.compile_dir(os.path.join(CHECKOUT, "mep_agent"), quiet=1)
         self.output = b""
         self.proc = subprocess.Popen(
             [sys.executable, TWISTD, "-n", "--pidfile=", *args],
