@@ -27,7 +27,7 @@ import time
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, agent_env, request, resources, start_emulator  # noqa: E402 (a sibling script)
+from soak import Process, agent_env, request, resources, start_emulator, write_report  # noqa: E402 (a sibling script)
 
 
 def token_latency(port: int, count: int) -> list[float]:
@@ -134,11 +134,7 @@ def main() -> None:
         if agent is not None:
             agent.end()
         emulator.end()
-    with open(options.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print("| measure | value |\n| --- | --- |")
-    for key, value in report.items():
-        print(f"| {key} | {value} |")
+    write_report(options.out, report)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

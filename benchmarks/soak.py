@@ -128,6 +128,16 @@ class Process:
                 self.proc.wait()
 
 
+def write_report(path: str, report: dict[str, Any], leave_out: tuple[str, ...] = ()) -> None:
+    """Write C{report} as JSON to C{path} and print it as a two-column Markdown table."""
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print("| measure | value |\n| --- | --- |")
+    for key, value in report.items():
+        if key not in leave_out:
+            print(f"| {key} | {value} |")
+
+
 def start_emulator(work: str, base: dict[str, str], *extra: str) -> Process:
     """The emulator on ports the system picks, its certificates and agent.env in work/mep."""
     command = ["mep-emulator", "--port", "auto", "--http-port", "auto"]

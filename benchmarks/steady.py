@@ -12,7 +12,6 @@ Run by hand (not in CI); bounded in time; it ends only the processes it started.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from perf import Bench, services_yaml  # noqa: E402 (sibling scripts)
-from soak import request, resources  # noqa: E402
+from soak import request, resources, write_report  # noqa: E402
 
 INTERVAL = 60
 SAMPLE_EVERY = 30.0
@@ -119,12 +118,7 @@ def main() -> None:
         if agent is not None:
             agent.end()
         bench.stop_emulator()
-    with open(options.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print("| measure | value |\n| --- | --- |")
-    for key, value in report.items():
-        if key != "samples":
-            print(f"| {key} | {value} |")
+    write_report(options.out, report, leave_out=("samples",))
 
 
 if __name__ == "__main__":
