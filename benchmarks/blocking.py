@@ -24,10 +24,16 @@ import sys
 import tempfile
 import time
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, agent_env, request, resources, start_emulator, write_report  # noqa: E402 (a sibling script)
+from soak import (  # noqa: E402 (a sibling script)
+    Process,
+    agent_env,
+    request,
+    resources,
+    services_yaml,
+    start_emulator,
+    write_report,
+)
 
 
 def token_latency(port: int, count: int) -> list[float]:
@@ -58,20 +64,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="mep-blocking-")
     conf = os.path.join(work, "conf")
     os.makedirs(conf)
-    service = {
-        "serName": "svc0",
-        "version": "1",
-        "state": "ACTIVE",
-        "serializer": "JSON",
-        "livenessInterval": 0,
-        "transportInfo": {
-            "type": "REST_HTTP",
-            "protocol": "HTTP",
-            "endpoint": {"uris": ["http://svc0.local/"]},
-        },
-    }
-    with open(os.path.join(conf, "app_instance_info.yaml"), "w") as f:
-        yaml.safe_dump({"serviceInfoPosts": [service]}, f)
+    services_yaml(os.path.join(conf, "app_instance_info.yaml"), 1, interval=0)
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     emulator = start_emulator(work, base)
     agent = None

@@ -35,10 +35,8 @@ import tempfile
 import time
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, agent_env, request, resources, start_emulator  # noqa: E402 (a sibling script)
+from soak import Process, agent_env, request, resources, services_yaml, start_emulator  # noqa: E402 (a sibling script)
 
 FLOOR = """
 import sys
@@ -219,26 +217,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def services_yaml(path: str, count: int) -> None:
-    services = [
-        {
-            "serName": f"svc{i}",
-            "version": "1",
-            "state": "ACTIVE",
-            "serializer": "JSON",
-            "livenessInterval": 60,
-            "transportInfo": {
-                "type": "REST_HTTP",
-                "protocol": "HTTP",
-                "endpoint": {"uris": [f"http://svc{i}.local/"]},
-            },
-        }
-        for i in range(count)
-    ]
-    with open(path, "w") as f:
-        yaml.safe_dump({"serviceInfoPosts": services}, f)
 
 
 class Bench:

@@ -138,6 +138,30 @@ def write_report(path: str, report: dict[str, Any], leave_out: tuple[str, ...] =
             print(f"| {key} | {value} |")
 
 
+def services_yaml(path: str, count: int, interval: int = 60) -> None:
+    """Write an app_instance_info.yaml with C{count} services svc0, svc1, ..."""
+    services = [
+        {
+            "serName": f"svc{i}",
+            "version": "1.0",
+            "state": "ACTIVE",
+            "serializer": "JSON",
+            "livenessInterval": interval,
+            "transportInfo": {
+                "id": f"t{i}",
+                "name": f"svc{i}",
+                "type": "REST_HTTP",
+                "protocol": "HTTP",
+                "version": "1.1",
+                "endpoint": {"uris": [f"http://svc{i}.local:80/"]},
+            },
+        }
+        for i in range(count)
+    ]
+    with open(path, "w") as f:
+        yaml.safe_dump({"serviceInfoPosts": services}, f)
+
+
 def start_emulator(work: str, base: dict[str, str], *extra: str) -> Process:
     """The emulator on ports the system picks, its certificates and agent.env in work/mep."""
     command = ["mep-emulator", "--port", "auto", "--http-port", "auto"]
@@ -173,26 +197,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="mep-soak-")
     conf = os.path.join(work, "conf")
     os.makedirs(conf)
-    services = [
-        {
-            "serName": f"svc{i}",
-            "version": "1.0",
-            "state": "ACTIVE",
-            "serializer": "JSON",
-            "livenessInterval": 60,
-            "transportInfo": {
-                "id": f"t{i}",
-                "name": f"svc{i}",
-                "type": "REST_HTTP",
-                "protocol": "HTTP",
-                "version": "1.1",
-                "endpoint": {"uris": [f"http://svc{i}.local:80/"]},
-            },
-        }
-        for i in range(SERVICES)
-    ]
-    with open(os.path.join(conf, "app_instance_info.yaml"), "w") as f:
-        yaml.safe_dump({"serviceInfoPosts": services}, f)
+    services_yaml(os.path.join(conf, "app_instance_info.yaml"), SERVICES)
 
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     emulator = start_emulator(work, base, "--liveness-interval", "4", "--token-lifetime", "120")

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf import Bench, services_yaml  # noqa: E402 (sibling scripts)
-from soak import request, resources, write_report  # noqa: E402
+from perf import Bench  # noqa: E402 (sibling scripts)
+from soak import request, resources, services_yaml, write_report  # noqa: E402
 
 INTERVAL = 60
 SAMPLE_EVERY = 30.0

@@ -20,7 +20,6 @@ import math
 import re
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
@@ -34,10 +33,12 @@ from .discovery import MAX_ENTRIES, CacheSource, DiscoveryCache, Lookup
 from .errors import ApiProblem
 from .jsonweb import (
     JSONGuard,
+    is_true,
     json_headers,
     problem_answer,
     query_flag,
     query_value,
+    query_values,
     strict_routes,
 )
 from .mep import ServiceInstance, Token
@@ -143,21 +144,6 @@ def parse_wait(text: str) -> float:
     return float(min(seconds, MAX_WAIT))
 
 
-def _fast_query(request: IRequest) -> dict[str, str] | None:
-    """The query's last values when it has only keys the fast path knows, else None."""
-    query = request.uri.partition(b"?")[2]
-    if not query:
-        return {}
-    parsed = parse_qs(query.decode("latin-1"), keep_blank_values=True)
-    if not _FAST_QUERY.issuperset(parsed):
-        return None
-    return {key: values[-1] for key, values in parsed.items()}
-
-
-def _flag(value: str | None) -> bool:
-    return value is not None and value.lower() not in ("0", "false", "no")
-
-
 def _index(request: IRequest) -> int:
     """The X-Mep-Agent-Index the application sent (0 without); ApiProblem 400 if malformed."""
     given = request.getHeader(INDEX_HEADER)
@@ -202,8 +188,8 @@ class AgentAPI:
         blocking query parked until its name changes or its wait ends, or None when the
         routes must answer (a name or query to check, a cache miss, any error).
         """
-        query = _fast_query(request)
-        if query is None or _PLAIN_NAME.fullmatch(raw_name) is None:
+        query = query_values(request)
+        if not _FAST_QUERY.issuperset(query) or _PLAIN_NAME.fullmatch(raw_name) is None:
             return None
         name = raw_name.decode("ascii")
         if not self._dialect.valid_discovery_name(name) or not self._authorized(request):
@@ -222,7 +208,7 @@ class AgentAPI:
         if lookup is None:
             return None
         try:
-            return self._endpoint_answer(request, name, lookup, _flag(query.get("all")))
+            return self._endpoint_answer(request, name, lookup, is_true(query.get("all")))
         except ApiProblem as e:  # not found, from the cache
             return problem_answer(request, e)
 

@@ -37,9 +37,10 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
-# What may stand in a request URL as it is; anything else is percent-encoded.
-_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+# What may stand in a request URL as it is (besides letters and digits); anything else is
+# percent-encoded.
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
+_PLAIN_URL = re.compile(f"[A-Za-z0-9{re.escape(_URL_SAFE)}]*")
 
 
 class BodyTooLarge(Exception):
@@ -52,6 +53,15 @@ class BodyTooLarge(Exception):
 
 class BadEncoding(Exception):
     """A response body in a Content-Encoding the agent cannot (or will not) decode."""
+
+
+class BadBody(Exception):
+    """An answer whose body could not be read within the rules (size, encoding)."""
+
+    def __init__(self, status: int, reason: Exception) -> None:
+        super().__init__(str(reason))
+        self.status = status
+        self.reason = reason
 
 
 class _QuietFactory(_HTTP11ClientFactory):
@@ -102,8 +112,8 @@ class MepHttp:
     (benchmarks/RESULTS.md), and the last two had to be defeated anyway (L{read_body}
     decodes within the size limit).
 
-    The pool is sized to the work: callers bracket each exchange with L{started} and
-    L{finished}, and the pool keeps as many idle connections as were ever in use at once
+    The pool is sized to the work: every L{exchange} counts as in flight from its request
+    to its body's end, and the pool keeps as many idle connections as were ever in use at once
     (at least L{POOL_SIZE}, at most L{MAX_POOL_SIZE}); connections idle longer than the
     pool's timeout close anyway. A MEP whose answers are slow thus needs no new TLS
     handshake per beat.
@@ -124,6 +134,24 @@ class MepHttp:
     def finished(self) -> None:
         """An exchange ended (its body read, or failed)."""
         self.in_flight -= 1
+
+    async def exchange(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None, limit: int
+    ) -> tuple[IResponse, bytes]:
+        """
+        One request and the answer's whole body, at most C{limit} bytes after decoding
+        (L{read_body}); L{BadBody} when the body breaks those rules.
+        """
+        self.started()
+        try:
+            response = await self.request(method, url, headers, body)
+            try:
+                raw = await read_body(response, limit)
+            except (BodyTooLarge, BadEncoding) as e:
+                raise BadBody(response.code, e) from None
+        finally:
+            self.finished()
+        return response, raw
 
     def request(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None = None

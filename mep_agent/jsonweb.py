@@ -53,21 +53,31 @@ def problem_answer(request: IRequest, problem: ApiProblem) -> bytes:
     return error(request, problem.status, problem.message, **problem.fields)
 
 
+def query_values(request: IRequest) -> dict[str, str]:
+    """
+    The last value of each key of the query (C{''} for a key without '='). Read from the
+    raw URI, because Twisted's request.args drops a key given without '='.
+    """
+    query = request.uri.partition(b"?")[2]
+    if not query:
+        return {}
+    parsed = parse_qs(query.decode("latin-1"), keep_blank_values=True)
+    return {key: values[-1] for key, values in parsed.items()}
+
+
+def is_true(value: str | None) -> bool:
+    """A flag's value: C{?name}, C{?name=1}, C{?name=true} are true; absent, 0, false, no not."""
+    return value is not None and value.lower() not in ("0", "false", "no")
+
+
 def query_flag(request: IRequest, name: str) -> bool:
-    """
-    True for C{?name}, C{?name=1}, C{?name=true}. Read from the raw URI, because
-    Twisted's request.args drops a key given without '='.
-    """
-    query = request.uri.decode("latin-1").partition("?")[2]
-    values = parse_qs(query, keep_blank_values=True).get(name)
-    return values is not None and values[-1].lower() not in ("0", "false", "no")
+    """True for C{?name}, C{?name=1}, C{?name=true} (L{is_true})."""
+    return is_true(query_values(request).get(name))
 
 
 def query_value(request: IRequest, name: str) -> str | None:
     """The last value of C{?name=value} in the raw query, or None."""
-    query = request.uri.decode("latin-1").partition("?")[2]
-    values = parse_qs(query, keep_blank_values=True).get(name)
-    return values[-1] if values else None
+    return query_values(request).get(name)
 
 
 def read_json(request: IRequest) -> Any:

@@ -23,7 +23,7 @@ from twisted.web.iweb import IResponse
 from . import jsontext, links, signing
 from .config import Credentials
 from .errors import MepError, Verdict
-from .http import BadEncoding, BodyTooLarge, MepHttp, read_body
+from .http import BadBody, MepHttp
 from .secret import Secret, redact
 
 MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
@@ -233,7 +233,7 @@ class MepClient:
         url = path if "://" in path else self._base + path
         # One deadline for the whole exchange, the body included: a MEP that sends its
         # headers and then stalls must not hang a heartbeat.
-        exchange = ensureDeferred(self._exchange(method, url, headers, data))
+        exchange = ensureDeferred(self._http.exchange(method, url, headers, data, self._max_body))
         exchange.addTimeout(timeout or self._timeout, self._clock)
         started = self._clock.seconds()
         try:
@@ -241,7 +241,7 @@ class MepClient:
         except (TimeoutError, CancelledError):
             self._observe(operation, None, self._clock.seconds() - started)
             raise self._error(operation, None, "timed out") from None
-        except _BadBody as e:
+        except BadBody as e:
             self._observe(operation, e.status, self._clock.seconds() - started)
             raise self._error(
                 operation, e.status, str(e.reason), verdict=Verdict.UNEXPECTED
@@ -275,20 +275,6 @@ class MepClient:
                 operation, status, f"answer is not JSON ({parse_error})", None, Verdict.UNEXPECTED
             )
         return response, parsed, len(raw)
-
-    async def _exchange(
-        self, method: str, url: str, headers: dict[str, str], data: bytes | None
-    ) -> tuple[IResponse, bytes]:
-        self._http.started()
-        try:
-            response = await self._http.request(method, url, headers, data)
-            try:
-                raw = await read_body(response, self._max_body)
-            except (BodyTooLarge, BadEncoding) as e:
-                raise _BadBody(response.code, e) from None
-        finally:
-            self._http.finished()
-        return response, raw
 
     def _unexpected(self, operation: str, status: int, detail: str) -> MepError:
         return self._error(operation, status, detail, verdict=Verdict.UNEXPECTED)
@@ -599,15 +585,6 @@ def _liveness_link(links_: Any) -> tuple[str, str] | None:
 
 def _is_problem(body: Any) -> bool:
     return isinstance(body, dict) and ("title" in body or "detail" in body)
-
-
-class _BadBody(Exception):
-    """An answer whose body could not be read within the rules (size, encoding)."""
-
-    def __init__(self, status: int, reason: Exception) -> None:
-        super().__init__(str(reason))
-        self.status = status
-        self.reason = reason
 
 
 def _json_bytes(body: Any) -> bytes:
