@@ -6,7 +6,7 @@ that never expires and a cache entry that stays fresh. Prints microseconds per r
 with --profile, cProfile's top functions. Run by hand.
 
     .venv/bin/python benchmarks/api_profile.py [--path token|endpoint] [--requests 5000]
-        [--profile]
+        [--profile] [--out api_profile.json]
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from soak import write_report  # noqa: E402 (a sibling script)
 from twisted.internet.task import Clock  # noqa: E402 (after the path above)
 from twisted.internet.testing import StringTransport  # noqa: E402
 
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--path", choices=sorted(REQUESTS), default="token")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--out", default="api_profile.json")
     options = parser.parse_args()
     clock = Clock()
     request = REQUESTS[options.path]
@@ -83,7 +86,14 @@ def main() -> None:
     started = time.perf_counter()
     run(options.requests)
     elapsed = time.perf_counter() - started
-    print(f"{elapsed / options.requests * 1e6:.1f} us per request")
+    write_report(
+        options.out,
+        {
+            "path": options.path,
+            "requests": options.requests,
+            "us_per_request": round(elapsed / options.requests * 1e6, 1),
+        },
+    )
     if options.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, options.requests)
