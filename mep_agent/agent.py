@@ -51,6 +51,7 @@ class AgentService(MultiService):
         self.pool = pool
         self.reloader: ConfigReloader | None = None  # what SIGHUP asks to re-read the file
         self.registrar: Registrar | None = None  # start-up is over when it has settled
+        self.listeners: list[Listener] = []
 
     def add_stage(self, *services: IService) -> None:
         """A stage of services that start together and stop together."""
@@ -89,7 +90,6 @@ def build(
     finish: Callable[[int], None],
     notify_secret: Secret,
     set_code: Callable[[int], None] = lambda code: None,
-    fatal: Callable[[str], BaseException] = SystemExit,
     read_async: Callable[[str], Awaitable[bytes]] | None = None,
 ) -> AgentService:
     """
@@ -182,7 +182,9 @@ def build(
 
     def listener(resource: IResource, description: str, setting: str) -> Listener:
         factory = serve(resource, reactor, cfg.max_connections, access_log=cfg.access_log)
-        return Listener.from_description(reactor, description, factory, setting, fatal=fatal)
+        made = Listener.from_description(reactor, description, factory, setting)
+        root.listeners.append(made)
+        return made
 
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
     front: list[IService] = [listener(api.resource(), cfg.listen, "--listen")]

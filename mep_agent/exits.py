@@ -20,9 +20,13 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from twisted.logger import Logger
+
 
 class ProcessExit:
     """Owns the process's exit status; the one place that ends the process."""
+
+    log = Logger()
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -58,8 +62,13 @@ class ProcessExit:
             signal.signal(signum, self._stop)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        sys.stderr.write(f"mep-agent: signal {signum}; stopping\n")
-        self._reactor.callFromThread(self._reactor.stop)
+        # A normal stop, logged at info on the reactor (not written to stderr, which twistd
+        # logs at error level) once the handler has returned.
+        self._reactor.callFromThread(self._stopping, signum)
+
+    def _stopping(self, signum: int) -> None:
+        self.log.info("signal {signal}; stopping", signal=signum, event="agent.stopping")
+        self._reactor.stop()
 
     def _second_signal_exits(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):

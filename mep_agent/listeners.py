@@ -6,7 +6,6 @@ address it got logged (so a port 0 listener tells where it is).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -30,16 +29,11 @@ class Listener(Service):
         setting: str,
         description: str,
         program: str = "mep-agent",
-        fatal: Callable[[str], BaseException] = SystemExit,
     ) -> None:
         """
         @param setting: the option that gave C{description}, for error messages.
         @param program: the prefix of error messages.
-        @param fatal: makes the exception that ends the start-up: SystemExit in the
-            foreground; under twistd's daemon mode an Exception, which twistd reports to
-            the waiting parent (a SystemExit there would leave the parent waiting forever).
         """
-        self._fatal = fatal
         self._endpoint = endpoint
         self._factory = factory
         self._setting = setting
@@ -55,7 +49,6 @@ class Listener(Service):
         factory: IProtocolFactory,
         setting: str,
         program: str = "mep-agent",
-        fatal: Callable[[str], BaseException] = SystemExit,
     ) -> Listener:
         """A listener for a strports description; SystemExit (one line) when it is bad."""
         try:
@@ -65,22 +58,31 @@ class Listener(Service):
                 f"{program}: configuration error: {setting}: invalid endpoint "
                 f"description {description!r} ({e})"
             ) from None
-        return cls(endpoint, factory, setting, description, program, fatal)
+        return cls(endpoint, factory, setting, description, program)
 
     def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
-        """Bind now; SystemExit with one line when the port cannot be had."""
+        """Bind now (unless L{bind} did already); one line when the port cannot be had."""
         super().privilegedStartService()
+        if self.port is None:
+            self.bind()
+
+    def bind(self) -> None:
+        """
+        Listen now. Under twistd's daemon mode the composition root calls this before
+        twistd forks: an error then ends the start-up with one line on the terminal,
+        where twistd would show the child's error as a repr cut at 100 bytes.
+        """
         outcome: list[IListeningPort | Failure] = []
         self._endpoint.listen(self._factory).addBoth(outcome.append)
         if outcome and isinstance(outcome[0], Failure):
             error = outcome[0].value
             reason = error.socketError if isinstance(error, CannotListenError) else error
             reason = getattr(reason, "strerror", None) or reason
-            raise self._fatal(
+            raise SystemExit(
                 f"{self._program}: {self._setting}: cannot listen on {self._description}: {reason}"
             )
         if not outcome:
-            raise self._fatal(
+            raise SystemExit(
                 f"{self._program}: {self._setting}: {self._description} did not bind at once"
             )
         port = outcome[0]

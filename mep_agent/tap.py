@@ -18,10 +18,10 @@ from typing import IO, Any
 from twisted.application.service import IService
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python import usage
 
 from . import check
 from .agent import build
+from .cli import OneLineOptions
 from .config import AgentConfig, load, strip_quotes
 from .errors import ConfigError
 from .exits import ProcessExit
@@ -36,8 +36,8 @@ log = Logger()
 SECRET_ENV = ("AK", "SK", "APPINSTID", "MEP_AGENT_OAUTH2_CLIENT_SECRET")
 
 
-class Options(usage.Options):
-    """C{twistd mep-agent} options: one per setting, plus --check."""
+class Options(OneLineOptions):
+    """C{twistd mep-agent} options: one per setting, plus --check; mistakes in one line."""
 
     synopsis = "[options]"
     longdesc = (
@@ -147,19 +147,21 @@ def makeService(  # noqa: N802 (twistd's name)
     if options["check"]:
         print_check(cfg, out or sys.stdout)
     exits = ProcessExit(reactor)
-    # Under twistd's daemon mode a start-up failure must be an Exception: twistd reports
-    # those to the parent waiting for the daemon, and removes the pid file.
-    parent = getattr(options, "parent", None)
-    daemon = parent is not None and not parent["nodaemon"]
     agent = build(
         cfg,
         reactor,
         exits.finish,
         Secret(secrets.token_urlsafe(24)),
         set_code=exits.set_code,
-        fatal=RuntimeError if daemon else SystemExit,
         read_async=read_in_thread(reactor),
     )
+    parent = getattr(options, "parent", None)
+    if parent is not None and not parent["nodaemon"]:
+        # twistd's daemon mode: bind before twistd forks, so that a busy port ends the
+        # start-up here with one line (SystemExit) and no pid file; from the forked child
+        # twistd would show it as a repr cut at 100 bytes. The ports are inherited.
+        for listener in agent.listeners:
+            listener.bind()
     exits.install(on_hangup=agent.reloader.check_now if agent.reloader else None)
     if agent.registrar is not None:
         agent.registrar.when_settled().addCallback(freeze_heap)

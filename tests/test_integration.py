@@ -170,6 +170,8 @@ class AgentAgainstEmulator(EmulatorProcesses):
         for secret in (AK, SK, self.agent_env()["APPINSTID"]):
             self.assertNotIn(secret, output)
         self.assertNotIn("Traceback", output)
+        self.assertIn("signal 15; stopping", output)
+        self.assertNotIn("#error]", output, "a normal stop is not an error")
 
     async def test_sighup_reloads(self) -> None:
         """SIGHUP applies a changed app_instance_info.yaml: delta only, no restart (#11)."""
@@ -269,6 +271,8 @@ class AgentAgainstEmulator(EmulatorProcesses):
         for record in records:
             self.assertEqual(set(record) >= {"time", "level", "event", "message"}, True)
             self.assertIsInstance(record["level"], str)
+        stopping = [r for r in records if r["event"] == "agent.stopping"]
+        self.assertEqual([r["level"] for r in stopping], ["info"], "a normal stop is info")
         registered = [r for r in records if r["event"] == "service.registered"]
         self.assertEqual(len(registered), 3)
         self.assertEqual(registered[0]["level"], "info")
@@ -296,7 +300,13 @@ class AgentAgainstEmulator(EmulatorProcesses):
         done.addTimeout(30, reactor)
         out, err, code = await done
         self.assertNotEqual(code, 0)
-        self.assertIn(b"--listen: cannot listen on", out + err)
+        lines = (out + err).decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(
+            lines[0],
+            r"^mep-agent: --listen: cannot listen on tcp:\d+:interface=127\.0\.0\.1: "
+            r"Address already in use$",
+        )
         self.assertFalse(os.path.exists(pidfile))
 
     async def test_wrong_ca_refused(self) -> None:

@@ -219,7 +219,7 @@ class InvalidTests(SynchronousTestCase):
         self.assertIs(model.SAFE_LOADER, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         root = os.path.join(os.path.dirname(__file__), "..")
         texts = [
-            open(os.path.join(root, path), encoding="utf-8").read()
+            _read(os.path.join(root, path))
             for path in (
                 "conf/app_instance_info.yaml",
                 "conf/app_conf.yaml",
@@ -254,3 +254,8 @@ class SerNameProperty(SynchronousTestCase):
         else:
             accepted = True
         self.assertEqual(accepted, expected, repr(name))
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()

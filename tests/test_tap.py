@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mep_agent import tap
 from mep_agent.agent import AgentService
 from mep_agent.emulator import certs
+from mep_agent.emulator import tap as emulator_tap
 from mep_agent.listeners import Listener
 from mep_agent.oneshot import OneShot
 from mep_agent.registration import Registrar
@@ -236,3 +237,36 @@ class HeapFreezeTests(TapTestCase):
         assert service.registrar is not None
         service.registrar._settle(True)
         self.assertGreater(gc.get_freeze_count(), 0)
+
+
+class UsageErrorTests(SynchronousTestCase):
+    def test_unknown_option_is_one_line_with_a_close_match(self) -> None:
+        """An unknown option ends with one line naming it, the closest option and --help."""
+        error = self.assertRaises(SystemExit, tap.Options().parseOptions, ["--lisen", "x"])
+        self.assertEqual(
+            error.code,
+            "mep-agent: unknown option --lisen (did you mean --listen?); "
+            "see twistd mep-agent --help",
+        )
+
+    def test_unknown_option_without_a_close_match(self) -> None:
+        """Without a close match the line still names the option and points to --help."""
+        error = self.assertRaises(SystemExit, tap.Options().parseOptions, ["--zzzz"])
+        self.assertEqual(
+            error.code, "mep-agent: unknown option --zzzz; see twistd mep-agent --help"
+        )
+
+    def test_other_usage_errors_are_one_line(self) -> None:
+        """A missing argument is one line too, never the whole --help."""
+        error = self.assertRaises(SystemExit, tap.Options().parseOptions, ["--listen"])
+        self.assertEqual(
+            error.code,
+            "mep-agent: option --listen requires argument; see twistd mep-agent --help",
+        )
+
+    def test_emulator_usage_error_names_the_emulator(self) -> None:
+        """The emulator's options answer a mistake the same way, under its own name."""
+        error = self.assertRaises(SystemExit, emulator_tap.Options().parseOptions, ["--prot", "1"])
+        self.assertIn(
+            "mep-emulator: unknown option --prot (did you mean --port?)", str(error.code)
+        )

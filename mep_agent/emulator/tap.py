@@ -15,10 +15,10 @@ from treq.client import HTTPClient
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
-from twisted.python import usage
 from twisted.web.client import Agent
 from twisted.web.server import Site
 
+from ..cli import OneLineOptions
 from ..listeners import Listener
 from . import certs
 from .app import MepEmulator
@@ -32,8 +32,10 @@ from .rules import UUID
 AUTH_HEADER_AK = re.compile(r"[A-Za-z0-9_=+/]{20}")
 
 
-class Options(usage.Options):
-    """C{twistd mep-emulator} options."""
+class Options(OneLineOptions):
+    """C{twistd mep-emulator} options; mistakes in one line."""
+
+    program = "mep-emulator"
 
     synopsis = "[options]"
     longdesc = (
