@@ -51,6 +51,7 @@ class TokenState(enum.Enum):
 
     STARTING = "starting"  # no token yet, first request under way
     VALID = "valid"  # an unexpired token the MEP has not refused
+    EXPIRED = "expired"  # the token's lifetime ran out before a new one came: renewing
     FAILING = "failing"  # requests fail (network, 5xx, malformed answers): backing off
     REJECTED = "rejected"  # mepauth refused the signature: AK/SK/APPINSTID wrong
     LOCKED = "locked"  # mepauth locked the AK: waiting the lock out
@@ -98,8 +99,12 @@ class TokenKeeper(Service):
     @property
     def state(self) -> TokenState:
         """VALID while there is a usable token, else why there is none."""
-        if self._state is not TokenState.STOPPED and self.current() is not None:
+        if self._state is TokenState.STOPPED:
+            return self._state
+        if self.current() is not None:
             return TokenState.VALID
+        if self._state is TokenState.VALID:  # never "valid" next to "no valid token"
+            return TokenState.EXPIRED
         return self._state
 
     def current(self) -> Token | None:
@@ -139,8 +144,13 @@ class TokenKeeper(Service):
         """The valid token now, or L{TokenUnavailable} at once (412 or 503)."""
         token = self.current()
         if token is None:
-            raise self._unavailable(self.last_error or "renewing it is under way")
+            raise self._unavailable(self.last_error or self._no_token_reason())
         return token
+
+    def _no_token_reason(self) -> str:
+        if self.state is TokenState.EXPIRED:
+            return "the token expired before a new one came; renewing it is under way"
+        return "renewing it is under way"
 
     def _unavailable(self, reason: str) -> TokenUnavailable:
         return TokenUnavailable(self.tokens_obtained == 0, self.state.value, reason)

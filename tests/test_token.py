@@ -138,3 +138,36 @@ class RefreshTests(AgentTestCase):
         self.assertEqual(self.requests("register"), [401, 201])
         self.assertEqual(self.emulator.tokens_issued, 2)
         self.assertEqual(self.registrar.states["svc1"].status, ServiceStatus.REGISTERED)
+
+
+class ExpiredTokenTests(SynchronousTestCase):
+    def test_expired_before_the_refresh_is_not_called_valid(self) -> None:
+        """A token that expires while its refresh is under way is "expired", never "valid"."""
+        from twisted.internet.defer import Deferred
+        from twisted.internet.task import Clock
+
+        from mep_agent.errors import TokenUnavailable
+        from mep_agent.mep import Token
+        from mep_agent.secret import Secret
+        from mep_agent.token import TokenKeeper
+
+        clock = Clock()
+        answers: list[Deferred[Token]] = []
+
+        def fetch() -> Deferred[Token]:
+            answers.append(Deferred())
+            return answers[-1]
+
+        keeper = TokenKeeper(fetch, clock)
+        keeper.startService()
+        self.addCleanup(keeper.stopService)
+        answers[0].callback(Token(Secret("t"), "Bearer", 10, clock.seconds()))
+        self.assertEqual(keeper.state, TokenState.VALID)
+        clock.advance(8)  # the refresh goes out at 80 % of the lifetime, and hangs
+        self.assertEqual(len(answers), 2)
+        clock.advance(2.5)
+        self.assertEqual(keeper.state, TokenState.EXPIRED)
+        error = self.assertRaises(TokenUnavailable, keeper.require)
+        self.assertEqual((error.status, error.fields["state"]), (503, "expired"))
+        self.assertIn("expired", error.message)
+        self.assertNotIn("valid", str(error.fields))
