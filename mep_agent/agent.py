@@ -15,7 +15,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import IResource
 
 from . import tls
-from .api import AgentAPI
+from .api import AgentAPI, ParkedQueries
 from .check import callback_url
 from .config import AgentConfig
 from .discovery import DiscoveryCache, MepDiscovery
@@ -187,7 +187,7 @@ def build(
         return made
 
     api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
-    front: list[IService] = [listener(api.resource(), cfg.listen, "--listen")]
+    front: list[IService] = [listener(api.resource(), cfg.listen, "--listen"), ParkedQueries(api)]
     if cfg.ops_listen:
         forward = None
         if cfg.app_notify_url:

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import Any
 
 from klein import Klein
+from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -66,14 +67,15 @@ class FastPath(Resource):
 
     isLeaf = True  # noqa: N815 (twisted.web's name)
 
-    def __init__(self, api: AgentAPI, routed: IResource) -> None:
+    def __init__(self, api: AgentAPI, routed: JSONGuard) -> None:
         super().__init__()
         self._api = api
         self._routed = routed
 
     def render(self, request: Request) -> Any:
         """The answer at once, a parked query, or whatever the routes answer."""
-        if request.method == b"GET":
+        # The routes' own front door decides first what they would refuse (Host, path).
+        if request.method == b"GET" and self._routed.refusal(request) is None:
             path = request.path
             if path == TOKEN_PATH:
                 body = self._api.token_body(request)
@@ -87,14 +89,44 @@ class FastPath(Resource):
         return self._routed.render(request)
 
     def answer_routed(self, request: Request) -> None:
-        """Answer a parked query, now that it woke, through the routes."""
-        if request.finished or getattr(request, "_disconnected", False):
-            return  # the application went away
-        body = self._routed.render(request)
+        """Answer a parked query, now that it woke, through the routes (503 at stop)."""
+        if request.finished:
+            return  # answered already (a lost connection left the room: waiting.when_gone)
+        if self._api.stopping:
+            body = problem_answer(request, AgentStopping())
+        else:
+            body = self._routed.render(request)
         if body is not NOT_DONE_YET:
             request.setHeader(b"Content-Length", b"%d" % len(body))
             request.write(body)
             request.finish()
+
+
+class ParkedQueries(Service):
+    """
+    In the listeners' stage, so stopped first: when the agent stops, every parked blocking
+    query is answered at once with a JSON 503 (L{AgentStopping}), before the listeners'
+    connections go with the process.
+    """
+
+    name = "parked-queries"
+
+    def __init__(self, api: AgentAPI) -> None:
+        self._api = api
+
+    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
+        """Answer the parked queries now."""
+        super().stopService()
+        self._api.close()
+
+
+class AgentStopping(ApiProblem):
+    """The agent is stopping: a parked query is answered, not left to the closing socket."""
+
+    headers = {"Retry-After": "1"}
+
+    def __init__(self) -> None:
+        super().__init__(503, "the agent is stopping")
 
 
 class Unauthorized(ApiProblem):
@@ -173,6 +205,7 @@ class AgentAPI:
         self._clock = clock
         self._api_token = api_token
         self._token_body: tuple[Token, int, bytes] | None = None
+        self.stopping = False
         # (name, all) -> (the instances encoded, their JSON): an answer is encoded once.
         self._endpoint_bodies: OrderedDict[
             tuple[str, bool], tuple[tuple[ServiceInstance, ...], bytes]
@@ -181,6 +214,11 @@ class AgentAPI:
     def resource(self) -> IResource:
         """The resource to serve."""
         return FastPath(self, JSONGuard(self.app.resource()))
+
+    def close(self) -> None:
+        """The agent is stopping: every parked blocking query is answered 503 now."""
+        self.stopping = True
+        self._discovery.waiting.close()
 
     def endpoint_fast(self, request: Request, raw_name: bytes, front: FastPath) -> Any:
         """
@@ -195,7 +233,7 @@ class AgentAPI:
         if not self._dialect.valid_discovery_name(name) or not self._authorized(request):
             return None
         wait = query.get("wait")
-        if wait is not None:
+        if wait is not None and not self.stopping:  # stopping: answered at once
             try:
                 seconds, index = parse_wait(wait), _index(request)
             except ApiProblem:

@@ -136,8 +136,11 @@ def strict_routes(app: Klein) -> None:
 
 class JSONGuard(Resource):
     """
-    Wraps a Klein resource so that an exception raised before Klein's own error handling
-    (werkzeug refusing a Host header, for example) is a JSON 400, not a traceback page.
+    The one front door of a Klein resource: a request the routes cannot take (a path or
+    Host that is not UTF-8, a Host name IDNA cannot encode: Klein's and werkzeug's rules,
+    L{refusal}) is a JSON 400 before Klein sees it, where Klein would answer a C{text/html}
+    400 and log a traceback; an exception raised before Klein's own error handling is a
+    JSON 400 too. The application API's fast path asks the same L{refusal} first.
     """
 
     isLeaf = True  # noqa: N815 (twisted.web's name)
@@ -145,15 +148,35 @@ class JSONGuard(Resource):
     def __init__(self, inner: IResource) -> None:
         super().__init__()
         self._inner = inner
+        self._good_host = b""  # the last Host name that passed (most requests repeat it)
+
+    def refusal(self, request: Request) -> str | None:
+        """Why the routes cannot take C{request} (see the class), or None."""
+        host = request.getRequestHostname()
+        if host != self._good_host:
+            try:
+                host.decode("utf-8").lower().encode("idna")
+            except UnicodeError:
+                return "malformed Host header"
+            self._good_host = host
+        try:
+            b"/".join(request.postpath or ()).decode("utf-8")
+        except UnicodeDecodeError:
+            return "the path is not UTF-8 once percent-decoded"
+        return None
 
     def render(self, request: Request) -> Any:
-        """Render with the inner resource; JSON 400 when it raises."""
-        try:
-            return self._inner.render(request)
-        except Exception:
-            log.info(
-                "refused a malformed request for {path}",
-                path=request.path.decode("utf-8", "replace")[:200],
-                event="api.bad_request",
-            )
-            return error(request, 400, "bad request")
+        """Render with the inner resource; JSON 400 when the request is refused or raises."""
+        problem = self.refusal(request)
+        if problem is None:
+            try:
+                return self._inner.render(request)
+            except Exception:
+                problem = "bad request"
+        log.info(
+            "refused a malformed request for {path}: {problem}",
+            path=request.path.decode("utf-8", "replace")[:200],
+            problem=problem,
+            event="api.bad_request",
+        )
+        return error(request, 400, "bad request", reason=problem)

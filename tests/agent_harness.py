@@ -210,18 +210,17 @@ class ApiTestCase(AgentTestCase):
         self.metrics.register(
             AgentCollector(self.clock, self.tokens, self.registrar, self.discovery, reloader)
         )
-        self.ops: Any = StubTreq(
-            OpsAPI(
-                self.clock,
-                self.tokens,
-                self.registrar,
-                self.subscriber,
-                self.discovery,
-                self.metrics,
-                NOTIFY_SECRET,
-                reloader,
-            ).resource()
-        )
+        self.ops_resource: Any = OpsAPI(
+            self.clock,
+            self.tokens,
+            self.registrar,
+            self.subscriber,
+            self.discovery,
+            self.metrics,
+            NOTIFY_SECRET,
+            reloader,
+        ).resource()
+        self.ops: Any = StubTreq(self.ops_resource)
 
     def settle(self) -> None:
         for _ in range(5):

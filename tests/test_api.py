@@ -107,6 +107,9 @@ class CountingResource(Resource):
         self.count += 1
         return self.inner.render(request)
 
+    def refusal(self, request: Any) -> Any:
+        return self.inner.refusal(request)  # the front door's check, not a visit to Klein
+
 
 class EndpointFastPathTests(ApiTestCase):
     """GET /endpoint/{name} from a fresh cache entry skips Klein, with the routed answers."""

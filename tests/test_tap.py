@@ -154,7 +154,8 @@ class SecretHandlingTests(TapTestCase):
             [
                 ["token", "discovery"],
                 ["registrar", "subscriber", "reload"],
-                ["Listener", "Listener"],
+                # parked blocking queries are answered 503 in the first stage to stop
+                ["Listener", "parked-queries", "Listener"],
             ],
         )
 
@@ -270,3 +271,4 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertIn(
             "mep-emulator: unknown option --prot (did you mean --port?)", str(error.code)
         )
+

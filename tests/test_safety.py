@@ -1,0 +1,115 @@
+"""
+Hostile clients and files (issue 19): undecodable paths and odd Host headers answered in
+JSON by both doors alike, pipelining without reading, connection floods from one peer,
+YAML expansion bombs, half-written configuration files, parked queries at stop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import IResource
+
+from mep_agent.site import serve
+
+from .agent_harness import ApiTestCase, spec
+
+TOKEN = b"/mep-agent/v1/token"
+ENDPOINT = b"/mep-agent/v1/endpoint/httpbin"
+
+
+def parse_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers in lower case, body) of the first HTTP/1.1 answer in C{raw}."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body[: int(headers.get("content-length", "0"))]
+
+
+class WireTestCase(ApiTestCase):
+    """Sends raw HTTP/1.1 requests through the hardened site, as a client on the wire would."""
+
+    def wire(self, resource: IResource, request: bytes) -> tuple[int, dict[str, str], Any]:
+        site = serve(resource, self.clock)
+        channel = site.buildProtocol(("127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(request)
+        self.settle()
+        status, headers, body = parse_answer(transport.value())
+        channel.connectionLost(None)
+        return status, headers, json.loads(body) if body else None
+
+    def get(self, resource: IResource, path: bytes, host: bytes = b"127.0.0.1") -> Any:
+        return self.wire(resource, b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, host))
+
+
+class UndecodablePathTests(WireTestCase):
+    def test_percent_ff_is_a_json_400_on_both_listeners(self) -> None:
+        """A path that is not UTF-8 once percent-decoded: JSON 400, logged without a traceback."""
+        self.build((spec("httpbin"),))
+        self.start()
+        for resource, path in (
+            (self.front, b"/mep-agent/v1/endpoint/%ff"),
+            (self.front, b"/mep-agent/v1/%ff"),
+            (self.ops_resource, b"/readyz%ff"),
+            (self.ops_resource, b"/%c3%28"),
+        ):
+            status, headers, body = self.get(resource, path)
+            self.assertEqual(status, 400, path)
+            self.assertEqual(headers["content-type"], "application/json", path)
+            self.assertEqual(body["error"], "bad request")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class HostAgreementTests(WireTestCase):
+    def test_fast_path_and_routes_agree_on_host(self) -> None:
+        """Every Host gets the same status from the fast path as from the routes alone."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.get(self.front, ENDPOINT)  # cached: the next one takes the fast path
+        routes = self.front._routed  # the routes behind the fast path, on their own
+        for host in (b"127.0.0.1", b"localhost:8080", b"a..b", b"x" * 300, b"\xff", b"[::1]"):
+            for path in (TOKEN, ENDPOINT):
+                fast = self.get(self.front, path, host)
+                routed = self.get(routes, path, host)
+                self.assertEqual(fast[0], routed[0], (host, path))
+                self.assertEqual(fast[1]["content-type"], "application/json")
+        self.assertEqual(self.get(self.front, TOKEN, b"a..b")[0], 400)
+        self.assertEqual(self.get(self.front, TOKEN, b"x" * 300)[0], 400)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ParkedQueriesAtStopTests(ApiTestCase):
+    def test_parked_queries_answered_503_when_the_agent_stops(self) -> None:
+        """Stopping answers every parked blocking query with a JSON 503, at once."""
+        from mep_agent.api import ParkedQueries
+
+        self.build((spec("httpbin"),))
+        self.start()
+        self.get_json(self.api, "/mep-agent/v1/endpoint/httpbin")
+        url = "http://127.0.0.1/mep-agent/v1/endpoint/httpbin?wait=60s"
+        parked = [self.api.get(url, headers={"X-Mep-Agent-Index": "1"}) for _ in range(3)]
+        self.settle()
+        for d in parked:
+            self.assertNoResult(d)
+        stopper = ParkedQueries(self.agent_api)
+        stopper.startService()
+        stopper.stopService()
+        self.settle()
+        for d in parked:
+            response = self.successResultOf(d)
+            self.assertEqual(response.code, 503)
+            self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+            body = json.loads(self.successResultOf(self.api.content(response)))
+            self.assertEqual(body, {"error": "the agent is stopping"})
+        # A blocking query that arrives while stopping is answered at once, not parked.
+        late = self.api.get(url, headers={"X-Mep-Agent-Index": "1"})
+        self.settle()
+        self.assertEqual(self.successResultOf(late).code, 200)
+        self.assertEqual(len(self.discovery.waiting), 0)
