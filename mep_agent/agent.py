@@ -164,7 +164,7 @@ def build(
         cfg.app_instance_info_path,
         read_async,
         lambda text: parse_app_instance_info(
-            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation
+            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation, reload=True
         ),
         registrar,
         subscriber,

@@ -213,26 +213,96 @@ class AppInstanceInfo:
 SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# Longer than any configuration needs (fifty services take about 40 KiB): a longer text is
+# refused before it is parsed.
+MAX_YAML_CHARACTERS = 1024 * 1024
+# Nodes a document may hold once its aliases are expanded; fifty services take about 2,000.
+MAX_YAML_NODES = 100_000
+
+
 def load_yaml(where: str, text: str) -> Any:
-    """Parse YAML text, turning a syntax error into one line that names the file."""
+    """
+    Parse YAML text, turning a syntax error into one line that names the file. Anchors and
+    aliases may reuse a block, but a document that would expand past L{MAX_YAML_NODES} nodes
+    (a kilobyte of nested aliases, "billion laughs", expands to gigabytes once validated or
+    sent) or that refers to itself is refused before anything is built from it.
+    """
+    if len(text) > MAX_YAML_CHARACTERS:
+        raise ConfigError(where, f"longer than {MAX_YAML_CHARACTERS} characters")
+    loader = SAFE_LOADER(text)
     try:
-        return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 (a safe loader)
+        node = loader.get_single_node()  # aliases are shared nodes here: nothing expanded yet
+        if node is None:
+            return None
+        problem = _expansion_problem(node)
+        if problem is not None:
+            raise ConfigError(where, problem)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         position = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(where, f"invalid YAML: {position}{e.problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(where, f"invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
 
 
-def parse_app_instance_info(where: str, text: str, etsi: bool = False) -> AppInstanceInfo:
+def _expansion_problem(root: yaml.Node) -> str | None:
+    """
+    Why the document under C{root} is refused (see L{load_yaml}), or None. Counts the nodes
+    it expands to depth first, each shared node once (memoised), so the count itself costs
+    no expansion; a node met again on its own path is an alias to itself.
+    """
+    sizes: dict[int, int] = {}
+    path = {id(root)}
+    stack = [(root, iter(_children(root)))]
+    while stack:
+        node, children = stack[-1]
+        for child in children:
+            if id(child) in path:
+                mark = child.start_mark
+                return f"line {mark.line + 1}, column {mark.column + 1}: an alias refers to itself"
+            if id(child) not in sizes:
+                path.add(id(child))
+                stack.append((child, iter(_children(child))))
+                break
+        else:
+            stack.pop()
+            path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[id(node)] > MAX_YAML_NODES:
+                return (
+                    f"expands to more than {MAX_YAML_NODES} YAML nodes through its aliases "
+                    "(an alias bomb?)"
+                )
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def parse_app_instance_info(
+    where: str, text: str, etsi: bool = False, reload: bool = False
+) -> AppInstanceInfo:
     """
     Validate app_instance_info.yaml text with mepserver's rules, or with MEC 011 v2.2.1's
-    ServiceInfoPost when C{etsi}; ConfigError paths are YAML paths.
+    ServiceInfoPost when C{etsi}; ConfigError paths are YAML paths. A C{reload} must name
+    C{serviceInfoPosts}: without it every registered service would be deleted.
     """
     document = load_yaml(where, text)
     if document is None:
         document = {}
+    if reload and isinstance(document, dict) and "serviceInfoPosts" not in document:
+        raise ConfigError(
+            f"{where}: serviceInfoPosts",
+            "missing; to remove every service write serviceInfoPosts: []",
+        )
     try:
         parsed = (_ETSI_DOCUMENT if etsi else _EDGEGALLERY_DOCUMENT)("", document)
     except ConfigError as e:

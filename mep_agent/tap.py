@@ -7,6 +7,7 @@ global reactor; everything below it receives what it needs as arguments.
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -89,10 +90,18 @@ class Options(OneLineOptions):
         return {s.key: self[s.option] for s in SETTINGS}
 
 
+# Larger than any file the agent reads (a CA bundle, the YAML files, a key): a larger one
+# is refused without being read into memory.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
 def read_file(path: str) -> bytes:
-    """The whole file (for the pure configuration loader)."""
+    """The whole file (for the pure configuration loader), at most L{MAX_FILE_BYTES}."""
     with open(path, "rb") as f:
-        return f.read()
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes", path)
+    return data
 
 
 def read_in_thread(reactor: Any) -> Any:

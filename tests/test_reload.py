@@ -9,7 +9,7 @@ from twisted.internet.defer import succeed
 from twisted.logger import formatEvent
 
 from mep_agent.model import parse_app_instance_info
-from mep_agent.reload import ConfigReloader, digest
+from mep_agent.reload import STABLE_FOR, ConfigReloader, digest
 
 from .agent_harness import BEAT, ApiTestCase
 from .emulator_client import service
@@ -28,7 +28,9 @@ def document(*names: str, interval: int = 60, subscriptions: int = 0, **changes:
     ).encode()
 
 
-class ReloadTests(ApiTestCase):
+class ReloadTestCase(ApiTestCase):
+    """An agent started with a file, and a reloader polling it every 10 s."""
+
     def start_with(self, data: bytes) -> None:
         self.files = {PATH: data}
         info = parse_app_instance_info(PATH, data.decode())
@@ -42,7 +44,7 @@ class ReloadTests(ApiTestCase):
         self.reloader = ConfigReloader(
             PATH,
             read,
-            lambda text: parse_app_instance_info(PATH, text),
+            lambda text: parse_app_instance_info(PATH, text, reload=True),
             self.registrar,
             self.subscriber,
             self.clock,
@@ -55,9 +57,12 @@ class ReloadTests(ApiTestCase):
         self.wire_ops(self.reloader)
 
     def rewrite(self, data: bytes) -> None:
+        """Write C{data}; let the next poll see it and, a second later, apply it."""
         self.files[PATH] = data
-        self.advance(10)
+        self.advance(10 + STABLE_FOR)
 
+
+class ReloadTests(ReloadTestCase):
     def test_unchanged_file_touches_nothing(self) -> None:
         """The same content again: no request at all."""
         self.start_with(document("a", "b"))
@@ -126,6 +131,8 @@ class ReloadTests(ApiTestCase):
         self.files[PATH] = document("a", "b")
         self.reloader.check_now()
         self.settle()
+        self.assertEqual(sorted(self.registrar.states), ["a"])  # read once: not yet whole
+        self.advance(STABLE_FOR)  # read again, the same: applied
         self.assertEqual(sorted(self.registrar.states), ["a", "b"])
 
     def test_unreadable_file_keeps_state(self) -> None:
@@ -135,3 +142,68 @@ class ReloadTests(ApiTestCase):
         self.advance(10)
         self.assertEqual(list(self.registrar.states), ["a"])
         self.assertIn("cannot read", self.reloader.last_error or "")
+
+
+class WholeFilesOnlyTests(ReloadTestCase):
+    """Issue 19: a change is applied only when it is whole (the file read the same twice)."""
+
+    def deregistrations(self) -> list[int]:
+        return self.requests("deregister")
+
+    def test_empty_file_refused_and_shown(self) -> None:
+        """Truncated to 0 bytes (or blanks) and SIGHUP: nothing deleted, readiness says why."""
+        self.start_with(document("a", "b"))
+        for empty in (b"", b"  \n\t\n"):
+            self.files[PATH] = empty
+            self.reloader.check_now()
+            self.advance(STABLE_FOR)
+            self.assertEqual(self.deregistrations(), [])
+            self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+            _, body, _ = self.get_json(self.ops, "/readyz?verbose")
+            self.assertFalse(body["config"]["ok"])
+            self.assertIn("the file is empty", body["config"]["error"])
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        self.assertIn(b"mep_agent_config_valid 0.0", raw)
+
+    def test_half_written_file_never_applied(self) -> None:
+        """A write seen cut at a service boundary, finished within the second: nothing lost."""
+        self.start_with(document("a", "b", "c"))
+        self.files[PATH] = document("a")  # the writer is half-way through
+        self.reloader.check_now()
+        self.advance(0.5)
+        self.files[PATH] = document("a", "b", "c", "d")  # ... and done
+        self.advance(STABLE_FOR)  # the second read differs: it becomes the candidate
+        self.assertEqual(sorted(self.registrar.states), ["a", "b", "c"])
+        self.advance(STABLE_FOR)
+        self.assertEqual(sorted(self.registrar.states), ["a", "b", "c", "d"])
+        self.assertEqual(self.deregistrations(), [])
+
+    def test_file_that_keeps_changing_is_not_applied(self) -> None:
+        """Content that differs at every read is never applied."""
+        self.start_with(document("a", "b"))
+        for i in range(5):
+            self.files[PATH] = document("a", f"x{i}")
+            self.advance(STABLE_FOR)
+        self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+        self.assertEqual(self.deregistrations(), [])
+
+    def test_removing_every_service_needs_an_explicit_list(self) -> None:
+        """No serviceInfoPosts key: refused; serviceInfoPosts: [] removes every service."""
+        self.start_with(document("a", "b"))
+        self.rewrite(b"serAvailabilityNotificationSubscriptions: []\n")
+        self.assertEqual(self.deregistrations(), [])
+        self.assertIn("serviceInfoPosts: missing", self.reloader.last_error or "")
+        self.assertIn("serviceInfoPosts: []", self.reloader.last_error or "")
+        self.rewrite(b"serviceInfoPosts: []\n")
+        self.assertEqual(self.deregistrations(), [204, 204])
+        self.assertEqual(list(self.registrar.states), [])
+
+    def test_alias_bomb_refused_at_reload(self) -> None:
+        """A YAML alias bomb at reload is refused at once; the old state stays."""
+        from .test_safety import bombed_services
+
+        self.start_with(document("a"))
+        self.rewrite(bombed_services().encode())
+        self.assertIn("expands to more than", self.reloader.last_error or "")
+        self.assertEqual(list(self.registrar.states), ["a"])
+        self.assertEqual(self.deregistrations(), [])

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
 
 from mep_agent.site import serve
 
 from .agent_harness import ApiTestCase, spec
+from .test_tap import TapTestCase
 
 TOKEN = b"/mep-agent/v1/token"
 ENDPOINT = b"/mep-agent/v1/endpoint/httpbin"
@@ -113,3 +116,115 @@ class ParkedQueriesAtStopTests(ApiTestCase):
         self.settle()
         self.assertEqual(self.successResultOf(late).code, 200)
         self.assertEqual(len(self.discovery.waiting), 0)
+
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def bombed_services() -> str:
+    """app_instance_info.yaml with the bomb where anything goes (implSpecificInfo)."""
+    return (
+        BOMB.replace("\n", "\n  ").join(["x:\n  ", ""])
+        + """serviceInfoPosts:
+  - serName: bomb
+    version: "1"
+    state: ACTIVE
+    serializer: JSON
+    transportInfo:
+      id: t1
+      name: REST
+      type: REST_HTTP
+      protocol: HTTP
+      version: "2.0"
+      endpoint: {uris: ["http://bomb.local/"]}
+      implSpecificInfo: *i
+"""
+    )
+
+
+class YamlBombTests(SynchronousTestCase):
+    def test_bomb_refused_without_expanding_it(self) -> None:
+        """A kilobyte of nested aliases is refused at once, naming the file."""
+        from mep_agent import model
+        from mep_agent.errors import ConfigError
+
+        error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", BOMB)
+        self.assertEqual(error.where, "f.yaml")
+        self.assertIn("expands to more than 100000 YAML nodes", error.problem)
+
+    def test_anchors_that_reuse_a_block_still_work(self) -> None:
+        """An anchor reused a few times (a shared transportInfo) loads as before."""
+        from mep_agent import model
+
+        text = "t: &t {id: t1, name: REST}\na: *t\nb: [*t, *t]\n"
+        self.assertEqual(model.load_yaml("f", text), yaml.safe_load(text))
+
+    def test_alias_to_itself_refused(self) -> None:
+        """A node that contains itself through an alias is refused, with its position."""
+        from mep_agent import model
+        from mep_agent.errors import ConfigError
+
+        for text in ("a: &a [1, *a]\n", "a: &a {k: *a}\n"):
+            error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", text)
+            self.assertEqual(error.problem, "line 1, column 4: an alias refers to itself")
+
+    def test_bomb_in_services_refused_before_expansion(self) -> None:
+        """The bomb under implSpecificInfo is refused by the services parser too."""
+        from mep_agent import model
+        from mep_agent.errors import ConfigError
+
+        text = bombed_services()
+        self.assertLess(len(text), 1200)
+        error = self.assertRaises(
+            ConfigError, model.parse_app_instance_info, "info.yaml", text, True
+        )
+        self.assertIn("expands to more than", error.problem)
+
+    def test_oversized_text_refused_before_parsing(self) -> None:
+        """A text past the bound is refused without being parsed."""
+        from mep_agent import model
+        from mep_agent.errors import ConfigError
+
+        text = "a: " + "x" * model.MAX_YAML_CHARACTERS
+        error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", text)
+        self.assertIn("longer than", error.problem)
+
+    def test_oversized_file_never_read_whole(self) -> None:
+        """The start-up file reader refuses a file past its bound with an OSError."""
+        import errno
+
+        from mep_agent import tap
+
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.truncate(tap.MAX_FILE_BYTES + 10)
+        error = self.assertRaises(OSError, tap.read_file, path)
+        self.assertEqual(error.errno, errno.EFBIG)
+
+
+class YamlBombAtStartTests(TapTestCase):
+    def test_check_refuses_the_bomb_in_one_line(self) -> None:
+        """--check (and so the start) exits with one line naming the alias, no traceback."""
+        self.write("app_instance_info.yaml", bombed_services())
+        error = self.assertRaises(SystemExit, self.make, "--check")
+        message = str(error.code)
+        self.assertEqual(len(message.splitlines()), 1)
+        self.assertIn("mep-agent: configuration error: ", message)
+        self.assertIn("expands to more than 100000 YAML nodes", message)
+        self.assertEqual(self.stdout.getvalue(), "")
+
+    def test_app_conf_bomb_refused_too(self) -> None:
+        """app_conf.yaml goes through the same loader: an alias there is refused as well."""
+        self.write("app_conf.yaml", BOMB + "sslCiphers: *i\n")
+        error = self.assertRaises(SystemExit, self.make, "--check")
+        self.assertIn("expands to more than", str(error.code))

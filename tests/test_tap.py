@@ -271,4 +271,3 @@ class UsageErrorTests(SynchronousTestCase):
         self.assertIn(
             "mep-emulator: unknown option --prot (did you mean --port?)", str(error.code)
         )
-
