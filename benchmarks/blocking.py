@@ -138,6 +138,7 @@ def main() -> None:
             MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",
             MEP_AGENT_OPS_LISTEN="none",
             MEP_AGENT_MAX_CONNECTIONS=str(options.waiters + 100),
+            MEP_AGENT_MAX_CONNECTIONS_PER_PEER=str(options.waiters + 100),
         )
         agent = Process(["mep-agent"], env, work)
         api = int(agent.wait_for(rb"--listen listening on [0-9.]+:(\d+)").group(1))

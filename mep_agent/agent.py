@@ -181,7 +181,14 @@ def build(
     root.registrar = registrar
 
     def listener(resource: IResource, description: str, setting: str) -> Listener:
-        factory = serve(resource, reactor, cfg.max_connections, access_log=cfg.access_log)
+        factory = serve(
+            resource,
+            reactor,
+            cfg.max_connections,
+            header_deadline=cfg.header_timeout,
+            access_log=cfg.access_log,
+            max_per_peer=cfg.max_connections_per_peer,
+        )
         made = Listener.from_description(reactor, description, factory, setting)
         root.listeners.append(made)
         return made

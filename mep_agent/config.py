@@ -97,6 +97,8 @@ class AgentConfig:
     reload_interval: float = 10.0
     app_notify_url: str | None = None
     max_connections: int = 1024
+    max_connections_per_peer: int = 256
+    header_timeout: float = 5.0
     access_log: bool = False
     app_instance_info_digest: str = ""
     log_level: str = "info"
@@ -535,6 +537,8 @@ def load(
         reload_interval=seconds("reload_interval", 0, 86400),
         app_notify_url=_url(r, "app_notify_url"),
         max_connections=_integer(r, "max_connections", 1, 1_000_000),
+        max_connections_per_peer=_integer(r, "max_connections_per_peer", 1, 1_000_000),
+        header_timeout=seconds("header_timeout", 0.5, 300),
         access_log=_boolean(r, "access_log"),
         app_instance_info_digest=hashlib.sha256(info_bytes).hexdigest(),
         log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),

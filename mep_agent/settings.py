@@ -275,7 +275,24 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_MAX_CONNECTIONS",
         "1024",
         "Most connections each listener keeps open at once (further ones are closed at "
-        "once); raise it (and the open-files limit) for many blocking discovery requests.",
+        "once); raise it, --max-connections-per-peer and the open-files limit for many "
+        "blocking discovery requests.",
+    ),
+    Setting(
+        "max_connections_per_peer",
+        "MEP_AGENT_MAX_CONNECTIONS_PER_PEER",
+        "256",
+        "Most connections each listener keeps open from one peer address (further ones are "
+        "closed at once), so that one abusive client cannot starve the kubelet's probes; "
+        "raise it with --max-connections for many blocking discovery requests from the "
+        "application.",
+    ),
+    Setting(
+        "header_timeout",
+        "MEP_AGENT_HEADER_TIMEOUT",
+        "5",
+        "Seconds a client has to send a request's line and headers on either listener "
+        "before its connection is dropped (slow clients hold no connection for long).",
     ),
     Setting(
         "access_log",

@@ -228,3 +228,99 @@ class YamlBombAtStartTests(TapTestCase):
         self.write("app_conf.yaml", BOMB + "sslCiphers: *i\n")
         error = self.assertRaises(SystemExit, self.make, "--check")
         self.assertIn("expands to more than", str(error.code))
+
+
+class UnreadSocket(StringTransport):
+    """
+    A socket whose peer reads nothing until L{drain}: writes pile up, and past C{bound}
+    bytes the producer is paused, as Twisted's TCP transport pauses it when its send buffer
+    fills. The peer may send only while the transport is not paused (producerState).
+    """
+
+    bound = 64 * 1024
+    blocked = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if not self.blocked and len(self.value()) > self.bound and self.producer is not None:
+            self.blocked = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        data = self.value()
+        self.clear()
+        if self.blocked and self.producer is not None:
+            self.blocked = False
+            self.producer.resumeProducing()
+        return data
+
+
+class BackPressureTests(ApiTestCase):
+    def test_pipelining_without_reading_is_bounded(self) -> None:
+        """A client pipelining /token without reading gets no more answers queued than a bound."""
+        self.build((spec("httpbin"),))
+        self.start()
+        site = serve(self.front, self.clock)
+        channel = site.buildProtocol(("127.0.0.1", 40000))
+        transport = UnreadSocket()
+        channel.makeConnection(transport)
+        request = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        read = request * (64 * 1024 // len(request))  # one full socket read of requests
+        sent = 0
+        for _ in range(20):  # the peer keeps sending whenever the agent reads
+            if transport.producerState == "paused":
+                break
+            channel.dataReceived(read)
+            sent += read.count(b"GET ")
+        self.assertEqual(transport.producerState, "paused", "reading stopped")
+        queued = len(transport.value())
+        self.assertLess(queued, 256 * 1024, "answers queued for a client that does not read")
+        self.assertGreater(sent, 1000)
+        channel.connectionLost(None)
+
+    def test_every_held_request_is_answered_once_read(self) -> None:
+        """Requests held while the peer did not read are all answered once it reads."""
+        self.build((spec("httpbin"),))
+        self.start()
+        site = serve(self.front, self.clock)
+        channel = site.buildProtocol(("127.0.0.1", 40000))
+        transport = UnreadSocket()
+        channel.makeConnection(transport)
+        request = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        count = 64 * 1024 // len(request)
+        channel.dataReceived(request * count)
+        self.assertEqual(transport.producerState, "paused")
+        answers = 0
+        for _ in range(count):
+            answers += transport.drain().count(b"HTTP/1.1 200 OK")
+            if answers == count:
+                break
+        self.assertEqual(answers, count)
+        self.assertEqual(transport.producerState, "producing", "reading again")
+        channel.connectionLost(None)
+
+
+class PerPeerCapTests(SynchronousTestCase):
+    def test_one_peer_cannot_take_every_connection(self) -> None:
+        """Past the per-peer cap a peer's connections are refused; other peers still get in."""
+        from twisted.internet.task import Clock
+        from twisted.web.resource import Resource
+
+        site = serve(Resource(), Clock(), max_connections=100, max_per_peer=3)
+        flood = [site.buildProtocol(("10.9.9.9", n)) for n in range(5)]
+        for channel in flood[:3]:
+            channel.makeConnection(StringTransport())
+        self.assertEqual(flood[3:], [None, None])
+        probe = site.buildProtocol(("10.1.1.1", 1))
+        self.assertIsNotNone(probe)
+        flood[0].connectionLost(None)
+        self.assertIsNotNone(site.buildProtocol(("10.9.9.9", 9)), "a closed one freed a place")
+        self.assertEqual(site.refused, 2)
+
+    def test_header_deadline_default_is_short(self) -> None:
+        """The default header deadline is 5 s (a slow client holds a place for no longer)."""
+        from mep_agent.config import AgentConfig
+        from mep_agent.settings import BY_KEY
+
+        self.assertEqual(BY_KEY["header_timeout"].default, "5")
+        self.assertEqual(AgentConfig.__attrs_attrs__.header_timeout.default, 5.0)  # type: ignore[attr-defined]
