@@ -16,7 +16,9 @@ RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${BASE_IMAGE}
-ARG VERSION=unknown
+# The package's version (mep_agent/__init__.py), so that a plain build is labelled right;
+# tests/test_docs.py fails when the two differ.
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="mep-agent" \
       org.opencontainers.image.description="ETSI MEC sidecar: MEP token, Mp1 registration, heartbeats, discovery" \
       org.opencontainers.image.version="${VERSION}" \

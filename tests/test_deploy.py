@@ -140,3 +140,179 @@ class ManifestTests(SynchronousTestCase):
         ]
         self.assertEqual(len(ops_rules), 1)
         self.assertTrue(ops_rules[0]["from"])
+
+
+# -- what the kubelet makes of the volumes, and whether the agent can read its files --------
+
+# The image's user and group (Dockerfile: USER 10001:10001) and where its conf lies.
+IMAGE_USER = (10001, 10001)
+IMAGE_CONF_DIR = "/usr/mep/conf"
+IMAGE_FILES = {f"{IMAGE_CONF_DIR}/app_conf.yaml"}  # in the image, readable by everyone
+# The kubelet ORs this into the mode of a read-only volume's files when fsGroup is set
+# (pkg/volume/volume_linux.go: roMask), after making fsGroup their group.
+FS_GROUP_READ = 0o440
+DEFAULT_MODE = 0o644  # Secret, ConfigMap and projected volumes without defaultMode
+
+
+def security(spec: dict[str, Any], container: dict[str, Any]) -> tuple[int, int, set[int]]:
+    """(uid, gid, supplementary groups) the container runs with, as the kubelet sets them."""
+    pod = spec.get("securityContext", {})
+    own = container.get("securityContext", {})
+    uid = own.get("runAsUser", pod.get("runAsUser", IMAGE_USER[0]))
+    gid = own.get("runAsGroup", pod.get("runAsGroup", IMAGE_USER[1]))
+    groups = set(pod.get("supplementalGroups", []))
+    if "fsGroup" in pod:
+        groups.add(pod["fsGroup"])
+    return uid, gid, groups
+
+
+def volume_file(
+    spec: dict[str, Any], volume: dict[str, Any], key: str
+) -> tuple[int, int, int] | None:
+    """
+    (owner, group, mode) of the file C{key} of a Secret, ConfigMap or projected volume as
+    the kubelet writes it: owned by root, group root or fsGroup, mode from the item or
+    defaultMode (0644 without), group read added under fsGroup. None: not such a volume.
+    """
+    fs_group = spec.get("securityContext", {}).get("fsGroup")
+    sources: list[tuple[dict[str, Any], int]] = []
+    for kind in ("secret", "configMap"):
+        if kind in volume:
+            sources.append((volume[kind], volume[kind].get("defaultMode", DEFAULT_MODE)))
+    if "projected" in volume:
+        default = volume["projected"].get("defaultMode", DEFAULT_MODE)
+        for source in volume["projected"]["sources"]:
+            for kind in ("secret", "configMap"):
+                if kind in source:
+                    sources.append((source[kind], default))
+    if not sources:
+        return None
+    mode = None
+    for source, default in sources:
+        items = source.get("items")
+        if items is None:
+            mode = default  # every key of the source, under its own name
+            break
+        for item in items:
+            if item["path"] == key:
+                mode = item.get("mode", default)
+    if mode is None:
+        raise AssertionError(f"no item {key!r} in volume {volume['name']}")
+    if fs_group is not None:
+        return 0, fs_group, mode | FS_GROUP_READ
+    return 0, 0, mode
+
+
+def readable(user: tuple[int, int, set[int]], owner: int, group: int, mode: int) -> bool:
+    """Whether a process of C{user} may read a file of that owner, group and mode."""
+    uid, gid, groups = user
+    if uid == 0:
+        return True
+    if uid == owner:
+        return bool(mode & 0o400)
+    if group == gid or group in groups:
+        return bool(mode & 0o040)
+    return bool(mode & 0o004)
+
+
+def files_read(container: dict[str, Any]) -> list[tuple[str, str]]:
+    """(setting, path) of every file the agent is told to read."""
+    env = {v["name"]: v.get("value") for v in container.get("env", [])}
+    conf_dir = env.get("MEP_AGENT_CONF_DIR") or IMAGE_CONF_DIR
+    files = [(name, path) for name, path in env.items() if name.endswith("_FILE") and path]
+    if env.get("CA_CERT"):
+        files.append(("CA_CERT", env["CA_CERT"]))
+    files.append(
+        (
+            "MEP_AGENT_APP_INSTANCE_INFO",
+            env.get("MEP_AGENT_APP_INSTANCE_INFO") or f"{conf_dir}/app_instance_info.yaml",
+        )
+    )
+    return files
+
+
+def file_mode(spec: dict[str, Any], container: dict[str, Any], path: str) -> tuple[int, int, int]:
+    """(owner, group, mode) of C{path} in the container: from its volume, or the image."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        target = mount["mountPath"]
+        if "subPath" in mount and path == target:
+            key = mount["subPath"]
+        elif path.startswith(target.rstrip("/") + "/"):
+            key = path[len(target.rstrip("/")) + 1 :]
+        else:
+            continue
+        found = volume_file(spec, volumes[mount["name"]], key)
+        if found is not None:
+            return found
+    if path in IMAGE_FILES:
+        return 0, 0, 0o644
+    raise AssertionError(f"{path} is neither mounted nor in the image")
+
+
+class KubeletFileAccessTests(SynchronousTestCase):
+    def test_the_agent_can_read_every_file_it_is_told_to_read(self) -> None:
+        """Under the kubelet's rules (owner root, fsGroup, modes) the agent's user reads them."""
+        for name, document in documents():
+            spec = pod_spec(document)
+            for agent in agents(spec or {}):
+                assert spec is not None
+                user = security(spec, agent)
+                for setting, path in files_read(agent):
+                    owner, group, mode = file_mode(spec, agent, path)
+                    self.assertTrue(
+                        readable(user, owner, group, mode),
+                        f"{name}: {setting} {path} is {owner}:{group} {mode:04o}, "
+                        f"unreadable for uid {user[0]} gid {user[1]} groups {user[2]}",
+                    )
+
+    def test_the_model_refuses_the_old_manifest(self) -> None:
+        """The model: a 0400 Secret without fsGroup, as deployed before, is unreadable."""
+        deployment = next(d for _, d in documents() if d["kind"] == "Deployment")
+        spec = yaml.safe_load(yaml.safe_dump(pod_spec(deployment)))
+        spec["securityContext"].pop("fsGroup", None)
+        for volume in spec["volumes"]:
+            if "secret" in volume and volume["name"] == "aksk":
+                volume["secret"]["defaultMode"] = 0o400
+        (agent,) = agents(spec)
+        owner, group, mode = file_mode(spec, agent, "/var/run/secrets/mep-agent/accesskey")
+        self.assertEqual((owner, group, mode), (0, 0, 0o400))
+        self.assertFalse(readable(security(spec, agent), owner, group, mode))
+
+    def test_kubelet_rules(self) -> None:
+        """fsGroup makes the group and adds group read; without it root owns all, as given."""
+        spec: dict[str, Any] = {"securityContext": {"fsGroup": 2000}}
+        secret = {"name": "s", "secret": {"secretName": "x", "defaultMode": 0o400}}
+        self.assertEqual(volume_file(spec, secret, "k"), (0, 2000, 0o440))
+        self.assertEqual(volume_file({}, secret, "k"), (0, 0, 0o400))
+        projected = {
+            "name": "p",
+            "projected": {
+                "defaultMode": 0o600,
+                "sources": [{"secret": {"name": "x", "items": [{"key": "a", "path": "a"}]}}],
+            },
+        }
+        self.assertEqual(volume_file({}, projected, "a"), (0, 0, 0o600))
+        config = {"name": "c", "configMap": {"name": "x"}}
+        self.assertEqual(volume_file({}, config, "any"), (0, 0, 0o644))
+        self.assertTrue(readable((10001, 10001, {2000}), 0, 2000, 0o440))
+        self.assertFalse(readable((10001, 10001, set()), 0, 2000, 0o440))
+        self.assertTrue(readable((10001, 10001, set()), 0, 0, 0o644))
+
+
+class PolicySelectsTests(SynchronousTestCase):
+    def test_the_policy_selects_every_pod_with_the_agent(self) -> None:
+        """Every pod that runs the agent carries the labels the network policy selects."""
+        policy = next(d for _, d in documents() if d["kind"] == "NetworkPolicy")
+        wanted = policy["spec"]["podSelector"]["matchLabels"]
+        for name, document in documents():
+            spec = pod_spec(document)
+            if spec is None or not agents(spec):
+                continue
+            metadata = (
+                document["metadata"]
+                if document["kind"] == "Pod"
+                else document["spec"]["template"]["metadata"]
+            )
+            for key, value in wanted.items():
+                self.assertEqual(metadata.get("labels", {}).get(key), value, name)

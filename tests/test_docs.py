@@ -17,3 +17,16 @@ class ReadmeTests(SynchronousTestCase):
         self.assertIn(markdown_table().split("\n", 2)[2], readme)
         for setting in SETTINGS:
             self.assertIn(f"`--{setting.option}`", readme)
+
+
+class DockerfileTests(SynchronousTestCase):
+    def test_default_version_label_is_the_package_version(self) -> None:
+        """A plain image build is labelled with the package's version, never 'unknown'."""
+        import re
+
+        from mep_agent import __version__
+
+        path = os.path.join(os.path.dirname(__file__), "..", "Dockerfile")
+        with open(path, encoding="utf-8") as f:
+            defaults = re.findall(r"^ARG VERSION=(\S+)$", f.read(), re.MULTILINE)
+        self.assertEqual(defaults, [__version__])
