@@ -132,23 +132,13 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 
 def bombed_services() -> str:
-    """app_instance_info.yaml with the bomb where anything goes (implSpecificInfo)."""
+    """app_instance_info.yaml with the bomb inside implSpecificInfo, where anything goes."""
+    bomb = "".join(f"        {line}\n" for line in BOMB.splitlines())
     return (
-        BOMB.replace("\n", "\n  ").join(["x:\n  ", ""])
-        + """serviceInfoPosts:
-  - serName: bomb
-    version: "1"
-    state: ACTIVE
-    serializer: JSON
-    transportInfo:
-      id: t1
-      name: REST
-      type: REST_HTTP
-      protocol: HTTP
-      version: "2.0"
-      endpoint: {uris: ["http://bomb.local/"]}
-      implSpecificInfo: *i
-"""
+        "serviceInfoPosts:\n  - serName: bomb\n    version: '1'\n    state: ACTIVE\n"
+        "    serializer: JSON\n    transportInfo:\n      id: t1\n      name: REST\n"
+        "      type: REST_HTTP\n      protocol: HTTP\n      version: '2.0'\n"
+        "      endpoint: {uris: ['http://bomb.local/']}\n      implSpecificInfo:\n" + bomb
     )
 
 
