@@ -130,7 +130,7 @@ def slowloris(port: int, seconds: float) -> dict[str, float]:
         s.bind((FLOOD_PEER, 0))
         s.setblocking(False)
         try:
-            s.connect((("127.0.0.1", port)))
+            s.connect(("127.0.0.1", port))
         except BlockingIOError:
             pass
         except OSError:
