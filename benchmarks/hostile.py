@@ -48,28 +48,13 @@ from soak import (  # noqa: E402 (a sibling script)
 FLOOD_PEER = "127.0.0.2"
 SLOWLORIS_CONNECTIONS = 1100
 PROBE_DEADLINE = 2.0
-BOMB = """\
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"""
+BOMB_FILE = os.path.join(CHECKOUT, "tests", "data", "alias_bomb_app_instance_info.yaml")
 
 
 def bomb_services() -> str:
-    """app_instance_info.yaml with the bomb inside implSpecificInfo, where anything goes."""
-    bomb = "".join(f"        {line}\n" for line in BOMB.splitlines())
-    return (
-        "serviceInfoPosts:\n  - serName: bomb\n    version: '1'\n    state: ACTIVE\n"
-        "    serializer: JSON\n    transportInfo:\n      id: t1\n      name: REST\n"
-        "      type: REST_HTTP\n      protocol: HTTP\n      version: '2.0'\n"
-        "      endpoint: {uris: ['http://bomb.local/']}\n      implSpecificInfo:\n" + bomb
-    )
+    """app_instance_info.yaml with a YAML alias bomb inside implSpecificInfo."""
+    with open(BOMB_FILE) as f:
+        return f.read()
 
 
 def probe(port: int) -> float | None:

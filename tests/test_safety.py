@@ -17,6 +17,7 @@ from twisted.web.resource import IResource
 from mep_agent.site import serve
 
 from .agent_harness import ApiTestCase, spec
+from .helpers import data_text
 from .test_tap import TapTestCase
 
 TOKEN = b"/mep-agent/v1/token"
@@ -118,28 +119,9 @@ class ParkedQueriesAtStopTests(ApiTestCase):
         self.assertEqual(len(self.discovery.waiting), 0)
 
 
-BOMB = """\
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"""
-
-
 def bombed_services() -> str:
-    """app_instance_info.yaml with the bomb inside implSpecificInfo, where anything goes."""
-    bomb = "".join(f"        {line}\n" for line in BOMB.splitlines())
-    return (
-        "serviceInfoPosts:\n  - serName: bomb\n    version: '1'\n    state: ACTIVE\n"
-        "    serializer: JSON\n    transportInfo:\n      id: t1\n      name: REST\n"
-        "      type: REST_HTTP\n      protocol: HTTP\n      version: '2.0'\n"
-        "      endpoint: {uris: ['http://bomb.local/']}\n      implSpecificInfo:\n" + bomb
-    )
+    """A YAML alias bomb inside implSpecificInfo (tests/data/, used by the benchmark too)."""
+    return data_text("alias_bomb_app_instance_info.yaml")
 
 
 class YamlBombTests(SynchronousTestCase):
@@ -148,7 +130,7 @@ class YamlBombTests(SynchronousTestCase):
         from mep_agent import model
         from mep_agent.errors import ConfigError
 
-        error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", BOMB)
+        error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", bombed_services())
         self.assertEqual(error.where, "f.yaml")
         self.assertIn("expands to more than 100000 YAML nodes", error.problem)
 
@@ -174,7 +156,7 @@ class YamlBombTests(SynchronousTestCase):
         from mep_agent.errors import ConfigError
 
         text = bombed_services()
-        self.assertLess(len(text), 1200)
+        self.assertLess(len(text), 1024)
         error = self.assertRaises(
             ConfigError, model.parse_app_instance_info, "info.yaml", text, True
         )
@@ -215,7 +197,7 @@ class YamlBombAtStartTests(TapTestCase):
 
     def test_app_conf_bomb_refused_too(self) -> None:
         """app_conf.yaml goes through the same loader: an alias there is refused as well."""
-        self.write("app_conf.yaml", BOMB + "sslCiphers: *i\n")
+        self.write("app_conf.yaml", bombed_services())
         error = self.assertRaises(SystemExit, self.make, "--check")
         self.assertIn("expands to more than", str(error.code))
 
@@ -246,39 +228,38 @@ class UnreadSocket(StringTransport):
 
 
 class BackPressureTests(ApiTestCase):
-    def test_pipelining_without_reading_is_bounded(self) -> None:
-        """A client pipelining /token without reading gets no more answers queued than a bound."""
+    REQUEST = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    READ = REQUEST * (64 * 1024 // len(REQUEST))  # one full socket read of requests
+
+    def connect(self) -> tuple[Any, UnreadSocket]:
+        """A running agent's API and a client connection whose peer reads nothing yet."""
         self.build((spec("httpbin"),))
         self.start()
-        site = serve(self.front, self.clock)
-        channel = site.buildProtocol(("127.0.0.1", 40000))
+        channel = serve(self.front, self.clock).buildProtocol(("127.0.0.1", 40000))
         transport = UnreadSocket()
         channel.makeConnection(transport)
-        request = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        read = request * (64 * 1024 // len(request))  # one full socket read of requests
+        self.addCleanup(channel.connectionLost, None)
+        return channel, transport
+
+    def test_pipelining_without_reading_is_bounded(self) -> None:
+        """A client pipelining /token without reading gets no more answers queued than a bound."""
+        channel, transport = self.connect()
         sent = 0
         for _ in range(20):  # the peer keeps sending whenever the agent reads
             if transport.producerState == "paused":
                 break
-            channel.dataReceived(read)
-            sent += read.count(b"GET ")
+            channel.dataReceived(self.READ)
+            sent += self.READ.count(b"GET ")
         self.assertEqual(transport.producerState, "paused", "reading stopped")
         queued = len(transport.value())
         self.assertLess(queued, 256 * 1024, "answers queued for a client that does not read")
         self.assertGreater(sent, 1000)
-        channel.connectionLost(None)
 
     def test_every_held_request_is_answered_once_read(self) -> None:
         """Requests held while the peer did not read are all answered once it reads."""
-        self.build((spec("httpbin"),))
-        self.start()
-        site = serve(self.front, self.clock)
-        channel = site.buildProtocol(("127.0.0.1", 40000))
-        transport = UnreadSocket()
-        channel.makeConnection(transport)
-        request = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        count = 64 * 1024 // len(request)
-        channel.dataReceived(request * count)
+        channel, transport = self.connect()
+        count = self.READ.count(b"GET ")
+        channel.dataReceived(self.READ)
         self.assertEqual(transport.producerState, "paused")
         answers = 0
         for _ in range(count):
@@ -287,7 +268,6 @@ class BackPressureTests(ApiTestCase):
                 break
         self.assertEqual(answers, count)
         self.assertEqual(transport.producerState, "producing", "reading again")
-        channel.connectionLost(None)
 
 
 class PerPeerCapTests(SynchronousTestCase):
