@@ -180,18 +180,23 @@ def check_bomb(work: str, env: dict[str, str]) -> dict[str, object]:
     with open(os.path.join(conf, "app_instance_info.yaml"), "w") as f:
         f.write(bomb_services())
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, TWISTD, "-n", "--pidfile=", "mep-agent", "--check"],
-        env=dict(env, MEP_AGENT_CONF_DIR=conf, PYTHONPATH=CHECKOUT),
-        cwd=work,
-        capture_output=True,
-        timeout=120,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, TWISTD, "-n", "--pidfile=", "mep-agent", "--check"],
+            env=dict(env, MEP_AGENT_CONF_DIR=conf, PYTHONPATH=CHECKOUT),
+            cwd=work,
+            capture_output=True,
+            timeout=60,
+        )
+        code: object = done.returncode
+        output = (done.stdout + done.stderr).decode().strip().splitlines()
+    except subprocess.TimeoutExpired as e:  # killed by subprocess.run
+        code = "did not end within 60 s (killed)"
+        output = ((e.stdout or b"") + (e.stderr or b"")).decode().strip().splitlines()
     took = time.monotonic() - started
-    output = (done.stdout + done.stderr).decode().strip().splitlines()
     return {
         "bomb_file_bytes": len(bomb_services()),
-        "bomb_check_exit": done.returncode,
+        "bomb_check_exit": code,
         "bomb_check_lines": len(output),
         "bomb_check_line": output[0][-120:] if output else "",
         "bomb_check_peak_rss_mib": round(
