@@ -107,12 +107,10 @@ class DeadlineChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
         """Parse C{data} a slice at a time, holding the rest while writes are blocked."""
-        if self._held or self._write_blocked:
-            self._held += data
-            if not self._write_blocked:
-                self._feed()
+        if not self._held and not self._write_blocked and len(data) <= FEED_SLICE:
+            super().dataReceived(data)  # the usual read: one or a few requests
             return
-        self._held = data
+        self._held += data
         self._feed()
 
     def _feed(self) -> None:
