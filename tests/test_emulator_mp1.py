@@ -313,11 +313,61 @@ class AppSupportTests(EmulatorTestCase):
             201,
         )
         reply = self.call("POST", f"https://127.0.0.1:8443/_emulator/terminate/{APP}")
-        self.assertEqual(reply.json, {"notified": 1})
+        self.assertEqual(reply.json["notified"], 1)
         note = self.mep.notifier.delivered[-1]["body"]
         self.assertEqual(note["notificationType"], "AppTerminationNotification")
+        self.assertEqual(
+            note["_links"]["confirmTermination"],
+            f"/mep/mec_app_support/v1/applications/{APP}/confirm_termination",
+        )
         self.assertEqual(self.post("confirm_termination", {"operationAction": "X"}), 400)
         self.assertEqual(self.post("confirm_termination", {"operationAction": "TERMINATING"}), 204)
+        (termination,) = self.mep.emulator.registry.terminations.values()
+        self.assertTrue(termination.view()["confirmed"])
+
+    def subscribe_termination(self) -> None:
+        body = {
+            "subscriptionType": "AppTerminationNotificationSubscription",
+            "callbackReference": "http://127.0.0.1:8080/term",
+            "appInstanceId": APP,
+        }
+        self.assertEqual(self.post("subscriptions", body), 201)
+
+    def test_termination_cleans_up_after_the_graceful_timeout(self) -> None:
+        """Unconfirmed: after maxGracefulTimeout the app's services and subscriptions go."""
+        self.assertEqual(
+            self.call(
+                "POST", f"{MGMT}/applications/{APP}/services", service("a"), self.bearer()
+            ).code,
+            201,
+        )
+        self.subscribe_termination()
+        options = {"operationAction": "STOPPING", "maxGracefulTimeout": 3}
+        reply = self.call("POST", f"https://127.0.0.1:8443/_emulator/terminate/{APP}", options)
+        self.assertEqual((reply.json["operationAction"], reply.json["deadline"]), ("STOPPING", 3))
+        self.assertEqual(self.mep.notifier.delivered[-1]["body"]["maxGracefulTimeout"], 3)
+        self.mep.advance(2.5)
+        self.assertEqual(len(self.mep.emulator.registry.services), 1)
+        self.mep.advance(1)
+        registry = self.mep.emulator.registry
+        self.assertEqual((registry.services, registry.subscriptions), ({}, {}))
+        state = self.call("GET", "https://127.0.0.1:8443/_emulator/state").json
+        (termination,) = state["terminations"]
+        self.assertFalse(termination["confirmed"])
+        self.assertGreaterEqual(termination["endedAt"], 3)
+        # over: a late confirmation finds nothing pending
+        self.assertEqual(self.post("confirm_termination", {"operationAction": "STOPPING"}), 409)
+
+    def test_confirmation_ends_the_termination_at_once(self) -> None:
+        """Confirmed: the clean-up comes at once, and the state says when it was confirmed."""
+        self.subscribe_termination()
+        self.call("POST", f"https://127.0.0.1:8443/_emulator/terminate/{APP}")
+        self.mep.advance(1)
+        self.assertEqual(self.post("confirm_termination", {"operationAction": "TERMINATING"}), 204)
+        state = self.call("GET", "https://127.0.0.1:8443/_emulator/state").json
+        (termination,) = state["terminations"]
+        self.assertEqual((termination["confirmedAt"], termination["endedAt"]), (1, 1))
+        self.assertEqual(self.mep.emulator.registry.subscriptions, {})
 
 
 class FaultTests(EmulatorTestCase):

@@ -27,7 +27,13 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from .auth import App, Lockout, TokenIssuer, verify_token_request
 from .faults import BadFault, Fault, FaultPlan
-from .registry import MGMT, SUPPORT, Registry
+from .registry import (
+    MGMT,
+    SUPPORT,
+    Registry,
+    TerminationLinks,
+    edgegallery_termination_links,
+)
 from .rules import UUID, Rejected
 
 MAX_BODY = 4096  # mepserver refuses larger request bodies
@@ -174,6 +180,9 @@ class MepEmulator:
     # Connections accepted per listener ("https" ones are TLS handshakes): what a client's
     # connection pooling saves shows here.
     connections: dict[str, int] = field(factory=dict)
+    # How a termination notification's _links look: mepserver's paths, unless a face
+    # (the ETSI one) builds its own absolute links.
+    termination_links: TerminationLinks = edgegallery_termination_links
 
     app = Klein()
 
@@ -539,6 +548,7 @@ class MepEmulator:
                     for s in self.registry.subscriptions.values()
                 ],
                 "ready": sorted(self.registry.ready),
+                "terminations": [t.view() for t in self.registry.terminations.values()],
                 "tokens_issued": self.tokens_issued,
                 "connections": dict(self.connections),
                 "token_lifetime": self.token_lifetime,
@@ -629,8 +639,26 @@ class MepEmulator:
 
     @app.route("/_emulator/terminate/<app_id>", methods=["POST"])
     def terminate(self, request: Request, app_id: str) -> bytes:
-        """Control API: start an app termination."""
-        return write_json(request, 200, {"notified": self.registry.terminate(app_id)})
+        """
+        Control API: start an app termination, C{{"operationAction", "maxGracefulTimeout"}}
+        (TERMINATING and 5 s by default; any values, to try the agent with bad ones).
+        """
+        try:
+            options = json.loads(read_body(request) or b"{}")
+        except ValueError:
+            options = None
+        if not isinstance(options, dict):
+            return write_json(request, 400, {"error": "the body must be a JSON object"})
+        timeout = options.get("maxGracefulTimeout", 5)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            return write_json(request, 400, {"error": "maxGracefulTimeout must be a number"})
+        termination = self.registry.terminate(
+            app_id,
+            options.get("operationAction", "TERMINATING"),
+            timeout,
+            self.termination_links,
+        )
+        return write_json(request, 200, termination.view())
 
 
 def _body_start(request: Request) -> bytes:

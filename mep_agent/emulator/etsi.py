@@ -93,6 +93,9 @@ class EtsiMep:
     clients: dict[str, OAuth2Client]
     check_tokens: bool = True  # AdvantEDGE checks none; a real platform would
     app: Klein = field(init=False)
+    # The platform's URL as its apps reach it (the last Mp1 request's): notifications, sent
+    # outside any request, build their links from it.
+    _mp1_base: str = field(init=False, default="https://127.0.0.1")
 
     def __attrs_post_init__(self) -> None:
         self.app = Klein()
@@ -118,11 +121,32 @@ class EtsiMep:
                 self.subscription,
             ),
             (f"{support}/applications/<app_id>/confirm_ready", ["POST"], self.confirm_ready),
+            (
+                f"{support}/applications/<app_id>/confirm_termination",
+                ["POST"],
+                self.confirm_termination,
+            ),
+            (
+                f"{support}/applications/<app_id>/subscriptions",
+                ["POST"],
+                self.termination_subscribe,
+            ),
+            (
+                f"{support}/applications/<app_id>/subscriptions",
+                ["GET"],
+                self.termination_subscriptions,
+            ),
+            (
+                f"{support}/applications/<app_id>/subscriptions/<sub_id>",
+                ["GET", "DELETE"],
+                self.termination_subscription,
+            ),
         ]
         for path, methods, handler in routes:
             self.app.route(path, methods=methods)(handler)
         handle_errors: Any = self.app.handle_errors  # Klein types handlers without self
         handle_errors(NotFound)(self._elsewhere)
+        self.core.termination_links = self._termination_links
 
     def resource(self) -> IResource:
         """The resource to serve (the control API under /_emulator comes from the core)."""
@@ -140,7 +164,17 @@ class EtsiMep:
 
     def _base(self, request: Request) -> str:
         host = (request.getHeader(b"host") or b"127.0.0.1").decode("latin-1")
-        return f"{'https' if request.isSecure() else 'http'}://{host}"
+        base = f"{'https' if request.isSecure() else 'http'}://{host}"
+        self._mp1_base = base
+        return base
+
+    def _termination_links(self, app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
+        """MEC 011 v2.2.1's AppTerminationNotification links: absolute {"href"}s."""
+        support = f"{self._mp1_base}{self.api_root}/mec_app_support/v1/applications/{app_id}"
+        return {
+            "subscription": {"href": f"{support}/subscriptions/{sub.subscription_id}"},
+            "confirmTermination": {"href": f"{support}/confirm_termination"},
+        }
 
     def _authorize(self, request: Request, app_id: str | None) -> None:
         if not self.check_tokens:
@@ -340,6 +374,76 @@ class EtsiMep:
         except Rejected as e:
             raise Problem(400, e.title, e.detail) from None
         return write_json(request, 204, None)
+
+    @fault_point("confirm_termination")
+    def confirm_termination(self, request: Request, app_id: str) -> bytes:
+        """POST AppTerminationConfirmation: 204; 409 when no termination is pending."""
+        self._authorize(request, app_id)
+        try:
+            self.core.registry.confirm_termination(app_id, read_body(request))
+        except Rejected as e:
+            status = 409 if e.code == 18 else 400
+            raise Problem(status, e.title, e.detail) from None
+        return write_json(request, 204, None)
+
+    @fault_point("subscribe")
+    def termination_subscribe(self, request: Request, app_id: str) -> bytes:
+        """POST an AppTerminationNotificationSubscription: 201 with absolute links."""
+        self._authorize(request, app_id)
+        try:
+            record = self.core.registry.subscribe(app_id, self._json(request), termination=True)
+        except Rejected as e:
+            raise Problem(400, e.title, e.detail) from None
+        url = self._termination_url(request, record)
+        request.setHeader(b"Location", url.encode())
+        return write_json(
+            request,
+            201,
+            dict(
+                record.body, subscriptionId=record.subscription_id, _links={"self": {"href": url}}
+            ),
+        )
+
+    @fault_point("subscribe")
+    def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
+        """GET the app's termination subscriptions: a SubscriptionLinkList (none: empty)."""
+        self._authorize(request, app_id)
+        records = self.core.registry.app_subscriptions(app_id, termination=True)
+        base = f"{self._base(request)}{self.api_root}/mec_app_support/v1"
+        return write_json(
+            request,
+            200,
+            {
+                "_links": {
+                    "self": {"href": f"{base}/applications/{app_id}/subscriptions"},
+                    "subscriptions": [
+                        {
+                            "href": self._termination_url(request, r),
+                            "subscriptionType": "AppTerminationNotificationSubscription",
+                        }
+                        for r in records
+                    ],
+                }
+            },
+        )
+
+    @fault_point(lambda request: "unsubscribe" if request.method == b"DELETE" else "subscribe")
+    def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
+        """GET or DELETE one termination subscription."""
+        self._authorize(request, app_id)
+        try:
+            if request.method == b"DELETE":
+                self.core.registry.unsubscribe(app_id, sub_id, termination=True)
+                return write_json(request, 204, None)
+            record = self.core.registry.subscription(app_id, sub_id, termination=True)
+        except Rejected:
+            raise Problem(404, "Not Found", "no such subscription") from None
+        url = self._termination_url(request, record)
+        return write_json(request, 200, dict(record.body, _links={"self": {"href": url}}))
+
+    def _termination_url(self, request: Request, record: SubscriptionRecord) -> str:
+        app = f"{self._base(request)}{self.api_root}/mec_app_support/v1/applications"
+        return f"{app}/{record.app_instance_id}/subscriptions/{record.subscription_id}"
 
 
 def _problem(status: int, title: str, detail: str) -> dict[str, Any]:

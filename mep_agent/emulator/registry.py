@@ -113,6 +113,48 @@ class SubscriptionRecord:
         )
 
 
+#: The _links of an AppTerminationNotification for one termination subscription.
+TerminationLinks = Callable[[str, "SubscriptionRecord"], dict[str, Any]]
+TERMINATION_ACTIONS = ("STOPPING", "TERMINATING")
+
+
+def edgegallery_termination_links(app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
+    """mepserver's links: plain paths (MEP-PROTOCOL 2.7), not {"href": ...} objects."""
+    return {
+        "subscription": f"/mep{sub.href}",
+        "confirmTermination": f"{SUPPORT}/applications/{app_id}/confirm_termination",
+    }
+
+
+@define
+class Termination:
+    """An app termination under way or over: what was asked, and what the app confirmed."""
+
+    app_instance_id: str
+    action: str
+    notified_at: float
+    deadline: float
+    notified: int  # termination subscribers told
+    confirmed_at: float | None = None
+    confirmed_action: str | None = None
+    ended_at: float | None = None  # the app's services and subscriptions deleted
+    timer: Any = field(default=None, repr=False)
+
+    def view(self) -> dict[str, Any]:
+        """What the control API shows."""
+        return {
+            "appInstanceId": self.app_instance_id,
+            "operationAction": self.action,
+            "notifiedAt": self.notified_at,
+            "deadline": self.deadline,
+            "notified": self.notified,
+            "confirmed": self.confirmed_at is not None,
+            "confirmedAt": self.confirmed_at,
+            "confirmedAction": self.confirmed_action,
+            "endedAt": self.ended_at,
+        }
+
+
 @define
 class Registry:
     """mepserver's registry: services, liveness, subscriptions, notifications."""
@@ -124,7 +166,7 @@ class Registry:
     known_names: set[str] = field(factory=set)  # service-center keeps names after DELETE
     subscriptions: dict[str, SubscriptionRecord] = field(factory=dict)
     ready: set[str] = field(factory=set)
-    terminating: set[str] = field(factory=set)
+    terminations: dict[str, Termination] = field(factory=dict)  # by app instance id
 
     # -- services ------------------------------------------------------------------------
 
@@ -327,41 +369,70 @@ class Registry:
             raise rules.type_error("indication")
         self.ready.add(app_id)
 
-    def terminate(self, app_id: str) -> int:
-        """Start an app termination: notify its termination subscribers."""
-        self.terminating.add(app_id)
-        sent = 0
-        for sub in self.app_subscriptions(app_id, termination=True):
+    def terminate(
+        self,
+        app_id: str,
+        action: str = "TERMINATING",
+        max_graceful_timeout: float = 5,
+        links: TerminationLinks = edgegallery_termination_links,
+    ) -> Termination:
+        """
+        Start an app termination as mepserver does: notify the app's termination
+        subscribers, wait C{max_graceful_timeout} seconds for confirm_termination, then
+        delete the app's services and subscriptions either way (at once when confirmed).
+        """
+        previous = self.terminations.get(app_id)
+        if previous is not None and previous.timer is not None and previous.timer.active():
+            previous.timer.cancel()
+        now = self.clock.seconds()
+        subscribers = self.app_subscriptions(app_id, termination=True)
+        termination = Termination(
+            app_id, action, now, now + max_graceful_timeout, len(subscribers)
+        )
+        self.terminations[app_id] = termination
+        for sub in subscribers:
             self.notify(
                 Notification(
                     sub.body["callbackReference"],
                     {
                         "notificationType": "AppTerminationNotification",
-                        "operationAction": "TERMINATING",
-                        "maxGracefulTimeout": 5,
-                        "_links": {
-                            "subscription": sub.href,
-                            "confirmTermination": (
-                                f"{SUPPORT}/applications/{app_id}/confirm_termination"
-                            ),
-                        },
+                        "operationAction": action,
+                        "maxGracefulTimeout": max_graceful_timeout,
+                        "_links": links(app_id, sub),
                     },
                 )
             )
-            sent += 1
-        return sent
+        termination.timer = self.clock.callLater(
+            max_graceful_timeout, self._end_termination, termination
+        )
+        return termination
 
     def confirm_termination(self, app_id: str, raw: bytes) -> None:
-        """Record the app's termination confirmation."""
-        if app_id not in self.terminating:
+        """Record the app's confirmation; the platform's clean-up follows at once."""
+        termination = self.terminations.get(app_id)
+        if termination is None or termination.ended_at is not None:
             raise Rejected(18, "Conflict", "no termination is going on")
         try:
             body = json.loads(raw)
         except ValueError:
             raise rules.type_error("body") from None
-        if not isinstance(body, dict) or body.get("operationAction") != "TERMINATING":
+        if not isinstance(body, dict) or body.get("operationAction") != termination.action:
             raise rules.invalid("operationAction")
-        self.terminating.discard(app_id)
+        termination.confirmed_at = self.clock.seconds()
+        termination.confirmed_action = termination.action
+        if termination.timer is not None and termination.timer.active():
+            termination.timer.cancel()
+        self._end_termination(termination)
+
+    def _end_termination(self, termination: Termination) -> None:
+        """Delete the app's services (notifying REMOVED) and subscriptions, and READY."""
+        app_id = termination.app_instance_id
+        termination.ended_at = self.clock.seconds()
+        for record in [s for s in self.services.values() if s.app_instance_id == app_id]:
+            self.deregister(app_id, record.ser_instance_id)
+        for sub in [s for s in self.subscriptions.values() if s.app_instance_id == app_id]:
+            del self.subscriptions[sub.subscription_id]
+        self.ready.discard(app_id)
 
     def restart(self) -> None:
         """Forget every registration and subscription, as a MEP that lost its data."""
@@ -369,7 +440,10 @@ class Registry:
         self.known_names.clear()
         self.subscriptions.clear()
         self.ready.clear()
-        self.terminating.clear()
+        for termination in self.terminations.values():
+            if termination.timer is not None and termination.timer.active():
+                termination.timer.cancel()
+        self.terminations.clear()
 
     def _changed(self, record: ServiceRecord, change: str) -> None:
         for sub in list(self.subscriptions.values()):
