@@ -30,7 +30,8 @@ from .registration import Registrar
 from .reload import ConfigReloader
 from .secret import Secret
 from .site import serve
-from .subscriptions import Subscriber
+from .subscriptions import Subscriber, termination_body
+from .termination import Terminator
 from .token import TokenKeeper
 
 #: Seconds an application request may wait beyond --request-timeout.
@@ -130,16 +131,22 @@ def build(
         explain=policy.explain if policy is not None else None,
     )
     tokens = TokenKeeper(token_source(cfg, mep), reactor)
+    callback = callback_url(cfg.notify_url, notify_secret.reveal())
     subscriber = Subscriber(
         mep,
         tokens,
         reactor,
         cfg.app.subscriptions,
-        callback_url=callback_url(cfg.notify_url, notify_secret.reveal()),
+        callback_url=callback,
         notify_secret=notify_secret.reveal(),
         request_timeout=cfg.request_timeout,
         shutdown_timeout=cfg.shutdown_timeout,
         delete_on_stop=cfg.enable_wait,
+        termination_body=termination_body(
+            callback, cfg.api_root, cfg.credentials.app_instance_id.reveal()
+        )
+        if cfg.handles_termination and callback
+        else None,
     )
     registrar = Registrar(
         mep,
@@ -172,11 +179,26 @@ def build(
         cfg.reload_interval,
         cfg.app_instance_info_digest,
     )
-    metrics.register(AgentCollector(reactor, tokens, registrar, discovery, reloader))
+    forward = None
+    if cfg.app_notify_url:
+        # Imported only when forwarding is on: treq is needed for nothing else.
+        from treq.client import HTTPClient
+
+        from .forward import NotificationForwarder
+
+        forward = NotificationForwarder(
+            HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
+        )
+    terminator = None
+    if cfg.handles_termination:
+        terminator = Terminator(
+            mep, tokens, reactor, registrar, subscriber, forward, cfg.termination_wait_app
+        )
+    metrics.register(AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator))
 
     root = AgentService(pool)
     root.add_stage(tokens, discovery)
-    root.add_stage(registrar, subscriber, reloader)
+    root.add_stage(registrar, subscriber, reloader, *([terminator] if terminator else []))
     root.reloader = reloader
     root.registrar = registrar
 
@@ -193,19 +215,9 @@ def build(
         root.listeners.append(made)
         return made
 
-    api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect)
+    api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect, terminator)
     front: list[IService] = [listener(api.resource(), cfg.listen, "--listen"), ParkedQueries(api)]
     if cfg.ops_listen:
-        forward = None
-        if cfg.app_notify_url:
-            # Imported only when forwarding is on: treq is needed for nothing else.
-            from treq.client import HTTPClient
-
-            from .forward import NotificationForwarder
-
-            forward = NotificationForwarder(
-                HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
-            )
         ops = OpsAPI(
             reactor,
             tokens,
@@ -216,6 +228,7 @@ def build(
             notify_secret,
             reloader,
             forward,
+            terminator,
         )
         front.append(listener(ops.resource(), cfg.ops_listen, "--ops-listen"))
     if not cfg.enable_wait:

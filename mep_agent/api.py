@@ -4,6 +4,9 @@ The API for the co-located application (the original's paths and shapes):
   GET /mep-agent/v1/token              the current MEP token, expires_in = seconds left
   GET /mep-agent/v1/endpoint/{serName} transportInfo.endpoint of the first ACTIVE instance
                                        (?all=true: every instance)
+  GET /mep-agent/v1/termination        whether the platform announced a termination
+                                       (?wait=30s: block until it does or the wait ends)
+  POST /mep-agent/v1/termination/ack   the application is ready to go (termination.py)
 
 Every answer is JSON. Status mapping (the original answered 400 for all discovery failures):
 token not yet obtained 412, no valid token (expired or refused, and renewing fails) 503,
@@ -44,6 +47,7 @@ from .jsonweb import (
 )
 from .mep import ServiceInstance, Token
 from .secret import Secret
+from .termination import Terminator
 from .token import TokenKeeper
 from .waiting import when_gone
 
@@ -198,8 +202,10 @@ class AgentAPI:
         clock: IReactorTime,
         api_token: Secret | None = None,
         dialect: Dialect = EDGEGALLERY,
+        terminator: Terminator | None = None,
     ) -> None:
         self._dialect = dialect
+        self._terminator = terminator
         self._tokens = tokens
         self._discovery = discovery
         self._clock = clock
@@ -320,6 +326,33 @@ class AgentAPI:
         token = self._tokens.require()  # 412 or 503 when there is none
         json_headers(request, 200)
         return self._encoded(token)
+
+    def _termination(self) -> Terminator:
+        if self._terminator is None:
+            raise ApiProblem(
+                404, "termination notices are not handled (--termination off or no --notify-url)"
+            )
+        return self._terminator
+
+    @app.route("/mep-agent/v1/termination", methods=["GET"])
+    async def termination(self, request: IRequest) -> bytes:
+        """Whether a termination was announced; ?wait= blocks until one is (or it ends)."""
+        self._authorize(request)
+        terminator = self._termination()
+        wait = query_value(request, "wait")
+        if wait is not None and terminator.notice is None and not self.stopping:
+            await terminator.wait(parse_wait(wait))
+        json_headers(request, 200)
+        return json.dumps(terminator.view()).encode()
+
+    @app.route("/mep-agent/v1/termination/ack", methods=["POST"])
+    def termination_ack(self, request: IRequest) -> bytes:
+        """The application acknowledges the termination (204), or none is under way (409)."""
+        self._authorize(request)
+        if not self._termination().acknowledge():
+            raise ApiProblem(409, "no termination is under way")
+        request.setResponseCode(204)
+        return b""
 
     @app.route("/mep-agent/v1/endpoint/<name:ser_name>", methods=["GET"])
     async def endpoint(self, request: IRequest, ser_name: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import AgentConfig
-from .subscriptions import effective_body
+from .subscriptions import effective_body, termination_body
 
 #: Stands for the per-process secret the agent appends to --notify-url.
 SECRET_PLACEHOLDER = "{secret}"
@@ -35,6 +35,15 @@ def report(cfg: AgentConfig) -> dict[str, Any]:
             )
         else:
             subscriptions.append({"method": "POST", "path": subscriptions_path, "body": body})
+    if cfg.handles_termination and callback is not None:
+        support = f"{cfg.api_root}/mec_app_support/v1/applications/{{APPINSTID}}/subscriptions"
+        subscriptions.append(
+            {
+                "method": "POST",
+                "path": support,
+                "body": termination_body(callback, cfg.api_root, "{APPINSTID}"),
+            }
+        )
     return {
         "config": cfg.summary(),
         "registrations": [

@@ -96,6 +96,8 @@ class AgentConfig:
     log_format: str = "text"
     reload_interval: float = 10.0
     app_notify_url: str | None = None
+    termination: str = "auto"
+    termination_wait_app: bool = False
     max_connections: int = 1024
     max_connections_per_peer: int = 256
     header_timeout: float = 5.0
@@ -114,6 +116,11 @@ class AgentConfig:
     def base_url(self) -> str:
         """The MEP's scheme, host and port."""
         return f"{self.protocol}://{self.host_header}"
+
+    @property
+    def handles_termination(self) -> bool:
+        """Whether the agent subscribes to termination notices (it needs a route for them)."""
+        return self.termination == "auto" and bool(self.notify_url) and self.enable_wait
 
     def summary(self) -> dict[str, Any]:
         """Everything an operator may see (no secrets), for --check and the start-up log."""
@@ -141,6 +148,8 @@ class AgentConfig:
             "heartbeat_method": self.heartbeat_method,
             "confirm_ready": self.confirm_ready,
             "notify_url": self.notify_url,
+            "termination": self.handles_termination,
+            "termination_wait_app": self.termination_wait_app,
             "discovery_ttl": self.discovery_ttl,
             "discovery_stale": self.discovery_stale,
             "shutdown_timeout": self.shutdown_timeout,
@@ -536,6 +545,8 @@ def load(
         log_format=_choice(r, "log_format", ("text", "json")),
         reload_interval=seconds("reload_interval", 0, 86400),
         app_notify_url=_url(r, "app_notify_url"),
+        termination=_choice(r, "termination", ("auto", "off")),
+        termination_wait_app=_boolean(r, "termination_wait_app"),
         max_connections=_integer(r, "max_connections", 1, 1_000_000),
         max_connections_per_peer=_integer(r, "max_connections_per_peer", 1, 1_000_000),
         header_timeout=seconds("header_timeout", 0.5, 300),

@@ -29,6 +29,7 @@ from .secret import Secret, redact
 MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
 MIN_LIFETIME = 1  # expires_in is clamped into [MIN_LIFETIME, MAX_LIFETIME] seconds
 MAX_LIFETIME = 24 * 3600
+MAX_LISTED = 100  # links read from a MEP's subscription list (it holds at most 50)
 _MAX_DETAIL = 400
 
 #: Told (operation, HTTP status or None, seconds) after every exchange: metrics.
@@ -506,12 +507,15 @@ class MepClient:
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    async def subscribe(self, token: Token, body: dict[str, Any]) -> Subscription:
-        """POST an availability subscription; its id and link."""
+    async def subscribe(
+        self, token: Token, body: dict[str, Any], termination: bool = False
+    ) -> Subscription:
+        """POST an availability (or, C{termination}, app termination) subscription."""
+        root = self._support if termination else self._mgmt
         response, answer, _ = await self._call(
             "subscribe",
             "POST",
-            f"{self._mgmt}/applications/{self._app}/subscriptions",
+            f"{root}/applications/{self._app}/subscriptions",
             (201,),
             {},
             body,
@@ -554,7 +558,73 @@ class MepClient:
             )
         await self._call("unsubscribe", "DELETE", subscription.url, (204, 200), {}, token=token)
 
+    async def termination_subscriptions(self, token: Token) -> list[Subscription]:
+        """
+        The app's termination subscriptions (GET …/mec_app_support/v1/applications/{id}/
+        subscriptions: a link list; EdgeGallery answers 404 when there is none), each with
+        its link resolved; links to another origin are left out.
+        """
+        try:
+            _, answer, _ = await self._call(
+                "subscription",
+                "GET",
+                f"{self._support}/applications/{self._app}/subscriptions",
+                (200,),
+                {},
+                token=token,
+            )
+        except MepError as e:
+            if e.status == 404:
+                return []
+            raise
+        links_ = answer.get("_links") if isinstance(answer, dict) else None
+        listed = links_.get("subscriptions") if isinstance(links_, dict) else None
+        found = []
+        for item in listed[:MAX_LISTED] if isinstance(listed, list) else []:
+            href = item.get("href") if isinstance(item, dict) else None
+            if not isinstance(href, str) or not href:
+                continue
+            try:
+                url = self._link(href)
+            except ValueError:  # ForeignLink too: never sent the token
+                continue
+            found.append(Subscription(href.rstrip("/").rsplit("/", 1)[-1], url))
+        return found
+
+    async def subscription_callback(self, token: Token, subscription: Subscription) -> str | None:
+        """The callbackReference of a subscription (None: not usable or not a string)."""
+        if subscription.url is None:
+            return None
+        _, answer, _ = await self._call(
+            "subscription", "GET", subscription.url, (200,), {}, token=token
+        )
+        callback = answer.get("callbackReference") if isinstance(answer, dict) else None
+        return callback if isinstance(callback, str) else None
+
+    def resolve(self, href: str) -> str:
+        """A link from the MEP as an absolute URL on its origin; ValueError when not."""
+        return self._link(href)
+
+    def confirm_termination_url(self) -> str:
+        """Where confirm_termination goes when a notification gives no usable link."""
+        return self._link(f"{self._support}/applications/{self._app}/confirm_termination")
+
     # -- app support -----------------------------------------------------------------------
+
+    async def confirm_termination(
+        self, token: Token, url: str, action: str, timeout: float | None = None
+    ) -> None:
+        """POST AppTerminationConfirmation {"operationAction": action} on C{url}."""
+        await self._call(
+            "confirm_termination",
+            "POST",
+            url,
+            (204, 200),
+            {},
+            {"operationAction": action},
+            timeout,
+            token=token,
+        )
 
     async def confirm_ready(self, token: Token) -> None:
         """POST confirm_ready {"indication": "READY"}."""

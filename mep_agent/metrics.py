@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .discovery import DiscoveryCache
     from .registration import Registrar
     from .reload import ConfigReloader
+    from .termination import Terminator
     from .token import TokenKeeper
 
 _STATUSES = {
@@ -81,8 +82,10 @@ class AgentCollector(Collector):
         registrar: Registrar,
         discovery: DiscoveryCache,
         reloader: ConfigReloader | None = None,
+        terminator: Terminator | None = None,
     ) -> None:
         self._reloader = reloader
+        self._terminator = terminator
         self._clock = clock
         self._tokens = tokens
         self._registrar = registrar
@@ -185,3 +188,22 @@ class AgentCollector(Collector):
                 "0 while the file on disk is refused (the running configuration is older).",
                 value=0.0 if self._reloader.last_error else 1.0,
             )
+        if self._terminator is not None:
+            yield from self._termination()
+
+    def _termination(self) -> Iterator[Metric]:
+        assert self._terminator is not None
+        notice = self._terminator.notice
+        terminating = GaugeMetricFamily(
+            "mep_agent_terminating",
+            "1 once the platform announced a termination, by its operationAction and phase.",
+            labels=["operation_action", "phase"],
+        )
+        if notice is not None:
+            terminating.add_metric([notice.action, notice.phase.value], 1.0)
+        yield terminating
+        yield GaugeMetricFamily(
+            "mep_agent_termination_deadline_seconds",
+            "When the platform stops waiting for confirm_termination (Unix time; 0: none).",
+            value=notice.deadline if notice is not None else 0.0,
+        )

@@ -38,6 +38,8 @@ from .registration import Registrar
 from .reload import ConfigReloader
 from .secret import Secret
 from .subscriptions import Subscriber, SubscriptionStatus
+from .termination import NOTIFICATION_TYPE as TERMINATION_NOTICE
+from .termination import Terminator
 from .token import TokenKeeper
 
 NOTIFICATIONS = "/mep-agent/v1/notifications"
@@ -77,6 +79,7 @@ class OpsAPI:
         notify_secret: Secret,
         reloader: ConfigReloader | None = None,
         forward: Callable[[dict[str, Any]], None] | None = None,
+        terminator: Terminator | None = None,
     ) -> None:
         self._clock = clock
         self._tokens = tokens
@@ -87,6 +90,7 @@ class OpsAPI:
         self._notify_secret = notify_secret
         self._reloader = reloader
         self._forward = forward
+        self._terminator = terminator
         self._started = False  # start-up completed once (a latch)
 
     def resource(self) -> IResource:
@@ -117,7 +121,7 @@ class OpsAPI:
                 check["waitingForToken"] = True
             checks[f"service:{name}"] = check
         for subscription in self._subscriber.states:
-            checks[f"subscription:{subscription.index}"] = {
+            checks[f"subscription:{subscription.label}"] = {
                 "ok": subscription.status is SubscriptionStatus.ACTIVE,
                 "status": subscription.status.value,
             }
@@ -147,8 +151,12 @@ class OpsAPI:
     @app.route("/healthz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:
         """Start-up first; then 200 while there is a valid token (MEP trouble is info)."""
+        if self._terminator is not None and self._terminator.notice is not None:
+            body: dict[str, Any] = {"status": "not ready", "reason": "terminating"}
+            body["termination"] = self._terminator.view()
+            return respond(request, 503, body)
         if not self.started():
-            body: dict[str, Any] = {"status": "not ready", "reason": "starting"}
+            body = {"status": "not ready", "reason": "starting"}
             body["checks"] = self._startup_checks()
             return respond(request, 503, body)
         ready = self._tokens.current() is not None
@@ -216,6 +224,7 @@ class OpsAPI:
                 "subscriptions": [
                     {
                         "index": s.index,
+                        "kind": "termination" if s.termination else "availability",
                         "status": s.status.value,
                         "subscriptionId": s.subscription.subscription_id
                         if s.subscription
@@ -225,13 +234,17 @@ class OpsAPI:
                     for s in self._subscriber.states
                 ],
                 "ready_confirmed": self._registrar.ready_confirmed,
+                "termination": self._terminator.view() if self._terminator else None,
                 "now": self._clock.seconds(),
             },
         )
 
     @app.route(f"{NOTIFICATIONS}/<secret>", methods=["POST"])
     def notification(self, request: IRequest, secret: str) -> bytes:
-        """An availability notification from the MEP: drop the names it changes."""
+        """
+        A notification from the MEP: an availability one drops the names it changes; an
+        app termination notice starts the agent's leaving (termination.py).
+        """
         expected = self._notify_secret.reveal().encode()
         if not hmac.compare_digest(secret.encode("utf-8", "replace"), expected):
             raise NoSuchResource()
@@ -239,8 +252,17 @@ class OpsAPI:
             body = read_json(request)
         except ValueError as e:
             raise BadNotification(f"not a JSON notification: {e}") from None
-        if not isinstance(body, dict) or body.get("notificationType") not in NOTIFICATION_TYPES:
-            raise BadNotification("expected a SerAvailabilityNotification")
+        kind = body.get("notificationType") if isinstance(body, dict) else None
+        if kind == TERMINATION_NOTICE and isinstance(body, dict):
+            if self._terminator is None:
+                raise BadNotification("termination notices are not handled (--termination off)")
+            self._terminator.notified(body)
+            request.setResponseCode(204)
+            return b""
+        if not isinstance(body, dict) or kind not in NOTIFICATION_TYPES:
+            raise BadNotification(
+                "expected a SerAvailabilityNotification or an AppTerminationNotification"
+            )
         references = body.get("serviceReferences")
         if not isinstance(references, list):
             raise BadNotification("serviceReferences must be a list")

@@ -14,7 +14,13 @@ from functools import partial
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredSemaphore,
+    ensureDeferred,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -126,6 +132,7 @@ class Registrar(Service):
         self.states = {spec.name: ServiceState(spec) for spec in specs}
         self._registering = DeferredSemaphore(REGISTRATION_CONCURRENCY)
         self.ready_confirmed = False
+        self.withdrawn = False  # the platform is terminating the app: nothing is wanted
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -150,8 +157,10 @@ class Registrar(Service):
         services, deregister the removed ones, update the changed ones (PUT, keeping the
         serInstanceId) and leave the unchanged ones alone. Returns the names by change.
         """
-        wanted = {spec.name: spec for spec in specs}
         changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        if self.withdrawn:
+            return changes  # the app is being terminated: no file brings services back
+        wanted = {spec.name: spec for spec in specs}
         for name in [n for n in self.states if n not in wanted]:
             gone = self.states.pop(name)
             self._stop_service_task(name)
@@ -185,6 +194,21 @@ class Registrar(Service):
             await self._deregister(state)
         except (MepError, TokenUnavailable):
             pass  # logged by _deregister
+
+    async def withdraw(self) -> None:
+        """
+        The platform is terminating the app: heartbeats stop, every registration is
+        deleted, and from now on nothing is wanted — none is registered again, whatever
+        the MEP answers or a reloaded file says, and a stop finds nothing to delete.
+        """
+        self.withdrawn = True
+        for task in self._tasks:
+            task.cancel()
+        self._tasks, self._service_tasks = [], {}
+        states, self.states = list(self.states.values()), {}
+        await gatherResults(
+            [ensureDeferred(self._deregister_quietly(s)) for s in states if s.registration]
+        )
 
     def stopService(self) -> Deferred[list[bool]]:
         """Stop heartbeats, then DELETE every registration in parallel within the bound."""

@@ -245,6 +245,21 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP's JSON as is; 3 attempts, never holding up the agent). Unset: not forwarded.",
     ),
     Setting(
+        "termination",
+        "MEP_AGENT_TERMINATION",
+        "auto",
+        "'auto': with --notify-url, subscribe to the platform's app termination notices and "
+        "leave when one comes (not ready, services deregistered, the application told, "
+        "confirm_termination within maxGracefulTimeout); 'off': do not subscribe.",
+    ),
+    Setting(
+        "termination_wait_app",
+        "MEP_AGENT_TERMINATION_WAIT_APP",
+        "false",
+        "'true': on a termination notice, wait (within maxGracefulTimeout) for the "
+        "application's POST /mep-agent/v1/termination/ack before confirming.",
+    ),
+    Setting(
         "discovery_ttl",
         "MEP_AGENT_DISCOVERY_TTL",
         "30",

@@ -1,6 +1,10 @@
 """
 Subscriber: creates the availability subscriptions of app_instance_info.yaml (the
-original parsed and dropped them), re-creates any the MEP lost, deletes them on stop.
+original parsed and dropped them), and the app termination subscription that lets the
+platform announce a termination (termination.py), re-creates any the MEP lost, deletes them
+on stop. Termination subscriptions that an earlier process of this agent left behind
+(their callback is this agent's notification route with another secret) are deleted
+before the new one is created.
 
 The callback each subscription sends is the agent's own notification URL (--notify-url
 plus a per-process secret path segment) when one is configured, so that the agent learns
@@ -16,7 +20,7 @@ from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -52,6 +56,17 @@ def effective_body(
     return body
 
 
+def termination_body(callback_url: str, api_root: str, app_instance_id: str) -> dict[str, Any]:
+    """The AppTerminationNotificationSubscription the agent keeps (MEC 011 requires _links)."""
+    collection = f"{api_root}/mec_app_support/v1/applications/{app_instance_id}/subscriptions"
+    return {
+        "subscriptionType": "AppTerminationNotificationSubscription",
+        "callbackReference": callback_url,
+        "_links": {"self": {"href": collection}},
+        "appInstanceId": app_instance_id,
+    }
+
+
 class SubscriptionStatus(enum.Enum):
     """Where one subscription stands with the MEP."""
 
@@ -65,12 +80,18 @@ class SubscriptionStatus(enum.Enum):
 class SubscriptionState:
     """What the agent knows about one subscription."""
 
-    index: int
+    index: int  # its place in the YAML list; -1 for the termination subscription
     body: dict[str, Any]
     subscription: Subscription | None = None
     status: SubscriptionStatus = SubscriptionStatus.PENDING
     creations: int = 0
     last_error: str | None = None
+    termination: bool = False  # an AppTerminationNotificationSubscription
+
+    @property
+    def label(self) -> str:
+        """How logs and checks name it."""
+        return "termination" if self.termination else str(self.index)
 
 
 class Subscriber(Service):
@@ -92,11 +113,14 @@ class Subscriber(Service):
         verify_interval: float = VERIFY_INTERVAL,
         delete_on_stop: bool = True,
         delays: Delays = backoff,
+        termination_body: dict[str, Any] | None = None,
     ) -> None:
         """
         @param callback_url: the agent's notification URL (with its secret), or None.
         @param notify_secret: appended to a YAML callback naming the agent's own route.
         @param delete_on_stop: False in one-shot mode.
+        @param termination_body: the AppTerminationNotificationSubscription to keep, if any
+            (its callbackReference is C{callback_url}).
         """
         self._mep = mep
         self._tokens = tokens
@@ -115,6 +139,9 @@ class Subscriber(Service):
         self.states: list[SubscriptionState] = [
             SubscriptionState(index, body) for index, body in self._bodies(specs)
         ]
+        if termination_body is not None:
+            self.states.append(SubscriptionState(-1, termination_body, termination=True))
+        self.withdrawn = False  # the platform is terminating the app: nothing is wanted
 
     def _bodies(self, specs: tuple[SubscriptionSpec, ...]) -> list[tuple[int, dict[str, Any]]]:
         bodies = []
@@ -136,11 +163,15 @@ class Subscriber(Service):
         Make the MEP hold C{specs} (a reloaded file): create the new subscriptions,
         delete the removed ones, keep the unchanged ones. Returns the counts by change.
         """
+        if self.withdrawn:
+            return {"added": 0, "removed": 0, "kept": 0}  # no file brings them back
         wanted = self._bodies(specs)
-        kept: list[SubscriptionState] = []
+        kept: list[SubscriptionState] = [s for s in self.states if s.termination]
         unmatched = list(wanted)
         removed = 0
         for state in self.states:
+            if state.termination:
+                continue  # not the file's: it stays as long as the agent runs
             match = next((w for w in unmatched if w[1] == state.body), None)
             if match is not None:
                 unmatched.remove(match)
@@ -162,7 +193,7 @@ class Subscriber(Service):
         return {"added": len(added), "removed": removed, "kept": len(kept)}
 
     def _start_creating(self, state: SubscriptionState) -> None:
-        task = supervise(self._clock, f"subscription {state.index}", partial(self._create, state))
+        task = supervise(self._clock, f"subscription {state.label}", partial(self._create, state))
         self._creations[id(state)] = task
         self._tasks.append(task)
 
@@ -200,12 +231,33 @@ class Subscriber(Service):
         """The MEP may have lost data (a heartbeat got 404): verify at once."""
         self._alarm.wake()
 
+    async def withdraw(self, termination_too: bool = True) -> None:
+        """
+        The platform is terminating the app: stop keeping any subscription (the platform
+        deletes them; none is created again) and delete them, a 404 being what was
+        wanted; the termination subscription too unless C{termination_too} is False (it
+        goes once the termination is confirmed). Once everything is withdrawn the
+        Subscriber holds nothing, so a stop deletes nothing.
+        """
+        self.withdrawn = True
+        for task in self._tasks:
+            task.cancel()
+        self._tasks, self._creations = [], {}
+        going = [s for s in self.states if termination_too or not s.termination]
+        self.states = [s for s in self.states if s not in going]
+        await gatherResults(
+            [ensureDeferred(self._delete_quietly(s)) for s in going if s.subscription]
+        )
+
     async def _create(self, state: SubscriptionState) -> bool:
         delays = self._delays()
+        if state.termination and state.creations == 0:
+            await self._delete_orphans(state)
         while True:
             try:
                 subscription = await self._tokens.with_token(
-                    lambda token: self._mep.subscribe(token, state.body), self._request_timeout
+                    lambda token: self._mep.subscribe(token, state.body, state.termination),
+                    self._request_timeout,
                 )
                 break
             except TokenUnavailable as e:
@@ -218,7 +270,7 @@ class Subscriber(Service):
                 state.last_error = str(e)
                 self.log.warn(
                     "subscription {index} failed ({error}); retrying in {delay:.1f}s",
-                    index=state.index,
+                    index=state.label,
                     error=str(e),
                     delay=delay,
                     event="subscription.failed",
@@ -233,17 +285,54 @@ class Subscriber(Service):
             self.log.warn(
                 "subscription {index}: the MEP's link {link} leads to another host than the "
                 "MEP; it is not followed (the subscription cannot be checked or deleted)",
-                index=state.index,
+                index=state.label,
                 link=subscription.refused_link,
                 event="subscription.link_refused",
             )
         self.log.info(
             "subscription {index} created ({subscription_id})",
-            index=state.index,
+            index=state.label,
             subscription_id=subscription.subscription_id,
             event="subscription.created",
         )
         return True
+
+    async def _delete_orphans(self, state: SubscriptionState) -> None:
+        """
+        Delete the termination subscriptions an earlier process of this agent left (a
+        crash, a kill): their callback is this agent's route with another secret, so their
+        notifications would reach nobody. Best effort: a failure is logged and creation
+        goes on.
+        """
+        callback = state.body.get("callbackReference")
+        if not isinstance(callback, str) or "/" not in callback:
+            return
+        route = callback.rsplit("/", 1)[0] + "/"
+        try:
+            listed = await self._tokens.with_token(
+                self._mep.termination_subscriptions, self._request_timeout
+            )
+            for found in listed:
+                theirs = await self._tokens.with_token(
+                    partial(self._mep.subscription_callback, subscription=found),
+                    self._request_timeout,
+                )
+                if theirs is not None and theirs.startswith(route) and theirs != callback:
+                    await self._tokens.with_token(
+                        partial(self._mep.unsubscribe, subscription=found),
+                        self._request_timeout,
+                    )
+                    self.log.info(
+                        "deleted termination subscription {subscription_id} of an earlier run",
+                        subscription_id=found.subscription_id,
+                        event="subscription.orphan_deleted",
+                    )
+        except (MepError, TokenUnavailable) as e:
+            self.log.info(
+                "could not look for earlier termination subscriptions: {error}",
+                error=e.reason if isinstance(e, TokenUnavailable) else str(e),
+                event="subscription.orphans_unchecked",
+            )
 
     async def _verify_all(self) -> bool:
         await self._alarm.sleep(self._verify_interval)
@@ -263,7 +352,7 @@ class Subscriber(Service):
         except (MepError, TokenUnavailable) as e:
             self.log.info(
                 "could not verify subscription {index}: {error}",
-                index=state.index,
+                index=state.label,
                 error=e.reason if isinstance(e, TokenUnavailable) else str(e),
                 event="subscription.verify_failed",
             )
@@ -271,7 +360,7 @@ class Subscriber(Service):
         if not exists:
             self.log.warn(
                 "the MEP lost subscription {index}; creating it again",
-                index=state.index,
+                index=state.label,
                 event="subscription.lost",
             )
             state.subscription = None
@@ -297,13 +386,13 @@ class Subscriber(Service):
         state.subscription = None
         state.status = SubscriptionStatus.DELETED
         self.log.info(
-            "subscription {index} deleted", index=state.index, event="subscription.deleted"
+            "subscription {index} deleted", index=state.label, event="subscription.deleted"
         )
 
     def _delete_failed(self, state: SubscriptionState, error: str, status: int | None) -> None:
         self.log.warn(
             "deleting subscription {index} failed: {error}",
-            index=state.index,
+            index=state.label,
             error=error,
             event="subscription.delete_failed",
             status=status,
