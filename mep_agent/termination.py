@@ -48,6 +48,7 @@ from .token import TokenKeeper
 NOTIFICATION_TYPE = "AppTerminationNotification"
 ACTIONS = ("STOPPING", "TERMINATING")
 DEFAULT_GRACEFUL_TIMEOUT = 5.0  # what EdgeGallery's mepserver gives, when a notice says none
+MIN_GRACEFUL_TIMEOUT = 1.0  # a negative or zero value is clamped to this: confirm at once
 MAX_GRACEFUL_TIMEOUT = 600.0  # an absurd value is clamped to this
 CONFIRM_MARGIN = 1.0  # confirm at the latest this long (or a fifth of it) before the deadline
 RETRY_GAP = 0.5  # between attempts at confirm_termination after a transient failure
@@ -112,10 +113,10 @@ class Notice:
 
 
 def graceful_timeout(value: Any) -> float:
-    """maxGracefulTimeout clamped to 0 … MAX (missing or not a number: mepserver's 5 s)."""
+    """maxGracefulTimeout clamped to MIN … MAX (missing or not a number: mepserver's 5 s)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return DEFAULT_GRACEFUL_TIMEOUT
-    return float(min(max(value, 0), MAX_GRACEFUL_TIMEOUT))
+    return float(min(max(value, MIN_GRACEFUL_TIMEOUT), MAX_GRACEFUL_TIMEOUT))
 
 
 def link_href(links: Any, name: str) -> str | None:

@@ -18,7 +18,8 @@ from mep_agent.model import ServiceSpec, SubscriptionSpec
 from mep_agent.registration import Registrar
 from mep_agent.retry import backoff
 from mep_agent.secret import Secret
-from mep_agent.subscriptions import Subscriber
+from mep_agent.subscriptions import Subscriber, termination_body
+from mep_agent.termination import Terminator
 from mep_agent.token import TokenKeeper
 
 from .emulator_client import service
@@ -84,6 +85,9 @@ class AgentTestCase(SynchronousTestCase):
         client_options: dict[str, Any] | None = None,
         client_credentials: Credentials | None = None,
         oauth2: bool = False,
+        termination: bool = False,
+        wait_app: bool = False,
+        forward: Any = None,
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
@@ -103,6 +107,7 @@ class AgentTestCase(SynchronousTestCase):
             self.clock,
             delays=exact_backoff,
         )
+        api_root = (client_options or {}).get("api_root", "/mep")
         self.subscriber = Subscriber(
             self.client,
             self.tokens,
@@ -110,6 +115,9 @@ class AgentTestCase(SynchronousTestCase):
             subscriptions,
             callback_url=notify_url,
             delays=exact_backoff,
+            termination_body=termination_body(notify_url, api_root, DEV_APP.app_instance_id)
+            if termination and notify_url
+            else None,
         )
         self.registrar = Registrar(
             self.client,
@@ -120,9 +128,24 @@ class AgentTestCase(SynchronousTestCase):
             on_data_loss=self.subscriber.check_now,
             **registrar_options,
         )
+        self.terminator = (
+            Terminator(
+                self.client,
+                self.tokens,
+                self.clock,
+                self.registrar,
+                self.subscriber,
+                forward,
+                wait_app,
+            )
+            if termination
+            else None
+        )
 
     def start(self) -> None:
         parts: tuple[Service, ...] = (self.tokens, self.registrar, self.subscriber)
+        if self.terminator is not None:
+            parts += (self.terminator,)
         for part in parts:
             part.startService()
             self.addCleanup(stop_if_running, part)
@@ -192,7 +215,9 @@ class ApiTestCase(AgentTestCase):
             return await source(name)
 
         self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale, deadline=11)
-        self.agent_api = AgentAPI(self.tokens, self.discovery, self.clock, api_token)
+        self.agent_api = AgentAPI(
+            self.tokens, self.discovery, self.clock, api_token, terminator=self.terminator
+        )
         self.front: Any = self.agent_api.resource()
         self.api: Any = StubTreq(self.front)
         self.wire_ops()
@@ -208,7 +233,9 @@ class ApiTestCase(AgentTestCase):
         self.metrics = CollectorRegistry()
         self.client._observe = MepObserver(self.metrics)
         self.metrics.register(
-            AgentCollector(self.clock, self.tokens, self.registrar, self.discovery, reloader)
+            AgentCollector(
+                self.clock, self.tokens, self.registrar, self.discovery, reloader, self.terminator
+            )
         )
         self.ops_resource: Any = OpsAPI(
             self.clock,
@@ -219,6 +246,7 @@ class ApiTestCase(AgentTestCase):
             self.metrics,
             NOTIFY_SECRET,
             reloader,
+            terminator=self.terminator,
         ).resource()
         self.ops: Any = StubTreq(self.ops_resource)
 

@@ -110,7 +110,9 @@ class EtsiTestCase(ApiTestCase):
         self.discovery = DiscoveryCache(source, self.clock, 30, 300, deadline=11)
         self.metrics = CollectorRegistry()
         self.api = StubTreq(
-            AgentAPI(self.tokens, self.discovery, self.clock, None, ETSI).resource()
+            AgentAPI(
+                self.tokens, self.discovery, self.clock, None, ETSI, self.terminator
+            ).resource()
         )
 
     def sent(self, kind: str) -> list[Any]:
