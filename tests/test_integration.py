@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from typing import Any
 
 import yaml
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from mep_agent.emulator import certs
 
@@ -111,6 +115,75 @@ class EmulatorProcesses(TestCase):
         code, body = await get_json(f"{self.control}/state")
         return body if code == 200 else {}
 
+    async def check_termination(self, action: str) -> None:
+        """
+        The platform terminates the app (issue 20): ready turns 503, the services go, the
+        application is told (forwarded and readable), the MEP receives the confirmation
+        within maxGracefulTimeout, nothing comes back, and a SIGTERM deletes nothing more.
+        """
+        told: list[bytes] = []
+        application = reactor.listenTCP(0, Site(_Recorder(told)), interface="127.0.0.1")
+        self.addCleanup(application.stopListening)
+        ops = _free_port()
+        await self.start_emulator()
+        agent = await self.start_agent(
+            MEP_AGENT_OPS_LISTEN=f"tcp:{ops}:interface=127.0.0.1",
+            MEP_AGENT_NOTIFY_URL=f"http://127.0.0.1:{ops}/mep-agent/v1/notifications",
+            MEP_AGENT_APP_NOTIFY_URL=f"http://127.0.0.1:{application.getHost().port}/notify",
+        )
+
+        async def subscribed() -> bool:
+            state = await self.state()
+            kinds = {s["subscriptionType"] for s in state["subscriptions"]}
+            return (
+                len(state["services"]) == 3 and "AppTerminationNotificationSubscription" in kinds
+            )
+
+        await eventually(subscribed)
+        app_id = self.agent_env()["APPINSTID"]
+        self.assertEqual(
+            await post_json(
+                f"{self.control}/terminate/{app_id}",
+                {"operationAction": action, "maxGracefulTimeout": 5},
+            ),
+            200,
+        )
+
+        async def confirmed() -> dict[str, Any] | None:
+            state = await self.state()
+            (termination,) = state["terminations"]
+            return termination if termination["confirmed"] else None
+
+        termination = await eventually(confirmed, timeout=10)
+        self.assertLessEqual(termination["confirmedAt"], termination["deadline"])
+        self.assertEqual(termination["confirmedAction"], action)
+        code, ready = await get_json(f"http://127.0.0.1:{ops}/readyz")
+        self.assertEqual((code, ready["reason"]), (503, "terminating"))
+        state = await self.state()
+        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+        code, view = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/termination")
+        self.assertEqual(
+            (code, view["operationAction"], view["phase"]), (200, action, "confirmed")
+        )
+
+        def notices() -> list[dict[str, Any]]:
+            bodies = [json.loads(body) for body in told]
+            return [b for b in bodies if b["notificationType"] == "AppTerminationNotification"]
+
+        await eventually(lambda: succeed(notices()))
+        self.assertEqual(notices()[0]["operationAction"], action)
+        requests = len(state["requests"])
+        await deferLater(reactor, 3, lambda: None)  # heartbeats were due every 2 s
+        later = (await self.state())["requests"][requests:]
+        self.assertEqual([r["kind"] for r in later if r["kind"] != "unsubscribe"], [])
+        self.assertEqual(await agent.stop(), 0)
+        after_stop = (await self.state())["requests"]
+        self.assertEqual(
+            [r["kind"] for r in after_stop[requests:] if r["kind"] in ("deregister", "register")],
+            [],
+        )
+        self.assertNotIn("Traceback", agent.output.decode("utf-8", "replace"))
+
     async def services(self) -> dict[str, dict[str, Any]]:
         return {s["serName"]: s for s in (await self.state())["services"]}
 
@@ -172,6 +245,10 @@ class AgentAgainstEmulator(EmulatorProcesses):
         self.assertNotIn("Traceback", output)
         self.assertIn("signal 15; stopping", output)
         self.assertNotIn("#error]", output, "a normal stop is not an error")
+
+    async def test_termination(self) -> None:
+        """A termination over TLS (EdgeGallery): not ready, services gone, confirmed in time."""
+        await self.check_termination("TERMINATING")
 
     async def test_sighup_reloads(self) -> None:
         """SIGHUP applies a changed app_instance_info.yaml: delta only, no restart (#11)."""
@@ -433,6 +510,10 @@ class EtsiAgentAgainstEmulator(EmulatorProcesses):
         env.update(extra)
         return env
 
+    async def test_termination(self) -> None:
+        """A termination over TLS (ETSI, STOPPING): absolute links, confirmed in time."""
+        await self.check_termination("STOPPING")
+
     async def test_lifecycle(self) -> None:
         """OAuth2 token, PATCH beats, rnis.v2 discovered, SIGTERM deletes everything."""
         await self.start_emulator()
@@ -458,3 +539,26 @@ class EtsiAgentAgainstEmulator(EmulatorProcesses):
         output = agent.output.decode("utf-8", "replace")
         self.assertNotIn("dev-client-secret", output)
         self.assertNotIn("Traceback", output)
+
+
+class _Recorder(Resource):
+    """The application's notification endpoint: keeps every body POSTed to it."""
+
+    isLeaf = True
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        super().__init__()
+        self.bodies = bodies
+
+    def render_POST(self, request: Any) -> bytes:  # noqa: N802 (twisted.web's name)
+        self.bodies.append(request.content.read())
+        request.setResponseCode(204)
+        return b""
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 now (the agent's notification URL must name it up front)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
