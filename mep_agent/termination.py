@@ -4,7 +4,7 @@ platform announce that it stops or terminates the app (an AppTerminationNotifica
 app's AppTerminationNotificationSubscription, with C{operationAction} STOPPING or
 TERMINATING and C{maxGracefulTimeout}) and then waits that long for confirm_termination
 before it deletes the app's services and subscriptions either way (EdgeGallery's mepserver
-waits about 5 s; docs/protocol.md, "App termination").
+waits about 5 s; docs/protocol.md, "App termination" has the facts).
 
 On a notice the agent:
 
