@@ -304,3 +304,19 @@ class EtsiTerminationTests(TerminationHarness, EtsiTestCase):
         self.assertEqual(self.registry.services, {})
         self.advance(300, step=5)
         self.assertEqual(self.registry.services, {}, "nothing registered again")
+
+
+class TerminationSpecTests(TerminationHarness, EtsiTestCase):
+    def test_bodies_match_the_specs(self) -> None:
+        """The termination subscription and the confirmation validate against MEC 011."""
+        from .test_etsi import SUPPORT_V211, validate
+
+        self.build((etsi_spec("rnis.v2"),), notify_url=CALLBACK, termination=True)
+        self.start()
+        self.deliver(self.terminate(maxGracefulTimeout=5))
+        self.settle()
+        (subscription,) = self.sent("subscribe")
+        (confirmation,) = self.sent("confirm_termination")
+        for spec_file in (SUPPORT_V211, "advantedge_app-support_swagger_v2.2.1.yaml"):
+            validate(spec_file, "AppTerminationNotificationSubscription", subscription)
+            validate(spec_file, "AppTerminationConfirmation", confirmation)
