@@ -159,6 +159,18 @@ class ServiceNotFound(ApiProblem):
             super().__init__(404, "no ACTIVE instance of the service", serName=name, states=states)
 
 
+class NoEndpoint(ApiProblem):
+    """
+    ACTIVE instances exist, but the MEP says of none where to reach it (a transportId it
+    cannot resolve, or a transport it dropped): never a 200 with an empty endpoint.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            502, "the MEP gives no endpoint for any ACTIVE instance of the service", serName=name
+        )
+
+
 class AnyName(PathConverter):
     """werkzeug's path converter, also matching control characters (answered 400)."""
 
@@ -267,6 +279,8 @@ class AgentAPI:
                 raise ServiceNotFound(name)
             if not every and not any(i.state == "ACTIVE" for i in instances):
                 raise ServiceNotFound(name, sorted({str(i.state) for i in instances}))
+            if not every and not any(i.state == "ACTIVE" and i.has_endpoint for i in instances):
+                raise NoEndpoint(name)
         json_headers(request, 200)
         request.setHeader(b"Age", b"%d" % lookup.age)
         request.setHeader(b"X-Cache", _CACHE_HEADER[lookup.source])
@@ -276,7 +290,7 @@ class AgentAPI:
         if every:
             body = json.dumps([i.summary() for i in instances]).encode()
         else:
-            active = next(i for i in instances if i.state == "ACTIVE")
+            active = next(i for i in instances if i.state == "ACTIVE" and i.has_endpoint)
             body = json.dumps(active.endpoint).encode()
         self._endpoint_bodies[key] = (instances, body)
         self._endpoint_bodies.move_to_end(key)

@@ -91,6 +91,14 @@ class ServiceInstance:
     endpoint: dict[str, Any]  # transportInfo.endpoint as registered ({} when absent)
     transport_id: str | None = None  # a service that gives only transportId
 
+    @property
+    def has_endpoint(self) -> bool:
+        """
+        Whether the instance says where to reach it: a platform that stored a transportId
+        only, or lost the transport it named, answers with no endpoint at all.
+        """
+        return any(self.endpoint.get(key) for key in ("uris", "addresses", "alternative"))
+
     def summary(self) -> dict[str, Any]:
         """The JSON the application API shows for C{?all=true}."""
         return {

@@ -353,6 +353,26 @@ class DiscoveryTests(EtsiTestCase):
         transports = [r for r in self.emulator.requests if r.path.endswith("/transports")]
         self.assertEqual(len(transports), 1)
 
+    def test_instance_without_endpoint_is_never_a_200(self) -> None:
+        """A transportId the MEP no longer knows, or no transport at all: 502, never {}."""
+        self.build()
+        self.start()
+        dropped = {"serInstanceId": "a", "serName": "radio", "state": "ACTIVE", "transportId": "x"}
+        bare = {"serInstanceId": "b", "serName": "radio", "state": "ACTIVE"}
+        for instances in ([dropped], [bare], [dropped, bare]):
+            self.discovery.invalidate()
+            self.fault(kind="discovery", status=200, body=instances)
+            code, body, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/radio")
+            self.assertEqual(code, 502, instances)
+            self.assertIn("no endpoint", body["error"])
+            listed, every, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/radio?all=true")
+            self.assertEqual((listed, len(every)), (200, len(instances)))
+        usable = dict(bare, serInstanceId="c", transportInfo={"endpoint": {"uris": ["http://c/"]}})
+        self.discovery.invalidate()
+        self.fault(kind="discovery", status=200, body=[dropped, usable])
+        code, endpoint, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/radio")
+        self.assertEqual((code, endpoint), (200, {"uris": ["http://c/"]}))
+
     def test_problem_details_404_is_not_found(self) -> None:
         """A MEP that answers 404 ProblemDetails for a name: the app gets 404."""
         self.build()
