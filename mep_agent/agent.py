@@ -129,6 +129,7 @@ def build(
         links_under_root=cfg.dialect.links_under_root,
         heartbeat_method=cfg.heartbeat_method,
         explain=policy.explain if policy is not None else None,
+        public_origins=frozenset(cfg.mep_public_origins),
     )
     tokens = TokenKeeper(token_source(cfg, mep), reactor)
     callback = callback_url(cfg.notify_url, notify_secret.reveal())

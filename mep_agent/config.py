@@ -17,7 +17,7 @@ from typing import Any
 
 from attrs import frozen
 
-from . import model, tls
+from . import links, model, tls
 from .dialect import DIALECTS, EDGEGALLERY, Dialect
 from .errors import ConfigError
 from .secret import Secret
@@ -96,6 +96,7 @@ class AgentConfig:
     log_format: str = "text"
     reload_interval: float = 10.0
     app_notify_url: str | None = None
+    mep_public_origins: tuple[links.Origin, ...] = ()
     termination: str = "auto"
     termination_wait_app: bool = False
     max_connections: int = 1024
@@ -148,6 +149,9 @@ class AgentConfig:
             "heartbeat_method": self.heartbeat_method,
             "confirm_ready": self.confirm_ready,
             "notify_url": self.notify_url,
+            "mep_public_origins": [
+                f"{scheme}://{host}:{port}" for scheme, host, port in self.mep_public_origins
+            ],
             "termination": self.handles_termination,
             "termination_wait_app": self.termination_wait_app,
             "discovery_ttl": self.discovery_ttl,
@@ -304,6 +308,19 @@ def _choice(resolver: _Resolver, key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(where, f"{value[:20]!r} must be one of {', '.join(choices)}")
     return value
+
+
+def _public_origins(resolver: _Resolver) -> tuple[links.Origin, ...]:
+    text, where = resolver.get("mep_public_url")
+    found = []
+    for url in (text or "").split(","):
+        if not url.strip():
+            continue
+        try:
+            found.append(links.public_origin(url))
+        except ValueError as e:
+            raise ConfigError(where, f"{url.strip()[:60]!r} {e}") from None
+    return tuple(found)
 
 
 def _integer(resolver: _Resolver, key: str, minimum: int, maximum: int) -> int:
@@ -545,6 +562,7 @@ def load(
         log_format=_choice(r, "log_format", ("text", "json")),
         reload_interval=seconds("reload_interval", 0, 86400),
         app_notify_url=_url(r, "app_notify_url"),
+        mep_public_origins=_public_origins(r),
         termination=_choice(r, "termination", ("auto", "off")),
         termination_wait_app=_boolean(r, "termination_wait_app"),
         max_connections=_integer(r, "max_connections", 1, 1_000_000),

@@ -174,9 +174,12 @@ class MepClient:
         links_under_root: bool = True,
         heartbeat_method: str = "auto",
         explain: Callable[[str], str | None] | None = None,
+        public_origins: frozenset[links.Origin] = frozenset(),
     ) -> None:
         """
         @param explain: turns a failure's text into advice (TLS: which setting to check).
+        @param public_origins: the MEP's public origins (--mep-public-url): links to them
+            are followed on C{base_url} (L{links.resolve}).
         @param api_root: the path before mec_service_mgmt/v1 and mec_app_support/v1.
         @param links_under_root: EdgeGallery's links omit the API root (L{links.resolve}).
         @param heartbeat_method: 'auto' (the method that goes with the link) or one forced.
@@ -186,6 +189,7 @@ class MepClient:
         self._mgmt = f"{api_root}/mec_service_mgmt/v1"
         self._support = f"{api_root}/mec_app_support/v1"
         self._links_under_root = links_under_root
+        self._public_origins = public_origins
         self._heartbeat_method = heartbeat_method
         self._patch_type = "application/json"
         self._explain = explain or (lambda text: None)
@@ -290,7 +294,9 @@ class MepClient:
 
     def _link(self, href: str) -> str:
         """A link from the MEP as an absolute URL; ForeignLink/ValueError when unusable."""
-        return links.resolve(self._base, self._root, href, self._links_under_root)
+        return links.resolve(
+            self._base, self._root, href, self._links_under_root, self._public_origins
+        )
 
     # -- mepauth ---------------------------------------------------------------------------
 

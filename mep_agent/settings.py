@@ -72,6 +72,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Path before mec_service_mgmt/v1 and mec_app_support/v1 on the MEP ('' for none).",
     ),
     Setting(
+        "mep_public_url",
+        "MEP_AGENT_MEP_PUBLIC_URL",
+        None,
+        "The MEP's public origin(s), comma-separated (e.g. https://mep.example.com): a "
+        "platform that builds its links from its public URL names them there; such links "
+        "are followed on MEP_IP:MEP_APIGW_PORT with the same TLS checks. Links to any other "
+        "origin are never followed.",
+    ),
+    Setting(
         "auth",
         "MEP_AGENT_AUTH",
         None,

@@ -403,3 +403,35 @@ class DialectTests(SynchronousTestCase):
         text = data_text("../../conf/app_instance_info.yaml")
         for etsi in (False, True):
             self.assertEqual(len(model.parse_app_instance_info("f", text, etsi).services), 2)
+
+
+class NewSettingsTests(SynchronousTestCase):
+    def test_mep_public_url(self) -> None:
+        """MEP_AGENT_MEP_PUBLIC_URL: origins, comma-separated; a path is one clear error."""
+        cfg = load(env=seed_environ(MEP_AGENT_MEP_PUBLIC_URL="https://a.example, http://b:8080"))
+        self.assertEqual(
+            cfg.mep_public_origins, (("https", "a.example", 443), ("http", "b", 8080))
+        )
+        self.assertEqual(
+            cfg.summary()["mep_public_origins"], ["https://a.example:443", "http://b:8080"]
+        )
+        error = self.assertRaises(
+            ConfigError, load, env=seed_environ(MEP_AGENT_MEP_PUBLIC_URL="https://a/mep")
+        )
+        self.assertEqual(error.where, "MEP_AGENT_MEP_PUBLIC_URL")
+        self.assertIn("without a path", error.problem)
+
+    def test_termination_settings(self) -> None:
+        """--termination auto|off and --termination-wait-app; auto needs --notify-url."""
+        cfg = load()
+        self.assertEqual((cfg.termination, cfg.termination_wait_app), ("auto", False))
+        self.assertFalse(cfg.handles_termination)  # nowhere to be told without --notify-url
+        notify = "http://10.0.0.1:9090/mep-agent/v1/notifications"
+        cfg = load(env=seed_environ(MEP_AGENT_NOTIFY_URL=notify))
+        self.assertTrue(cfg.handles_termination)
+        cfg = load(env=seed_environ(MEP_AGENT_NOTIFY_URL=notify, MEP_AGENT_TERMINATION="off"))
+        self.assertFalse(cfg.handles_termination)
+        error = self.assertRaises(
+            ConfigError, load, env=seed_environ(MEP_AGENT_TERMINATION="sometimes")
+        )
+        self.assertEqual(error.where, "MEP_AGENT_TERMINATION")

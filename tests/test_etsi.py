@@ -80,6 +80,7 @@ class EtsiTestCase(ApiTestCase):
         services: tuple[ServiceSpec, ...] = (),
         subscriptions: tuple[SubscriptionSpec, ...] = (),
         notify_url: str | None = None,
+        public_origins: frozenset[Any] = frozenset(),
         **registrar_options: Any,
     ) -> None:
         credentials = Credentials(
@@ -92,7 +93,11 @@ class EtsiTestCase(ApiTestCase):
             services,
             subscriptions=subscriptions,
             notify_url=notify_url,
-            client_options={"api_root": ROOT, "links_under_root": ETSI.links_under_root},
+            client_options={
+                "api_root": ROOT,
+                "links_under_root": ETSI.links_under_root,
+                "public_origins": public_origins,
+            },
             client_credentials=credentials,
             oauth2=True,
             **{"liveness_grace": ETSI.liveness_grace, **registrar_options},
@@ -295,6 +300,84 @@ class ForeignLinkTests(EtsiTestCase):
         self.assertEqual(len([e for e in events if e.get("event") == "service.link_refused"]), 1)
         self.advance(200)
         self.assertEqual(self.requests("heartbeat"), [])
+
+
+class PublicOriginLinkTests(SynchronousTestCase):
+    def test_public_origin_resolved_to_the_dialed_one(self) -> None:
+        """A link to a configured public origin is followed on the MEP's own origin."""
+        public = frozenset({links.public_origin("https://mep.example.com")})
+        resolved = links.resolve(
+            "https://10.0.0.5:8443",
+            "/mep",
+            "https://mep.example.com:443/mep/x?a=1#f",
+            False,
+            public,
+        )
+        self.assertEqual(resolved, "https://10.0.0.5:8443/mep/x?a=1")
+        for other in (
+            "https://mep.example.com:8443/x",
+            "http://mep.example.com/x",
+            "https://evil/x",
+        ):
+            self.assertRaises(
+                links.ForeignLink, links.resolve, "https://10.0.0.5:8443", "", other, False, public
+            )
+
+    def test_public_url_must_be_an_origin(self) -> None:
+        """--mep-public-url takes origins only: no path, no credentials, http(s) only."""
+        self.assertEqual(
+            links.public_origin("HTTPS://Mep.Example.com/"), ("https", "mep.example.com", 443)
+        )
+        for bad in ("ftp://x", "https://x/mep", "https://u:p@x", "x", "https://"):
+            self.assertRaises(ValueError, links.public_origin, bad)
+
+
+class PublicOriginTests(EtsiTestCase):
+    """A platform that builds every link from its public URL (AdvantEDGE's MEEP_HOST_URL)."""
+
+    PUBLIC = "https://mep.public.example:9443"
+
+    def setUp(self) -> None:
+        self.mep = InMemoryMep.create(dialect="etsi", api_root=ROOT, public_url=self.PUBLIC)
+        self.clock = self.mep.clock
+        self.emulator = self.mep.emulator
+        self.registry = self.emulator.registry
+
+    def start_with(self, public_origins: frozenset[Any]) -> None:
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+                "callbackReference": "http://127.0.0.1:9090/cb",
+            },
+        )
+        self.build(
+            (etsi_spec("rnis.v2"),), subscriptions=(subscription,), public_origins=public_origins
+        )
+        self.start()
+
+    def test_without_the_setting_its_links_are_refused(self) -> None:
+        """As before: links to the public origin are not followed (no beats, no delete)."""
+        self.start_with(frozenset())
+        self.assertTrue(self.registration("rnis.v2").refused_link)
+        self.advance(ETSI_BEAT + 1)
+        self.assertEqual(self.requests("heartbeat"), [])
+        self.subscriber.stopService()
+        self.settle()
+        self.assertEqual(self.requests("unsubscribe"), [], "the subscription leaks")
+
+    def test_public_origin_followed_on_the_dialed_address(self) -> None:
+        """--mep-public-url: beats and the subscription's delete go to the dialed MEP."""
+        self.start_with(frozenset({links.public_origin(self.PUBLIC)}))
+        registration = self.registration("rnis.v2")
+        self.assertIsNone(registration.refused_link)
+        self.assertTrue(str(registration.liveness_path).startswith(f"{BASE}{ROOT}/"))
+        self.advance(ETSI_BEAT + 1)
+        self.assertEqual(self.requests("heartbeat"), [204])
+        self.subscriber.stopService()
+        self.settle()
+        self.assertEqual(self.requests("unsubscribe"), [204])
+        self.assertEqual(self.registry.subscriptions, {})
 
 
 class SubscriptionTests(EtsiTestCase):

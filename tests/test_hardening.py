@@ -217,10 +217,13 @@ class Finding5BoundedBodyTests(HardeningTestCase):
         """A MEP that compresses anyway is understood (within the limit)."""
         self.build((spec("httpbin"),))
         self.start()
-        answer = [{"serInstanceId": "1", "state": "ACTIVE", "transportInfo": {"endpoint": {}}}]
+        endpoint = {"uris": ["http://httpbin.local/"]}
+        answer = [
+            {"serInstanceId": "1", "state": "ACTIVE", "transportInfo": {"endpoint": endpoint}}
+        ]
         self.fault(kind="discovery", status=200, raw=json.dumps(answer), gzip=True)
         code, body, _ = self.get_json(self.api, f"{ENDPOINT}/httpbin")
-        self.assertEqual((code, body), (200, {}))
+        self.assertEqual((code, body), (200, endpoint))
 
 
 class CacheBoundsTests(SynchronousTestCase):

@@ -92,6 +92,9 @@ class EtsiMep:
     api_root: str
     clients: dict[str, OAuth2Client]
     check_tokens: bool = True  # AdvantEDGE checks none; a real platform would
+    # The platform's public URL: every link is built from it (AdvantEDGE's MEEP_HOST_URL),
+    # however the app reached it. None: from the request's own Host.
+    public_url: str | None = None
     app: Klein = field(init=False)
     # The platform's URL as its apps reach it (the last Mp1 request's): notifications, sent
     # outside any request, build their links from it.
@@ -164,7 +167,7 @@ class EtsiMep:
 
     def _base(self, request: Request) -> str:
         host = (request.getHeader(b"host") or b"127.0.0.1").decode("latin-1")
-        base = f"{'https' if request.isSecure() else 'http'}://{host}"
+        base = self.public_url or f"{'https' if request.isSecure() else 'http'}://{host}"
         self._mp1_base = base
         return base
 

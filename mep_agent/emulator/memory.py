@@ -41,6 +41,7 @@ class InMemoryMep:
         callback_http: Any = None,
         dialect: str = "edgegallery",
         api_root: str = "/mep",
+        public_url: str | None = None,
     ) -> InMemoryMep:
         """
         A fresh emulator; C{callback_http} delivers its notifications (None: recorded).
@@ -64,7 +65,7 @@ class InMemoryMep:
         resource = emulator.resource()
         if dialect == "etsi":
             client = OAuth2Client(DEV_CLIENT_ID, DEV_CLIENT_SECRET, DEV_APP.app_instance_id)
-            etsi = EtsiMep(emulator, api_root, {client.client_id: client})
+            etsi = EtsiMep(emulator, api_root, {client.client_id: client}, public_url=public_url)
             resource = etsi.resource()
         return cls(
             clock,

@@ -70,6 +70,13 @@ class Options(OneLineOptions):
             "OAuth2 token endpoint, confirm_ready first, absolute links, PATCH liveness).",
         ],
         ["api-root", None, "/mep", "With --dialect etsi: the path before mec_service_mgmt/v1."],
+        [
+            "public-url",
+            None,
+            None,
+            "With --dialect etsi: build every link from this URL (a platform's public URL "
+            "that differs from the address the agent dials; then set MEP_AGENT_MEP_PUBLIC_URL).",
+        ],
         ["client-id", None, DEV_CLIENT_ID, "With --dialect etsi: the OAuth2 client id."],
         [
             "client-secret",
@@ -250,7 +257,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
     if options["dialect"] == "etsi":
         client = OAuth2Client(options["client-id"], options["client-secret"], app.app_instance_id)
         resource = EtsiMep(
-            emulator, options["api-root"].rstrip("/"), {client.client_id: client}
+            emulator,
+            options["api-root"].rstrip("/"),
+            {client.client_id: client},
+            public_url=(options["public-url"] or "").rstrip("/") or None,
         ).resource()
 
     def site(scheme: str) -> Site:
