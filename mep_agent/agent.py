@@ -148,6 +148,11 @@ def build(
         )
         if cfg.handles_termination and callback
         else None,
+        # READY is the registrar's state; the lambdas read it once it exists (just below).
+        when_ready=(lambda: registrar.when_ready())
+        if cfg.dialect.ready_first and cfg.confirm_ready
+        else None,
+        ready_lost=(lambda: registrar.ready_lost()) if cfg.confirm_ready else None,
     )
     registrar = Registrar(
         mep,
@@ -160,6 +165,7 @@ def build(
         deregister_on_stop=cfg.enable_wait,
         on_data_loss=subscriber.check_now,
         liveness_grace=cfg.dialect.liveness_grace,
+        ready_first=cfg.dialect.ready_first,
     )
     discovery = DiscoveryCache(
         MepDiscovery(tokens, mep, cfg.request_timeout, cfg.discovery_ttl, reactor),

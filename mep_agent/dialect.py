@@ -39,6 +39,9 @@ class Dialect:
     #: Seconds past its liveness interval before the MEP suspends a service: mepserver's
     #: rule, or none (MEC 011 names no grace, so none is assumed).
     liveness_grace: Callable[[int], float]
+    #: Whether confirm_ready must complete before any other Mp1 call: MEC 011 v2.2.1
+    #: platforms refuse every call before it; EdgeGallery's mepserver accepts it any time.
+    ready_first: bool = False
 
     def default_auth(self, token_url: str | None) -> str:
         """--auth when it is not given."""
@@ -66,5 +69,6 @@ ETSI = Dialect(
     discovery_name=_ETSI_NAME,
     discovery_name_rule="1 to 256 characters, no control characters",
     liveness_grace=no_grace,
+    ready_first=True,
 )
 DIALECTS = {d.name: d for d in (EDGEGALLERY, ETSI)}

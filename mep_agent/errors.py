@@ -36,7 +36,8 @@ class Verdict(enum.Enum):
     CREDENTIALS_REFUSED = "credentials_refused"
     #: mepauth locked the AK (403 "Access is locked."): wait the lock out.
     LOCKED = "locked"
-    #: A registration refused until the app confirmed READY (MEC 011 v2.2.1 platforms).
+    #: Refused because the app is not READY (MEC 011 v2.2.1 platforms refuse every Mp1
+    #: call until confirm_ready, and again after losing their state): confirm, then retry.
     NOT_READY = "not_ready"
     #: Any other 4xx: the request itself is refused; retry rarely.
     REFUSED = "refused"
@@ -67,8 +68,8 @@ def classify(operation: str, status: int | None, body: Any) -> Verdict:
         return Verdict.TOKEN_REFUSED
     if status == 403 and _is_gateway_body(body):
         return Verdict.TOKEN_REFUSED
-    if status == 403 and operation == "register" and _says_not_ready(body):
-        return Verdict.NOT_READY
+    if status == 403 and _says_not_ready(body):
+        return Verdict.NOT_READY  # on any Mp1 call: READY was lost (docs/protocol.md)
     if 400 <= status < 500:
         return Verdict.REFUSED
     return Verdict.UNEXPECTED

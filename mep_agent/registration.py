@@ -37,6 +37,8 @@ from .token import TokenKeeper
 # fixes the MEP side (quota, app configuration) without restarting the pod.
 REJECTED_RETRY = 300.0
 LOG_EVERY_N_FAILURES = 10
+# Least seconds between two confirm_ready after "not ready" answers (see ready_lost).
+READY_GAP = 5.0
 # Registrations in flight at once: what the MEP connection pool keeps, so fifty services at
 # start-up reuse a few TLS connections instead of opening fifty.
 REGISTRATION_CONCURRENCY = POOL_SIZE
@@ -106,8 +108,10 @@ class Registrar(Service):
         delays: Delays = backoff,
         on_data_loss: Callable[[], None] = lambda: None,
         liveness_grace: Callable[[int], float] = mepserver_grace,
+        ready_first: bool = False,
     ) -> None:
         """
+        @param ready_first: no registration before confirm_ready completed (the dialect's).
         @param deregister_on_stop: False in one-shot mode, where registrations outlive us.
         @param on_data_loss: called when the MEP lost a service (it may have lost more).
         @param liveness_grace: seconds past an interval before the MEP suspends a service.
@@ -122,6 +126,9 @@ class Registrar(Service):
         self._delays = delays
         self._on_data_loss = on_data_loss
         self._liveness_grace = liveness_grace
+        self._ready_first = ready_first and confirm_ready
+        self._ready_refused_at: float | None = None
+        self._ready_confirmed_at: float | None = None
         self._tasks: list[Deferred[None]] = []
         self._service_tasks: dict[str, Deferred[None]] = {}
         self._settled: bool | None = None
@@ -311,6 +318,8 @@ class Registrar(Service):
         spec = state.spec
         delays = self._delays()
         while True:
+            if self._ready_first:
+                await self.when_ready()
             await self._registering.acquire()
             sent = self._clock.seconds()
             try:
@@ -329,7 +338,7 @@ class Registrar(Service):
             except MepError as e:
                 if e.verdict is Verdict.NOT_READY and self._confirm_ready:
                     state.failed(e)
-                    await self._ready_again()  # confirm_ready once more, then at once again
+                    await self.ready_lost()  # confirm_ready once more, then at once again
                     continue
                 delay = next(delays) if e.transient else REJECTED_RETRY
                 self._registration_failed(state, e, delay)
@@ -417,6 +426,11 @@ class Registrar(Service):
                 wait = min(period, next(delays))
                 continue
             except MepError as e:
+                if e.verdict is Verdict.NOT_READY and self._confirm_ready:
+                    # READY was lost, not this beat: confirm, then beat again at once.
+                    await self.ready_lost()
+                    wait = 0.0
+                    continue
                 state.heartbeats_failed += 1
                 if e.status == 404:
                     self._lost(state, e)
@@ -570,16 +584,42 @@ class Registrar(Service):
             self._confirm_started_at = self._clock.seconds()
             self._tasks.append(supervise(self._clock, "confirm_ready", self._confirm))
 
-    async def _ready_again(self) -> None:
-        """A registration said "not ready": confirm READY (again) and wait for it."""
+    async def ready_lost(self) -> None:
+        """
+        A call was refused "not ready": READY is state the MEP lost. Confirm it again (one
+        confirm_ready for every caller that asks meanwhile) and wait for it; not sooner
+        than L{READY_GAP} after the last confirmation (a MEP that keeps saying "not ready"
+        costs a confirm_ready every few seconds, not a storm).
+        """
+        if self.ready_confirmed and self._ready_confirmed_at is not None:
+            await sleep(
+                self._clock,
+                max(0.0, self._ready_confirmed_at + READY_GAP - self._clock.seconds()),
+            )
         self.ready_confirmed = False
-        self._start_confirming()
+        await self.when_ready()
+
+    async def when_ready(self) -> None:
+        """Return once READY is confirmed (at once when it is, or when it is not wanted)."""
+        if not self._confirm_ready or self.ready_confirmed or not self.running:
+            return
         waiter: Deferred[None] = Deferred(self._ready_waiters.remove)
-        self._ready_waiters.append(waiter)
+        self._ready_waiters.append(waiter)  # before: the confirmation may come at once
+        self._start_confirming()
         await waiter
+
+    def _release_ready_waiters(self) -> None:
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     async def _confirm(self) -> bool:
         delays = self._delays()
+        if self._ready_refused_at is not None:  # refused for good lately: not at once again
+            await sleep(
+                self._clock,
+                max(0.0, self._ready_refused_at + REJECTED_RETRY - self._clock.seconds()),
+            )
         try:
             while True:
                 try:
@@ -596,15 +636,17 @@ class Registrar(Service):
                             event="app.ready_refused",
                             status=e.status,
                         )
+                        self._ready_refused_at = self._clock.seconds()
                         self._settle(False)
+                        self._release_ready_waiters()  # their calls fail and back off
                         return True
                     await sleep(self._clock, next(delays))
                     continue
                 self.ready_confirmed = True
+                self._ready_confirmed_at = self._clock.seconds()
+                self._ready_refused_at = None
                 self.log.info("confirmed READY to the MEP", event="app.ready_confirmed")
-                waiters, self._ready_waiters = self._ready_waiters, []
-                for waiter in waiters:
-                    waiter.callback(None)
+                self._release_ready_waiters()
                 self._check_settled()
                 return True
         finally:

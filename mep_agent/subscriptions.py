@@ -15,6 +15,7 @@ a URI is skipped with a warning.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -24,7 +25,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succ
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .errors import MepError, TokenUnavailable
+from .errors import MepError, TokenUnavailable, Verdict
 from .mep import MepClient, Subscription
 from .model import SubscriptionSpec
 from .retry import Alarm, Delays, backoff, sleep
@@ -114,6 +115,8 @@ class Subscriber(Service):
         delete_on_stop: bool = True,
         delays: Delays = backoff,
         termination_body: dict[str, Any] | None = None,
+        when_ready: Callable[[], Awaitable[None]] | None = None,
+        ready_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """
         @param callback_url: the agent's notification URL (with its secret), or None.
@@ -121,8 +124,14 @@ class Subscriber(Service):
         @param delete_on_stop: False in one-shot mode.
         @param termination_body: the AppTerminationNotificationSubscription to keep, if any
             (its callbackReference is C{callback_url}).
+        @param when_ready: awaited before every creation (platforms that refuse every call
+            before confirm_ready).
+        @param ready_lost: a call was refused "not ready": confirm READY again (once for
+            all callers) and return when it is; the call is then made again at once.
         """
         self._mep = mep
+        self._when_ready = when_ready
+        self._ready_lost = ready_lost
         self._tokens = tokens
         self._clock = clock
         self._request_timeout = request_timeout
@@ -254,6 +263,8 @@ class Subscriber(Service):
         if state.termination and state.creations == 0:
             await self._delete_orphans(state)
         while True:
+            if self._when_ready is not None:
+                await self._when_ready()
             try:
                 subscription = await self._tokens.with_token(
                     lambda token: self._mep.subscribe(token, state.body, state.termination),
@@ -265,6 +276,10 @@ class Subscriber(Service):
                 if not self._tokens.running:
                     await sleep(self._clock, next(delays))
             except MepError as e:
+                if e.verdict is Verdict.NOT_READY and self._ready_lost is not None:
+                    state.last_error = str(e)
+                    await self._ready_lost()  # READY was lost: confirm, then at once again
+                    continue
                 delay = next(delays) if e.transient else REFUSED_RETRY
                 state.status = SubscriptionStatus.FAILING
                 state.last_error = str(e)
@@ -340,7 +355,7 @@ class Subscriber(Service):
             await self._verify(state)
         return False
 
-    async def _verify(self, state: SubscriptionState) -> None:
+    async def _verify(self, state: SubscriptionState, again: bool = True) -> None:
         subscription = state.subscription
         if subscription is None:
             return  # still being created
@@ -349,13 +364,15 @@ class Subscriber(Service):
                 lambda token: self._mep.subscription_exists(token, subscription),
                 self._request_timeout,
             )
-        except (MepError, TokenUnavailable) as e:
-            self.log.info(
-                "could not verify subscription {index}: {error}",
-                index=state.label,
-                error=e.reason if isinstance(e, TokenUnavailable) else str(e),
-                event="subscription.verify_failed",
-            )
+        except MepError as e:
+            if e.verdict is Verdict.NOT_READY and self._ready_lost is not None and again:
+                await self._ready_lost()  # the platform lost its state: check again
+                await self._verify(state, again=False)
+                return
+            self._unverified(state, str(e))
+            return
+        except TokenUnavailable as e:
+            self._unverified(state, e.reason)
             return
         if not exists:
             self.log.warn(
@@ -366,6 +383,14 @@ class Subscriber(Service):
             state.subscription = None
             state.status = SubscriptionStatus.PENDING
             await self._create(state)
+
+    def _unverified(self, state: SubscriptionState, error: str) -> None:
+        self.log.info(
+            "could not verify subscription {index}: {error}",
+            index=state.label,
+            error=error,
+            event="subscription.verify_failed",
+        )
 
     async def _delete(self, state: SubscriptionState) -> None:
         subscription = state.subscription

@@ -118,6 +118,12 @@ class AgentTestCase(SynchronousTestCase):
             termination_body=termination_body(notify_url, api_root, DEV_APP.app_instance_id)
             if termination and notify_url
             else None,
+            when_ready=(lambda: self.registrar.when_ready())
+            if registrar_options.get("ready_first")
+            else None,
+            ready_lost=(lambda: self.registrar.ready_lost())
+            if registrar_options.get("confirm_ready", True)
+            else None,
         )
         self.registrar = Registrar(
             self.client,

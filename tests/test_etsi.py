@@ -100,7 +100,11 @@ class EtsiTestCase(ApiTestCase):
             },
             client_credentials=credentials,
             oauth2=True,
-            **{"liveness_grace": ETSI.liveness_grace, **registrar_options},
+            **{
+                "liveness_grace": ETSI.liveness_grace,
+                "ready_first": ETSI.ready_first,
+                **registrar_options,
+            },
         )
         self.rebuild_apis()
 
@@ -172,15 +176,91 @@ class StartupTests(EtsiTestCase):
         self.assertEqual(kinds, ["confirm_ready", "register", "register"])
         self.assertEqual(self.requests("register"), [201, 201])
 
-    def test_not_ready_then_confirm_ready(self) -> None:
-        """A 403 "not ready" sends confirm_ready again, then the registration at once."""
+    def test_nothing_before_confirm_ready_completes(self) -> None:
+        """confirm_ready failing: no registration or subscription goes out until it passes."""
         self.fault(kind="confirm_ready", status=503)
-        self.build((etsi_spec(),))
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+                "callbackReference": "http://127.0.0.1:9090/cb",
+            },
+        )
+        self.build((etsi_spec(),), subscriptions=(subscription,))
         self.start()
-        self.assertEqual(self.requests("register"), [403])
-        self.advance(1)  # confirm_ready's backoff: 1 s, then the registration
+        self.assertEqual((self.requests("register"), self.requests("subscribe")), ([], []))
+        self.advance(1)  # confirm_ready's backoff: 1 s, then everything else
         self.assertEqual(self.requests("confirm_ready"), [503, 204])
-        self.assertEqual(self.requests("register"), [403, 201])
+        self.assertEqual((self.requests("register"), self.requests("subscribe")), ([201], [201]))
+
+
+class ReadyLostTests(EtsiTestCase):
+    """READY is state the platform can lose (an empty store): a 403 "not ready" on any call."""
+
+    def test_not_ready_on_a_heartbeat_confirms_and_beats_at_once(self) -> None:
+        """One confirm_ready, then the beat again at once; not counted as a failed beat."""
+        self.build((etsi_spec("a"), etsi_spec("b")))
+        self.start()
+        self.registry.ready.clear()  # the platform forgot READY, kept the services
+        self.advance(ETSI_BEAT + ETSI_BEAT_EVERY)  # both services beat (they are staggered)
+        self.assertEqual(self.requests("confirm_ready"), [204, 204], "one for both services")
+        beats = self.requests("heartbeat")
+        self.assertEqual(beats[:2], [403, 204], "the beat again at once, answered")
+        self.assertEqual(set(beats[2:]), {204})
+        self.assertEqual([s.heartbeats_failed for s in self.registrar.states.values()], [0, 0])
+
+    def test_not_ready_on_a_subscription_is_not_a_300_s_wait(self) -> None:
+        """A subscription refused "not ready" is created right after confirm_ready."""
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+                "callbackReference": "http://127.0.0.1:9090/cb",
+            },
+        )
+        self.build((etsi_spec("a"),), subscriptions=(subscription,))
+        self.start()
+        self.registry.ready.clear()
+        self.registry.subscriptions.clear()
+        self.subscriber.check_now()
+        self.advance(301, step=10)
+        # the check: "not ready"; READY confirmed; checked again: gone; created at once
+        self.assertEqual(self.requests("subscribe")[1:], [403, 404, 201])
+        created = [r for r in self.emulator.requests if r.kind == "subscribe"]
+        ready = [r for r in self.emulator.requests if r.kind == "confirm_ready"]
+        self.assertEqual(len(ready), 2)
+        self.assertEqual(len(self.registry.subscriptions), 1)
+        self.assertLess(
+            list(self.emulator.requests).index(ready[-1]),
+            list(self.emulator.requests).index(created[-1]),
+        )
+
+    def test_flush_recovers_within_one_beat(self) -> None:
+        """An empty store (services, subscriptions and READY gone): whole again at the beat."""
+        self.build((etsi_spec("a"), etsi_spec("b")))
+        self.start()
+        response = self.successResultOf(
+            self.mep.http.post("https://127.0.0.1:8443/_emulator/flush")
+        )
+        self.assertEqual(response.code, 204)
+        self.assertEqual(self.registry.services, {})
+        self.advance(ETSI_BEAT + ETSI_BEAT_EVERY)  # each service finds out at its next beat
+        names = sorted(r.body["serName"] for r in self.registry.services.values())
+        self.assertEqual(names, ["a", "b"])
+        self.assertIn("891c2bba-f1f2-40bd-a97e-9bebbafcc964", self.registry.ready)
+
+    def test_a_mep_that_keeps_saying_not_ready_is_no_storm(self) -> None:
+        """READY confirmed, yet every beat "not ready": a confirm every few seconds at most."""
+        self.build((etsi_spec("a"),))
+        self.start()
+        self.fault(
+            kind="heartbeat",
+            status=403,
+            count=1000,
+            body={"title": "Forbidden", "status": 403, "detail": "App Instance not ready."},
+        )
+        self.advance(ETSI_BEAT + 60, step=1)
+        self.assertLessEqual(len(self.requests("confirm_ready")), 1 + 60 // 5 + 1)
 
 
 class LivenessTests(EtsiTestCase):

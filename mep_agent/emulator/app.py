@@ -604,6 +604,16 @@ class MepEmulator:
             },
         )
 
+    @app.route("/_emulator/flush", methods=["POST"])
+    def flush(self, request: Request) -> bytes:
+        """
+        Control API: the platform restarted with an empty store: every service,
+        subscription and READY forgotten (the ETSI face then answers every call of the app
+        403 "not ready" until confirm_ready, as AdvantEDGE does).
+        """
+        self.registry.restart()
+        return write_json(request, 204, None)
+
     @app.route("/_emulator/restart", methods=["POST"])
     def restart(self, request: Request) -> bytes:
         """Control API: forget every registration and subscription."""

@@ -179,7 +179,14 @@ class EtsiMep:
             "confirmTermination": {"href": f"{support}/confirm_termination"},
         }
 
-    def _authorize(self, request: Request, app_id: str | None) -> None:
+    def _authorize(self, request: Request, app_id: str | None, ready: bool = True) -> None:
+        """
+        The bearer token, when checked; and, as AdvantEDGE does, READY: every call of an
+        app (but confirm_ready and confirm_termination) is a 403 "not ready" until the app
+        confirmed READY, again after the platform lost its state (docs/protocol.md).
+        """
+        if ready and app_id is not None and app_id not in self.core.registry.ready:
+            raise Problem(403, "Forbidden", NOT_READY)
         if not self.check_tokens:
             return
         values = request.requestHeaders.getRawHeaders("authorization")
@@ -261,8 +268,6 @@ class EtsiMep:
     def register(self, request: Request, app_id: str) -> bytes:
         """POST a ServiceInfoPost: 403 before confirm_ready, 201 with absolute links."""
         self._authorize(request, app_id)
-        if app_id not in self.core.registry.ready:
-            raise Problem(403, "Forbidden", NOT_READY)
         body = self._json(request)
         record = self.core.registry.register(app_id, body, validate=service_info_post)
         view = self._view(request, record)
@@ -371,7 +376,7 @@ class EtsiMep:
     @fault_point("confirm_ready")
     def confirm_ready(self, request: Request, app_id: str) -> bytes:
         """POST AppReadyConfirmation {"indication": "READY"}."""
-        self._authorize(request, app_id)
+        self._authorize(request, app_id, ready=False)
         try:
             self.core.registry.confirm_ready(app_id, read_body(request))
         except Rejected as e:
@@ -381,7 +386,7 @@ class EtsiMep:
     @fault_point("confirm_termination")
     def confirm_termination(self, request: Request, app_id: str) -> bytes:
         """POST AppTerminationConfirmation: 204; 409 when no termination is pending."""
-        self._authorize(request, app_id)
+        self._authorize(request, app_id, ready=False)
         try:
             self.core.registry.confirm_termination(app_id, read_body(request))
         except Rejected as e:
