@@ -15,6 +15,7 @@ from functools import partial
 from attrs import define
 from twisted.application.service import Service
 from twisted.internet.defer import (
+    CancelledError,
     Deferred,
     DeferredSemaphore,
     ensureDeferred,
@@ -30,7 +31,7 @@ from .liveness import BeatSchedule, mepserver_grace, stagger
 from .mep import MepClient, Registration, Token
 from .model import ServiceSpec
 from .retry import Delays, backoff, sleep
-from .tasks import bounded, supervise
+from .tasks import InFlight, bounded, supervise
 from .token import TokenKeeper
 
 # A 4xx answer to a registration will not fix itself; retry rarely, in case an operator
@@ -138,6 +139,7 @@ class Registrar(Service):
         self._ready_waiters: list[Deferred[None]] = []
         self.states = {spec.name: ServiceState(spec) for spec in specs}
         self._registering = DeferredSemaphore(REGISTRATION_CONCURRENCY)
+        self._posting = InFlight()  # registrations under way: a stop waits for them
         self.ready_confirmed = False
         self.withdrawn = False  # the platform is terminating the app: nothing is wanted
 
@@ -218,16 +220,26 @@ class Registrar(Service):
         )
 
     def stopService(self) -> Deferred[list[bool]]:
-        """Stop heartbeats, then DELETE every registration in parallel within the bound."""
+        """
+        Let the registrations under way finish (a POST the MEP received is carried out),
+        stop heartbeats, then DELETE every registration in parallel, all within the bound.
+        """
         super().stopService()
+        if not self._deregister_on_stop:
+            for task in self._tasks:
+                task.cancel()
+            return succeed([])
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> list[bool]:
+        deadline = self._clock.seconds() + self._shutdown_timeout
+        await self._posting.settle(self._clock, self._shutdown_timeout)
         for task in self._tasks:
             task.cancel()
-        if not self._deregister_on_stop:
-            return succeed([])
         registered = [s for s in self.states.values() if s.registration is not None]
-        return bounded(
+        return await bounded(
             self._clock,
-            self._shutdown_timeout,
+            max(0.0, deadline - self._clock.seconds()),
             [partial(self._deregister, s) for s in registered],
         )
 
@@ -324,9 +336,13 @@ class Registrar(Service):
             sent = self._clock.seconds()
             try:
                 try:
-                    registration = await self._tokens.with_token(
-                        lambda token: self._mep.register(token, state.spec.body),
-                        self._request_timeout,
+                    if not self.running:
+                        raise CancelledError()  # stopping: no new POST
+                    registration = await self._posting.track(
+                        self._tokens.with_token(
+                            lambda token: self._mep.register(token, state.spec.body),
+                            self._request_timeout,
+                        )
                     )
                 finally:
                     self._registering.release()

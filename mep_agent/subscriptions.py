@@ -21,7 +21,13 @@ from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    ensureDeferred,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -29,7 +35,7 @@ from .errors import MepError, TokenUnavailable, Verdict
 from .mep import MepClient, Subscription
 from .model import SubscriptionSpec
 from .retry import Alarm, Delays, backoff, sleep
-from .tasks import bounded, supervise
+from .tasks import InFlight, bounded, supervise
 from .token import TokenKeeper
 
 REFUSED_RETRY = 300.0
@@ -145,6 +151,7 @@ class Subscriber(Service):
         self._tasks: list[Deferred[None]] = []
         self._creations: dict[int, Deferred[None]] = {}  # by id() of the state
         self._verifying = False
+        self._posting = InFlight()  # creations under way: a stop waits for them
         self.states: list[SubscriptionState] = [
             SubscriptionState(index, body) for index, body in self._bodies(specs)
         ]
@@ -225,15 +232,27 @@ class Subscriber(Service):
         self._start_verifying()
 
     def stopService(self) -> Deferred[list[bool]]:
-        """Stop the tasks, then DELETE every subscription in parallel within the bound."""
+        """
+        Let the creations under way finish, stop the tasks, then DELETE every subscription
+        in parallel, all within the bound (a stop leaves nothing behind).
+        """
         super().stopService()
+        if not self._delete_on_stop:
+            for task in self._tasks:
+                task.cancel()
+            return succeed([])
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> list[bool]:
+        deadline = self._clock.seconds() + self._shutdown_timeout
+        await self._posting.settle(self._clock, self._shutdown_timeout)
         for task in self._tasks:
             task.cancel()
-        if not self._delete_on_stop:
-            return succeed([])
         created = [s for s in self.states if s.subscription is not None]
-        return bounded(
-            self._clock, self._shutdown_timeout, [partial(self._delete, s) for s in created]
+        return await bounded(
+            self._clock,
+            max(0.0, deadline - self._clock.seconds()),
+            [partial(self._delete, s) for s in created],
         )
 
     def check_now(self) -> None:
@@ -265,10 +284,14 @@ class Subscriber(Service):
         while True:
             if self._when_ready is not None:
                 await self._when_ready()
+            if not self.running:
+                raise CancelledError()  # stopping: no new POST
             try:
-                subscription = await self._tokens.with_token(
-                    lambda token: self._mep.subscribe(token, state.body, state.termination),
-                    self._request_timeout,
+                subscription = await self._posting.track(
+                    self._tokens.with_token(
+                        lambda token: self._mep.subscribe(token, state.body, state.termination),
+                        self._request_timeout,
+                    )
                 )
                 break
             except TokenUnavailable as e:

@@ -77,3 +77,39 @@ def _as_coroutine(call: Callable[[], Awaitable[object]]) -> Coroutine[Any, Any, 
         return await call()
 
     return run()
+
+
+class InFlight:
+    """
+    The creations (POSTs) under way, so that a stop can wait for them instead of
+    abandoning them: a POST the MEP received may well be carried out, and what it created
+    must then be deleted with the rest (a stop leaves nothing behind).
+    """
+
+    def __init__(self) -> None:
+        self._calls: set[Deferred[Any]] = set()
+
+    def track(self, call: Awaitable[Any]) -> Deferred[Any]:
+        """Start C{call} and keep it listed until it is done."""
+        d = ensureDeferred(_as_awaited(call))
+        self._calls.add(d)
+
+        def done(result: object) -> object:
+            self._calls.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    async def settle(self, clock: IReactorTime, timeout: float) -> None:
+        """Wait until every call under way is done, or C{timeout}; none is cancelled."""
+        if not self._calls or timeout <= 0:
+            return
+        waiter: Deferred[None] = Deferred()
+        watched: Deferred[Any] = DeferredList(list(self._calls), consumeErrors=False)
+        watched.addBoth(lambda _: None if waiter.called else waiter.callback(None))
+        waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda result, timeout: None)
+        await waiter
+
+
+async def _as_awaited(call: Awaitable[Any]) -> Any:
+    return await call

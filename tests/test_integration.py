@@ -287,6 +287,28 @@ class AgentAgainstEmulator(EmulatorProcesses):
         self.assertEqual(code, 128 + 15)
         self.assertIn("exiting now", agent.output.decode())
 
+    async def test_sigterm_while_registering_leaves_nothing(self) -> None:
+        """SIGTERM while the POSTs are in flight: they are awaited, then deleted (#18)."""
+        await self.start_emulator()
+        fault = {"kind": "register", "delay": 1.5, "count": 3}
+        self.assertEqual(await post_json(f"{self.control}/faults", fault), 201)
+        agent = await self.start_agent()
+
+        async def posts_arrived() -> bool:
+            return (
+                any(f["remaining"] == 0 for f in (await self.state())["faults"])
+                or not (await self.state())["faults"]
+            )
+
+        await eventually(posts_arrived)
+        agent.signal("TERM")
+        self.assertEqual(await agent.ended, 0)
+        state = await self.state()
+        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+        kinds = [r["kind"] for r in state["requests"]]
+        self.assertEqual(kinds.count("register"), 3)
+        self.assertEqual(kinds.count("deregister"), 3)
+
     async def _all_registered(self) -> bool:
         return len(await self.services()) == 3
 

@@ -296,3 +296,41 @@ class PerPeerCapTests(SynchronousTestCase):
 
         self.assertEqual(BY_KEY["header_timeout"].default, "5")
         self.assertEqual(attrs.fields(AgentConfig).header_timeout.default, 5.0)
+
+
+class StopLeavesNothingTests(ApiTestCase):
+    """Issue 18: SIGTERM while registrations are in flight (the first second of a pod)."""
+
+    def test_creations_in_flight_at_stop_are_awaited_and_deleted(self) -> None:
+        """POSTs under way at stop are awaited, then what they created is deleted."""
+        from mep_agent.model import SubscriptionSpec
+
+        self.fault(kind="register", delay=2, count=2)
+        self.fault(kind="subscribe", delay=2, count=1)
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+                "callbackReference": "http://app.local/cb",
+            },
+        )
+        self.build((spec("a"), spec("b")), subscriptions=(subscription,))
+        self.start()
+        self.assertEqual((self.registry.services, self.registry.subscriptions), ({}, {}))
+        registrar = self.registrar.stopService()
+        subscriber = self.subscriber.stopService()
+        self.advance(3)  # the MEP carries the POSTs out; the agent then deletes the results
+        self.assertEqual((self.registry.services, self.registry.subscriptions), ({}, {}))
+        self.assertEqual(self.successResultOf(registrar), [True, True])
+        self.assertEqual(self.successResultOf(subscriber), [True])
+        self.assertEqual(self.requests("deregister"), [204, 204])
+        self.assertEqual(self.requests("unsubscribe"), [204])
+
+    def test_the_wait_is_bounded(self) -> None:
+        """A POST slower than --shutdown-timeout does not hold the stop."""
+        self.fault(kind="register", delay=60, count=1)
+        self.build((spec("a"),))
+        self.start()
+        stopped = self.registrar.stopService()
+        self.advance(5.5)  # the default --shutdown-timeout, 5 s
+        self.assertEqual(self.successResultOf(stopped), [])
