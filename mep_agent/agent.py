@@ -17,7 +17,8 @@ from twisted.web.resource import IResource
 from . import tls
 from .api import AgentAPI, ParkedQueries
 from .check import callback_url
-from .config import AgentConfig
+from .config import AgentConfig, Credentials
+from .credentials import CredentialFiles
 from .discovery import DiscoveryCache, MepDiscovery
 from .http import MepHttp, pooled_agent
 from .listeners import Listener
@@ -131,7 +132,22 @@ def build(
         explain=policy.explain if policy is not None else None,
         public_origins=frozenset(cfg.mep_public_origins),
     )
-    tokens = TokenKeeper(token_source(cfg, mep), reactor)
+    tokens = TokenKeeper(
+        token_source(cfg, mep), reactor, on_refused=lambda: credential_files.check_now()
+    )
+
+    def credentials_changed(new: Credentials) -> None:
+        mep.set_credentials(new)
+        tokens.credentials_changed()
+
+    credential_files = CredentialFiles(
+        cfg.credential_files,
+        read_async,
+        cfg.credentials,
+        credentials_changed,
+        reactor,
+        cfg.reload_interval,
+    )
     callback = callback_url(cfg.notify_url, notify_secret.reveal())
     subscriber = Subscriber(
         mep,
@@ -204,7 +220,7 @@ def build(
     metrics.register(AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator))
 
     root = AgentService(pool)
-    root.add_stage(tokens, discovery)
+    root.add_stage(tokens, discovery, credential_files)
     root.add_stage(registrar, subscriber, reloader, *([terminator] if terminator else []))
     root.reloader = reloader
     root.registrar = registrar

@@ -25,8 +25,13 @@ from .settings import BY_KEY, Setting
 
 ReadFile = Callable[[str], bytes]
 
-_ACCESS_KEY = re.compile(r"[A-Za-z0-9_=+/]{20}")  # mepauth's Authorization header regex
-_SECRET_KEY = re.compile(r"[A-Za-z0-9_=+/]{64}")  # mepauth's provisioning rule
+#: What each credential must look like: (pattern, the rule in words). AK: mepauth's
+#: Authorization header regex; SK: its provisioning rule.
+CREDENTIAL_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "ak": (re.compile(r"[A-Za-z0-9_=+/]{20}"), "20 characters of A-Z a-z 0-9 _ + / ="),
+    "sk": (re.compile(r"[A-Za-z0-9_=+/]{64}"), "64 characters of A-Z a-z 0-9 _ + / ="),
+    "oauth2_client_secret": (re.compile(r"\S.{0,4095}", re.DOTALL), "not empty"),
+}
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
@@ -97,6 +102,8 @@ class AgentConfig:
     reload_interval: float = 10.0
     app_notify_url: str | None = None
     mep_public_origins: tuple[links.Origin, ...] = ()
+    #: (credential, file) for each credential read from a file: they are followed.
+    credential_files: tuple[tuple[str, str], ...] = ()
     termination: str = "auto"
     termination_wait_app: bool = False
     max_connections: int = 1024
@@ -310,6 +317,19 @@ def _choice(resolver: _Resolver, key: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _credential_files(resolver: _Resolver, auth: str) -> tuple[tuple[str, str], ...]:
+    """The credentials of C{auth} that come from a file (no value given directly)."""
+    keys = {"aksk": ("ak", "sk"), "oauth2": ("oauth2_client_secret",)}.get(auth, ())
+    found = []
+    for key in keys:
+        if resolver.get(key)[0]:
+            continue  # given directly: nothing to follow
+        path = resolver.get(f"{key}_file")[0]
+        if path:
+            found.append((key, path))
+    return tuple(found)
+
+
 def _public_origins(resolver: _Resolver) -> tuple[links.Origin, ...]:
     text, where = resolver.get("mep_public_url")
     found = []
@@ -431,8 +451,8 @@ def load(
         oauth2 = OAuth2Client(token_url, Secret(client_id), Secret(client_secret), scope)
     access_key = secret_key = None
     if auth == "aksk":
-        access_key = _secret(r, "ak", _ACCESS_KEY, "20 characters of A-Z a-z 0-9 _ + / =")
-        secret_key = _secret(r, "sk", _SECRET_KEY, "64 characters of A-Z a-z 0-9 _ + / =")
+        access_key = _secret(r, "ak", *CREDENTIAL_RULES["ak"])
+        secret_key = _secret(r, "sk", *CREDENTIAL_RULES["sk"])
     credentials = Credentials(
         access_key,
         secret_key,
@@ -563,6 +583,7 @@ def load(
         reload_interval=seconds("reload_interval", 0, 86400),
         app_notify_url=_url(r, "app_notify_url"),
         mep_public_origins=_public_origins(r),
+        credential_files=_credential_files(r, auth),
         termination=_choice(r, "termination", ("auto", "off")),
         termination_wait_app=_boolean(r, "termination_wait_app"),
         max_connections=_integer(r, "max_connections", 1, 1_000_000),

@@ -201,6 +201,10 @@ class MepClient:
         self._observe: Observer = observe or (lambda operation, status, seconds: None)
         self._max_body = max_body
 
+    def set_credentials(self, credentials: Credentials) -> None:
+        """Sign from now on with C{credentials} (the files changed: credentials.py)."""
+        self._credentials = credentials
+
     @property
     def _app(self) -> str:
         return self._credentials.app_instance_id.reveal()

@@ -70,8 +70,15 @@ class TokenKeeper(Service):
         clock: IReactorTime,
         delays: Delays = backoff,
         rejected_retry: float = REJECTED_RETRY,
+        on_refused: Callable[[], object] = lambda: None,
     ) -> None:
-        """@param fetch: one token request (signed AK/SK, OAuth2, or none)."""
+        """
+        @param fetch: one token request (signed AK/SK, OAuth2, or none).
+        @param on_refused: told when the MEP refused the signature (the key may have been
+            rotated: credentials.py reads the files again).
+        """
+        self._on_refused = on_refused
+        self._new_credentials = False  # set when credentials change during a request
         self._fetch = fetch
         self._clock = clock
         self._delays = delays
@@ -155,6 +162,18 @@ class TokenKeeper(Service):
     def _unavailable(self, reason: str) -> TokenUnavailable:
         return TokenUnavailable(self.tokens_obtained == 0, self.state.value, reason)
 
+    def credentials_changed(self) -> None:
+        """
+        New credentials (their files changed): the refusals and the lock of the old key do
+        not count for the new one (mepauth counts per key), and a keeper waiting because of
+        them, or without a token, asks with the new ones at once.
+        """
+        self._refusals.clear()
+        self._locked_until = 0.0
+        self._new_credentials = True
+        if self._state in (TokenState.REJECTED, TokenState.LOCKED) or self.current() is None:
+            self._alarm.wake()
+
     def invalidate(self, token: Token, error: MepError) -> None:
         """The MEP refused C{token}: never use or serve it again; replace it soon."""
         if self._token is not token:
@@ -212,10 +231,13 @@ class TokenKeeper(Service):
         await self._until_allowed()
         self._last_request = self._clock.seconds()
         self.requests_sent += 1
+        self._new_credentials = False
         try:
             token = await self._fetch()
         except MepError as e:
-            await self._alarm.sleep(self._failed(e))
+            delay = self._failed(e)
+            if not self._new_credentials:  # they may have come at once (on_refused)
+                await self._alarm.sleep(delay)
             return False
         self._obtained(token)
         await self._alarm.sleep(max(MIN_REQUEST_GAP, token.expires_in * REFRESH_FRACTION))
@@ -244,6 +266,7 @@ class TokenKeeper(Service):
         if error.verdict is Verdict.CREDENTIALS_REFUSED:
             self._refusals.append(self._clock.seconds())
             self._state = TokenState.REJECTED
+            self._on_refused()
             self.log.error(
                 "the MEP refused the AK/SK signature ({error}); retrying in {delay:.0f}s. "
                 "Check AK, SK and APPINSTID: mepauth locks the AK for 900s after 3 refused "

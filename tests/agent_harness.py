@@ -88,6 +88,7 @@ class AgentTestCase(SynchronousTestCase):
         termination: bool = False,
         wait_app: bool = False,
         forward: Any = None,
+        on_refused: Any = None,
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
@@ -106,6 +107,7 @@ class AgentTestCase(SynchronousTestCase):
             else (lambda: self.client.fetch_token()),
             self.clock,
             delays=exact_backoff,
+            on_refused=on_refused or (lambda: None),
         )
         api_root = (client_options or {}).get("api_root", "/mep")
         self.subscriber = Subscriber(

@@ -435,3 +435,12 @@ class NewSettingsTests(SynchronousTestCase):
             ConfigError, load, env=seed_environ(MEP_AGENT_TERMINATION="sometimes")
         )
         self.assertEqual(error.where, "MEP_AGENT_TERMINATION")
+
+
+class CredentialFilesConfigTests(SynchronousTestCase):
+    def test_credentials_from_files_are_followed(self) -> None:
+        """AK_FILE/SK_FILE given (no AK/SK): both files are listed to be followed."""
+        env = seed_environ(AK=None, SK=None, AK_FILE="/s/ak", SK_FILE="/s/sk")
+        cfg = load(env=env, reader=files(**{"/s/ak": AK, "/s/sk": SK}))
+        self.assertEqual(cfg.credential_files, (("ak", "/s/ak"), ("sk", "/s/sk")))
+        self.assertEqual(load().credential_files, ())  # given directly: nothing to follow

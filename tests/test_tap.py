@@ -152,7 +152,7 @@ class SecretHandlingTests(TapTestCase):
         self.assertEqual(
             stages,
             [
-                ["token", "discovery"],
+                ["token", "discovery", "credentials"],
                 ["registrar", "subscriber", "reload"],
                 # parked blocking queries are answered 503 in the first stage to stop
                 ["Listener", "parked-queries", "Listener"],

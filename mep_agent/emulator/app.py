@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import secrets
+import string
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +28,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .auth import App, Lockout, TokenIssuer, verify_token_request
+from .dev import DEV_APP
 from .faults import BadFault, Fault, FaultPlan
 from .registry import (
     MGMT,
@@ -625,6 +628,30 @@ class MepEmulator:
         """Sign with a new key (as a restarted MEP does): every issued token turns invalid."""
         self.issuer.rotate()
         return write_json(request, 204, None)
+
+    @app.route("/_emulator/rotate-credentials", methods=["POST"])
+    def rotate_credentials(self, request: Request) -> bytes:
+        """
+        Control API: switch an app to a new AK/SK, as the platform's provisioning does when
+        it rotates them: C{{"app_instance_id", "ak", "sk"}} (new ones generated when not
+        given); the old AK is unknown from then on (401). Answers the new pair.
+        """
+        try:
+            options = json.loads(read_body(request) or b"{}")
+        except ValueError:
+            options = None
+        if not isinstance(options, dict):
+            return write_json(request, 400, {"error": "the body must be a JSON object"})
+        app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
+        old = next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
+        if old is None:
+            return write_json(request, 404, {"error": "no such app instance"})
+        alphabet = string.ascii_letters + string.digits
+        access_key = options.get("ak") or "".join(secrets.choice(alphabet) for _ in range(20))
+        secret_key = options.get("sk") or "".join(secrets.choice(alphabet) for _ in range(64))
+        del self.apps[old.access_key]
+        self.apps[access_key] = App(access_key, secret_key, app_id)
+        return write_json(request, 200, {"ak": access_key, "sk": secret_key})
 
     @app.route("/_emulator/unlock", methods=["POST"])
     def unlock(self, request: Request) -> bytes:
