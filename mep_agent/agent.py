@@ -27,6 +27,7 @@ from .metrics import AgentCollector, MepObserver
 from .model import parse_app_instance_info
 from .oneshot import OneShot
 from .ops import OpsAPI
+from .reconcile import Reconciler
 from .registration import Registrar
 from .reload import ConfigReloader
 from .secret import Secret
@@ -170,6 +171,11 @@ def build(
         else None,
         ready_lost=(lambda: registrar.ready_lost()) if cfg.confirm_ready else None,
     )
+    def data_lost() -> None:
+        """The MEP lost a service (a 404): it may have lost more; look now."""
+        subscriber.check_now()
+        reconciler.sync_soon()
+
     registrar = Registrar(
         mep,
         tokens,
@@ -179,9 +185,23 @@ def build(
         shutdown_timeout=cfg.shutdown_timeout,
         confirm_ready=cfg.confirm_ready,
         deregister_on_stop=cfg.enable_wait,
-        on_data_loss=subscriber.check_now,
+        on_data_loss=data_lost,
         liveness_grace=cfg.dialect.liveness_grace,
         ready_first=cfg.dialect.ready_first,
+        first_sync=lambda: reconciler.first_sync(),
+    )
+    ready_first = cfg.dialect.ready_first and cfg.confirm_ready
+    reconciler = Reconciler(
+        mep,
+        tokens,
+        reactor,
+        registrar,
+        subscriber,
+        cfg.sync_interval,
+        cfg.request_timeout,
+        callback_url=callback,
+        ready_lost=registrar.ready_lost if cfg.confirm_ready else None,
+        when_ready=registrar.when_ready if ready_first else None,
     )
     discovery = DiscoveryCache(
         MepDiscovery(tokens, mep, cfg.request_timeout, cfg.discovery_ttl, reactor),
@@ -217,11 +237,15 @@ def build(
         terminator = Terminator(
             mep, tokens, reactor, registrar, subscriber, forward, cfg.termination_wait_app
         )
-    metrics.register(AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator))
+    metrics.register(
+        AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator, reconciler)
+    )
 
     root = AgentService(pool)
     root.add_stage(tokens, discovery, credential_files)
-    root.add_stage(registrar, subscriber, reloader, *([terminator] if terminator else []))
+    root.add_stage(
+        registrar, subscriber, reloader, reconciler, *([terminator] if terminator else [])
+    )
     root.reloader = reloader
     root.registrar = registrar
 
@@ -252,6 +276,7 @@ def build(
             reloader,
             forward,
             terminator,
+            reconciler,
         )
         front.append(listener(ops.resource(), cfg.ops_listen, "--ops-listen"))
     if not cfg.enable_wait:

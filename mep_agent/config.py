@@ -104,6 +104,7 @@ class AgentConfig:
     mep_public_origins: tuple[links.Origin, ...] = ()
     #: (credential, file) for each credential read from a file: they are followed.
     credential_files: tuple[tuple[str, str], ...] = ()
+    sync_interval: float = 60.0
     termination: str = "auto"
     termination_wait_app: bool = False
     max_connections: int = 1024
@@ -159,6 +160,7 @@ class AgentConfig:
             "mep_public_origins": [
                 f"{scheme}://{host}:{port}" for scheme, host, port in self.mep_public_origins
             ],
+            "sync_interval": self.sync_interval,
             "termination": self.handles_termination,
             "termination_wait_app": self.termination_wait_app,
             "discovery_ttl": self.discovery_ttl,
@@ -584,6 +586,7 @@ def load(
         app_notify_url=_url(r, "app_notify_url"),
         mep_public_origins=_public_origins(r),
         credential_files=_credential_files(r, auth),
+        sync_interval=seconds("sync_interval", 0, 86400),
         termination=_choice(r, "termination", ("auto", "off")),
         termination_wait_app=_boolean(r, "termination_wait_app"),
         max_connections=_integer(r, "max_connections", 1, 1_000_000),

@@ -109,6 +109,15 @@ class ServiceInstance:
 
 
 @frozen
+class HeldService:
+    """One of the app's own service instances as the MEP holds it (the sync reads them)."""
+
+    ser_instance_id: str
+    ser_name: str
+    state: str
+
+
+@frozen
 class Discovered:
     """A discovery answer: the instances (None: the MEP never heard of the name)."""
 
@@ -576,17 +585,43 @@ class MepClient:
             )
         await self._call("unsubscribe", "DELETE", subscription.url, (204, 200), {}, token=token)
 
+    async def own_services(self, token: Token) -> list[HeldService]:
+        """The app's service instances as the MEP holds them (GET …/applications/{id}/services)."""
+        response, answer, _ = await self._call(
+            "sync",
+            "GET",
+            f"{self._mgmt}/applications/{self._app}/services",
+            (200,),
+            {},
+            token=token,
+        )
+        held = []
+        for item in self._json_list("sync", response, answer)[:MAX_LISTED]:
+            if not isinstance(item, dict):
+                continue
+            sid, name, state = item.get("serInstanceId"), item.get("serName"), item.get("state")
+            if isinstance(sid, str) and isinstance(name, str) and isinstance(state, str):
+                held.append(HeldService(sid, name, state))
+        return held
+
+    async def availability_subscriptions(self, token: Token) -> list[Subscription]:
+        """The app's availability subscriptions (a link list; none: EdgeGallery's 404)."""
+        return await self._subscription_list(token, self._mgmt)
+
     async def termination_subscriptions(self, token: Token) -> list[Subscription]:
         """
         The app's termination subscriptions (GET …/mec_app_support/v1/applications/{id}/
         subscriptions: a link list; EdgeGallery answers 404 when there is none), each with
         its link resolved; links to another origin are left out.
         """
+        return await self._subscription_list(token, self._support)
+
+    async def _subscription_list(self, token: Token, root: str) -> list[Subscription]:
         try:
             _, answer, _ = await self._call(
                 "subscription",
                 "GET",
-                f"{self._support}/applications/{self._app}/subscriptions",
+                f"{root}/applications/{self._app}/subscriptions",
                 (200,),
                 {},
                 token=token,

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 
 if TYPE_CHECKING:
     from .discovery import DiscoveryCache
+    from .reconcile import Reconciler
     from .registration import Registrar
     from .reload import ConfigReloader
     from .termination import Terminator
@@ -83,8 +84,10 @@ class AgentCollector(Collector):
         discovery: DiscoveryCache,
         reloader: ConfigReloader | None = None,
         terminator: Terminator | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._reloader = reloader
+        self._reconciler = reconciler
         self._terminator = terminator
         self._clock = clock
         self._tokens = tokens
@@ -190,6 +193,25 @@ class AgentCollector(Collector):
             )
         if self._terminator is not None:
             yield from self._termination()
+        if self._reconciler is not None:
+            yield from self._sync(now)
+
+    def _sync(self, now: float) -> Iterator[Metric]:
+        assert self._reconciler is not None
+        last = self._reconciler.last_good
+        yield GaugeMetricFamily(
+            "mep_agent_sync_age_seconds",
+            "Seconds since the last good read of what the MEP holds (-1: none yet).",
+            value=now - last if last is not None else -1.0,
+        )
+        repaired = CounterMetricFamily(
+            "mep_agent_divergences_repaired",
+            "Differences between the agent and the MEP repaired, by kind.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self._reconciler.repaired.items()):
+            repaired.add_metric([kind], count)
+        yield repaired
 
     def _termination(self) -> Iterator[Metric]:
         assert self._terminator is not None

@@ -34,6 +34,7 @@ from twisted.web.resource import IResource
 from .discovery import DiscoveryCache
 from .errors import ApiProblem
 from .jsonweb import JSONGuard, query_flag, read_json, respond, strict_routes
+from .reconcile import Reconciler
 from .registration import Registrar
 from .reload import ConfigReloader
 from .secret import Secret
@@ -80,6 +81,7 @@ class OpsAPI:
         reloader: ConfigReloader | None = None,
         forward: Callable[[dict[str, Any]], None] | None = None,
         terminator: Terminator | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._clock = clock
         self._tokens = tokens
@@ -91,6 +93,7 @@ class OpsAPI:
         self._reloader = reloader
         self._forward = forward
         self._terminator = terminator
+        self._reconciler = reconciler
         self._started = False  # start-up completed once (a latch)
 
     def resource(self) -> IResource:
@@ -125,7 +128,23 @@ class OpsAPI:
                 "ok": subscription.status is SubscriptionStatus.ACTIVE,
                 "status": subscription.status.value,
             }
+        if self._reconciler is not None:
+            checks["sync"] = self._sync_view()
         return checks
+
+    def _sync_view(self) -> dict[str, Any]:
+        """The last read of the MEP's truth: ok while it is recent and it worked."""
+        assert self._reconciler is not None
+        last = self._reconciler.last_good
+        age = None if last is None else round(self._clock.seconds() - last, 3)
+        interval = self._reconciler.interval
+        recent = age is not None and (not interval or age <= 3 * interval)
+        return {
+            "ok": recent and self._reconciler.last_error is None,
+            "secondsSinceGoodSync": age,
+            "lastError": self._reconciler.last_error,
+            "divergencesRepaired": dict(self._reconciler.repaired),
+        }
 
     def _startup_checks(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {
@@ -208,6 +227,7 @@ class OpsAPI:
                     "consecutiveHeartbeatFailures": state.heartbeat_failures,
                     "waitingForToken": state.waiting_for_token,
                     "lastError": state.last_error,
+                    "mep": {"state": state.mep_state, "lastSeen": state.mep_seen_at},
                 }
             )
         return respond(
@@ -235,6 +255,7 @@ class OpsAPI:
                 ],
                 "ready_confirmed": self._registrar.ready_confirmed,
                 "termination": self._terminator.view() if self._terminator else None,
+                "sync": self._sync_view() if self._reconciler else None,
                 "now": self._clock.seconds(),
             },
         )
@@ -266,6 +287,16 @@ class OpsAPI:
         references = body.get("serviceReferences")
         if not isinstance(references, list):
             raise BadNotification("serviceReferences must be a list")
+        if self._reconciler is not None:  # about one of ours: the MEP's truth changed
+            changed = [
+                r["serInstanceId"]
+                for r in references[:1000]
+                if isinstance(r, dict)
+                and r.get("changeType") in ("STATE_CHANGED", "REMOVED")
+                and isinstance(r.get("serInstanceId"), str)
+            ]
+            if changed:
+                self._reconciler.own_change(changed)
         names = [
             r["serName"]
             for r in references

@@ -72,6 +72,9 @@ class ServiceState:
     registrations: int = 0
     waiting_for_token: bool = False  # the last attempt found no valid token
     pending_update: bool = False  # a reloaded ServiceInfo waits to be PUT
+    repair_due: bool = False  # the sync saw it INACTIVE or SUSPENDED: restore it first
+    mep_state: str | None = None  # what the last sync saw the MEP hold
+    mep_seen_at: float | None = None
     last_error: str | None = None
 
     @property
@@ -110,9 +113,12 @@ class Registrar(Service):
         on_data_loss: Callable[[], None] = lambda: None,
         liveness_grace: Callable[[int], float] = mepserver_grace,
         ready_first: bool = False,
+        first_sync: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         """
         @param ready_first: no registration before confirm_ready completed (the dialect's).
+        @param first_sync: awaited before the first registration: the MEP's truth is read
+            (and a dead run's leftovers cleaned) before anything is added (reconcile.py).
         @param deregister_on_stop: False in one-shot mode, where registrations outlive us.
         @param on_data_loss: called when the MEP lost a service (it may have lost more).
         @param liveness_grace: seconds past an interval before the MEP suspends a service.
@@ -128,6 +134,7 @@ class Registrar(Service):
         self._on_data_loss = on_data_loss
         self._liveness_grace = liveness_grace
         self._ready_first = ready_first and confirm_ready
+        self._first_sync = first_sync
         self._ready_refused_at: float | None = None
         self._ready_confirmed_at: float | None = None
         self._tasks: list[Deferred[None]] = []
@@ -158,7 +165,7 @@ class Registrar(Service):
     def _start_service_task(self, state: ServiceState) -> None:
         task = supervise(self._clock, f"service {state.spec.name}", partial(self._step, state))
         self._service_tasks[state.spec.name] = task
-        self._tasks.append(task)
+        self._tasks = [t for t in self._tasks if not t.called] + [task]
 
     def apply(self, specs: tuple[ServiceSpec, ...]) -> dict[str, list[str]]:
         """
@@ -274,6 +281,9 @@ class Registrar(Service):
 
     async def _step(self, state: ServiceState) -> bool:
         """Register if needed, then beat until the MEP loses the service; True: done."""
+        if state.repair_due and state.registration is not None:
+            state.repair_due = False
+            await self._restore(state)  # a 404 there means lost: registered again below
         if state.pending_update and state.registration is not None:
             await self._update(state)
         if state.registration is None:
@@ -329,6 +339,8 @@ class Registrar(Service):
     async def _register(self, state: ServiceState) -> None:
         spec = state.spec
         delays = self._delays()
+        if self._first_sync is not None:
+            await self._first_sync()
         while True:
             if self._ready_first:
                 await self.when_ready()
@@ -492,6 +504,70 @@ class Registrar(Service):
                 event="heartbeat.failing",
                 status=getattr(error, "status", None),
             )
+
+    # -- what the sync (reconcile.py) tells it -------------------------------------------
+
+    def held(self, started: float) -> dict[str, str]:
+        """serInstanceId -> name of the registrations made before C{started} (a sync's)."""
+        return {
+            s.registration.ser_instance_id: name
+            for name, s in self.states.items()
+            if s.registration is not None
+            and s.registered_at is not None
+            and s.registered_at < started
+        }
+
+    def seen(self, name: str, mep_state: str, now: float) -> bool:
+        """
+        The MEP holds C{name}'s instance in C{mep_state}; True when that is not the desired
+        state (INACTIVE or SUSPENDED where ACTIVE is wanted): it is restored at once.
+        """
+        state = self.states.get(name)
+        if state is None:
+            return False
+        state.mep_state, state.mep_seen_at = mep_state, now
+        if mep_state == state.spec.body.get("state") or not self.running:
+            return False
+        state.repair_due = True
+        self._restart(name)
+        return True
+
+    def delete_leftover(self, name: str, ser_instance_id: str) -> None:
+        """Delete an instance of C{name} that a dead run left (not ACTIVE, not ours)."""
+        self.log.info(
+            "deleting {ser_instance_id}, an instance of {ser_name} that an earlier run left",
+            ser_instance_id=ser_instance_id,
+            ser_name=name,
+            event="service.leftover_deleted",
+        )
+        d = ensureDeferred(
+            self._tokens.with_token(
+                lambda token: self._mep.deregister(token, ser_instance_id), self._request_timeout
+            )
+        )
+        d.addErrback(lambda failure: failure.trap(MepError, TokenUnavailable))
+        self._tasks.append(d)
+
+    def forget(self, name: str) -> None:
+        """The MEP no longer holds C{name}'s instance: register it again at once."""
+        state = self.states.get(name)
+        if state is None or state.registration is None:
+            return
+        self.log.warn(
+            "the MEP no longer holds service {ser_name} ({ser_instance_id}); registering again",
+            ser_name=name,
+            ser_instance_id=state.registration.ser_instance_id,
+            event="service.lost",
+        )
+        state.registration = None
+        state.status = ServiceStatus.PENDING
+        state.mep_state = None
+        self._restart(name)
+
+    def _restart(self, name: str) -> None:
+        if self.running and name in self.states:
+            self._stop_service_task(name)
+            self._start_service_task(self.states[name])
 
     def _lost(self, state: ServiceState, error: MepError) -> None:
         self.log.warn(

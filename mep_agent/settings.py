@@ -254,6 +254,14 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP's JSON as is; 3 attempts, never holding up the agent). Unset: not forwarded.",
     ),
     Setting(
+        "sync_interval",
+        "MEP_AGENT_SYNC_INTERVAL",
+        "60",
+        "Seconds between reads of what the MEP holds for the app (its services and "
+        "subscriptions), compared with what should be and repaired (jittered by up to a "
+        "fifth; 0: only at start and on signs of divergence).",
+    ),
+    Setting(
         "termination",
         "MEP_AGENT_TERMINATION",
         "auto",

@@ -15,6 +15,7 @@ from mep_agent.http import MepHttp
 from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace
 from mep_agent.mep import MepClient, Registration
 from mep_agent.model import ServiceSpec, SubscriptionSpec
+from mep_agent.reconcile import Reconciler
 from mep_agent.registration import Registrar
 from mep_agent.retry import backoff
 from mep_agent.secret import Secret
@@ -89,6 +90,8 @@ class AgentTestCase(SynchronousTestCase):
         wait_app: bool = False,
         forward: Any = None,
         on_refused: Any = None,
+        sync: bool = False,
+        sync_interval: float = 60.0,
         **registrar_options: Any,
     ) -> None:
         self.client = MepClient(
@@ -133,8 +136,28 @@ class AgentTestCase(SynchronousTestCase):
             self.clock,
             services,
             delays=exact_backoff,
-            on_data_loss=self.subscriber.check_now,
+            on_data_loss=self.data_lost,
+            first_sync=self._first_sync if sync else None,
             **registrar_options,
+        )
+        self.reconciler = (
+            Reconciler(
+                self.client,
+                self.tokens,
+                self.clock,
+                self.registrar,
+                self.subscriber,
+                sync_interval,
+                10,
+                callback_url=notify_url,
+                ready_lost=self.registrar.ready_lost,
+                when_ready=self.registrar.when_ready
+                if registrar_options.get("ready_first")
+                else None,
+                rng=lambda: 0.0,
+            )
+            if sync
+            else None
         )
         self.terminator = (
             Terminator(
@@ -150,8 +173,19 @@ class AgentTestCase(SynchronousTestCase):
             else None
         )
 
+    def _first_sync(self) -> Any:
+        assert self.reconciler is not None
+        return self.reconciler.first_sync()
+
+    def data_lost(self) -> None:
+        self.subscriber.check_now()
+        if self.reconciler is not None:
+            self.reconciler.sync_soon()
+
     def start(self) -> None:
         parts: tuple[Service, ...] = (self.tokens, self.registrar, self.subscriber)
+        if self.reconciler is not None:
+            parts += (self.reconciler,)
         if self.terminator is not None:
             parts += (self.terminator,)
         for part in parts:
@@ -242,7 +276,13 @@ class ApiTestCase(AgentTestCase):
         self.client._observe = MepObserver(self.metrics)
         self.metrics.register(
             AgentCollector(
-                self.clock, self.tokens, self.registrar, self.discovery, reloader, self.terminator
+                self.clock,
+                self.tokens,
+                self.registrar,
+                self.discovery,
+                reloader,
+                self.terminator,
+                self.reconciler,
             )
         )
         self.ops_resource: Any = OpsAPI(
@@ -255,6 +295,7 @@ class ApiTestCase(AgentTestCase):
             NOTIFY_SECRET,
             reloader,
             terminator=self.terminator,
+            reconciler=self.reconciler,
         ).resource()
         self.ops: Any = StubTreq(self.ops_resource)
 

@@ -153,7 +153,7 @@ class SecretHandlingTests(TapTestCase):
             stages,
             [
                 ["token", "discovery", "credentials"],
-                ["registrar", "subscriber", "reload"],
+                ["registrar", "subscriber", "reload", "sync"],
                 # parked blocking queries are answered 503 in the first stage to stop
                 ["Listener", "parked-queries", "Listener"],
             ],

@@ -307,7 +307,7 @@ class MepEmulator:
         return write_json(request, 201, record.view())
 
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
-    @fault_point("discovery")
+    @fault_point("sync")
     def own_services(self, request: Request, app_id: str) -> bytes:
         """mepserver: the app's own services (filters as discovery)."""
         self._authorize(request, app_id)

@@ -107,6 +107,12 @@ class EtsiMep:
         routes: list[tuple[str, list[str], Any]] = [
             ("/oauth2/token", ["POST"], self.token),
             (f"{mgmt}/applications/<app_id>/services", ["POST"], self.register),
+            (f"{mgmt}/applications/<app_id>/services", ["GET"], self.own_services),
+            (
+                f"{mgmt}/applications/<app_id>/subscriptions",
+                ["GET"],
+                self.subscriptions,
+            ),
             (f"{mgmt}/applications/<app_id>/services/<ser_id>", ["GET"], self.one_service),
             (f"{mgmt}/applications/<app_id>/services/<ser_id>", ["PUT"], self.update),
             (f"{mgmt}/applications/<app_id>/services/<ser_id>", ["DELETE"], self.deregister),
@@ -273,6 +279,36 @@ class EtsiMep:
         view = self._view(request, record)
         request.setHeader(b"Location", view["_links"]["self"]["href"].encode())
         return write_json(request, 201, view)
+
+    @fault_point("sync")
+    def own_services(self, request: Request, app_id: str) -> bytes:
+        """GET the app's own services: a JSON array ([] when none)."""
+        self._authorize(request, app_id)
+        records = [r for r in self.core.registry.services.values() if r.app_instance_id == app_id]
+        return write_json(request, 200, [self._view(request, r) for r in records])
+
+    @fault_point("subscribe")
+    def subscriptions(self, request: Request, app_id: str) -> bytes:
+        """GET the app's availability subscriptions: a SubscriptionLinkList."""
+        self._authorize(request, app_id)
+        records = self.core.registry.app_subscriptions(app_id)
+        base = f"{self._base(request)}{self.api_root}/mec_service_mgmt/v1"
+        return write_json(
+            request,
+            200,
+            {
+                "_links": {
+                    "self": {"href": f"{base}/applications/{app_id}/subscriptions"},
+                    "subscriptions": [
+                        {
+                            "href": self._subscription_url(request, r),
+                            "subscriptionType": "SerAvailabilityNotificationSubscription",
+                        }
+                        for r in records
+                    ],
+                }
+            },
+        )
 
     @fault_point("service")
     def one_service(self, request: Request, app_id: str, ser_id: str) -> bytes:

@@ -24,6 +24,7 @@ KINDS = (
     "confirm_termination",
     "service",
     "update",
+    "sync",
     "any",
 )
 
