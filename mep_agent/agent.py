@@ -171,6 +171,7 @@ def build(
         else None,
         ready_lost=(lambda: registrar.ready_lost()) if cfg.confirm_ready else None,
     )
+
     def data_lost() -> None:
         """The MEP lost a service (a 404): it may have lost more; look now."""
         subscriber.check_now()

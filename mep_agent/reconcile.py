@@ -28,13 +28,14 @@ The rules (docs/reliability.md, "Reconciliation"):
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -101,7 +102,7 @@ class Reconciler(Service):
 
     def first_sync(self) -> Deferred[None]:
         """Fires once the first sync was tried (done or failed): registrations may begin."""
-        if self._first.called or not self.running:
+        if self._first.called:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._first.addBoth(lambda result: waiter.callback(None))
@@ -172,25 +173,37 @@ class Reconciler(Service):
         except TokenUnavailable as e:
             self._failed(e.reason)
             return
-        self._services(held, started)
+        await self._services(held, started)
         await self._subscriptions(subscriptions)
         self.syncs += 1
         self.last_good = self._clock.seconds()
         self.last_error = None
 
-    def _services(self, held: list[HeldService], started: float) -> None:
+    async def _services(self, held: list[HeldService], started: float) -> None:
+        # Ours before the read: one missing from it is lost. Ours at all (a registration
+        # that completed while the read was under way too): never a leftover.
         ours = self._registrar.held(started)
+        mine = self._registrar.held(math.inf)
         wanted = set(self._registrar.states)
         present = set()
         now = self._clock.seconds()
+        leftovers = []
         for instance in held:
-            if instance.ser_instance_id in ours:
+            if instance.ser_instance_id in mine:
                 present.add(instance.ser_instance_id)
                 if self._registrar.seen(instance.ser_name, instance.state, now):
                     self._repaired(instance.state.lower(), instance.ser_name)
             elif instance.ser_name in wanted and instance.state != "ACTIVE":
                 self._repaired("leftover", instance.ser_name)
-                self._registrar.delete_leftover(instance.ser_name, instance.ser_instance_id)
+                leftovers.append(instance)
+        # Deleted before the sync ends: the first registration waits for the first sync,
+        # so a dead run's instances are gone before new ones are added (the 50-per-app cap).
+        await gatherResults(
+            [
+                ensureDeferred(self._registrar.delete_leftover(i.ser_name, i.ser_instance_id))
+                for i in leftovers
+            ]
+        )
         for ser_instance_id, name in ours.items():
             if ser_instance_id not in present:
                 self._repaired("lost", name)

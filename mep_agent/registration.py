@@ -514,7 +514,7 @@ class Registrar(Service):
             for name, s in self.states.items()
             if s.registration is not None
             and s.registered_at is not None
-            and s.registered_at < started
+            and s.registered_at <= started
         }
 
     def seen(self, name: str, mep_state: str, now: float) -> bool:
@@ -532,7 +532,7 @@ class Registrar(Service):
         self._restart(name)
         return True
 
-    def delete_leftover(self, name: str, ser_instance_id: str) -> None:
+    async def delete_leftover(self, name: str, ser_instance_id: str) -> None:
         """Delete an instance of C{name} that a dead run left (not ACTIVE, not ours)."""
         self.log.info(
             "deleting {ser_instance_id}, an instance of {ser_name} that an earlier run left",
@@ -540,13 +540,12 @@ class Registrar(Service):
             ser_name=name,
             event="service.leftover_deleted",
         )
-        d = ensureDeferred(
-            self._tokens.with_token(
+        try:
+            await self._tokens.with_token(
                 lambda token: self._mep.deregister(token, ser_instance_id), self._request_timeout
             )
-        )
-        d.addErrback(lambda failure: failure.trap(MepError, TokenUnavailable))
-        self._tasks.append(d)
+        except (MepError, TokenUnavailable):
+            pass  # the next sync tries again
 
     def forget(self, name: str) -> None:
         """The MEP no longer holds C{name}'s instance: register it again at once."""

@@ -1,0 +1,194 @@
+"""
+Reconciliation with the MEP's truth (issue 18), on a Clock against the in-memory emulator:
+a dead run's leftovers, a platform that lost its state, another client's INACTIVE, a
+platform without liveness, siblings left alone, orphan subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mep_agent.emulator.memory import DEV_APP, InMemoryMep
+from mep_agent.emulator.registry import SERVICES_MAX, SubscriptionRecord
+
+from .agent_harness import BEAT, NOTIFICATIONS, ApiTestCase, spec
+from .emulator_client import service
+from .test_etsi import ROOT, EtsiTestCase, etsi_spec
+
+APP = DEV_APP.app_instance_id
+CALLBACK = f"http://127.0.0.1:9090{NOTIFICATIONS}"
+DEAD_RUN = "http://127.0.0.1:9090/mep-agent/v1/notifications/secret-of-a-dead-run"
+
+
+class ReconcileHarness(ApiTestCase):
+    def leave_behind(self, name: str, state: str) -> str:
+        """An instance of C{name} that an earlier run registered and left, in C{state}."""
+        record = self.registry.register(APP, service(name, 60))
+        self.registry.set_state(record.ser_instance_id, state)
+        return record.ser_instance_id
+
+    def instances(self, name: str) -> list[Any]:
+        return [s for s in self.registry.services.values() if s.body["serName"] == name]
+
+    def dead_run_subscription(self) -> None:
+        body = {
+            "subscriptionType": "SerAvailabilityNotificationSubscription",
+            "callbackReference": DEAD_RUN,
+        }
+        record = SubscriptionRecord("dead-run-subscription", APP, body)
+        self.registry.subscriptions[record.subscription_id] = record
+
+
+class EdgeGalleryReconcileTests(ReconcileHarness):
+    def start_agent(self, *names: str, **options: Any) -> None:
+        self.build(tuple(spec(n) for n in names), notify_url=CALLBACK, sync=True, **options)
+        self.start()
+
+    def test_a_dead_runs_leftovers_go_before_the_first_post(self) -> None:
+        """SUSPENDED instances and subscriptions of a dead run: deleted first, then ours."""
+        leftovers = {self.leave_behind("a", "SUSPENDED"), self.leave_behind("a", "INACTIVE")}
+        self.dead_run_subscription()
+        self.start_agent("a")
+        self.assertEqual(len(self.instances("a")), 1)
+        self.assertNotIn(self.sid("a"), leftovers)
+        kinds = [r.kind for r in self.emulator.requests]
+        self.assertLess(kinds.index("deregister"), kinds.index("register"))
+        self.assertNotIn("dead-run-subscription", self.registry.subscriptions)
+        self.assertEqual(self.reconciler.repaired["leftover"] if self.reconciler else 0, 2)
+
+    def test_a_full_cap_of_leftovers_is_no_lock_out(self) -> None:
+        """25 unclean restarts left 50 instances (the cap): the new run still registers."""
+        for i in range(SERVICES_MAX):
+            self.leave_behind("ab"[i % 2], "SUSPENDED")
+        self.start_agent("a", "b")
+        self.assertEqual(self.requests("register"), [201, 201])
+        self.assertEqual(len(self.registry.services), 2)
+
+    def test_a_live_siblings_instance_is_left_alone(self) -> None:
+        """An ACTIVE instance of our name that another agent keeps alive is never touched."""
+        sibling = self.registry.register(APP, service("a", 60)).ser_instance_id
+        self.start_agent("a")
+        for _ in range(5):  # the sibling keeps beating it
+            self.registry.services[sibling].last_beat = self.clock.seconds()
+            self.advance(60, step=5)
+        self.assertIn(sibling, self.registry.services)
+        self.assertEqual(len(self.instances("a")), 2)
+        self.assertEqual(self.requests("deregister"), [])
+
+    def test_a_lost_registration_found_by_the_sync(self) -> None:
+        """The MEP forgot one service between beats: registered again at the next sync."""
+        self.start_agent("a", "b", sync_interval=10)
+        lost = self.sid("b")
+        del self.registry.services[lost]
+        self.advance(10)
+        self.assertNotEqual(self.sid("b"), lost)
+        self.assertEqual(len(self.instances("b")), 1)
+        self.assertEqual(self.reconciler.repaired["lost"] if self.reconciler else 0, 1)
+
+    def test_a_404_syncs_everything_at_once(self) -> None:
+        """A MEP restart: the first 404 makes the agent read the MEP and repair all at once."""
+        self.start_agent("a", "b", "c")
+        restart = self.mep.http.post("https://127.0.0.1:8443/_emulator/restart")
+        self.mep.flush()
+        self.successResultOf(restart)
+        self.advance(BEAT + 1)  # the first beat (staggered: one service) gets 404
+        names = sorted(r.body["serName"] for r in self.registry.services.values())
+        self.assertEqual(names, ["a", "b", "c"])
+
+    def test_state_changed_notification_about_ours_repairs_at_once(self) -> None:
+        """Another client sets ours INACTIVE: the notification makes the agent restore it."""
+        self.start_agent("a")
+        sid = self.sid("a")
+        self.registry.set_state(sid, "INACTIVE")
+        note = {
+            "notificationType": "SerAvailabilityNotification",
+            "serviceReferences": [
+                {
+                    "serName": "a",
+                    "serInstanceId": sid,
+                    "state": "INACTIVE",
+                    "changeType": "STATE_CHANGED",
+                }
+            ],
+        }
+        response, _ = self.request(self.ops, "POST", NOTIFICATIONS, json=note)
+        self.assertEqual(response.code, 204)
+        self.settle()
+        self.assertEqual(self.registry.services[sid].state, "ACTIVE")
+        self.assertEqual(self.requests("update"), [200])
+
+    def test_health_shows_what_the_last_sync_saw(self) -> None:
+        """Status: the MEP's state per service and when seen; the sync's age; repairs."""
+        self.leave_behind("a", "SUSPENDED")
+        self.start_agent("a", sync_interval=10)
+        self.advance(10)
+        _, status, _ = self.get_json(self.ops, "/mep-agent/v1/status")
+        (svc,) = status["services"]
+        self.assertEqual(svc["mep"]["state"], "ACTIVE")
+        self.assertIsNotNone(svc["mep"]["lastSeen"])
+        self.assertEqual(status["sync"]["divergencesRepaired"], {"leftover": 1})
+        self.assertLessEqual(status["sync"]["secondsSinceGoodSync"], 10)
+        code, health, _ = self.get_json(self.ops, "/healthz/mep")
+        self.assertTrue(health["checks"]["sync"]["ok"])
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        self.assertIn(b'mep_agent_divergences_repaired_total{kind="leftover"} 1.0', raw)
+        self.assertIn(b"mep_agent_sync_age_seconds", raw)
+
+    def test_steady_state_costs_one_read_per_interval(self) -> None:
+        """Nothing to repair: a sync is a read of the services and of each subscription list."""
+        self.start_agent("a", sync_interval=60)
+        before = len(self.emulator.requests)
+        self.advance(600, step=10)
+        kinds = [r.kind for r in list(self.emulator.requests)[before:]]
+        syncs = kinds.count("sync")
+        self.assertGreaterEqual(syncs, 10)  # jitter only ever shortens the interval
+        self.assertLessEqual(syncs, 13)
+        self.assertEqual(set(kinds) - {"sync", "subscribe", "heartbeat", "token"}, set())
+
+
+class NoLivenessPlatformTests(ReconcileHarness, EtsiTestCase):
+    """A MEC 011 platform without liveness (AdvantEDGE 1.9.2): the sync is the only signal."""
+
+    def setUp(self) -> None:
+        self.mep = InMemoryMep.create(dialect="etsi", api_root=ROOT, liveness_interval=0)
+        self.clock = self.mep.clock
+        self.emulator = self.mep.emulator
+        self.registry = self.emulator.registry
+
+    def start_agent(self) -> None:
+        self.build(
+            (etsi_spec("a"), etsi_spec("b")), notify_url=CALLBACK, sync=True, sync_interval=60
+        )
+        self.start()
+
+    def test_an_empty_store_is_refilled_within_one_interval(self) -> None:
+        """Flushed (services, subscriptions, READY): READY again and all back, no beat needed."""
+        self.start_agent()
+        self.assertEqual(self.requests("heartbeat"), [])
+        flushed = self.mep.http.post("https://127.0.0.1:8443/_emulator/flush")
+        self.mep.flush()
+        self.assertEqual(self.successResultOf(flushed).code, 204)
+        self.advance(60, step=5)
+        names = sorted(r.body["serName"] for r in self.registry.services.values())
+        self.assertEqual(names, ["a", "b"])
+        self.assertIn(APP, self.registry.ready)
+
+    def test_inactive_set_by_another_client_is_restored(self) -> None:
+        """No liveness, no notification subscribed: the next sync restores ACTIVE."""
+        self.start_agent()
+        sid = self.sid("a")
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(60, step=5)
+        self.assertEqual(self.registry.services[sid].state, "ACTIVE")
+
+    def test_list_answers_follow_the_spec(self) -> None:
+        """The ETSI face lists the app's services as a JSON array (what the sync reads)."""
+        self.start_agent()
+        d = self.mep.http.get(
+            f"https://127.0.0.1:8443{ROOT}/mec_service_mgmt/v1/applications/{APP}/services",
+            headers={"Authorization": f"Bearer {self.token_value()}"},
+        )
+        self.mep.flush()
+        body = json.loads(self.successResultOf(self.mep.http.content(self.successResultOf(d))))
+        self.assertEqual(sorted(s["serName"] for s in body), ["a", "b"])
