@@ -309,6 +309,37 @@ class AgentAgainstEmulator(EmulatorProcesses):
         self.assertEqual(kinds.count("register"), 3)
         self.assertEqual(kinds.count("deregister"), 3)
 
+    async def test_sigkill_five_times_leaves_one_instance_each(self) -> None:
+        """kill -9 five times, then a run that stays: one instance each, no orphan (#18)."""
+        ops = _free_port()
+        route = f"http://127.0.0.1:{ops}/mep-agent/v1/notifications"
+        env = {
+            "MEP_AGENT_OPS_LISTEN": f"tcp:{ops}:interface=127.0.0.1",
+            "MEP_AGENT_NOTIFY_URL": route,
+            "MEP_AGENT_SYNC_INTERVAL": "2",
+        }
+        await self.start_emulator()  # liveness every 2 s: a dead run's instances suspend
+        for _ in range(5):
+            agent = await self.start_agent(**env)
+            await agent.wait_for(rb"(?s)(registered as .*){3}")
+            await agent.wait_for(rb"subscription termination created")
+            agent.signal("KILL")
+            await agent.ended
+        left = await self.state()
+        self.assertGreaterEqual(len(left["services"]), 15, "what five dead runs left")
+        agent = await self.start_agent(**env)
+
+        async def whole() -> bool:
+            state = await self.state()
+            names = sorted(s["serName"] for s in state["services"])
+            callbacks = [s["callbackReference"] for s in state["subscriptions"]]
+            return names == ["alpha", "beta", "gamma"] and len(callbacks) == 1
+
+        await eventually(whole, timeout=30)
+        self.assertEqual(await agent.stop(), 0)
+        state = await self.state()
+        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+
     async def _all_registered(self) -> bool:
         return len(await self.services()) == 3
 
