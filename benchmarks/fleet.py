@@ -1,0 +1,227 @@
+"""
+A fleet of agents against one MEP (issue 18), in one process on a simulated clock: N agents
+(the agent's own MEP client, token keeper, registrar, subscriber and reconciler, each with
+its own app instance and AK/SK) against the emulator in memory, so that hours of MEP time run
+in seconds and every request's time is exact. Run by hand; it contacts nothing.
+
+    .venv/bin/python benchmarks/fleet.py [--agents 200] [--services 2] [--out fleet.json]
+
+Measures:
+
+* steady state, sync on (every 60 s, jittered): MEP requests per agent-minute over ten
+  minutes, by kind, against what is due anyway (heartbeats, one read of each list per sync,
+  the token refresh);
+* a flush (the MEP restarted with an empty store: every service, subscription and READY
+  gone): the seconds until every agent is whole again (every service registered), the
+  busiest second's requests against the mean of that window (no synchronised waves), and
+  lock-outs (0 wanted).
+
+Writes JSON and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import string
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from treq.testing import RequestTraversalAgent, StubTreq
+from twisted.internet.task import Clock, LoopingCall
+from twisted.web.resource import IResource, Resource
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from soak import write_report  # noqa: E402 (a sibling script)
+
+from mep_agent.config import Credentials  # noqa: E402
+from mep_agent.emulator.app import MepEmulator  # noqa: E402
+from mep_agent.emulator.auth import App  # noqa: E402
+from mep_agent.emulator.notifier import Notifier  # noqa: E402
+from mep_agent.emulator.registry import Registry  # noqa: E402
+from mep_agent.http import MepHttp  # noqa: E402
+from mep_agent.mep import MepClient  # noqa: E402
+from mep_agent.model import ServiceSpec  # noqa: E402
+from mep_agent.reconcile import Reconciler  # noqa: E402
+from mep_agent.registration import Registrar  # noqa: E402
+from mep_agent.secret import Secret  # noqa: E402
+from mep_agent.subscriptions import Subscriber  # noqa: E402
+from mep_agent.token import TokenKeeper  # noqa: E402
+
+BASE = "https://127.0.0.1:8443"
+SYNC_INTERVAL = 60.0
+LIVENESS = 60
+
+
+class Counting(Resource):
+    """In front of the emulator: when each request arrived (simulated seconds), and its path."""
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, clock: Clock) -> None:
+        super().__init__()
+        self.inner = inner
+        self.clock = clock
+        self.seen: list[tuple[float, str]] = []
+
+    def render(self, request: Any) -> Any:
+        self.seen.append((self.clock.seconds(), kind(request.method, request.path)))
+        return self.inner.render(request)
+
+
+def kind(method: bytes, path: bytes) -> str:
+    """What a request is, from its method and path."""
+    if path.endswith(b"/token"):
+        return "token"
+    if path.endswith(b"/liveness"):
+        return "heartbeat"
+    if path.endswith(b"/confirm_ready"):
+        return "confirm_ready"
+    if method == b"GET":
+        return "list" if path.endswith((b"/services", b"/subscriptions")) else "get"
+    return {b"POST": "register", b"DELETE": "delete", b"PUT": "update"}.get(method, "other")
+
+
+def key(length: int, rng: random.Random) -> str:
+    return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(length))
+
+
+def service(name: str) -> dict[str, Any]:
+    return {
+        "serName": name,
+        "version": "1.0",
+        "state": "ACTIVE",
+        "serializer": "JSON",
+        "livenessInterval": LIVENESS,
+        "transportInfo": {
+            "id": f"t-{name}",
+            "name": name,
+            "type": "REST_HTTP",
+            "protocol": "HTTP",
+            "version": "1.1",
+            "endpoint": {"uris": [f"http://{name}.local/"]},
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--services", type=int, default=2)
+    parser.add_argument("--out", default="fleet.json")
+    options = parser.parse_args()
+    rng = random.Random(1)
+    started = time.monotonic()
+    clock = Clock()
+    clock.advance(1_800_000_000)  # a realistic epoch for the tokens' lifetimes
+    notifier = Notifier(None, clock)
+    registry = Registry(clock, notifier, LIVENESS)
+    apps = []
+    for _ in range(options.agents):
+        app_id = f"{rng.getrandbits(32):08x}-0000-4000-8000-{rng.getrandbits(48):012x}"
+        apps.append(App(key(20, rng), key(64, rng), app_id))
+    emulator = MepEmulator(
+        clock, registry, {a.access_key: a for a in apps}, notifications=notifier.delivered
+    )
+    sweep = LoopingCall(registry.check_liveness)
+    sweep.clock = clock
+    sweep.start(1.0, now=False)
+    counting = Counting(emulator.resource(), clock)
+    transport = RequestTraversalAgent(counting)
+    control = StubTreq(counting)
+
+    def flush() -> None:
+        for _ in range(3):
+            transport.flush()
+            control.flush()
+
+    def advance(seconds: float, step: float = 0.5) -> None:
+        end = clock.seconds() + seconds
+        while clock.seconds() < end:
+            clock.advance(step)
+            flush()
+
+    registrars = []
+    for app in apps:
+        credentials = Credentials(
+            Secret(app.access_key), Secret(app.secret_key), Secret(app.app_instance_id)
+        )
+        mep = MepClient(MepHttp(transport), clock, BASE, "127.0.0.1:8443", credentials, 10)
+        tokens = TokenKeeper(mep.fetch_token, clock)
+        subscriber = Subscriber(mep, tokens, clock, ())
+        holder: dict[str, Reconciler] = {}
+        registrar = Registrar(
+            mep,
+            tokens,
+            clock,
+            tuple(ServiceSpec(f"svc{j}", service(f"svc{j}")) for j in range(options.services)),
+            on_data_loss=lambda h=holder: h["sync"].sync_soon(),
+            first_sync=lambda h=holder: h["sync"].first_sync(),
+        )
+        reconciler = Reconciler(
+            mep, tokens, clock, registrar, subscriber, SYNC_INTERVAL, 10, rng=rng.random
+        )
+        holder["sync"] = reconciler
+        parts = (tokens, registrar, subscriber, reconciler)
+        # Pods start at their own times, not in one instant: over a minute, at random.
+        clock.callLater(rng.uniform(0, 60), lambda parts=parts: [p.startService() for p in parts])
+        registrars.append(registrar)
+    advance(180)
+    whole = sum(all(s.registration for s in r.states.values()) for r in registrars)
+    report: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores",
+        "date": time.ctime(),
+        "agents": options.agents,
+        "services_per_agent": options.services,
+        "whole_after_start": whole,
+    }
+
+    # -- steady state: ten minutes --------------------------------------------------------
+    mark = len(counting.seen)
+    advance(600)
+    window = counting.seen[mark:]
+    minutes = 10 * options.agents
+    kinds = Counter(k for _, k in window)
+    report["steady_requests_per_agent_minute"] = round(len(window) / minutes, 3)
+    report["steady_per_agent_minute_by_kind"] = {
+        k: round(v / minutes, 3) for k, v in sorted(kinds.items())
+    }
+
+    # -- a flush ---------------------------------------------------------------------------
+    d = control.post(f"{BASE}/_emulator/flush")
+    flush()
+    assert d.called
+    flushed_at = clock.seconds()
+    mark = len(counting.seen)
+    recovered = None
+    while clock.seconds() < flushed_at + 4 * SYNC_INTERVAL:
+        advance(1, step=1)
+        if all(
+            sum(1 for s in registry.services.values() if s.app_instance_id == a.app_instance_id)
+            == options.services
+            for a in apps
+        ):
+            recovered = clock.seconds() - flushed_at
+            break
+    window = counting.seen[mark:]
+    per_second = Counter(int(t - flushed_at) for t, _ in window)
+    seconds = max(1, int(recovered or 4 * SYNC_INTERVAL) + 1)
+    mean = len(window) / seconds
+    report["flush_whole_again_s"] = recovered
+    report["flush_requests"] = len(window)
+    report["flush_busiest_second"] = max(per_second.values()) if per_second else 0
+    report["flush_mean_per_second"] = round(mean, 2)
+    report["flush_peak_to_mean"] = round(max(per_second.values()) / mean, 2) if mean else None
+    report["flush_requests_by_kind"] = dict(Counter(k for _, k in window))
+    report["lockouts"] = sum(
+        emulator.lockout.is_locked(a.access_key, clock.seconds()) for a in apps
+    )
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    write_report(options.out, report)
+
+
+if __name__ == "__main__":
+    main()
