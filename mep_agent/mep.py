@@ -115,6 +115,13 @@ class HeldService:
     ser_instance_id: str
     ser_name: str
     state: str
+    #: The members a MEP echoes as registered (not the endpoint: EdgeGallery answers its
+    #: gateway's URIs there), to tell a body that drifted from the wanted one.
+    echoed: dict[str, Any] = {}
+
+
+#: What L{HeldService.echoed} holds.
+ECHOED_MEMBERS = ("version", "serializer", "serCategory", "scopeOfLocality")
 
 
 @frozen
@@ -601,7 +608,8 @@ class MepClient:
                 continue
             sid, name, state = item.get("serInstanceId"), item.get("serName"), item.get("state")
             if isinstance(sid, str) and isinstance(name, str) and isinstance(state, str):
-                held.append(HeldService(sid, name, state))
+                echoed = {k: item[k] for k in ECHOED_MEMBERS if k in item}
+                held.append(HeldService(sid, name, state, echoed))
         return held
 
     async def availability_subscriptions(self, token: Token) -> list[Subscription]:

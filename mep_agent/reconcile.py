@@ -191,8 +191,11 @@ class Reconciler(Service):
         for instance in held:
             if instance.ser_instance_id in mine:
                 present.add(instance.ser_instance_id)
-                if self._registrar.seen(instance.ser_name, instance.state, now):
-                    self._repaired(instance.state.lower(), instance.ser_name)
+                kind = self._registrar.seen(
+                    instance.ser_name, instance.state, now, instance.echoed
+                )
+                if kind is not None:
+                    self._repaired(kind, instance.ser_name)
             elif instance.ser_name in wanted and instance.state != "ACTIVE":
                 self._repaired("leftover", instance.ser_name)
                 leftovers.append(instance)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
@@ -517,20 +518,33 @@ class Registrar(Service):
             and s.registered_at <= started
         }
 
-    def seen(self, name: str, mep_state: str, now: float) -> bool:
+    def seen(
+        self, name: str, mep_state: str, now: float, echoed: dict[str, Any] | None = None
+    ) -> str | None:
         """
-        The MEP holds C{name}'s instance in C{mep_state}; True when that is not the desired
-        state (INACTIVE or SUSPENDED where ACTIVE is wanted): it is restored at once.
+        The MEP holds C{name}'s instance in C{mep_state} with the C{echoed} members; what
+        differs from what is wanted, if anything, is repaired at once: "inactive" or
+        "suspended" (restored to the wanted state), "drifted" (a member the MEP echoes is
+        not the wanted one: updated, or deleted and registered anew where the platform
+        refuses the change). None when nothing differs.
         """
         state = self.states.get(name)
         if state is None:
-            return False
+            return None
         state.mep_state, state.mep_seen_at = mep_state, now
-        if mep_state == state.spec.body.get("state") or not self.running:
-            return False
-        state.repair_due = True
-        self._restart(name)
-        return True
+        if not self.running or state.registration is None:
+            return None
+        wanted = state.spec.body
+        drifted = any(wanted.get(k) != v for k, v in (echoed or {}).items() if k in wanted)
+        if mep_state != wanted.get("state"):
+            state.repair_due = True
+            self._restart(name)
+            return mep_state.lower()
+        if drifted:
+            state.pending_update = True
+            self._restart(name)
+            return "drifted"
+        return None
 
     async def delete_leftover(self, name: str, ser_instance_id: str) -> None:
         """Delete an instance of C{name} that a dead run left (not ACTIVE, not ours)."""
@@ -689,6 +703,7 @@ class Registrar(Service):
             )
         self.ready_confirmed = False
         await self.when_ready()
+        self._on_data_loss()  # the platform lost its state: look at what else it lost
 
     async def when_ready(self) -> None:
         """Return once READY is confirmed (at once when it is, or when it is not wanted)."""

@@ -118,6 +118,18 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.assertEqual(self.registry.services[sid].state, "ACTIVE")
         self.assertEqual(self.requests("update"), [200])
 
+    def test_a_body_that_drifted_is_updated(self) -> None:
+        """The MEP holds another version than the file says: the sync PUTs the wanted one."""
+        self.start_agent("a", sync_interval=10)
+        sid = self.sid("a")
+        self.registry.services[sid].body["version"] = "0.9"
+        self.advance(10)
+        self.assertEqual(self.registry.services[sid].body["version"], "1.0")
+        self.assertEqual(self.requests("update"), [200])
+        self.assertEqual(self.reconciler.repaired["drifted"] if self.reconciler else 0, 1)
+        self.advance(30)  # converged: nothing more to do
+        self.assertEqual(self.requests("update"), [200])
+
     def test_health_shows_what_the_last_sync_saw(self) -> None:
         """Status: the MEP's state per service and when seen; the sync's age; repairs."""
         self.leave_behind("a", "SUSPENDED")
