@@ -1,9 +1,9 @@
 """
 The two platforms the agent talks to, each as one small object chosen once in the
-configuration and handed to what needs it (DESIGN.md "Two platforms, one agent").
+configuration and handed to what needs it (docs/protocol.md, "MEC 011 v2.2.1 platforms").
 
 EdgeGallery's MEP follows MEC 011 v2.1.1 with its own token endpoint and PUT liveness;
-standard platforms follow MEC 011 v2.2.1 (ETSI-MP1.md). Where they differ: how the token is
+standard platforms follow MEC 011 v2.2.1 (docs/protocol.md). Where they differ: how the token is
 had (by default), how strictly a ServiceInfoPost is validated, which service names
 discovery accepts, how the MEP's links are written, and how late a heartbeat may be.
 """

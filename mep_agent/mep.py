@@ -463,7 +463,7 @@ class MepClient:
         except MepError as e:
             if e.status != 415 or method != "PATCH":
                 raise
-            # The media type of the PATCH is not pinned (ETSI-MP1.md): try the other one.
+            # The media type of the PATCH is not pinned (docs/protocol.md): try the other one.
             self._patch_type = (
                 "application/merge-patch+json"
                 if self._patch_type == "application/json"

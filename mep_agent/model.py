@@ -1,7 +1,8 @@
 """
 What the agent registers: services (ETSI ServiceInfo) and availability subscriptions,
 parsed from app_instance_info.yaml and validated with mepserver's own rules
-(MEP-PROTOCOL.md 2.2 and 2.6), so that the MEP never has to reject them.
+(docs/protocol.md, "Registration, liveness and their answers"), so that the MEP never
+has to reject them.
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ _service_fields = {
 _service_required = frozenset({"serName", "version", "state", "serializer"})
 _service_info = s.record(_service_fields, required=_service_required, aliases={"links": "_links"})
 
-# MEC 011 v2.2.1 ServiceInfoPost (ETSI-MP1.md): SerName is a plain string, every
-# TransportInfo member but description and implSpecificInfo is required, _links and
-# serInstanceId are read-only, transportId and transportInfo exclude each other.
+# MEC 011 v2.2.1 ServiceInfoPost (docs/protocol.md, "MEC 011 v2.2.1 platforms"): SerName
+# is a plain string, every TransportInfo member but description and implSpecificInfo is
+# required, _links and serInstanceId are read-only, transportId and transportInfo exclude
+# each other.
 _etsi_ser_name = s.text(256, r"[^\x00-\x1f\x7f]+")
 _etsi_category = s.record(
     {"href": s.uri, "id": _id, "name": _etsi_ser_name, "version": s.text(32)},

@@ -2,7 +2,8 @@
 SDK-HMAC-SHA256 request signing, as EdgeGallery's mep-agent and mepauth compute it.
 
 Pure functions: nothing here reads the clock or the network. The algorithm is described
-in MEP-PROTOCOL.md section 1.3; the reference vectors live in tests/data/sign_vectors.json.
+in docs/protocol.md ("Signing the token request"); the reference vectors live in
+tests/data/sign_vectors.json.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """
 mepauth and the Kong gateway, emulated: SDK-HMAC-SHA256 verification in mepauth's order
-of checks (MEP-PROTOCOL.md 1.4), the AK lock-out, and the bearer tokens Mp1 calls carry.
+of checks (docs/protocol.md, "How mepauth answers"), the AK lock-out, and the bearer
+tokens Mp1 calls carry.
 
 The canonicalisation here is written independently of mep_agent.signing on purpose: if
 both were one function, a bug in it would pass every test of agent against emulator.

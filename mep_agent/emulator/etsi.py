@@ -1,6 +1,6 @@
 """
 The emulator's second face: a platform that follows ETSI MEC 011 v2.2.1 as observed on
-AdvantEDGE (ETSI-MP1.md), over the same registry as the EdgeGallery face.
+AdvantEDGE (docs/protocol.md), over the same registry as the EdgeGallery face.
 
 - A configurable API root; an OAuth 2.0 client-credentials token endpoint at
   C{/oauth2/token} (RFC 6749 section 4.4, client authenticated with HTTP Basic).

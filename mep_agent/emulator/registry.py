@@ -119,7 +119,7 @@ TERMINATION_ACTIONS = ("STOPPING", "TERMINATING")
 
 
 def edgegallery_termination_links(app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
-    """mepserver's links: plain paths (MEP-PROTOCOL 2.7), not {"href": ...} objects."""
+    """mepserver's links: plain paths, not {"href": ...} (docs/protocol.md, "App termination")."""
     return {
         "subscription": f"/mep{sub.href}",
         "confirmTermination": f"{SUPPORT}/applications/{app_id}/confirm_termination",

@@ -1,5 +1,6 @@
 """
-mepserver's request validation (MEP-PROTOCOL.md 2.2, 2.3, 2.6), as the emulator applies it.
+mepserver's request validation (docs/protocol.md, "Registration, liveness and their
+answers"), as the emulator applies it.
 
 Unlike the agent's strict YAML schema, mepserver ignores unknown fields, fills defaults,
 and distinguishes a JSON type mismatch (internal status 4, "unmarshal request body error")
