@@ -97,6 +97,8 @@ class Reconciler(Service):
         self.last_good: float | None = None
         self.last_error: str | None = None
         self.repaired: Counter[str] = Counter()  # divergences repaired, by kind
+        # Subscriptions known not to be this agent's (the application's own): not read again.
+        self._foreign: set[str | None] = set()
 
     # -- what the others use ---------------------------------------------------------------
 
@@ -218,7 +220,7 @@ class Reconciler(Service):
         route = self._callback.rsplit("/", 1)[0] + "/"
         mine = {s.subscription.url for s in self._subscriber.states if s.subscription}
         for subscription in listed:
-            if subscription.url in mine:
+            if subscription.url in mine or subscription.url in self._foreign:
                 continue
             try:
                 callback = await self._tokens.with_token(
@@ -226,7 +228,8 @@ class Reconciler(Service):
                     self._timeout,
                 )
                 if callback is None or not callback.startswith(route):
-                    continue  # not this agent's: none of its business
+                    self._foreign.add(subscription.url)  # not this agent's: its own business
+                    continue
                 if callback == self._callback:
                     continue  # ours, being created: the Subscriber knows it
                 await self._tokens.with_token(
