@@ -32,7 +32,7 @@ from .liveness import BeatSchedule, mepserver_grace, stagger
 from .mep import MepClient, Registration, Token
 from .model import ServiceSpec
 from .retry import Delays, backoff, sleep
-from .tasks import InFlight, bounded, supervise
+from .tasks import InFlight, stop_and_clean_up, supervise
 from .token import TokenKeeper
 
 # A 4xx answer to a registration will not fix itself; retry rarely, in case an operator
@@ -237,18 +237,18 @@ class Registrar(Service):
             for task in self._tasks:
                 task.cancel()
             return succeed([])
-        return ensureDeferred(self._stop())
-
-    async def _stop(self) -> list[bool]:
-        deadline = self._clock.seconds() + self._shutdown_timeout
-        await self._posting.settle(self._clock, self._shutdown_timeout)
-        for task in self._tasks:
-            task.cancel()
-        registered = [s for s in self.states.values() if s.registration is not None]
-        return await bounded(
-            self._clock,
-            max(0.0, deadline - self._clock.seconds()),
-            [partial(self._deregister, s) for s in registered],
+        return ensureDeferred(
+            stop_and_clean_up(
+                self._clock,
+                self._shutdown_timeout,
+                self._posting,
+                self._tasks,
+                lambda: [
+                    partial(self._deregister, s)
+                    for s in self.states.values()
+                    if s.registration is not None
+                ],
+            )
         )
 
     def last_error(self) -> str | None:

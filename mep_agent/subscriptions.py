@@ -35,7 +35,7 @@ from .errors import MepError, TokenUnavailable, Verdict
 from .mep import MepClient, Subscription
 from .model import SubscriptionSpec
 from .retry import Alarm, Delays, backoff, sleep
-from .tasks import InFlight, bounded, supervise
+from .tasks import InFlight, stop_and_clean_up, supervise
 from .token import TokenKeeper
 
 REFUSED_RETRY = 300.0
@@ -241,18 +241,14 @@ class Subscriber(Service):
             for task in self._tasks:
                 task.cancel()
             return succeed([])
-        return ensureDeferred(self._stop())
-
-    async def _stop(self) -> list[bool]:
-        deadline = self._clock.seconds() + self._shutdown_timeout
-        await self._posting.settle(self._clock, self._shutdown_timeout)
-        for task in self._tasks:
-            task.cancel()
-        created = [s for s in self.states if s.subscription is not None]
-        return await bounded(
-            self._clock,
-            max(0.0, deadline - self._clock.seconds()),
-            [partial(self._delete, s) for s in created],
+        return ensureDeferred(
+            stop_and_clean_up(
+                self._clock,
+                self._shutdown_timeout,
+                self._posting,
+                self._tasks,
+                lambda: [partial(self._delete, s) for s in self.states if s.subscription],
+            )
         )
 
     def check_now(self) -> None:

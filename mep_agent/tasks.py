@@ -113,3 +113,22 @@ class InFlight:
 
 async def _as_awaited(call: Awaitable[Any]) -> Any:
     return await call
+
+
+async def stop_and_clean_up(
+    clock: IReactorTime,
+    timeout: float,
+    in_flight: InFlight,
+    tasks: list[Deferred[None]],
+    clean_up: Callable[[], list[Callable[[], Awaitable[object]]]],
+) -> list[bool]:
+    """
+    A stop that leaves nothing behind, within C{timeout} in all: let the creations under way
+    finish, stop the C{tasks}, then run the calls C{clean_up()} lists (made only now, so they
+    see what those creations made) in parallel; one success flag per call.
+    """
+    deadline = clock.seconds() + timeout
+    await in_flight.settle(clock, timeout)
+    for task in tasks:
+        task.cancel()
+    return await bounded(clock, max(0.0, deadline - clock.seconds()), clean_up())

@@ -636,11 +636,8 @@ class MepEmulator:
         it rotates them: C{{"app_instance_id", "ak", "sk"}} (new ones generated when not
         given); the old AK is unknown from then on (401). Answers the new pair.
         """
-        try:
-            options = json.loads(read_body(request) or b"{}")
-        except ValueError:
-            options = None
-        if not isinstance(options, dict):
+        options = _options(request)
+        if options is None:
             return write_json(request, 400, {"error": "the body must be a JSON object"})
         app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
         old = next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
@@ -680,11 +677,8 @@ class MepEmulator:
         Control API: start an app termination, C{{"operationAction", "maxGracefulTimeout"}}
         (TERMINATING and 5 s by default; any values, to try the agent with bad ones).
         """
-        try:
-            options = json.loads(read_body(request) or b"{}")
-        except ValueError:
-            options = None
-        if not isinstance(options, dict):
+        options = _options(request)
+        if options is None:
             return write_json(request, 400, {"error": "the body must be a JSON object"})
         timeout = options.get("maxGracefulTimeout", 5)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
@@ -705,6 +699,15 @@ def _body_start(request: Request) -> bytes:
     content.seek(0)
     start: bytes = content.read(4096)
     return start
+
+
+def _options(request: Request) -> dict[str, Any] | None:
+    """A control call's JSON object body ({} when empty); None when it is not one."""
+    try:
+        options = json.loads(read_body(request) or b"{}")
+    except ValueError:
+        return None
+    return options if isinstance(options, dict) else None
 
 
 def read_body(request: Request) -> bytes:

@@ -291,21 +291,27 @@ class EtsiMep:
     def subscriptions(self, request: Request, app_id: str) -> bytes:
         """GET the app's availability subscriptions: a SubscriptionLinkList."""
         self._authorize(request, app_id)
-        records = self.core.registry.app_subscriptions(app_id)
-        base = f"{self._base(request)}{self.api_root}/mec_service_mgmt/v1"
+        return self._link_list(request, app_id, termination=False)
+
+    def _link_list(self, request: Request, app_id: str, termination: bool) -> bytes:
+        """The app's subscriptions of one kind as a SubscriptionLinkList."""
+        records = self.core.registry.app_subscriptions(app_id, termination)
+        api = "mec_app_support" if termination else "mec_service_mgmt"
+        url = self._termination_url if termination else self._subscription_url
+        kind = (
+            "AppTerminationNotificationSubscription"
+            if termination
+            else "SerAvailabilityNotificationSubscription"
+        )
+        base = f"{self._base(request)}{self.api_root}/{api}/v1"
+        listed = [{"href": url(request, r), "subscriptionType": kind} for r in records]
         return write_json(
             request,
             200,
             {
                 "_links": {
                     "self": {"href": f"{base}/applications/{app_id}/subscriptions"},
-                    "subscriptions": [
-                        {
-                            "href": self._subscription_url(request, r),
-                            "subscriptionType": "SerAvailabilityNotificationSubscription",
-                        }
-                        for r in records
-                    ],
+                    "subscriptions": listed,
                 }
             },
         )
@@ -452,24 +458,7 @@ class EtsiMep:
     def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
         """GET the app's termination subscriptions: a SubscriptionLinkList (none: empty)."""
         self._authorize(request, app_id)
-        records = self.core.registry.app_subscriptions(app_id, termination=True)
-        base = f"{self._base(request)}{self.api_root}/mec_app_support/v1"
-        return write_json(
-            request,
-            200,
-            {
-                "_links": {
-                    "self": {"href": f"{base}/applications/{app_id}/subscriptions"},
-                    "subscriptions": [
-                        {
-                            "href": self._termination_url(request, r),
-                            "subscriptionType": "AppTerminationNotificationSubscription",
-                        }
-                        for r in records
-                    ],
-                }
-            },
-        )
+        return self._link_list(request, app_id, termination=True)
 
     @fault_point(lambda request: "unsubscribe" if request.method == b"DELETE" else "subscribe")
     def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
