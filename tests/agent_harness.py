@@ -198,6 +198,16 @@ class AgentTestCase(SynchronousTestCase):
             self.mep.flush()
             self.clock.advance(0)
 
+    def capture_events(self) -> list[Any]:
+        """Every log event from now on, until the test ends."""
+        from twisted.logger import ILogObserver, globalLogPublisher
+
+        events: list[Any] = []
+        observer: ILogObserver = events.append  # type: ignore[assignment]
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return events
+
     def advance(self, seconds: float, step: float = 0.5) -> None:
         self.mep.advance(seconds, step)
         self.settle()

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -40,10 +40,7 @@ class HardeningTestCase(ApiTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.events: list[LogEvent] = []
-        observer: ILogObserver = self.events.append  # type: ignore[assignment]
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.events: list[LogEvent] = self.capture_events()
 
     def control(self, path: str, body: Any = None) -> int:
         d = self.mep.http.post(f"{BASE}/_emulator/{path}", json=body)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import LogEvent
 
 from mep_agent.emulator.memory import DEV_APP
 from mep_agent.emulator.registry import SubscriptionRecord
@@ -29,10 +29,7 @@ class TerminationHarness(ApiTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.events: list[LogEvent] = []
-        observer: ILogObserver = self.events.append  # type: ignore[assignment]
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.events: list[LogEvent] = self.capture_events()
 
     def terminate(self, **options: Any) -> dict[str, Any]:
         """The platform starts a termination; the notice it sends, as delivered to us."""

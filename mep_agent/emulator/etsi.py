@@ -386,12 +386,15 @@ class EtsiMep:
     @fault_point("subscribe")
     def subscribe(self, request: Request, app_id: str) -> bytes:
         """POST a SerAvailabilityNotificationSubscription: 201 with absolute links."""
+        return self._create_subscription(request, app_id, termination=False)
+
+    def _create_subscription(self, request: Request, app_id: str, termination: bool) -> bytes:
         self._authorize(request, app_id)
         try:
-            record = self.core.registry.subscribe(app_id, self._json(request))
+            record = self.core.registry.subscribe(app_id, self._json(request), termination)
         except Rejected as e:
             raise Problem(400, e.title, e.detail) from None
-        url = self._subscription_url(request, record)
+        url = (self._termination_url if termination else self._subscription_url)(request, record)
         request.setHeader(b"Location", url.encode())
         return write_json(
             request,
@@ -439,20 +442,7 @@ class EtsiMep:
     @fault_point("subscribe")
     def termination_subscribe(self, request: Request, app_id: str) -> bytes:
         """POST an AppTerminationNotificationSubscription: 201 with absolute links."""
-        self._authorize(request, app_id)
-        try:
-            record = self.core.registry.subscribe(app_id, self._json(request), termination=True)
-        except Rejected as e:
-            raise Problem(400, e.title, e.detail) from None
-        url = self._termination_url(request, record)
-        request.setHeader(b"Location", url.encode())
-        return write_json(
-            request,
-            201,
-            dict(
-                record.body, subscriptionId=record.subscription_id, _links={"self": {"href": url}}
-            ),
-        )
+        return self._create_subscription(request, app_id, termination=True)
 
     @fault_point("subscribe")
     def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
