@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from attrs import define
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -87,27 +88,28 @@ def token_source(cfg: AgentConfig, mep: MepClient) -> Callable[[], Awaitable[Tok
     return mep.fetch_token
 
 
-def build(
-    cfg: AgentConfig,
-    reactor: Any,
-    finish: Callable[[int], None],
-    notify_secret: Secret,
-    set_code: Callable[[int], None] = lambda code: None,
-    read_async: Callable[[str], Awaitable[bytes]] | None = None,
-) -> AgentService:
-    """
-    Every service of the agent for C{cfg}.
+@define
+class Core:
+    """The agent's core, wired: the MEP client and the services that act on the MEP."""
 
-    @param reactor: the reactor (or a MemoryReactorClock in tests).
-    @param finish: C{finish(code)} stops the process with an exit status (one-shot).
-    @param notify_secret: the path segment that authenticates the MEP's notifications.
-    @param read_async: reads a file off the reactor thread (for reloads); None: no reload.
-    """
-    if read_async is None:
+    mep: MepClient
+    pool: HTTPConnectionPool
+    metrics: CollectorRegistry
+    tokens: TokenKeeper
+    credential_files: CredentialFiles
+    subscriber: Subscriber
+    registrar: Registrar
+    reconciler: Reconciler
+    discovery: DiscoveryCache
+    reloader: ConfigReloader
+    forward: Callable[[dict[str, Any]], None] | None
+    terminator: Terminator | None
 
-        async def read_async(path: str) -> bytes:
-            raise OSError(0, "reading files is not wired here")
 
+def mep_client(
+    cfg: AgentConfig, reactor: Any, metrics: CollectorRegistry
+) -> tuple[MepClient, HTTPConnectionPool]:
+    """Stage 1: the MEP client over its verified, pooled connections."""
     policy = None
     if cfg.protocol == "https":
         assert cfg.ca_cert_domain_name is not None
@@ -116,7 +118,6 @@ def build(
             cfg.ca_cert_path or "CA_CERT",
             cfg.ca_cert_domain_name,
         )
-    metrics = CollectorRegistry()
     agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
     mep = MepClient(
         MepHttp(agent, pool),
@@ -133,6 +134,13 @@ def build(
         explain=policy.explain if policy is not None else None,
         public_origins=frozenset(cfg.mep_public_origins),
     )
+    return mep, pool
+
+
+def token_keeping(
+    cfg: AgentConfig, reactor: Any, mep: MepClient, read: Callable[[str], Awaitable[bytes]]
+) -> tuple[TokenKeeper, CredentialFiles]:
+    """Stage 2: the one token authority, and the credential files it follows."""
     tokens = TokenKeeper(
         token_source(cfg, mep), reactor, on_refused=lambda: credential_files.check_now()
     )
@@ -143,12 +151,24 @@ def build(
 
     credential_files = CredentialFiles(
         cfg.credential_files,
-        read_async,
+        read,
         cfg.credentials,
         credentials_changed,
         reactor,
         cfg.reload_interval,
     )
+    return tokens, credential_files
+
+
+def keeping_registered(
+    cfg: AgentConfig, reactor: Any, mep: MepClient, tokens: TokenKeeper, notify_secret: Secret
+) -> tuple[Subscriber, Registrar, Reconciler]:
+    """
+    Stage 3: what is registered and subscribed, and the sync against the MEP's truth. They
+    refer to each other (READY is the registrar's state; a loss makes the others look), so
+    the lambdas read the later ones once they exist.
+    """
+    ready_first = cfg.dialect.ready_first and cfg.confirm_ready
     callback = callback_url(cfg.notify_url, notify_secret.reveal())
     subscriber = Subscriber(
         mep,
@@ -165,10 +185,7 @@ def build(
         )
         if cfg.handles_termination and callback
         else None,
-        # READY is the registrar's state; the lambdas read it once it exists (just below).
-        when_ready=(lambda: registrar.when_ready())
-        if cfg.dialect.ready_first and cfg.confirm_ready
-        else None,
+        when_ready=(lambda: registrar.when_ready()) if ready_first else None,
         ready_lost=(lambda: registrar.ready_lost()) if cfg.confirm_ready else None,
     )
 
@@ -191,7 +208,6 @@ def build(
         ready_first=cfg.dialect.ready_first,
         first_sync=lambda: reconciler.first_sync(),
     )
-    ready_first = cfg.dialect.ready_first and cfg.confirm_ready
     reconciler = Reconciler(
         mep,
         tokens,
@@ -204,6 +220,36 @@ def build(
         ready_lost=registrar.ready_lost if cfg.confirm_ready else None,
         when_ready=registrar.when_ready if ready_first else None,
     )
+    return subscriber, registrar, reconciler
+
+
+def forwarder(cfg: AgentConfig, reactor: Any) -> Callable[[dict[str, Any]], None] | None:
+    """What tells the application of notifications (--app-notify-url), if anything."""
+    if not cfg.app_notify_url:
+        return None
+    # Imported only when forwarding is on: treq is needed for nothing else.
+    from treq.client import HTTPClient
+
+    from .forward import NotificationForwarder
+
+    return NotificationForwarder(
+        HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
+    )
+
+
+def core(
+    cfg: AgentConfig,
+    reactor: Any,
+    notify_secret: Secret,
+    read: Callable[[str], Awaitable[bytes]],
+) -> Core:
+    """Stages 1-3, the cache, the reload and the termination: everything but the web side."""
+    metrics = CollectorRegistry()
+    mep, pool = mep_client(cfg, reactor, metrics)
+    tokens, credential_files = token_keeping(cfg, reactor, mep, read)
+    subscriber, registrar, reconciler = keeping_registered(
+        cfg, reactor, mep, tokens, notify_secret
+    )
     discovery = DiscoveryCache(
         MepDiscovery(tokens, mep, cfg.request_timeout, cfg.discovery_ttl, reactor),
         reactor,
@@ -213,7 +259,7 @@ def build(
     )
     reloader = ConfigReloader(
         cfg.app_instance_info_path,
-        read_async,
+        read,
         lambda text: parse_app_instance_info(
             cfg.app_instance_info_path, text, cfg.dialect.etsi_validation, reload=True
         ),
@@ -223,16 +269,7 @@ def build(
         cfg.reload_interval,
         cfg.app_instance_info_digest,
     )
-    forward = None
-    if cfg.app_notify_url:
-        # Imported only when forwarding is on: treq is needed for nothing else.
-        from treq.client import HTTPClient
-
-        from .forward import NotificationForwarder
-
-        forward = NotificationForwarder(
-            HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
-        )
+    forward = forwarder(cfg, reactor)
     terminator = None
     if cfg.handles_termination:
         terminator = Terminator(
@@ -241,14 +278,30 @@ def build(
     metrics.register(
         AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator, reconciler)
     )
-
-    root = AgentService(pool)
-    root.add_stage(tokens, discovery, credential_files)
-    root.add_stage(
-        registrar, subscriber, reloader, reconciler, *([terminator] if terminator else [])
+    return Core(
+        mep,
+        pool,
+        metrics,
+        tokens,
+        credential_files,
+        subscriber,
+        registrar,
+        reconciler,
+        discovery,
+        reloader,
+        forward,
+        terminator,
     )
-    root.reloader = reloader
-    root.registrar = registrar
+
+
+def web(
+    cfg: AgentConfig,
+    reactor: Any,
+    parts: Core,
+    notify_secret: Secret,
+    listeners: list[Listener],
+) -> list[IService]:
+    """The last stage: both listeners (each appended to C{listeners}) and what they serve."""
 
     def listener(resource: IResource, description: str, setting: str) -> Listener:
         factory = serve(
@@ -260,35 +313,73 @@ def build(
             max_per_peer=cfg.max_connections_per_peer,
         )
         made = Listener.from_description(reactor, description, factory, setting)
-        root.listeners.append(made)
+        listeners.append(made)
         return made
 
-    api = AgentAPI(tokens, discovery, reactor, cfg.api_token, cfg.dialect, terminator)
+    api = AgentAPI(
+        parts.tokens, parts.discovery, reactor, cfg.api_token, cfg.dialect, parts.terminator
+    )
     front: list[IService] = [listener(api.resource(), cfg.listen, "--listen"), ParkedQueries(api)]
     if cfg.ops_listen:
         ops = OpsAPI(
             reactor,
-            tokens,
-            registrar,
-            subscriber,
-            discovery,
-            metrics,
+            parts.tokens,
+            parts.registrar,
+            parts.subscriber,
+            parts.discovery,
+            parts.metrics,
             notify_secret,
-            reloader,
-            forward,
-            terminator,
-            reconciler,
+            parts.reloader,
+            parts.forward,
+            parts.terminator,
+            parts.reconciler,
         )
         front.append(listener(ops.resource(), cfg.ops_listen, "--ops-listen"))
+    return front
+
+
+def build(
+    cfg: AgentConfig,
+    reactor: Any,
+    finish: Callable[[int], None],
+    notify_secret: Secret,
+    set_code: Callable[[int], None] = lambda code: None,
+    read_async: Callable[[str], Awaitable[bytes]] | None = None,
+) -> AgentService:
+    """
+    Every service of the agent for C{cfg}, in the stages L{AgentService} starts in order.
+
+    @param reactor: the reactor (or a MemoryReactorClock in tests).
+    @param finish: C{finish(code)} stops the process with an exit status (one-shot).
+    @param notify_secret: the path segment that authenticates the MEP's notifications.
+    @param read_async: reads a file off the reactor thread (for reloads); None: no reload.
+    """
+    if read_async is None:
+
+        async def read_async(path: str) -> bytes:
+            raise OSError(0, "reading files is not wired here")
+
+    parts = core(cfg, reactor, notify_secret, read_async)
+    root = AgentService(parts.pool)
+    root.add_stage(parts.tokens, parts.discovery, parts.credential_files)
+    root.add_stage(
+        parts.registrar,
+        parts.subscriber,
+        parts.reloader,
+        parts.reconciler,
+        *([parts.terminator] if parts.terminator else []),
+    )
+    root.reloader, root.registrar = parts.reloader, parts.registrar
+    front = web(cfg, reactor, parts, notify_secret, root.listeners)
     if not cfg.enable_wait:
         front.append(
             OneShot(
-                registrar,
+                parts.registrar,
                 reactor,
                 cfg.oneshot_timeout,
                 finish,
                 set_code=set_code,
-                last_error=registrar.last_error,
+                last_error=parts.registrar.last_error,
             )
         )
     root.add_stage(*front)
