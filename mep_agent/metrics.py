@@ -104,6 +104,16 @@ class AgentCollector(Collector):
             "1 when the service is registered on the MEP.",
             labels=["ser_name"],
         )
+        held = GaugeMetricFamily(
+            "mep_agent_service_mep_state",
+            "1 for the state the last sync saw the MEP hold each service in.",
+            labels=["ser_name", "state"],
+        )
+        seen = GaugeMetricFamily(
+            "mep_agent_service_mep_seen_timestamp_seconds",
+            "When the last sync saw the service on the MEP (Unix time).",
+            labels=["ser_name"],
+        )
         waiting = GaugeMetricFamily(
             "mep_agent_service_waiting_for_token",
             "1 when the service's last registration or heartbeat found no valid token.",
@@ -133,7 +143,10 @@ class AgentCollector(Collector):
             if state.last_heartbeat is not None:
                 since.add_metric([name], now - state.last_heartbeat)
             again.add_metric([name], max(0, state.registrations - 1))
-        yield from (registered, waiting, beats, failed, since, again)
+            if state.mep_state is not None and state.mep_seen_at is not None:
+                held.add_metric([name, state.mep_state], 1.0)
+                seen.add_metric([name], state.mep_seen_at)
+        yield from (registered, waiting, beats, failed, since, again, held, seen)
 
         token = self._tokens.current()
         expiry = GaugeMetricFamily(

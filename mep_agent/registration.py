@@ -314,6 +314,10 @@ class Registrar(Service):
                 state.failed(e)
                 await sleep(self._clock, next(self._delays()))
                 return
+            if e.status == 404:  # the MEP lost it (and may have lost more): anew, and look
+                state.pending_update = False
+                self._lost(state, e)
+                return
             # The MEP will not take the change in place (a MEC 011 platform allows only
             # state changes): register the new ServiceInfo instead of the old one.
             self.log.info(

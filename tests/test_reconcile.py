@@ -146,6 +146,8 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         _, raw = self.request(self.ops, "GET", "/metrics")
         self.assertIn(b'mep_agent_divergences_repaired_total{kind="leftover"} 1.0', raw)
         self.assertIn(b"mep_agent_sync_age_seconds", raw)
+        self.assertIn(b'mep_agent_service_mep_state{ser_name="a",state="ACTIVE"} 1.0', raw)
+        self.assertIn(b'mep_agent_service_mep_seen_timestamp_seconds{ser_name="a"}', raw)
 
     def test_steady_state_costs_one_read_per_interval(self) -> None:
         """Nothing to repair: a sync is a read of the services and of each subscription list."""
