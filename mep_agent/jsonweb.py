@@ -159,6 +159,8 @@ class JSONGuard(Resource):
             except UnicodeError:
                 return "malformed Host header"
             self._good_host = host
+        if request.path.isascii() and b"%" not in request.path:
+            return None  # plain ASCII: nothing to decode (the usual request, on the hot path)
         try:
             b"/".join(request.postpath or ()).decode("utf-8")
         except UnicodeDecodeError:

@@ -129,22 +129,8 @@ class OpsAPI:
                 "status": subscription.status.value,
             }
         if self._reconciler is not None:
-            checks["sync"] = self._sync_view()
+            checks["sync"] = self._reconciler.view()
         return checks
-
-    def _sync_view(self) -> dict[str, Any]:
-        """The last read of the MEP's truth: ok while it is recent and it worked."""
-        assert self._reconciler is not None
-        last = self._reconciler.last_good
-        age = None if last is None else round(self._clock.seconds() - last, 3)
-        interval = self._reconciler.interval
-        recent = age is not None and (not interval or age <= 3 * interval)
-        return {
-            "ok": recent and self._reconciler.last_error is None,
-            "secondsSinceGoodSync": age,
-            "lastError": self._reconciler.last_error,
-            "divergencesRepaired": dict(self._reconciler.repaired),
-        }
 
     def _startup_checks(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {
@@ -255,7 +241,7 @@ class OpsAPI:
                 ],
                 "ready_confirmed": self._registrar.ready_confirmed,
                 "termination": self._terminator.view() if self._terminator else None,
-                "sync": self._sync_view() if self._reconciler else None,
+                "sync": self._reconciler.view() if self._reconciler else None,
                 "now": self._clock.seconds(),
             },
         )

@@ -33,6 +33,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
@@ -117,9 +118,21 @@ class Reconciler(Service):
 
     def own_change(self, ser_instance_ids: list[str]) -> None:
         """A STATE_CHANGED or REMOVED notification: about one of ours, sync now."""
-        held = self._registrar.held(self._clock.seconds() + 1)
+        held = self._registrar.held(math.inf)
         if any(i in held for i in ser_instance_ids):
             self.sync_soon()
+
+    def view(self) -> dict[str, Any]:
+        """What the last syncs found, for status and /healthz/mep: ok while recent and good."""
+        last = self.last_good
+        age = None if last is None else round(self._clock.seconds() - last, 3)
+        recent = age is not None and (not self.interval or age <= 3 * self.interval)
+        return {
+            "ok": recent and self.last_error is None,
+            "secondsSinceGoodSync": age,
+            "lastError": self.last_error,
+            "divergencesRepaired": dict(self.repaired),
+        }
 
     # -- the service -----------------------------------------------------------------------
 

@@ -2,9 +2,8 @@
 Subscriber: creates the availability subscriptions of app_instance_info.yaml (the
 original parsed and dropped them), and the app termination subscription that lets the
 platform announce a termination (termination.py), re-creates any the MEP lost, deletes them
-on stop. Termination subscriptions that an earlier process of this agent left behind
-(their callback is this agent's notification route with another secret) are deleted
-before the new one is created.
+on stop. What an earlier run of the agent left behind is the Reconciler's to delete
+(reconcile.py).
 
 The callback each subscription sends is the agent's own notification URL (--notify-url
 plus a per-process secret path segment) when one is configured, so that the agent learns
@@ -275,8 +274,6 @@ class Subscriber(Service):
 
     async def _create(self, state: SubscriptionState) -> bool:
         delays = self._delays()
-        if state.termination and state.creations == 0:
-            await self._delete_orphans(state)
         while True:
             if self._when_ready is not None:
                 await self._when_ready()
@@ -330,43 +327,6 @@ class Subscriber(Service):
             event="subscription.created",
         )
         return True
-
-    async def _delete_orphans(self, state: SubscriptionState) -> None:
-        """
-        Delete the termination subscriptions an earlier process of this agent left (a
-        crash, a kill): their callback is this agent's route with another secret, so their
-        notifications would reach nobody. Best effort: a failure is logged and creation
-        goes on.
-        """
-        callback = state.body.get("callbackReference")
-        if not isinstance(callback, str) or "/" not in callback:
-            return
-        route = callback.rsplit("/", 1)[0] + "/"
-        try:
-            listed = await self._tokens.with_token(
-                self._mep.termination_subscriptions, self._request_timeout
-            )
-            for found in listed:
-                theirs = await self._tokens.with_token(
-                    partial(self._mep.subscription_callback, subscription=found),
-                    self._request_timeout,
-                )
-                if theirs is not None and theirs.startswith(route) and theirs != callback:
-                    await self._tokens.with_token(
-                        partial(self._mep.unsubscribe, subscription=found),
-                        self._request_timeout,
-                    )
-                    self.log.info(
-                        "deleted termination subscription {subscription_id} of an earlier run",
-                        subscription_id=found.subscription_id,
-                        event="subscription.orphan_deleted",
-                    )
-        except (MepError, TokenUnavailable) as e:
-            self.log.info(
-                "could not look for earlier termination subscriptions: {error}",
-                error=e.reason if isinstance(e, TokenUnavailable) else str(e),
-                event="subscription.orphans_unchecked",
-            )
 
     async def _verify_all(self) -> bool:
         await self._alarm.sleep(self._verify_interval)

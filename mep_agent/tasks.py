@@ -102,13 +102,27 @@ class InFlight:
 
     async def settle(self, clock: IReactorTime, timeout: float) -> None:
         """Wait until every call under way is done, or C{timeout}; none is cancelled."""
-        if not self._calls or timeout <= 0:
-            return
-        waiter: Deferred[None] = Deferred()
-        watched: Deferred[Any] = DeferredList(list(self._calls), consumeErrors=False)
-        watched.addBoth(lambda _: None if waiter.called else waiter.callback(None))
-        waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda result, timeout: None)
-        await waiter
+        if self._calls:
+            await wait_at_most(clock, DeferredList(list(self._calls)), timeout)
+
+
+async def wait_at_most(clock: IReactorTime, watched: Deferred[Any], seconds: float) -> None:
+    """
+    Return once C{watched} has fired or C{seconds} have passed, whichever comes first;
+    C{watched} is neither cancelled nor changed (its result goes on down its chain).
+    """
+    if watched.called or seconds <= 0:
+        return
+    waiter: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        if not waiter.called:
+            waiter.callback(None)
+        return result
+
+    watched.addBoth(fired)
+    waiter.addTimeout(seconds, clock, onTimeoutCancel=lambda result, timeout: None)
+    await waiter
 
 
 async def _as_awaited(call: Awaitable[Any]) -> Any:

@@ -37,12 +37,14 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import ApiProblem, MepError, TokenUnavailable
 from .mep import MepClient
 from .registration import Registrar
 from .retry import sleep
 from .subscriptions import Subscriber
+from .tasks import wait_at_most
 from .token import TokenKeeper
 
 NOTIFICATION_TYPE = "AppTerminationNotification"
@@ -256,7 +258,7 @@ class Terminator(Service):
         try:
             if first:
                 # Availability subscriptions go now; the termination one after confirming.
-                withdrawn = ensureDeferred(self._withdraw())
+                withdrawn = ensureDeferred(self._withdraw()).addErrback(self._withdraw_failed)
                 await self._until(withdrawn, notice.confirm_by)
                 if self._forward is not None:
                     self._forward(notice.body)
@@ -269,19 +271,16 @@ class Terminator(Service):
         except CancelledError:
             pass  # the agent is stopping
 
+    def _withdraw_failed(self, failure: Failure) -> None:
+        self.log.failure("withdrawing failed", failure, event="termination.bug")
+
     async def _withdraw(self) -> None:
         await self._registrar.withdraw()
         await self._subscriber.withdraw(termination_too=False)
 
-    async def _until(self, d: Deferred[None], deadline: float) -> None:
-        """Wait for C{d} (left running) or until C{deadline}, whichever comes first."""
-        seconds = deadline - self._clock.seconds()
-        if d.called or seconds <= 0:
-            return
-        waiter: Deferred[None] = Deferred()
-        d.addBoth(lambda result: waiter.callback(None) if not waiter.called else None)
-        waiter.addTimeout(seconds, self._clock, onTimeoutCancel=lambda result, timeout: None)
-        await waiter
+    async def _until(self, watched: Deferred[None], deadline: float) -> None:
+        """Wait for C{watched} (left running) or until C{deadline}, whichever comes first."""
+        await wait_at_most(self._clock, watched, deadline - self._clock.seconds())
 
     async def _confirm(self, notice: Notice) -> None:
         error = "the deadline passed"

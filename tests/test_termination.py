@@ -263,12 +263,13 @@ class EdgeGalleryTerminationTests(TerminationHarness):
             }
             record = SubscriptionRecord(f"old-{len(callback)}", APP, body)
             self.registry.subscriptions[record.subscription_id] = record
-        self.start_agent()
+        self.start_agent(sync=True)  # the Reconciler's first sync finds what a dead run left
         callbacks = sorted(
             s.body["callbackReference"] for s in self.registry.app_subscriptions(APP, True)
         )
         self.assertEqual(callbacks, sorted([CALLBACK, "http://other-app.local/notify"]))
-        self.assertEqual(len(self.events_named("subscription.orphan_deleted")), 1)
+        assert self.reconciler is not None
+        self.assertEqual(self.reconciler.repaired["orphan-subscription"], 1)
 
     def test_lost_termination_subscription_recreated(self) -> None:
         """A termination subscription the MEP lost is created again, like every other."""
