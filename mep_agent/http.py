@@ -1,31 +1,35 @@
 """
-The HTTP client the agent uses for the MEP: pooled, TLS-verified, and guarded so that
-nothing the network hands back is believed unchecked: no redirect is followed, no
-compression is asked for, no cookie is kept, and a body is read only up to a limit (after
-decoding, when a MEP compresses anyway).
+The HTTP client the agent uses for the MEP: treq's C{HTTPClient} over a pooled,
+TLS-verified Agent, guarded so that nothing the network hands back is believed unchecked:
+no redirect is followed, no cookie is kept, and a body is read only up to a limit after
+decoding (L{InflateWithin} under treq, L{LimitedCollector} through C{treq.collect}).
+Public Twisted and treq names only (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import quote
 
+import treq
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IConsumer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from twisted.web.client import (
     URI,
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
-    ResponseDone,
-    _HTTP11ClientFactory,
-    _StandardEndpointFactory,
 )
-from twisted.web.http import PotentialDataLoss
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import (
     UNKNOWN_LENGTH,
@@ -41,6 +45,7 @@ from zope.interface import implementer
 # percent-encoded.
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
 _PLAIN_URL = re.compile(f"[A-Za-z0-9{re.escape(_URL_SAFE)}]*")
+_DECODED = (b"gzip", b"x-gzip", b"deflate")
 
 
 class BodyTooLarge(Exception):
@@ -62,12 +67,6 @@ class BadBody(Exception):
         super().__init__(str(reason))
         self.status = status
         self.reason = reason
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    # Twisted logs "Starting factory ..." for every pooled connection; operators need
-    # the agent's own events, not that.
-    noisy = False
 
 
 @implementer(IBodyProducer)
@@ -103,25 +102,51 @@ def url_bytes(url: str) -> bytes:
     return url.encode("ascii")
 
 
+def no_cookies() -> IndexableCookieJar:
+    """
+    A cookie jar for treq that keeps nothing: a MEP gateway's cookie must not be replayed
+    on the next call (the policy allows no domain, so nothing is stored or sent).
+    """
+    return IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+class LimitedCollector:
+    """A C{treq.collect} collector: keeps the chunks, raises past C{limit} bytes in all."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._chunks: list[bytes] = []
+
+    def __call__(self, data: bytes) -> None:
+        """Keep C{data}; L{BodyTooLarge} (treq then drops the connection) past the limit."""
+        self._size += len(data)
+        if self._size > self._limit:
+            self._chunks = []
+            raise BodyTooLarge(self._limit)
+        self._chunks.append(data)
+
+    def body(self) -> bytes:
+        """What was collected."""
+        return b"".join(self._chunks)
+
+
 class MepHttp:
     """
-    The MEP's HTTP exchanges, straight over an IAgent (a pooled Agent, or one in memory):
-    an IResponse whatever its status. The agent asks for no compression and keeps no
-    cookie; an Agent follows no redirect. Not treq: its per-request URL normalisation
-    (hyperlink and IDNA), cookie jar and gzip decoder were 40 % of a heartbeat's CPU
-    (benchmarks/RESULTS.md), and the last two had to be defeated anyway (L{read_body}
-    decodes within the size limit).
+    The MEP's HTTP exchanges through treq over an IAgent (a pooled Agent, or one in
+    memory): the response and its whole body, whatever its status.
 
     The pool is sized to the work: every L{exchange} counts as in flight from its request
-    to its body's end, and the pool keeps as many idle connections as were ever in use at once
-    (at least L{POOL_SIZE}, at most L{MAX_POOL_SIZE}); connections idle longer than the
-    pool's timeout close anyway. A MEP whose answers are slow thus needs no new TLS
+    to its body's end, and the pool keeps as many idle connections as were ever in use at
+    once (at least L{POOL_SIZE}, at most L{MAX_POOL_SIZE}); connections idle longer than
+    the pool's timeout close anyway. A MEP whose answers are slow thus needs no new TLS
     handshake per beat.
     """
 
     def __init__(self, agent: IAgent, pool: HTTPConnectionPool | None = None) -> None:
         self._agent = agent
         self._pool = pool
+        self._cookies = no_cookies()
         self.in_flight = 0
 
     def started(self) -> None:
@@ -144,7 +169,7 @@ class MepHttp:
         """
         self.started()
         try:
-            response = await self.request(method, url, headers, body)
+            response = await self.request(method, url, headers, body, limit)
             try:
                 raw = await read_body(response, limit)
             except (BodyTooLarge, BadEncoding) as e:
@@ -154,105 +179,166 @@ class MepHttp:
         return response, raw
 
     def request(
-        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None = None,
+        limit: int = 1024 * 1024,
     ) -> Deferred[IResponse]:
-        """Send one request; C{body} is written at once, with its Content-Length."""
-        return self._agent.request(
-            method.encode("ascii"),
+        """
+        Send one request (C{body} written at once, with its Content-Length); the answer
+        unread, a compressed one inflating to at most C{limit} bytes per read.
+        """
+        client = HTTPClient(
+            InflateWithin(self._agent, limit), self._cookies, data_to_body_producer=BytesProducer
+        )
+        return client.request(
+            method,
             url_bytes(url),
-            Headers({name: [value] for name, value in headers.items()}),
-            BytesProducer(body) if body is not None else None,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            unbuffered=True,
         )
 
 
-class _LimitedBody(Protocol):
-    """Collects a body up to C{limit} bytes (decoded), else drops the connection."""
+class _Refuse(Protocol):
+    """Takes a body it will not read: drops the connection at once."""
 
-    def __init__(self, limit: int, encoding: bytes | None, done: Deferred[bytes]) -> None:
-        self._limit = limit
-        self._done = done
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._failed = False
-        self._inflate: Any = None
-        if encoding in (b"gzip", b"x-gzip"):
-            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding in (b"deflate",):
-            self._inflate = zlib.decompressobj()
-        elif encoding not in (None, b"", b"identity"):
-            self._fail(BadEncoding(f"unsupported Content-Encoding {encoding[:40]!r}"))
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        """Keep the (decoded) chunk, or stop once the limit is passed."""
-        if self._failed:
-            return
-        try:
-            if self._inflate is not None:
-                # max_length bounds what one compressed chunk may inflate to.
-                room = self._limit - self._size + 1
-                data = self._inflate.decompress(data, room)
-                if self._inflate.unconsumed_tail:
-                    self._fail(BodyTooLarge(self._limit))
-                    return
-        except zlib.error:
-            self._fail(BadEncoding("the compressed body does not decode"))
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._fail(BodyTooLarge(self._limit))
-            return
-        self._chunks.append(data)
-
-    def refuse(self, error: Exception) -> None:
-        """Stop reading now and fail with C{error}."""
-        self._fail(error)
-
-    def _fail(self, error: Exception) -> None:
-        self._failed = True
-        self._chunks = []
+    def connectionMade(self) -> None:  # noqa: N802
+        """Stop the body's transport (a producer): the pool discards the connection."""
         transport: Any = self.transport
-        if transport is not None:
-            transport.stopProducing()  # the response body's transport: a producer
-        if not self._done.called:
-            self._done.errback(Failure(error))
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        """Fire with the body, or with the reason it did not arrive whole."""
-        if self._done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
-        else:
-            self._done.errback(reason)
+        transport.stopProducing()
 
 
 def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
     """
-    The response's whole body, at most C{limit} bytes after decoding; fails with
-    L{BodyTooLarge} (refused from Content-Length before reading, when it says so) or
-    L{BadEncoding}.
+    The response's whole body through C{treq.collect}, at most C{limit} bytes after
+    decoding; fails with L{BodyTooLarge} (refused from Content-Length before reading, when
+    it says so) or L{BadEncoding} (an encoding neither treq nor L{InflateWithin} decoded).
     """
-    done: Deferred[bytes] = Deferred()
     encoding = response.headers.getRawHeaders(b"content-encoding")
-    protocol = _LimitedBody(limit, encoding[0].strip().lower() if encoding else None, done)
-    response.deliverBody(protocol)
-    if response.length is not UNKNOWN_LENGTH and encoding is None and response.length > limit:
-        protocol.refuse(BodyTooLarge(limit))  # from Content-Length, before any byte is read
-    return done
+    if encoding and encoding[0].strip().lower() not in (b"", b"identity"):
+        response.deliverBody(_Refuse())
+        return _failed(BadEncoding(f"unsupported Content-Encoding {encoding[0][:40]!r}"))
+    if response.length is not UNKNOWN_LENGTH and response.length > limit:
+        response.deliverBody(_Refuse())  # from Content-Length, before any byte is read
+        return _failed(BodyTooLarge(limit))
+    collector = LimitedCollector(limit)
+    return treq.collect(response, collector).addCallback(lambda _: collector.body())
+
+
+def _failed(error: Exception) -> Deferred[bytes]:
+    d: Deferred[bytes] = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+@implementer(IAgent)
+class InflateWithin:
+    """
+    Decodes a gzip or deflate answer below treq, so that one read never inflates past the
+    limit: Twisted's gzip decoder, which treq adds, inflates each read whole (a 32 KiB
+    read of a bomb is 32 MiB before any limit is checked). The answer goes up without its
+    Content-Encoding, so treq's decoder leaves it alone; C{treq.collect} then bounds the
+    whole body (L{read_body}).
+    """
+
+    def __init__(self, agent: IAgent, limit: int) -> None:
+        self._agent = agent
+        self._limit = limit
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,  # noqa: N803 (IAgent's name)
+    ) -> Deferred[IResponse]:
+        """The wrapped agent's answer, decoded when it is compressed."""
+        return self._agent.request(method, uri, headers, bodyProducer).addCallback(self._decoded)
+
+    def _decoded(self, response: IResponse) -> IResponse:
+        encoding = response.headers.getRawHeaders(b"content-encoding")
+        if not encoding or encoding[0].strip().lower() not in _DECODED or len(encoding) > 1:
+            return response
+        headers = response.headers.copy()
+        headers.removeHeader(b"content-encoding")
+        return _Inflated(response, headers, encoding[0].strip().lower(), self._limit)
+
+
+class _Inflated(proxyForInterface(IResponse)):  # type: ignore[misc]
+    """A compressed response seen decoded: its body inflated read by read, within a bound."""
+
+    def __init__(self, original: IResponse, headers: Headers, encoding: bytes, limit: int):
+        super().__init__(original)
+        self.headers = headers
+        self.length = UNKNOWN_LENGTH
+        self._encoding = encoding
+        self._limit = limit
+
+    def deliverBody(self, protocol: Protocol) -> None:  # noqa: N802
+        """Deliver the inflated body to C{protocol}."""
+        self.original.deliverBody(_Inflating(protocol, self._encoding, self._limit))
+
+
+class _Inflating(Protocol):
+    def __init__(self, inner: Protocol, encoding: bytes, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._failed = False
+        bits = zlib.MAX_WBITS if encoding == b"deflate" else 16 + zlib.MAX_WBITS
+        self._inflate: Any = zlib.decompressobj(bits)
+
+    def connectionMade(self) -> None:  # noqa: N802
+        """Hand the body's transport on, so that the reader can stop it."""
+        self._inner.makeConnection(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        """Inflate one read to at most the limit (max_length), else stop."""
+        if self._failed:
+            return
+        try:
+            data = self._inflate.decompress(data, self._limit + 1)
+        except zlib.error:
+            self._fail(BadEncoding("the compressed body does not decode"))
+            return
+        if self._inflate.unconsumed_tail or len(data) > self._limit:
+            self._fail(BodyTooLarge(self._limit))
+            return
+        if data:
+            self._inner.dataReceived(data)
+
+    def _fail(self, error: Exception) -> None:
+        self._failed = True
+        transport: Any = self.transport
+        transport.stopProducing()
+        self._inner.connectionLost(Failure(error))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        """Pass the end on (unless a failure was passed on already)."""
+        if not self._failed:
+            self._inner.connectionLost(reason)
 
 
 @implementer(IAgentEndpointFactory)
-class ReusedEndpoints:
+class MepEndpoints:
     """
-    One endpoint per MEP address, made on first use: an Agent makes a new one for every
-    request otherwise (host name checks and IDNA on every heartbeat). Links only lead to
-    the MEP's own addresses (links.py), so the few kept need no eviction policy beyond a cap.
+    TCP for http, TLS with the MEP policy for https, on public endpoint APIs; one endpoint
+    per MEP address, made on first use (an Agent otherwise makes a new one for every
+    request: host name checks and IDNA on every heartbeat). Links only lead to the MEP's
+    own addresses (links.py), so the few kept need no eviction policy beyond a cap.
     """
 
     cap = 16
 
-    def __init__(self, factory: IAgentEndpointFactory) -> None:
-        self._factory = factory
+    def __init__(
+        self, reactor: Any, policy: IPolicyForHTTPS, connect_timeout: float | None
+    ) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._connect_timeout = connect_timeout
         self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:  # noqa: N802 (Twisted's)
@@ -262,7 +348,19 @@ class ReusedEndpoints:
         if endpoint is None:
             if len(self._endpoints) >= self.cap:
                 self._endpoints.clear()
-            endpoint = self._endpoints[key] = self._factory.endpointForURI(uri)
+            endpoint = self._endpoints[key] = self.new_endpoint(uri)
+        return endpoint
+
+    def new_endpoint(self, uri: URI) -> IStreamClientEndpoint:
+        """A new endpoint for C{uri}'s scheme, host and port."""
+        if uri.scheme not in (b"http", b"https"):
+            raise SchemeNotSupported(f"unsupported scheme {uri.scheme[:20]!r}")
+        host = uri.host.decode("ascii")  # URI hosts from url_bytes are ASCII
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, host, uri.port, timeout=self._connect_timeout
+        )
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint
 
 
@@ -285,8 +383,5 @@ def pooled_agent(
     pool.maxPersistentPerHost = POOL_SIZE
     # Connections idle longer than this are closed before the MEP's gateway drops them.
     pool.cachedConnectionTimeout = 50
-    pool._factory = _QuietFactory
-    endpoints = _StandardEndpointFactory(
-        reactor, policy or BrowserLikePolicyForHTTPS(), connect_timeout, None
-    )
-    return Agent.usingEndpointFactory(reactor, ReusedEndpoints(endpoints), pool), pool
+    endpoints = MepEndpoints(reactor, policy or BrowserLikePolicyForHTTPS(), connect_timeout)
+    return Agent.usingEndpointFactory(reactor, endpoints, pool), pool

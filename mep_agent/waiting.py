@@ -44,7 +44,8 @@ class Waiter:
         """Stop waiting (the caller went away): never woken."""
         self.room.leave(self)
 
-    def _wake(self) -> None:
+    def fire(self) -> None:
+        """Wake the caller with the subject it waited for (once)."""
         wake, subject = self.wake, self.subject
         self.subject = None
         wake(subject)
@@ -92,7 +93,7 @@ class WaitingRoom:
             waiter.done = True
             self._count -= 1
         for waiter in waiters:
-            waiter._wake()
+            waiter.fire()
         self._compact()
 
     def close(self) -> None:
@@ -123,7 +124,7 @@ class WaitingRoom:
                 self._remove(waiter)
                 due.append(waiter)
         for waiter in due:
-            waiter._wake()
+            waiter.fire()
         if self._deadlines and self._timer is None:
             self._arm()
 

@@ -5,6 +5,8 @@ between requests (nothing but connections and their endpoints).
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
@@ -20,8 +22,11 @@ from zope.interface import implementer
 from mep_agent.http import (
     MAX_POOL_SIZE,
     POOL_SIZE,
+    BadBody,
+    BadEncoding,
+    BodyTooLarge,
+    MepEndpoints,
     MepHttp,
-    ReusedEndpoints,
     pooled_agent,
     read_body,
     url_bytes,
@@ -70,12 +75,100 @@ class MepHttpTests(SynchronousTestCase):
         self.assertEqual(len(self.server.seen), 1)
 
     def test_headers_and_body_as_given(self) -> None:
-        """The caller's headers, a Content-Length for the body, no compression asked for."""
+        """The caller's headers, a Content-Length for the body; gzip only (treq's) asked for."""
         self.exchange()
         (seen,) = self.server.seen
         self.assertEqual(seen[b"A"], [b"b"])
         self.assertEqual(seen[b"Content-Length"], [b"2"])
-        self.assertNotIn(b"Accept-Encoding", seen)
+        self.assertEqual(seen[b"Accept-Encoding"], [b"gzip"])
+
+
+class Encoded(Resource):
+    """Answers with a fixed body and Content-Encoding."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, encoding: bytes | None) -> None:
+        super().__init__()
+        self.body = body
+        self.encoding = encoding
+
+    def render(self, request: Request) -> bytes:
+        if self.encoding is not None:
+            request.setHeader(b"Content-Encoding", self.encoding)
+        return self.body
+
+
+class BoundedBodyTests(SynchronousTestCase):
+    """Bodies are read through treq within a limit counted after decoding."""
+
+    def read(self, body: bytes, encoding: bytes | None, limit: int = 1000) -> Any:
+        http = MepHttp(RequestTraversalAgent(Encoded(body, encoding)))
+        return ensureDeferred(http.exchange("GET", "https://127.0.0.1:8443/x", {}, None, limit))
+
+    def test_plain_within_limit(self) -> None:
+        response, body = self.successResultOf(self.read(b"x" * 1000, None))
+        self.assertEqual((response.code, body), (200, b"x" * 1000))
+
+    def test_plain_past_limit(self) -> None:
+        failure = self.failureResultOf(self.read(b"x" * 1001, None), BadBody)
+        self.assertIsInstance(failure.value.reason, BodyTooLarge)
+
+    def test_gzip_and_deflate_decoded(self) -> None:
+        for encoding, data in (
+            (b"gzip", gzip.compress(b"[1, 2]")),
+            (b"deflate", zlib.compress(b"[1, 2]")),
+        ):
+            _, body = self.successResultOf(self.read(data, encoding))
+            self.assertEqual(body, b"[1, 2]")
+
+    def test_bomb_never_inflated_past_the_limit(self) -> None:
+        """One read of a bomb inflates to at most the limit, not to its whole size."""
+        inflated: list[int] = []
+        real = zlib.decompressobj
+
+        class Counting:
+            def __init__(self, *args: Any) -> None:
+                self._real = real(*args)
+
+            def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+                out = self._real.decompress(data, max_length)
+                inflated.append(len(out))
+                return out
+
+            @property
+            def unconsumed_tail(self) -> bytes:
+                return self._real.unconsumed_tail
+
+        self.patch(zlib, "decompressobj", Counting)
+        bomb = gzip.compress(b" " * (16 * 1024 * 1024))
+        failure = self.failureResultOf(self.read(bomb, b"gzip"), BadBody)
+        self.assertIsInstance(failure.value.reason, BodyTooLarge)
+        self.assertLessEqual(max(inflated), 1001)
+
+    def test_unknown_encoding_refused(self) -> None:
+        failure = self.failureResultOf(self.read(b"xx", b"br"), BadBody)
+        self.assertIsInstance(failure.value.reason, BadEncoding)
+
+    def test_broken_gzip_refused(self) -> None:
+        failure = self.failureResultOf(self.read(b"not gzip", b"gzip"), BadBody)
+        self.assertIsInstance(failure.value.reason, BadEncoding)
+
+
+class QuietPoolTests(SynchronousTestCase):
+    def test_factory_chatter_dropped(self) -> None:
+        """Per-connection "Starting factory" events are dropped; others pass."""
+        from twisted.logger import PredicateResult
+
+        from mep_agent.logs import quiet_connection_factories
+
+        chatter = {
+            "log_format": "Starting factory {factory!r}",
+            "log_namespace": "twisted.web.client.SomeFactory",
+        }
+        own = {"log_format": "Starting factory {factory!r}", "log_namespace": "mep_agent"}
+        self.assertIs(quiet_connection_factories(chatter), PredicateResult.no)
+        self.assertIs(quiet_connection_factories(own), PredicateResult.maybe)
 
 
 @implementer(IAgent)
@@ -149,20 +242,20 @@ class UrlBytesTests(SynchronousTestCase):
         )
 
 
-class CountingFactory:
+class CountingEndpoints(MepEndpoints):
     def __init__(self) -> None:
+        super().__init__(Clock(), None, 5)  # type: ignore[arg-type]
         self.made: list[tuple[bytes, bytes, int]] = []
 
-    def endpointForURI(self, uri: URI) -> object:  # noqa: N802
+    def new_endpoint(self, uri: URI) -> Any:
         self.made.append((uri.scheme, uri.host, uri.port))
         return object()
 
 
-class ReusedEndpointsTests(SynchronousTestCase):
+class MepEndpointsTests(SynchronousTestCase):
     def test_one_endpoint_per_address(self) -> None:
         """Requests to one scheme, host and port share an endpoint; others get their own."""
-        factory = CountingFactory()
-        endpoints = ReusedEndpoints(factory)  # type: ignore[arg-type]
+        endpoints = factory = CountingEndpoints()
         first = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8443/a"))
         again = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8443/b?c"))
         other = endpoints.endpointForURI(URI.fromBytes(b"https://127.0.0.1:8444/a"))
@@ -172,13 +265,29 @@ class ReusedEndpointsTests(SynchronousTestCase):
 
     def test_capped(self) -> None:
         """Endpoints for ever new addresses do not pile up."""
-        factory = CountingFactory()
-        endpoints = ReusedEndpoints(factory)  # type: ignore[arg-type]
-        for port in range(1, 3 * ReusedEndpoints.cap):
+        endpoints = CountingEndpoints()
+        for port in range(1, 3 * MepEndpoints.cap):
             endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:%d/" % port))
-        self.assertLessEqual(len(endpoints._endpoints), ReusedEndpoints.cap)
+        self.assertLessEqual(len(endpoints._endpoints), MepEndpoints.cap)
 
     def test_pooled_agent_reuses_endpoints(self) -> None:
         """The agent the MEP client uses makes its endpoints through the cache."""
         agent, _ = pooled_agent(Clock(), None, 5)
-        self.assertIsInstance(agent._endpointFactory, ReusedEndpoints)
+        self.assertIsInstance(agent._endpointFactory, MepEndpoints)
+
+
+class NewEndpointTests(SynchronousTestCase):
+    def test_schemes(self) -> None:
+        """http is plain TCP, https is TLS with the MEP policy; anything else is refused."""
+        from twisted.internet.endpoints import HostnameEndpoint
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import BrowserLikePolicyForHTTPS
+        from twisted.web.error import SchemeNotSupported
+
+        endpoints = MepEndpoints(MemoryReactorClock(), BrowserLikePolicyForHTTPS(), 5)
+        plain = endpoints.new_endpoint(URI.fromBytes(b"http://127.0.0.1:8080/"))
+        self.assertIsInstance(plain, HostnameEndpoint)
+        secure = endpoints.new_endpoint(URI.fromBytes(b"https://127.0.0.1:8443/"))
+        self.assertNotIsInstance(secure, HostnameEndpoint)  # wrapped in TLS
+        with self.assertRaises(SchemeNotSupported):
+            endpoints.new_endpoint(URI.fromBytes(b"ftp://127.0.0.1:21/"))

@@ -131,7 +131,7 @@ def fault_point(kind: str | Callable[[Request], str]) -> Callable[[Handler], Rou
         def route(self: MepEmulator, request: Request, **kwargs: str) -> Any:
             name = kind if isinstance(kind, str) else kind(request)
             return ensureDeferred(
-                self._handle(request, name, lambda: handler(self, request, **kwargs))
+                self.handle(request, name, lambda: handler(self, request, **kwargs))
             )
 
         return route
@@ -195,7 +195,7 @@ class MepEmulator:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def _handle(self, request: Request, kind: str, handler: Callable[[], Any]) -> Any:
+    async def handle(self, request: Request, kind: str, handler: Callable[[], Any]) -> Any:
         """Apply an injected fault, run the handler, record the outcome."""
         self.registry.check_liveness()
         fault = self.faults.take(kind)
