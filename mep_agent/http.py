@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zlib
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import treq
@@ -193,14 +193,15 @@ class MepHttp:
         client = HTTPClient(
             InflateWithin(self._agent, limit), self._cookies, data_to_body_producer=BytesProducer
         )
-        return client.request(
+        answer = client.request(
             method,
             url_bytes(url),
-            headers=headers,
+            headers=Headers({name: [value] for name, value in headers.items()}),
             data=body,
             allow_redirects=False,
             unbuffered=True,
         )
+        return cast("Deferred[IResponse]", answer)  # treq's _Response provides IResponse
 
 
 class _Refuse(Protocol):
@@ -333,9 +334,7 @@ class MepEndpoints:
 
     cap = 16
 
-    def __init__(
-        self, reactor: Any, policy: IPolicyForHTTPS, connect_timeout: float | None
-    ) -> None:
+    def __init__(self, reactor: Any, policy: IPolicyForHTTPS, connect_timeout: float) -> None:
         self._reactor = reactor
         self._policy = policy
         self._connect_timeout = connect_timeout

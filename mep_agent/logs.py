@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     LogLevel,
@@ -88,7 +89,8 @@ def observer(log_format: str, level: str, out: IO[str] | None = None) -> ILogObs
 _FACTORY_CHATTER = ("Starting factory {factory!r}", "Stopping factory {factory!r}")
 
 
-def quiet_connection_factories(event: LogEvent) -> PredicateResult:
+@implementer(ILogFilterPredicate)
+def quiet_connection_factories(event: LogEvent) -> Any:
     """A filter predicate: drop the HTTP client's per-connection factory chatter."""
     if event.get("log_format") in _FACTORY_CHATTER and str(
         event.get("log_namespace", "")
