@@ -5,7 +5,7 @@ real protocol stack (HardenedSite, the API resource) on a StringTransport, with 
 that never expires and a cache entry that stays fresh. Prints microseconds per request and,
 with --profile, cProfile's top functions. Run by hand.
 
-    .venv/bin/python benchmarks/api_profile.py [--path token|endpoint] [--requests 5000]
+    .venv/bin/python -m benchmarks.api_profile [--path token|endpoint] [--requests 5000]
         [--profile] [--out api_profile.json]
 """
 
@@ -15,21 +15,17 @@ import argparse
 import cProfile
 import os
 import pstats
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
-from soak import write_report  # noqa: E402 (a sibling script)
-from twisted.internet.task import Clock  # noqa: E402 (after the path above)
-from twisted.internet.testing import StringTransport  # noqa: E402
-
-from mep_agent.api import AgentAPI  # noqa: E402
-from mep_agent.discovery import DiscoveryCache  # noqa: E402
-from mep_agent.mep import Discovered, ServiceInstance, Token  # noqa: E402
-from mep_agent.secret import Secret  # noqa: E402
-from mep_agent.site import serve  # noqa: E402
+from benchmarks.soak import write_report
+from mep_agent.core.discovery import DiscoveryCache
+from mep_agent.mp1.client import Discovered, ServiceInstance, Token
+from mep_agent.util.secret import Secret
+from mep_agent.web.api import AgentAPI
+from mep_agent.web.site import serve
 
 REQUESTS = {
     "token": b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",

@@ -7,7 +7,7 @@ and /token's rate (wrk, one connection, medians of rounds) before, with and afte
 then the same connections against a bare twisted.web resource that holds every request (the floor).
 Run by hand (not in CI); bounded in time; ends only the processes it started.
 
-    .venv/bin/python benchmarks/blocking.py [--waiters 10000] [--seconds 3] [--out blocking.json]
+    .venv/bin/python -m benchmarks.blocking [--waiters 10000] [--seconds 3] [--out blocking.json]
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf import wrk  # noqa: E402
-from soak import (  # noqa: E402 (a sibling script)
+from benchmarks.perf import wrk
+from benchmarks.soak import (
     Process,
     agent_env,
     request,

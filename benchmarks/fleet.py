@@ -4,7 +4,7 @@ A fleet of agents against one MEP (issue 18), in one process on a simulated cloc
 its own app instance and AK/SK) against the emulator in memory, so that hours of MEP time run
 in seconds and every request's time is exact. Run by hand; it contacts nothing.
 
-    .venv/bin/python benchmarks/fleet.py [--agents 200] [--services 2] [--out fleet.json]
+    .venv/bin/python -m benchmarks.fleet [--agents 200] [--services 2] [--out fleet.json]
 
 Measures:
 
@@ -25,31 +25,29 @@ import argparse
 import os
 import random
 import string
-import sys
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.task import Clock, LoopingCall
 from twisted.web.resource import IResource, Resource
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import write_report  # noqa: E402 (a sibling script)
-
-from mep_agent.config import Credentials  # noqa: E402
-from mep_agent.emulator.app import MepEmulator  # noqa: E402
-from mep_agent.emulator.auth import App  # noqa: E402
-from mep_agent.emulator.notifier import Notifier  # noqa: E402
-from mep_agent.emulator.registry import Registry  # noqa: E402
-from mep_agent.http import MepHttp  # noqa: E402
-from mep_agent.mep import MepClient  # noqa: E402
-from mep_agent.model import ServiceSpec  # noqa: E402
-from mep_agent.reconcile import Reconciler  # noqa: E402
-from mep_agent.registration import Registrar  # noqa: E402
-from mep_agent.secret import Secret  # noqa: E402
-from mep_agent.subscriptions import Subscriber  # noqa: E402
-from mep_agent.token import TokenKeeper  # noqa: E402
+from benchmarks.soak import write_report
+from mep_agent.config.load import Credentials
+from mep_agent.config.model import ServiceSpec
+from mep_agent.core.reconcile import Reconciler
+from mep_agent.core.registration import Registrar
+from mep_agent.core.subscriptions import Subscriber
+from mep_agent.core.token import TokenKeeper
+from mep_agent.mp1.client import MepClient
+from mep_agent.mp1.http import MepHttp
+from mep_agent.util.secret import Secret
+from mep_emulator.app import MepEmulator
+from mep_emulator.auth import App
+from mep_emulator.notifier import Notifier
+from mep_emulator.registry import Registry
 
 BASE = "https://127.0.0.1:8443"
 SYNC_INTERVAL = 60.0
@@ -107,6 +105,16 @@ def service(name: str) -> dict[str, Any]:
     }
 
 
+def later_sync(holder: dict[str, Reconciler]) -> None:
+    """A loss: the agent's sync looks soon (the Reconciler exists by then)."""
+    holder["sync"].sync_soon()
+
+
+def later_first_sync(holder: dict[str, Reconciler]) -> Any:
+    """The first sync, which registrations wait for."""
+    return holder["sync"].first_sync()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=200)
@@ -131,7 +139,7 @@ def main() -> None:
     sweep.start(1.0, now=False)
     counting = Counting(emulator.resource(), clock)
     transport = RequestTraversalAgent(counting)
-    control = StubTreq(counting)
+    control: Any = StubTreq(counting)  # its methods are made at run time
 
     def flush() -> None:
         for _ in range(3):
@@ -158,8 +166,8 @@ def main() -> None:
             tokens,
             clock,
             tuple(ServiceSpec(f"svc{j}", service(f"svc{j}")) for j in range(options.services)),
-            on_data_loss=lambda h=holder: h["sync"].sync_soon(),
-            first_sync=lambda h=holder: h["sync"].first_sync(),
+            on_data_loss=partial(later_sync, holder),
+            first_sync=partial(later_first_sync, holder),
         )
         reconciler = Reconciler(
             mep, tokens, clock, registrar, subscriber, SYNC_INTERVAL, 10, rng=rng.random

@@ -7,7 +7,7 @@ services on 127.0.0.1, lets them run, then reports the agent's resident memory, 
 over the measured window, the heartbeats the emulator counted, and the latency of the
 app API's token and (cached) discovery endpoints over sequential requests.
 
-    .venv/bin/python benchmarks/footprint.py [--seconds 30] [--requests 2000]
+    .venv/bin/python -m benchmarks.footprint [--seconds 30] [--requests 2000]
 
 Write the output into benchmarks/RESULTS.md with the machine and the date.
 """
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import yaml
 
@@ -35,7 +36,8 @@ CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -48,7 +50,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_for(check, timeout: float = 30.0) -> None:
+def wait_for(check: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

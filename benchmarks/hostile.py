@@ -3,7 +3,7 @@ Hostile clients and files against a real `twistd mep-agent` (issue 19), run by h
 bounded in time; it ends only the processes it started, and talks to 127.0.0.1 only (the
 flooding peer is 127.0.0.2, another loopback address, so that it is a peer of its own).
 
-    .venv/bin/python benchmarks/hostile.py [--seconds 30] [--out hostile.json]
+    .venv/bin/python -m benchmarks.hostile [--seconds 30] [--out hostile.json]
 
 1. Pipelining: one client sends `GET /mep-agent/v1/token` pipelined as fast as it can for
    --seconds and reads nothing. The agent's resident memory at the start, at its peak, and
@@ -33,8 +33,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import (  # noqa: E402 (a sibling script)
+from benchmarks.soak import (
     CHECKOUT,
     TWISTD,
     Process,

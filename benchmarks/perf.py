@@ -17,7 +17,7 @@ processes it started. Needs `wrk` (Debian's package).
 
 Writes the figures as JSON to --out and prints them as a Markdown table.
 
-    .venv/bin/python benchmarks/perf.py [--seconds 5] [--spawns 5] [--rounds 3] [--out perf.json]
+    .venv/bin/python -m benchmarks.perf [--seconds 5] [--spawns 5] [--rounds 3] [--out perf.json]
         [--agent-env NAME=VALUE ...]
 """
 
@@ -35,8 +35,7 @@ import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import Process, agent_env, request, resources, services_yaml, start_emulator  # noqa: E402 (a sibling script)
+from benchmarks.soak import Process, agent_env, request, resources, services_yaml, start_emulator
 
 FLOOR = """
 import sys

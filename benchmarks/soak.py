@@ -4,7 +4,7 @@ Soak: a real `twistd mep-agent` with 50 services against `twistd mep-emulator` o
 through the emulator's control API, while the application API is polled with deadlines.
 Run by hand (not in CI); bounded in time; it ends only the processes it started.
 
-    .venv/bin/python benchmarks/soak.py [--minutes 10] [--out soak.json]
+    .venv/bin/python -m benchmarks.soak [--minutes 10] [--out soak.json]
 
 One fault at a time, every --fault-every seconds, none in the last 90 s. Reports resident
 memory and open descriptors of the agent over time (growth from the first sample after

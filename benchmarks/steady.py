@@ -6,7 +6,7 @@ growth after the first minute; heartbeats per interval; samples with a SUSPENDED
 the TLS connections the emulator accepted (handshakes) over the whole run, start included.
 Run by hand (not in CI); bounded in time; it ends only the processes it started. Needs wrk.
 
-    .venv/bin/python benchmarks/steady.py [--minutes 10] [--connections 4] [--out steady.json]
+    .venv/bin/python -m benchmarks.steady [--minutes 10] [--connections 4] [--out steady.json]
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf import Bench  # noqa: E402 (sibling scripts)
-from soak import request, resources, services_yaml, write_report  # noqa: E402
+from benchmarks.perf import Bench
+from benchmarks.soak import request, resources, services_yaml, write_report
 
 INTERVAL = 60
 SAMPLE_EVERY = 30.0

@@ -15,27 +15,27 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import IResource
 
-from . import tls
-from .api import AgentAPI, ParkedQueries
-from .check import callback_url
-from .config import AgentConfig, Credentials
-from .credentials import CredentialFiles
-from .discovery import DiscoveryCache, MepDiscovery
-from .http import MepHttp, pooled_agent
-from .listeners import Listener
-from .mep import MepClient, Token
-from .metrics import AgentCollector, MepObserver
-from .model import parse_app_instance_info
-from .oneshot import OneShot
-from .ops import OpsAPI
-from .reconcile import Reconciler
-from .registration import Registrar
-from .reload import ConfigReloader
-from .secret import Secret
-from .site import serve
-from .subscriptions import Subscriber, termination_body
-from .termination import Terminator
-from .token import TokenKeeper
+from mep_agent.check import callback_url
+from mep_agent.config.load import AgentConfig, Credentials
+from mep_agent.config.model import parse_app_instance_info
+from mep_agent.core.credential_files import CredentialFiles
+from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
+from mep_agent.core.reconcile import Reconciler
+from mep_agent.core.registration import Registrar
+from mep_agent.core.reload import ConfigReloader
+from mep_agent.core.subscriptions import Subscriber, termination_body
+from mep_agent.core.termination import Terminator
+from mep_agent.core.token import TokenKeeper
+from mep_agent.mp1 import tls
+from mep_agent.mp1.client import MepClient, Token
+from mep_agent.mp1.http import MepHttp, pooled_agent
+from mep_agent.oneshot import OneShot
+from mep_agent.util.secret import Secret
+from mep_agent.web.api import AgentAPI, ParkedQueries
+from mep_agent.web.listeners import Listener
+from mep_agent.web.metrics import AgentCollector, MepObserver
+from mep_agent.web.ops import OpsAPI
+from mep_agent.web.site import serve
 
 #: Seconds an application request may wait beyond --request-timeout.
 DEADLINE_MARGIN = 1.0
@@ -230,7 +230,7 @@ def forwarder(cfg: AgentConfig, reactor: Any) -> Callable[[dict[str, Any]], None
     # Imported only when forwarding is on: treq is needed for nothing else.
     from treq.client import HTTPClient
 
-    from .forward import NotificationForwarder
+    from mep_agent.core.forward import NotificationForwarder
 
     return NotificationForwarder(
         HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url

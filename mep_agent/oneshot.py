@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .registration import Registrar
+from mep_agent.core.registration import Registrar
 
 
 class OneShot(Service):

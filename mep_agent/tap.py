@@ -20,15 +20,15 @@ from twisted.application.service import IService
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from . import check
-from .agent import build
-from .cli import OneLineOptions
-from .config import AgentConfig, load, strip_quotes
-from .errors import ConfigError
-from .exits import ProcessExit
-from .logs import LEVELS, factory_name
-from .secret import Secret
-from .settings import SETTINGS
+from mep_agent import check
+from mep_agent.agent import build
+from mep_agent.cli import OneLineOptions
+from mep_agent.config.errors import ConfigError
+from mep_agent.config.load import AgentConfig, load, strip_quotes
+from mep_agent.config.settings import SETTINGS
+from mep_agent.exits import ProcessExit
+from mep_agent.logs import LEVELS, factory_name
+from mep_agent.util.secret import Secret
 
 log = Logger()
 
@@ -62,8 +62,7 @@ class Options(OneLineOptions):
         import platform
 
         import twisted
-
-        from . import __version__
+        from mep_agent import __version__
 
         sys.stdout.write(
             f"mep-agent {__version__} (Twisted {twisted.__version__}, "

@@ -9,19 +9,19 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.config import Credentials
-from mep_agent.emulator.memory import DEV_APP, InMemoryMep
-from mep_agent.http import MepHttp
-from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace
-from mep_agent.mep import MepClient, Registration
-from mep_agent.model import ServiceSpec, SubscriptionSpec
-from mep_agent.reconcile import Reconciler
-from mep_agent.registration import Registrar
-from mep_agent.retry import backoff
-from mep_agent.secret import Secret
-from mep_agent.subscriptions import Subscriber, termination_body
-from mep_agent.termination import Terminator
-from mep_agent.token import TokenKeeper
+from mep_agent.config.load import Credentials
+from mep_agent.config.model import ServiceSpec, SubscriptionSpec
+from mep_agent.core.liveness import BeatSchedule, mepserver_grace, no_grace
+from mep_agent.core.reconcile import Reconciler
+from mep_agent.core.registration import Registrar
+from mep_agent.core.subscriptions import Subscriber, termination_body
+from mep_agent.core.termination import Terminator
+from mep_agent.core.token import TokenKeeper
+from mep_agent.mp1.client import MepClient, Registration
+from mep_agent.mp1.http import MepHttp
+from mep_agent.util.retry import backoff
+from mep_agent.util.secret import Secret
+from mep_emulator.memory import DEV_APP, InMemoryMep
 
 from .emulator_client import service
 
@@ -253,9 +253,9 @@ class ApiTestCase(AgentTestCase):
     ) -> None:
         from treq.testing import StubTreq
 
-        from mep_agent.api import AgentAPI
-        from mep_agent.discovery import DiscoveryCache, MepDiscovery
-        from mep_agent.mep import Discovered
+        from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
+        from mep_agent.mp1.client import Discovered
+        from mep_agent.web.api import AgentAPI
 
         super().build(services, **kw)
         self.discovery_calls: list[str] = []
@@ -279,8 +279,8 @@ class ApiTestCase(AgentTestCase):
         from prometheus_client import CollectorRegistry
         from treq.testing import StubTreq
 
-        from mep_agent.metrics import AgentCollector, MepObserver
-        from mep_agent.ops import OpsAPI
+        from mep_agent.web.metrics import AgentCollector, MepObserver
+        from mep_agent.web.ops import OpsAPI
 
         self.metrics = CollectorRegistry()
         self.client._observe = MepObserver(self.metrics)

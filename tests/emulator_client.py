@@ -7,9 +7,9 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import signing
-from mep_agent.emulator.auth import App
-from mep_agent.emulator.memory import DEV_APP, InMemoryMep
+from mep_agent.mp1 import signing
+from mep_emulator.auth import App
+from mep_emulator.memory import DEV_APP, InMemoryMep
 
 BASE = "https://127.0.0.1:8443"
 MGMT = f"{BASE}/mep/mec_service_mgmt/v1"

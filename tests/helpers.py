@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from mep_agent.emulator.dev import DEV_APP
+from mep_emulator.dev import DEV_APP
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

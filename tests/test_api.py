@@ -8,10 +8,10 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from mep_agent.discovery import CacheSource, DiscoveryCache, DiscoveryUnavailable
-from mep_agent.errors import MepError
-from mep_agent.mep import Discovered, ServiceInstance
-from mep_agent.secret import Secret
+from mep_agent.core.discovery import CacheSource, DiscoveryCache, DiscoveryUnavailable
+from mep_agent.mp1.client import Discovered, ServiceInstance
+from mep_agent.mp1.errors import MepError
+from mep_agent.util.secret import Secret
 
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS

@@ -1,4 +1,4 @@
-"""Tests for mep_agent.config: precedence, the seed contract, and one-line errors."""
+"""Tests for mep_agent.config.load: precedence, the seed contract, and one-line errors."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import config, tls
-from mep_agent.emulator import certs
-from mep_agent.errors import ConfigError
-from mep_agent.secret import Secret
+from mep_agent.config import load as config
+from mep_agent.config.errors import ConfigError
+from mep_agent.mp1 import tls
+from mep_agent.util.secret import Secret
+from mep_emulator import certs
 
 from .helpers import AK, APP_ID, SECRETS, SK, FakeFiles, data_text, seed_environ
 
@@ -264,7 +265,7 @@ class ErrorTests(SynchronousTestCase):
 
     def test_help_marks_required_settings(self) -> None:
         """--help marks the required settings, and when they are required."""
-        from mep_agent.settings import BY_KEY
+        from mep_agent.config.settings import BY_KEY
 
         self.assertTrue(BY_KEY["mep_ip"].describe().startswith("[required]"))
         self.assertTrue(BY_KEY["ca_cert"].describe().startswith("[required with https]"))
@@ -363,7 +364,7 @@ class DialectTests(SynchronousTestCase):
 
     def test_etsi_validation(self) -> None:
         """etsi applies ServiceInfoPost's rules to app_instance_info.yaml."""
-        from mep_agent import model
+        from mep_agent.config import model
 
         service: dict[str, Any] = {
             "serName": "rnis.v2",
@@ -398,7 +399,7 @@ class DialectTests(SynchronousTestCase):
 
     def test_sample_valid_in_both_dialects(self) -> None:
         """The shipped conf/app_instance_info.yaml loads in both dialects."""
-        from mep_agent import model
+        from mep_agent.config import model
 
         text = data_text("../../conf/app_instance_info.yaml")
         for etsi in (False, True):

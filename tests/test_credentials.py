@@ -10,10 +10,10 @@ from typing import Any
 
 from twisted.internet.defer import fail, succeed
 
-from mep_agent.config import Credentials
-from mep_agent.credentials import CredentialFiles
-from mep_agent.secret import Secret
-from mep_agent.token import TokenState
+from mep_agent.config.load import Credentials
+from mep_agent.core.credential_files import CredentialFiles
+from mep_agent.core.token import TokenState
+from mep_agent.util.secret import Secret
 
 from .agent_harness import AgentTestCase, credentials, spec
 from .helpers import AK, SK
@@ -121,6 +121,6 @@ class CredentialFilesTests(AgentTestCase):
 
 
 def _refused() -> Any:
-    from mep_agent.errors import MepError, Verdict
+    from mep_agent.mp1.errors import MepError, Verdict
 
     return MepError("heartbeat", 401, "token refused", verdict=Verdict.TOKEN_REFUSED)

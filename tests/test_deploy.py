@@ -15,8 +15,8 @@ import kubernetes_validate
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.ops import OpsAPI
-from mep_agent.settings import BY_KEY, SETTINGS
+from mep_agent.config.settings import BY_KEY, SETTINGS
+from mep_agent.web.ops import OpsAPI
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 KUBERNETES = "1.30.0"  # native sidecars (initContainers with restartPolicy) are GA here

@@ -4,7 +4,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.settings import SETTINGS, markdown_table
+from mep_agent.config.settings import SETTINGS, markdown_table
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 

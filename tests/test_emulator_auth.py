@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.emulator import auth
-from mep_agent.emulator.auth import App
-from mep_agent.emulator.memory import DEV_APP, OTHER_APP
+from mep_emulator import auth
+from mep_emulator.auth import App
+from mep_emulator.memory import DEV_APP, OTHER_APP
 
 from .emulator_client import BASE, MGMT, EmulatorTestCase, service
 from .helpers import sign_vectors
@@ -233,7 +233,7 @@ class SignerVerifierAgreement(SynchronousTestCase):
         """The agent's signer and the emulator's verifier agree on random requests."""
         from urllib.parse import quote, urlencode
 
-        from mep_agent import signing
+        from mep_agent.mp1 import signing
 
         path = "/" + "/".join(quote(s, safe="") for s in segments)
         target = path + ("?" + urlencode(query) if query else "")

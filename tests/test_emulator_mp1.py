@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mep_agent.emulator.memory import DEV_APP, OTHER_APP
-from mep_agent.emulator.registry import suspension_grace
+from mep_emulator.memory import DEV_APP, OTHER_APP
+from mep_emulator.registry import suspension_grace
 
 from .emulator_client import MGMT, SUPPORT, EmulatorTestCase, Reply, service
 
@@ -446,7 +446,7 @@ class FaultTests(EmulatorTestCase):
 
 class EmulatorTapTests(EmulatorTestCase):
     def options(self, *argv: str) -> tuple[Any, Any]:
-        from mep_agent.emulator import tap
+        from mep_emulator import tap
 
         options = tap.Options()
         options.parseOptions(list(argv))

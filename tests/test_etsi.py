@@ -17,16 +17,16 @@ from openapi_schema_validator import OAS30Validator, OAS31Validator
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import links
-from mep_agent.config import Credentials, OAuth2Client
-from mep_agent.dialect import ETSI
-from mep_agent.emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
-from mep_agent.emulator.memory import InMemoryMep
-from mep_agent.http import MepHttp
-from mep_agent.mep import MepClient, Registration
-from mep_agent.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
-from mep_agent.secret import Secret
-from mep_agent.token import TokenState
+from mep_agent.config.load import Credentials, OAuth2Client
+from mep_agent.config.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
+from mep_agent.core.token import TokenState
+from mep_agent.mp1 import links
+from mep_agent.mp1.client import MepClient, Registration
+from mep_agent.mp1.dialect import ETSI
+from mep_agent.mp1.http import MepHttp
+from mep_agent.util.secret import Secret
+from mep_emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
+from mep_emulator.memory import InMemoryMep
 
 from .agent_harness import ETSI_BEAT, ETSI_BEAT_EVERY, ApiTestCase
 from .helpers import DATA
@@ -112,8 +112,8 @@ class EtsiTestCase(ApiTestCase):
         from prometheus_client import CollectorRegistry
         from treq.testing import StubTreq
 
-        from mep_agent.api import AgentAPI
-        from mep_agent.discovery import DiscoveryCache, MepDiscovery
+        from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
+        from mep_agent.web.api import AgentAPI
 
         source = MepDiscovery(self.tokens, self.client, 10, 30, self.clock)
         self.discovery = DiscoveryCache(source, self.clock, 30, 300, deadline=11)

@@ -18,15 +18,15 @@ from twisted.logger import LogEvent, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import jsontext
-from mep_agent.discovery import DiscoveryCache
-from mep_agent.emulator.auth import App
-from mep_agent.emulator.dev import DEV_APP
-from mep_agent.errors import MepError
-from mep_agent.mep import Discovered, ServiceInstance, lifetime
-from mep_agent.registration import ServiceStatus
-from mep_agent.site import LimitedRequest, serve
-from mep_agent.token import TokenState
+from mep_agent.core.discovery import DiscoveryCache
+from mep_agent.core.registration import ServiceStatus
+from mep_agent.core.token import TokenState
+from mep_agent.mp1.client import Discovered, ServiceInstance, lifetime
+from mep_agent.mp1.errors import MepError
+from mep_agent.util import jsontext
+from mep_agent.web.site import LimitedRequest, serve
+from mep_emulator.auth import App
+from mep_emulator.dev import DEV_APP
 
 from .agent_harness import BASE, BEAT, NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
@@ -517,7 +517,7 @@ class Finding12DiscoveryAnswerTests(HardeningTestCase):
 class MepErrorClassificationTests(SynchronousTestCase):
     def test_gateway_403_is_a_token_refusal(self) -> None:
         """Kong's 403 bodies mean the token; mepserver's ProblemDetails 403 does not."""
-        from mep_agent.errors import Verdict
+        from mep_agent.mp1.errors import Verdict
 
         kong = MepError("heartbeat", 403, "x", {"message": "Invalid signature"})
         server = MepError("register", 403, "x", {"title": "Forbidden", "status": 20})

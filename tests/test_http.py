@@ -1,5 +1,5 @@
 """
-Tests of mep_agent.http's request side: what the agent sends to the MEP and what it keeps
+Tests of mep_agent.mp1.http's request side: what the agent sends to the MEP and what it keeps
 between requests (nothing but connections and their endpoints).
 """
 
@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from mep_agent.http import (
+from mep_agent.mp1.http import (
     MAX_POOL_SIZE,
     POOL_SIZE,
     BadBody,
@@ -203,9 +203,9 @@ class PoolSizingTests(SynchronousTestCase):
 
     def test_mep_client_brackets_every_exchange(self) -> None:
         """MepClient counts an exchange from its request until its body is read or fails."""
-        from mep_agent.config import Credentials
-        from mep_agent.mep import MepClient
-        from mep_agent.secret import Secret
+        from mep_agent.config.load import Credentials
+        from mep_agent.mp1.client import MepClient
+        from mep_agent.util.secret import Secret
 
         agent = FakeAgent()
         _, pool = pooled_agent(Clock(), None, 5)

@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from mep_agent.emulator import certs
+from mep_emulator import certs
 
 from .helpers import AK, SK
 from .processes import CHECKOUT, TWISTD, TwistdProcess, eventually, get_json, post_json

@@ -1,4 +1,4 @@
-"""Tests for mep_agent.model: app_instance_info.yaml validated with the MEP's rules."""
+"""Tests for mep_agent.config.model: app_instance_info.yaml validated with the MEP's rules."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import model
-from mep_agent.errors import ConfigError
+from mep_agent.config import model
+from mep_agent.config.errors import ConfigError
 
 SERVICE = {
     "serName": "svc1",

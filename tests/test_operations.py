@@ -11,8 +11,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import __version__, logs, tap
-from mep_agent.model import SubscriptionSpec
-from mep_agent.subscriptions import effective_body
+from mep_agent.config.model import SubscriptionSpec
+from mep_agent.core.subscriptions import effective_body
 
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 
@@ -186,7 +186,7 @@ class BlockingDiscoveryTests(ApiTestCase):
         from twisted.internet.error import ConnectionDone
         from twisted.internet.testing import StringTransport
 
-        from mep_agent.site import serve
+        from mep_agent.web.site import serve
 
         self.build((spec("httpbin"),))
         self.start()
@@ -226,7 +226,7 @@ class ForwardingTests(SynchronousTestCase):
         from treq.testing import StubTreq
         from twisted.internet.task import Clock
 
-        from mep_agent.forward import NotificationForwarder
+        from mep_agent.core.forward import NotificationForwarder
 
         app = Klein()
         received: list[Any] = []

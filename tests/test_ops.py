@@ -44,7 +44,7 @@ class ProbeTests(ApiTestCase):
 
     def test_subscription_trouble_shown_not_unready(self) -> None:
         """A subscription the MEP refuses shows in ?verbose and /healthz/mep only."""
-        from mep_agent.model import SubscriptionSpec
+        from mep_agent.config.model import SubscriptionSpec
 
         self.fault(kind="subscribe", status=503, count=100)
         self.build(
@@ -160,7 +160,7 @@ class NotificationRouteTests(ApiTestCase):
 class NotificationDeliveryTests(ApiTestCase):
     def test_emulator_notifies_agent_which_invalidates(self) -> None:
         """The MEP's notification reaches the agent's route and refreshes discovery."""
-        from mep_agent.model import SubscriptionSpec
+        from mep_agent.config.model import SubscriptionSpec
 
         self.build(
             (spec("httpbin"),),

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mep_agent.emulator.memory import DEV_APP, InMemoryMep
-from mep_agent.emulator.registry import SERVICES_MAX, SubscriptionRecord
+from mep_emulator.memory import DEV_APP, InMemoryMep
+from mep_emulator.registry import SERVICES_MAX, SubscriptionRecord
 
 from .agent_harness import BEAT, NOTIFICATIONS, ApiTestCase, spec
 from .emulator_client import service

@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.emulator.memory import InMemoryMep
-from mep_agent.emulator.registry import suspension_grace
-from mep_agent.http import pooled_agent
-from mep_agent.liveness import BeatSchedule, mepserver_grace, no_grace, stagger
-from mep_agent.model import SubscriptionSpec
-from mep_agent.registration import REGISTRATION_CONCURRENCY, REJECTED_RETRY, ServiceStatus
-from mep_agent.tasks import UNEXPECTED_PAUSE
+from mep_agent.config.model import SubscriptionSpec
+from mep_agent.core.liveness import BeatSchedule, mepserver_grace, no_grace, stagger
+from mep_agent.core.registration import REGISTRATION_CONCURRENCY, REJECTED_RETRY, ServiceStatus
+from mep_agent.mp1.http import pooled_agent
+from mep_agent.util.tasks import UNEXPECTED_PAUSE
+from mep_emulator.memory import InMemoryMep
+from mep_emulator.registry import suspension_grace
 
 from .agent_harness import BEAT, BEAT_EVERY, AgentTestCase, spec
 
@@ -542,7 +542,7 @@ class UnexpectedErrorTests(AgentTestCase):
 
     def test_restore_keeps_liveness_link(self) -> None:
         """An update answer without a liveness link keeps the one already known."""
-        from mep_agent.mep import Registration
+        from mep_agent.mp1.client import Registration
 
         self.build((spec("a"),))
         self.start()

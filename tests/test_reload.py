@@ -8,8 +8,8 @@ import yaml
 from twisted.internet.defer import succeed
 from twisted.logger import formatEvent
 
-from mep_agent.model import parse_app_instance_info
-from mep_agent.reload import STABLE_FOR, ConfigReloader, digest
+from mep_agent.config.model import parse_app_instance_info
+from mep_agent.core.reload import STABLE_FOR, ConfigReloader, digest
 
 from .agent_harness import BEAT, ApiTestCase
 from .emulator_client import service

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
 
-from mep_agent.site import serve
+from mep_agent.web.site import serve
 
 from .agent_harness import ApiTestCase, spec
 from .helpers import data_text
@@ -92,7 +92,7 @@ class HostAgreementTests(WireTestCase):
 class ParkedQueriesAtStopTests(ApiTestCase):
     def test_parked_queries_answered_503_when_the_agent_stops(self) -> None:
         """Stopping answers every parked blocking query with a JSON 503, at once."""
-        from mep_agent.api import ParkedQueries
+        from mep_agent.web.api import ParkedQueries
 
         self.build((spec("httpbin"),))
         self.start()
@@ -127,8 +127,8 @@ def bombed_services() -> str:
 class YamlBombTests(SynchronousTestCase):
     def test_bomb_refused_without_expanding_it(self) -> None:
         """A kilobyte of nested aliases is refused at once, naming the file."""
-        from mep_agent import model
-        from mep_agent.errors import ConfigError
+        from mep_agent.config import model
+        from mep_agent.config.errors import ConfigError
 
         error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", bombed_services())
         self.assertEqual(error.where, "f.yaml")
@@ -136,15 +136,15 @@ class YamlBombTests(SynchronousTestCase):
 
     def test_anchors_that_reuse_a_block_still_work(self) -> None:
         """An anchor reused a few times (a shared transportInfo) loads as before."""
-        from mep_agent import model
+        from mep_agent.config import model
 
         text = "t: &t {id: t1, name: REST}\na: *t\nb: [*t, *t]\n"
         self.assertEqual(model.load_yaml("f", text), yaml.safe_load(text))
 
     def test_alias_to_itself_refused(self) -> None:
         """A node that contains itself through an alias is refused, with its position."""
-        from mep_agent import model
-        from mep_agent.errors import ConfigError
+        from mep_agent.config import model
+        from mep_agent.config.errors import ConfigError
 
         for text in ("a: &a [1, *a]\n", "a: &a {k: *a}\n"):
             error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", text)
@@ -152,8 +152,8 @@ class YamlBombTests(SynchronousTestCase):
 
     def test_bomb_in_services_refused_before_expansion(self) -> None:
         """The bomb under implSpecificInfo is refused by the services parser too."""
-        from mep_agent import model
-        from mep_agent.errors import ConfigError
+        from mep_agent.config import model
+        from mep_agent.config.errors import ConfigError
 
         text = bombed_services()
         self.assertLess(len(text), 1024)
@@ -164,8 +164,8 @@ class YamlBombTests(SynchronousTestCase):
 
     def test_oversized_text_refused_before_parsing(self) -> None:
         """A text past the bound is refused without being parsed."""
-        from mep_agent import model
-        from mep_agent.errors import ConfigError
+        from mep_agent.config import model
+        from mep_agent.config.errors import ConfigError
 
         text = "a: " + "x" * model.MAX_YAML_CHARACTERS
         error = self.assertRaises(ConfigError, model.load_yaml, "f.yaml", text)
@@ -291,8 +291,8 @@ class PerPeerCapTests(SynchronousTestCase):
         """The default header deadline is 5 s (a slow client holds a place for no longer)."""
         import attrs
 
-        from mep_agent.config import AgentConfig
-        from mep_agent.settings import BY_KEY
+        from mep_agent.config.load import AgentConfig
+        from mep_agent.config.settings import BY_KEY
 
         self.assertEqual(BY_KEY["header_timeout"].default, "5")
         self.assertEqual(attrs.fields(AgentConfig).header_timeout.default, 5.0)
@@ -303,7 +303,7 @@ class StopLeavesNothingTests(ApiTestCase):
 
     def test_creations_in_flight_at_stop_are_awaited_and_deleted(self) -> None:
         """POSTs under way at stop are awaited, then what they created is deleted."""
-        from mep_agent.model import SubscriptionSpec
+        from mep_agent.config.model import SubscriptionSpec
 
         self.fault(kind="register", delay=2, count=2)
         self.fault(kind="subscribe", delay=2, count=1)

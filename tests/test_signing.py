@@ -1,10 +1,10 @@
-"""Tests for mep_agent.signing against the upstream Go signer's vectors."""
+"""Tests for mep_agent.mp1.signing against the upstream Go signer's vectors."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import signing
+from mep_agent.mp1 import signing
 
 from .helpers import sign_vectors
 

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from mep_agent.site import serve
+from mep_agent.web.site import serve
 
 
 class Ok(Resource):

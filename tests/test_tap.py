@@ -16,11 +16,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import tap
 from mep_agent.agent import AgentService
-from mep_agent.emulator import certs
-from mep_agent.emulator import tap as emulator_tap
-from mep_agent.listeners import Listener
+from mep_agent.core.registration import Registrar
 from mep_agent.oneshot import OneShot
-from mep_agent.registration import Registrar
+from mep_agent.web.listeners import Listener
+from mep_emulator import certs
+from mep_emulator import tap as emulator_tap
 
 from .helpers import SECRETS, data_text, seed_environ
 
@@ -191,7 +191,7 @@ class CompositionTests(TapTestCase):
         """twistd finds both plugins through getPlugins(IServiceMaker)."""
         makers: dict[str, Any] = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertEqual(makers["mep-agent"].module, "mep_agent.tap")
-        self.assertEqual(makers["mep-emulator"].module, "mep_agent.emulator.tap")
+        self.assertEqual(makers["mep-emulator"].module, "mep_emulator.tap")
 
     def test_tree_starts_and_stops_on_memory_reactor(self) -> None:
         """The whole tree binds both listeners, asks for a token, and closes its pool."""

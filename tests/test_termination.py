@@ -12,9 +12,9 @@ from typing import Any
 
 from twisted.logger import LogEvent
 
-from mep_agent.emulator.memory import DEV_APP
-from mep_agent.emulator.registry import SubscriptionRecord
-from mep_agent.termination import TerminationPhase
+from mep_agent.core.termination import TerminationPhase
+from mep_emulator.memory import DEV_APP
+from mep_emulator.registry import SubscriptionRecord
 
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .test_etsi import EtsiTestCase, etsi_spec

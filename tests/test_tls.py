@@ -1,5 +1,5 @@
 """
-Integration tests of mep_agent.tls: real TLS handshakes on 127.0.0.1 between the agent's
+Integration tests of mep_agent.mp1.tls: real TLS handshakes on 127.0.0.1 between the agent's
 HTTP client and a server with generated certificates.
 """
 
@@ -14,8 +14,8 @@ from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from mep_agent import http, tls
-from mep_agent.emulator import certs
+from mep_agent.mp1 import http, tls
+from mep_emulator import certs
 
 # The global reactor is typed as its smallest interface; these tests use its TCP/TLS side.
 reactor: Any = _reactor

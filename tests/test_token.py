@@ -7,11 +7,11 @@ from itertools import islice
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent import retry
-from mep_agent.emulator.auth import LOCK_WINDOW
-from mep_agent.errors import MepError
-from mep_agent.registration import ServiceStatus
-from mep_agent.token import REJECTED_RETRY, TokenState
+from mep_agent.core.registration import ServiceStatus
+from mep_agent.core.token import REJECTED_RETRY, TokenState
+from mep_agent.mp1.errors import MepError
+from mep_agent.util import retry
+from mep_emulator.auth import LOCK_WINDOW
 
 from .agent_harness import AgentTestCase, spec
 
@@ -146,10 +146,10 @@ class ExpiredTokenTests(SynchronousTestCase):
         from twisted.internet.defer import Deferred
         from twisted.internet.task import Clock
 
-        from mep_agent.errors import TokenUnavailable
-        from mep_agent.mep import Token
-        from mep_agent.secret import Secret
-        from mep_agent.token import TokenKeeper
+        from mep_agent.core.errors import TokenUnavailable
+        from mep_agent.core.token import TokenKeeper
+        from mep_agent.mp1.client import Token
+        from mep_agent.util.secret import Secret
 
         clock = Clock()
         answers: list[Deferred[Token]] = []

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 mep_emulator = ServiceMaker(
     "mep-emulator",
-    "mep_agent.emulator.tap",
+    "mep_emulator.tap",
     "A faithful, fault-injectable EdgeGallery MEP",
     "mep-emulator",
 )

@@ -1,0 +1,383 @@
+"""
+The table of every setting: command-line option, environment variable, default, help.
+
+One table feeds the twistd Options (and so C{--help}), the configuration loader and the
+README, so that the three cannot disagree.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+
+@frozen
+class Setting:
+    """One setting: its option, env variable, default and help."""
+
+    key: str  # the Python name, and the option name with '_' -> '-'
+    env: str | None  # environment variable, or None for CLI-only settings
+    default: str | None  # as text, exactly as a user would write it; None: no default
+    help: str
+    required: str | None = None  # "" (always), or when: "with https", "with --auth aksk"
+
+    @property
+    def option(self) -> str:
+        """The command-line option name."""
+        return self.key.replace("_", "-")
+
+    def describe(self) -> str:
+        """Help text with the env variable and default, as twistd --help shows it."""
+        parts = [self.help]
+        if self.required is not None:
+            parts.insert(0, f"[required{' ' + self.required if self.required else ''}]")
+        if self.env:
+            parts.append(f"[env {self.env}]")
+        parts.append(f"[default: {self.default}]" if self.default is not None else "")
+        return " ".join(p for p in parts if p)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "mep_ip",
+        "MEP_IP",
+        None,
+        "Host name or IP address of the MEP API gateway.",
+        required="",
+    ),
+    Setting(
+        "mep_port",
+        "MEP_APIGW_PORT",
+        "8443",
+        "Port of the MEP API gateway (also used with EG_PROTOCOL=http; the original "
+        "agent forced 8000 there).",
+    ),
+    Setting(
+        "protocol",
+        "EG_PROTOCOL",
+        "https",
+        "'https' (verified TLS) or 'http' (plain HTTP, for development only).",
+    ),
+    Setting(
+        "dialect",
+        "MEP_AGENT_DIALECT",
+        "edgegallery",
+        "'edgegallery' (EdgeGallery's MEP) or 'etsi' (a platform following ETSI MEC 011 "
+        "v2.2.1): the defaults of --auth, the validation of app_instance_info.yaml, the "
+        "service names discovery accepts, how the MEP's links are read.",
+    ),
+    Setting(
+        "api_root",
+        "MEP_AGENT_API_ROOT",
+        "/mep",
+        "Path before mec_service_mgmt/v1 and mec_app_support/v1 on the MEP ('' for none).",
+    ),
+    Setting(
+        "mep_public_url",
+        "MEP_AGENT_MEP_PUBLIC_URL",
+        None,
+        "The MEP's public origin(s), comma-separated (e.g. https://mep.example.com): a "
+        "platform that builds its links from its public URL names them there; such links "
+        "are followed on MEP_IP:MEP_APIGW_PORT with the same TLS checks. Links to any other "
+        "origin are never followed.",
+    ),
+    Setting(
+        "auth",
+        "MEP_AGENT_AUTH",
+        None,
+        "How the agent gets its token: 'aksk' (EdgeGallery's signed POST <api-root>/token), "
+        "'oauth2' (RFC 6749 client credentials at --oauth2-token-url) or 'none'. Default: "
+        "aksk with the edgegallery dialect; with etsi, oauth2 when a token URL is set, "
+        "else none.",
+    ),
+    Setting(
+        "oauth2_token_url",
+        "MEP_AGENT_OAUTH2_TOKEN_URL",
+        None,
+        "OAuth 2.0 token endpoint (http or https; https verified like the MEP).",
+        required="with --auth oauth2",
+    ),
+    Setting(
+        "oauth2_client_id",
+        "MEP_AGENT_OAUTH2_CLIENT_ID",
+        None,
+        "OAuth 2.0 client id (with --auth oauth2).",
+        required="with --auth oauth2 (or its file)",
+    ),
+    Setting(
+        "oauth2_client_id_file",
+        "MEP_AGENT_OAUTH2_CLIENT_ID_FILE",
+        None,
+        "File holding the OAuth 2.0 client id.",
+    ),
+    Setting(
+        "oauth2_client_secret",
+        "MEP_AGENT_OAUTH2_CLIENT_SECRET",
+        None,
+        "OAuth 2.0 client secret (a secret like SK: never logged; prefer the env or the file).",
+        required="with --auth oauth2 (or its file)",
+    ),
+    Setting(
+        "oauth2_client_secret_file",
+        "MEP_AGENT_OAUTH2_CLIENT_SECRET_FILE",
+        None,
+        "File holding the OAuth 2.0 client secret.",
+    ),
+    Setting("oauth2_scope", "MEP_AGENT_OAUTH2_SCOPE", None, "OAuth 2.0 scope to ask for."),
+    Setting(
+        "ca_cert",
+        "CA_CERT",
+        None,
+        "PEM file with the CA certificate(s) that sign the MEP's certificate; "
+        "every certificate in the file is trusted (required with https).",
+        required="with https",
+    ),
+    Setting(
+        "ca_cert_domain_name",
+        "CA_CERT_DOMAIN_NAME",
+        None,
+        "Name the MEP's certificate must carry; checked while connecting to MEP_IP "
+        "(required with https).",
+        required="with https",
+    ),
+    Setting(
+        "ak",
+        "AK",
+        None,
+        "Access key (20 characters; with --auth aksk). Prefer the env variable or "
+        "--ak-file: command lines are visible to other processes.",
+        required="with --auth aksk (or --ak-file)",
+    ),
+    Setting(
+        "ak_file",
+        "AK_FILE",
+        None,
+        "File holding the access key (e.g. a Kubernetes secret volume).",
+    ),
+    Setting(
+        "sk",
+        "SK",
+        None,
+        "Secret key (64 characters). Prefer the env variable or --sk-file.",
+        required="with --auth aksk (or --sk-file)",
+    ),
+    Setting("sk_file", "SK_FILE", None, "File holding the secret key."),
+    Setting(
+        "app_instance_id",
+        "APPINSTID",
+        None,
+        "Application instance id, a lower-case UUID.",
+        required="(or --app-instance-id-file)",
+    ),
+    Setting(
+        "app_instance_id_file", "APPINSTID_FILE", None, "File holding the application instance id."
+    ),
+    Setting(
+        "enable_wait",
+        "ENABLE_WAIT",
+        "true",
+        "'true': run as a daemon; 'false': one-shot (get a token, register, exit 0 "
+        "on success, non-zero on failure).",
+    ),
+    Setting(
+        "conf_dir",
+        "MEP_AGENT_CONF_DIR",
+        "./conf",
+        "Directory of app_conf.yaml and app_instance_info.yaml (the image uses /usr/mep/conf).",
+    ),
+    Setting(
+        "app_conf",
+        "MEP_AGENT_APP_CONF",
+        "<conf-dir>/app_conf.yaml",
+        "TLS settings file (sslCiphers). Optional at its default path.",
+    ),
+    Setting(
+        "app_instance_info",
+        "MEP_AGENT_APP_INSTANCE_INFO",
+        "<conf-dir>/app_instance_info.yaml",
+        "Services and subscriptions to register (serviceInfoPosts, "
+        "serAvailabilityNotificationSubscriptions).",
+    ),
+    Setting(
+        "listen",
+        "MEP_AGENT_LISTEN",
+        "tcp:8080:interface=127.0.0.1",
+        "strports description of the application API listener.",
+    ),
+    Setting(
+        "request_timeout",
+        "MEP_AGENT_REQUEST_TIMEOUT",
+        "10",
+        "Seconds before any request to the MEP is abandoned.",
+    ),
+    Setting(
+        "ops_listen",
+        "MEP_AGENT_OPS_LISTEN",
+        "tcp:9090",
+        "strports description of the operations listener (/livez, /readyz, /metrics, "
+        "status, notifications); it never serves a token. 'none' turns it off.",
+    ),
+    Setting(
+        "api_token_file",
+        "MEP_AGENT_API_TOKEN_FILE",
+        None,
+        "File holding a bearer token the application must send to the application "
+        "API (off when unset).",
+    ),
+    Setting(
+        "heartbeat_method",
+        "MEP_AGENT_HEARTBEAT_METHOD",
+        "auto",
+        "'auto': follow the link the MEP gives (_links.liveness.href with PATCH, as ETSI "
+        "MEC 011 v2.2.1; else _links.self.liveness with PUT, as EdgeGallery); 'PUT' or "
+        "'PATCH' force the method.",
+    ),
+    Setting(
+        "confirm_ready",
+        "MEP_AGENT_CONFIRM_READY",
+        "true",
+        "Send confirm_ready (READY) once every service is registered.",
+    ),
+    Setting(
+        "notify_url",
+        "MEP_AGENT_NOTIFY_URL",
+        None,
+        "URL at which the MEP reaches the agent's notification route, e.g. "
+        "http://$(POD_IP):9090/mep-agent/v1/notifications; the agent appends a secret path "
+        "segment generated at start and sends the result as callbackReference of every "
+        "subscription (unset: the YAML's callbackReference is sent).",
+    ),
+    Setting(
+        "app_notify_url",
+        "MEP_AGENT_APP_NOTIFY_URL",
+        None,
+        "Where the agent also POSTs each availability notification it receives (the "
+        "MEP's JSON as is; 3 attempts, never holding up the agent). Unset: not forwarded.",
+    ),
+    Setting(
+        "sync_interval",
+        "MEP_AGENT_SYNC_INTERVAL",
+        "60",
+        "Seconds between reads of what the MEP holds for the app (its services and "
+        "subscriptions), compared with what should be and repaired (jittered by up to a "
+        "fifth; 0: only at start and on signs of divergence).",
+    ),
+    Setting(
+        "termination",
+        "MEP_AGENT_TERMINATION",
+        "auto",
+        "'auto': with --notify-url, subscribe to the platform's app termination notices and "
+        "leave when one comes (not ready, services deregistered, the application told, "
+        "confirm_termination within maxGracefulTimeout); 'off': do not subscribe.",
+    ),
+    Setting(
+        "termination_wait_app",
+        "MEP_AGENT_TERMINATION_WAIT_APP",
+        "false",
+        "'true': on a termination notice, wait (within maxGracefulTimeout) for the "
+        "application's POST /mep-agent/v1/termination/ack before confirming.",
+    ),
+    Setting(
+        "discovery_ttl",
+        "MEP_AGENT_DISCOVERY_TTL",
+        "30",
+        "Seconds a discovery answer is served from the cache.",
+    ),
+    Setting(
+        "discovery_stale",
+        "MEP_AGENT_DISCOVERY_STALE",
+        "300",
+        "Further seconds a cached answer is served while the MEP fails "
+        "(stale-if-error; 0 turns it off).",
+    ),
+    Setting(
+        "shutdown_timeout",
+        "MEP_AGENT_SHUTDOWN_TIMEOUT",
+        "5",
+        "Seconds that deregistration on stop may take in all.",
+    ),
+    Setting(
+        "oneshot_timeout",
+        "MEP_AGENT_ONESHOT_TIMEOUT",
+        "120",
+        "With ENABLE_WAIT=false: seconds to get a token and register everything "
+        "before exiting non-zero.",
+    ),
+    Setting(
+        "max_connections",
+        "MEP_AGENT_MAX_CONNECTIONS",
+        "1024",
+        "Most connections each listener keeps open at once (further ones are closed at "
+        "once); raise it, --max-connections-per-peer and the open-files limit for many "
+        "blocking discovery requests.",
+    ),
+    Setting(
+        "max_connections_per_peer",
+        "MEP_AGENT_MAX_CONNECTIONS_PER_PEER",
+        "256",
+        "Most connections each listener keeps open from one peer address (further ones are "
+        "closed at once), so that one abusive client cannot starve the kubelet's probes; "
+        "raise it with --max-connections for many blocking discovery requests from the "
+        "application.",
+    ),
+    Setting(
+        "header_timeout",
+        "MEP_AGENT_HEADER_TIMEOUT",
+        "5",
+        "Seconds a client has to send a request's line and headers on either listener "
+        "before its connection is dropped (slow clients hold no connection for long).",
+    ),
+    Setting(
+        "access_log",
+        "MEP_AGENT_ACCESS_LOG",
+        "false",
+        "'true' writes a line per HTTP request served on both listeners (off by default: "
+        "probes and /token polling would fill the log, and writing it cut /token's requests "
+        "per second by about a third, see benchmarks/RESULTS.md).",
+    ),
+    Setting(
+        "reload_interval",
+        "MEP_AGENT_RELOAD_INTERVAL",
+        "10",
+        "Seconds between checks of app_instance_info.yaml for changes, applied without a "
+        "restart (SIGHUP checks at once; 0: only on SIGHUP).",
+    ),
+    Setting(
+        "log_format",
+        "MEP_AGENT_LOG_FORMAT",
+        "text",
+        "'text' (twistd's lines; --logfile applies) or 'json' (one JSON object per line on "
+        "stdout: time, level, event, message and the event's fields).",
+    ),
+    Setting(
+        "log_level",
+        "MEP_AGENT_LOG_LEVEL",
+        "info",
+        "The least severe level written: debug, info, warn or error.",
+    ),
+    Setting(
+        "max_response_bytes",
+        "MEP_AGENT_MAX_RESPONSE_BYTES",
+        "1048576",
+        "Largest MEP answer the agent reads, in bytes after decoding; a larger one is an "
+        "error (1024 to 67108864).",
+    ),
+)
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def markdown_table() -> str:
+    """The README's settings table: python -m mep_agent.config.settings."""
+    rows = ["| option | env variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default is not None else "—"
+        env = f"`{s.env}`" if s.env else "—"
+        required = ""
+        if s.required is not None:
+            required = f"**Required{' ' + s.required if s.required else ''}.** "
+        rows.append(f"| `--{s.option}` | {env} | {default} | {required}{s.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

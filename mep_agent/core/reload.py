@@ -1,0 +1,179 @@
+"""
+Hot reload of app_instance_info.yaml: on SIGHUP, and by polling the file's content every
+--reload-interval seconds (Kubernetes swaps a ConfigMap directory's symlink, so what is
+watched is what the path resolves to now, by content). A valid new file is applied as a
+difference (Registrar.apply, Subscriber.apply); an invalid one is refused with one log
+line naming the YAML path, and the old state stays.
+
+A change is applied only when it is whole, because applying a file deregisters whatever
+it no longer names: the new content must read the same twice, L{STABLE_FOR} seconds apart
+(an editor or a slow copy caught mid-write reads differently the second time), an empty or
+blank file is refused, and so is a file without C{serviceInfoPosts} (removing every service
+takes an explicit C{serviceInfoPosts: []}).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mep_agent.config.errors import ConfigError
+from mep_agent.config.model import AppInstanceInfo
+from mep_agent.core.registration import Registrar
+from mep_agent.core.subscriptions import Subscriber
+
+# Seconds a changed file must keep the same content before it is applied.
+STABLE_FOR = 1.0
+
+
+def digest(data: bytes) -> str:
+    """What identifies a version of the file."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class ConfigReloader(Service):
+    """Re-reads app_instance_info.yaml and applies what changed; see the module."""
+
+    name = "reload"
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str,
+        read: Callable[[str], Awaitable[bytes]],
+        parse: Callable[[str], AppInstanceInfo],
+        registrar: Registrar,
+        subscriber: Subscriber,
+        clock: IReactorTime,
+        interval: float,
+        current: str,
+    ) -> None:
+        """
+        @param read: reads the file without blocking the reactor.
+        @param parse: validates the text (ConfigError naming the YAML path).
+        @param interval: seconds between polls (0: only on SIGHUP).
+        @param current: the digest of the version loaded at start.
+        """
+        self._path = path
+        self._read = read
+        self._parse = parse
+        self._registrar = registrar
+        self._subscriber = subscriber
+        self._interval = interval
+        self._clock = clock
+        self._current = current
+        self._poll = LoopingCall(self.check_now)
+        self._poll.clock = clock
+        self._checking: Deferred[None] | None = None
+        self._refused_version: str | None = None
+        # A changed content seen once: (digest, when), applied if it reads the same later.
+        self._candidate: tuple[str, float] | None = None
+        self._confirm: IDelayedCall | None = None
+        self._again = False
+        self.reloads = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def startService(self) -> None:
+        """Poll the file, when an interval is set."""
+        super().startService()
+        if self._interval > 0:
+            self._poll.start(self._interval, now=False)
+
+    def stopService(self) -> None:
+        """Stop polling."""
+        super().stopService()
+        if self._poll.running:
+            self._poll.stop()
+        if self._confirm is not None and self._confirm.active():
+            self._confirm.cancel()
+
+    def check_now(self) -> Deferred[None]:
+        """Read the file now and apply it if it changed (one check at a time)."""
+        if self._checking is not None:
+            self._again = True  # a check asked for while one runs is run after it
+            return succeed(None)
+        self._checking = ensureDeferred(self._check())
+
+        def done(result: object) -> None:
+            self._checking = None
+            if self._again:
+                self._again = False
+                self.check_now()
+
+        self._checking.addBoth(done)
+        return succeed(None)
+
+    async def _check(self) -> None:
+        try:
+            data = await self._read(self._path)
+        except OSError as e:
+            self._refused(f"{self._path}: cannot read: {e.strerror or e}")
+            return
+        version = digest(data)
+        if version in (self._current, self._refused_version):
+            self._candidate = None
+            return
+        if not self._stable(version):
+            return
+        text = data.decode("utf-8", "replace")
+        try:
+            if not text.strip():
+                raise ConfigError(
+                    self._path,
+                    "the file is empty; to remove every service write serviceInfoPosts: []",
+                )
+            info = self._parse(text)
+        except ConfigError as e:
+            self._refused_version = version
+            self._refused(str(e))
+            return
+        services = self._registrar.apply(info.services)
+        subscriptions = self._subscriber.apply(info.subscriptions)
+        self._current = version
+        self.reloads += 1
+        self.last_error = None
+        self.log.info(
+            "reloaded {path}: services added {added}, removed {removed}, changed {changed}; "
+            "subscriptions added {sub_added}, removed {sub_removed}",
+            path=self._path,
+            added=services["added"],
+            removed=services["removed"],
+            changed=services["changed"],
+            sub_added=subscriptions["added"],
+            sub_removed=subscriptions["removed"],
+            event="config.reloaded",
+        )
+
+    def _stable(self, version: str) -> bool:
+        """
+        Whether C{version} was read before, at least L{STABLE_FOR} seconds ago; if not, it
+        becomes the candidate and the file is read again once that time has passed.
+        """
+        now = self._clock.seconds()
+        if self._candidate is not None and self._candidate[0] == version:
+            if now - self._candidate[1] >= STABLE_FOR:
+                self._candidate = None
+                return True
+            return False
+        self._candidate = (version, now)
+        if self._confirm is not None and self._confirm.active():
+            self._confirm.cancel()
+        self._confirm = self._clock.callLater(STABLE_FOR, self.check_now)
+        return False
+
+    def _refused(self, error: str) -> None:
+        self.failures += 1
+        if error != self.last_error:  # once per distinct problem, not once per poll
+            self.log.error(
+                "configuration reload refused, keeping the running configuration: {error}",
+                error=error,
+                event="config.reload_refused",
+            )
+        self.last_error = error

@@ -1,0 +1,325 @@
+"""
+Terminator: leave when the platform says so. MEC 011's application support lets the
+platform announce that it stops or terminates the app (an AppTerminationNotification to the
+app's AppTerminationNotificationSubscription, with C{operationAction} STOPPING or
+TERMINATING and C{maxGracefulTimeout}) and then waits that long for confirm_termination
+before it deletes the app's services and subscriptions either way (EdgeGallery's mepserver
+waits about 5 s; docs/protocol.md, "App termination" has the facts).
+
+On a notice the agent:
+
+1. turns not ready (/readyz 503) and shows the termination in status and metrics;
+2. stops every heartbeat and deregisters every service, so consumers stop discovering them,
+   and stops keeping its availability subscriptions; from then on nothing is wanted, so the
+   platform's own clean-up is expected, never a loss to repair, and a reloaded file brings
+   nothing back;
+3. tells the application: forwarded to --app-notify-url, and readable (blocking ?wait=) at
+   GET /mep-agent/v1/termination; with --termination-wait-app it waits for the application's
+   POST /mep-agent/v1/termination/ack;
+4. confirms with the notice's operationAction on the link the notice gave (resolved like
+   every link; the standard path on the MEP when it is missing or leads elsewhere), as soon
+   as 2 and 3 are done and in any case before maxGracefulTimeout runs out; a refusal (409:
+   nothing pending) or any error is logged once and nothing is retried past the deadline;
+5. deletes its termination subscription. The process keeps running: Kubernetes decides
+   when the pod stops, and a SIGTERM then finds nothing left to delete.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from attrs import define
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mep_agent.core.errors import TokenUnavailable
+from mep_agent.core.registration import Registrar
+from mep_agent.core.subscriptions import Subscriber
+from mep_agent.core.token import TokenKeeper
+from mep_agent.mp1.client import MepClient
+from mep_agent.mp1.errors import MepError
+from mep_agent.util.retry import sleep
+from mep_agent.util.tasks import wait_at_most
+from mep_agent.web.problems import ApiProblem
+
+NOTIFICATION_TYPE = "AppTerminationNotification"
+ACTIONS = ("STOPPING", "TERMINATING")
+DEFAULT_GRACEFUL_TIMEOUT = 5.0  # what EdgeGallery's mepserver gives, when a notice says none
+MIN_GRACEFUL_TIMEOUT = 1.0  # a negative or zero value is clamped to this: confirm at once
+MAX_GRACEFUL_TIMEOUT = 600.0  # an absurd value is clamped to this
+CONFIRM_MARGIN = 1.0  # confirm at the latest this long (or a fifth of it) before the deadline
+RETRY_GAP = 0.5  # between attempts at confirm_termination after a transient failure
+
+
+class TerminationPhase(enum.Enum):
+    """Where a termination stands."""
+
+    DEREGISTERING = "deregistering"
+    WAITING_FOR_APP = "waiting-for-app"
+    CONFIRMING = "confirming"
+    CONFIRMED = "confirmed"
+    NOT_CONFIRMED = "not-confirmed"  # refused, failed, or its deadline passed
+
+
+class BadTerminationNotice(ApiProblem):
+    """A termination notice the agent cannot act on (a JSON 400 to the platform)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(400, problem)
+
+
+@define
+class Notice:
+    """A termination the platform announced, and how far the agent got with it."""
+
+    action: str
+    max_graceful_timeout: float
+    received_at: float
+    confirm_url: str
+    body: dict[str, Any]
+    phase: TerminationPhase = TerminationPhase.DEREGISTERING
+    acknowledged_at: float | None = None
+    confirmed_at: float | None = None
+    error: str | None = None
+
+    @property
+    def deadline(self) -> float:
+        """When the platform stops waiting for the confirmation (clock seconds)."""
+        return self.received_at + self.max_graceful_timeout
+
+    @property
+    def confirm_by(self) -> float:
+        """When the agent confirms whatever else is still under way."""
+        margin = min(CONFIRM_MARGIN, self.max_graceful_timeout / 5)
+        return self.deadline - margin
+
+    def view(self, now: float) -> dict[str, Any]:
+        """What the application, status and readiness show."""
+        return {
+            "terminating": True,
+            "operationAction": self.action,
+            "maxGracefulTimeout": self.max_graceful_timeout,
+            "receivedAt": self.received_at,
+            "deadline": self.deadline,
+            "secondsLeft": max(0.0, round(self.deadline - now, 3)),
+            "phase": self.phase.value,
+            "acknowledged": self.acknowledged_at is not None,
+            "confirmed": self.confirmed_at is not None,
+            "error": self.error,
+        }
+
+
+def graceful_timeout(value: Any) -> float:
+    """maxGracefulTimeout clamped to MIN … MAX (missing or not a number: mepserver's 5 s)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return DEFAULT_GRACEFUL_TIMEOUT
+    return float(min(max(value, MIN_GRACEFUL_TIMEOUT), MAX_GRACEFUL_TIMEOUT))
+
+
+def link_href(links: Any, name: str) -> str | None:
+    """C{_links[name]} as EdgeGallery (a string) or MEC 011 v2.2.1 ({"href": …}) gives it."""
+    link = links.get(name) if isinstance(links, dict) else None
+    if isinstance(link, dict):
+        link = link.get("href")
+    return link if isinstance(link, str) and link else None
+
+
+class Terminator(Service):
+    """Acts on the platform's termination notices; see the module."""
+
+    name = "termination"
+    log = Logger()
+
+    def __init__(
+        self,
+        mep: MepClient,
+        tokens: TokenKeeper,
+        clock: IReactorTime,
+        registrar: Registrar,
+        subscriber: Subscriber,
+        forward: Callable[[dict[str, Any]], None] | None = None,
+        wait_for_app: bool = False,
+    ) -> None:
+        """
+        @param forward: tells the application (POST to --app-notify-url), if configured.
+        @param wait_for_app: wait for the application's acknowledgement before confirming.
+        """
+        self._mep = mep
+        self._tokens = tokens
+        self._clock = clock
+        self._registrar = registrar
+        self._subscriber = subscriber
+        self._forward = forward
+        self._wait_for_app = wait_for_app
+        self._waiters: list[Deferred[None]] = []  # GET /termination?wait=
+        self._acknowledged: Deferred[None] = Deferred()
+        self._runs: list[Deferred[None]] = []
+        self.notice: Notice | None = None
+
+    # -- what the routes use ---------------------------------------------------------------
+
+    def notified(self, body: dict[str, Any]) -> None:
+        """
+        A notice from the platform (already known to be an AppTerminationNotification):
+        start leaving, or, for a repeated one, nothing more than a confirmation of a new
+        action. L{BadTerminationNotice} for an unknown operationAction.
+        """
+        action = body.get("operationAction")
+        if action not in ACTIONS:
+            raise BadTerminationNotice("operationAction must be STOPPING or TERMINATING")
+        timeout = graceful_timeout(body.get("maxGracefulTimeout"))
+        if timeout != body.get("maxGracefulTimeout"):
+            self.log.warn(
+                "termination notice: maxGracefulTimeout {given!r} taken as {timeout}s",
+                given=str(body.get("maxGracefulTimeout"))[:40],
+                timeout=timeout,
+                event="termination.timeout_clamped",
+            )
+        previous = self.notice
+        if previous is not None and previous.action == action:
+            self.log.info(
+                "termination notice ({action}) again: already under way",
+                action=action,
+                event="termination.duplicate",
+            )
+            return
+        notice = Notice(action, timeout, self._clock.seconds(), self._confirm_url(body), body)
+        if previous is not None:
+            notice.acknowledged_at = previous.acknowledged_at
+        self.notice = notice
+        self.log.info(
+            "the platform is {action} the app: leaving within {timeout}s",
+            action=action.lower(),
+            timeout=timeout,
+            event="termination.notified",
+        )
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        self._runs.append(ensureDeferred(self._leave(notice, first=previous is None)))
+
+    def acknowledge(self) -> bool:
+        """The application is ready to go; False when no termination is under way."""
+        if self.notice is None:
+            return False
+        if self.notice.acknowledged_at is None:
+            self.notice.acknowledged_at = self._clock.seconds()
+            self.log.info("the application acknowledged the termination", event="termination.ack")
+        if not self._acknowledged.called:
+            self._acknowledged.callback(None)
+        return True
+
+    def wait(self, seconds: float) -> Deferred[None]:
+        """Fires when a termination is announced, or after C{seconds} (cancellable)."""
+        d: Deferred[None] = Deferred(lambda d: self._waiters.remove(d))
+        self._waiters.append(d)
+        d.addTimeout(seconds, self._clock, onTimeoutCancel=lambda result, timeout: None)
+        return d
+
+    def view(self) -> dict[str, Any]:
+        """The termination as the application API and status show it."""
+        if self.notice is None:
+            return {"terminating": False}
+        return self.notice.view(self._clock.seconds())
+
+    # -- the service -----------------------------------------------------------------------
+
+    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
+        """Stop what is under way; blocking readers get the current state now."""
+        super().stopService()
+        for run in self._runs:
+            run.cancel()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # -- leaving ---------------------------------------------------------------------------
+
+    def _confirm_url(self, body: dict[str, Any]) -> str:
+        href = link_href(body.get("_links"), "confirmTermination")
+        if href is not None:
+            try:
+                return self._mep.resolve(href)
+            except ValueError as e:  # ForeignLink too: the token goes to the MEP only
+                self.log.warn(
+                    "termination notice: confirmTermination link refused ({error}); "
+                    "confirming on the MEP's own path",
+                    error=str(e),
+                    event="termination.link_refused",
+                )
+        return self._mep.confirm_termination_url()
+
+    async def _leave(self, notice: Notice, first: bool) -> None:
+        try:
+            if first:
+                # Availability subscriptions go now; the termination one after confirming.
+                withdrawn = ensureDeferred(self._withdraw()).addErrback(self._withdraw_failed)
+                await self._until(withdrawn, notice.confirm_by)
+                if self._forward is not None:
+                    self._forward(notice.body)
+            if self._wait_for_app and notice.acknowledged_at is None:
+                notice.phase = TerminationPhase.WAITING_FOR_APP
+                await self._until(self._acknowledged, notice.confirm_by)
+            notice.phase = TerminationPhase.CONFIRMING
+            await self._confirm(notice)
+            await self._subscriber.withdraw()
+        except CancelledError:
+            pass  # the agent is stopping
+
+    def _withdraw_failed(self, failure: Failure) -> None:
+        self.log.failure("withdrawing failed", failure, event="termination.bug")
+
+    async def _withdraw(self) -> None:
+        await self._registrar.withdraw()
+        await self._subscriber.withdraw(termination_too=False)
+
+    async def _until(self, watched: Deferred[None], deadline: float) -> None:
+        """Wait for C{watched} (left running) or until C{deadline}, whichever comes first."""
+        await wait_at_most(self._clock, watched, deadline - self._clock.seconds())
+
+    async def _confirm(self, notice: Notice) -> None:
+        error = "the deadline passed"
+        while self._clock.seconds() < notice.deadline:
+            left = notice.deadline - self._clock.seconds()
+            try:
+                confirm = partial(
+                    self._mep.confirm_termination,
+                    url=notice.confirm_url,
+                    action=notice.action,
+                    timeout=left,
+                )
+                await self._tokens.with_token(confirm, left, hurry=True)
+            except TokenUnavailable as e:
+                error = e.reason
+            except MepError as e:
+                error = str(e)
+                if not e.transient:
+                    break  # 409 (nothing pending), 400: asking again changes nothing
+            else:
+                notice.phase = TerminationPhase.CONFIRMED
+                notice.confirmed_at = self._clock.seconds()
+                notice.error = None
+                self.log.info(
+                    "confirmed the termination ({action}) to the MEP",
+                    action=notice.action,
+                    event="termination.confirmed",
+                )
+                return
+            if self._clock.seconds() + RETRY_GAP >= notice.deadline:
+                break
+            await sleep(self._clock, RETRY_GAP)
+        notice.phase = TerminationPhase.NOT_CONFIRMED
+        notice.error = error
+        self.log.warn(
+            "could not confirm the termination ({action}): {error}",
+            action=notice.action,
+            error=error,
+            event="termination.not_confirmed",
+        )

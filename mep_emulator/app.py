@@ -1,0 +1,725 @@
+"""
+The emulator's HTTP face: a Klein app that answers like EdgeGallery's Kong gateway,
+mepauth and mepserver together, plus a control API under /_emulator for fault injection.
+
+Drive it in memory (treq's StubTreq / RequestTraversalAgent over C{resource()}) or serve
+it with C{twistd mep-emulator}.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import secrets
+import string
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from attrs import define, field
+from klein import Klein
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from mep_emulator.auth import App, Lockout, TokenIssuer, verify_token_request
+from mep_emulator.dev import DEV_APP
+from mep_emulator.faults import BadFault, Fault, FaultPlan
+from mep_emulator.registry import (
+    MGMT,
+    SUPPORT,
+    Registry,
+    TerminationLinks,
+    edgegallery_termination_links,
+)
+from mep_emulator.rules import UUID, Rejected
+
+MAX_BODY = 4096  # mepserver refuses larger request bodies
+_HTTP_FOR_CODE = {3: 404, 5: 404, 17: 404, 10: 412, 9: 503, 11: 401, 18: 409, 16: 422, 20: 403}
+
+log = Logger()
+Handler = Callable[..., Any]
+Route = Callable[..., Any]
+
+
+def write_json(
+    request: Request,
+    status: int,
+    body: Any,
+    content_type: bytes = b"application/json; charset=UTF-8",
+) -> bytes:
+    """Set the status and answer C{body} as JSON (no body for None)."""
+    request.setResponseCode(status)
+    if body is None:
+        return b""
+    request.setHeader(b"Content-Type", content_type)
+    return json.dumps(body).encode()
+
+
+def problem(request: Request, error: Rejected) -> bytes:
+    """mepserver's error shape: internal code in 'status'; service-center's for 400012."""
+    if error.code >= 400000:
+        return write_json(
+            request,
+            400,
+            {"errorCode": str(error.code), "errorMessage": error.title, "detail": error.detail},
+        )
+    status = _HTTP_FOR_CODE.get(error.code, 400)
+    return write_json(
+        request, status, {"title": error.title, "status": error.code, "detail": error.detail}
+    )
+
+
+class Problem(Exception):
+    """An answer with an HTTP status and an RFC 7807 ProblemDetails body (the ETSI face)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        """The ProblemDetails."""
+        return {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+class Unauthorized(Exception):
+    """The gateway refused the bearer token (status and Kong's body)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+@define
+class RequestRecord:
+    """One request the emulator answered, for tests and /_emulator/state."""
+
+    method: str
+    path: str
+    kind: str
+    status: int
+    query: str = ""  # the raw query string, as received
+    body: bytes = b""  # the first 4 KiB of the request body
+
+
+def _subscription_kind(request: Request) -> str:
+    return "unsubscribe" if request.method == b"DELETE" else "subscribe"
+
+
+def fault_point(kind: str | Callable[[Request], str]) -> Callable[[Handler], Route]:
+    """
+    Make a route handler injectable: the request first takes a queued fault of C{kind}
+    (a name, or a function of the request), then runs the handler; mepserver's and the
+    gateway's refusals become their answers, and the outcome is recorded.
+    """
+
+    def decorate(handler: Handler) -> Route:
+        @functools.wraps(handler)
+        def route(self: MepEmulator, request: Request, **kwargs: str) -> Any:
+            name = kind if isinstance(kind, str) else kind(request)
+            return ensureDeferred(
+                self.handle(request, name, lambda: handler(self, request, **kwargs))
+            )
+
+        return route
+
+    return decorate
+
+
+def _fault_answer(request: Request, fault: Fault) -> bytes:
+    """The answer an injected fault gives instead of the handler's."""
+    assert fault.status is not None
+    request.setResponseCode(fault.status)
+    for name, value in fault.headers:
+        request.setHeader(name.encode(), value.encode())
+    if fault.raw is not None:
+        data = fault.raw.encode()
+        if not request.responseHeaders.hasHeader(b"content-type"):
+            request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+    else:
+        body = (
+            fault.body
+            if fault.body is not None
+            else {"title": "Injected fault", "status": fault.status, "detail": "emulator fault"}
+        )
+        data = json.dumps(body).encode()
+        request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+    if fault.gzip:
+        data = gzip.compress(data)
+        request.setHeader(b"Content-Encoding", b"gzip")
+    return data
+
+
+@define
+class MepEmulator:
+    """One emulated MEP. Every collaborator is injected; nothing reads the global reactor."""
+
+    clock: IReactorTime
+    registry: Registry
+    apps: dict[str, App]  # by access key
+    token_lifetime: int = 3600
+    accept_patch: bool = False
+    issuer: TokenIssuer = field(factory=TokenIssuer)
+    lockout: Lockout = field(factory=Lockout)
+    faults: FaultPlan = field(factory=FaultPlan)
+    requests: deque[RequestRecord] = field(factory=lambda: deque(maxlen=500))
+    notifications: list[dict[str, Any]] = field(
+        factory=list
+    )  # the notifier's deliveries, for /_emulator/state
+    tokens_issued: int = 0
+    # Connections accepted per listener ("https" ones are TLS handshakes): what a client's
+    # connection pooling saves shows here.
+    connections: dict[str, int] = field(factory=dict)
+    # How a termination notification's _links look: mepserver's paths, unless a face
+    # (the ETSI one) builds its own absolute links.
+    termination_links: TerminationLinks = edgegallery_termination_links
+
+    app = Klein()
+
+    def resource(self) -> IResource:
+        """The resource to serve."""
+        return self.app.resource()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def handle(self, request: Request, kind: str, handler: Callable[[], Any]) -> Any:
+        """Apply an injected fault, run the handler, record the outcome."""
+        self.registry.check_liveness()
+        fault = self.faults.take(kind)
+        if fault is not None and fault.delay:
+            await deferLater(self.clock, fault.delay, lambda: None)
+        if fault is not None and fault.drop:
+            transport: Any = request.channel.transport
+            transport.abortConnection()
+            self._record(request, kind, 0)
+            return NOT_DONE_YET
+        if fault is not None and fault.status is not None:
+            result = _fault_answer(request, fault)
+        else:
+            try:
+                outcome = handler()
+                result = await outcome if isinstance(outcome, Awaitable) else outcome
+            except Rejected as e:
+                result = problem(request, e)
+            except Unauthorized as e:
+                result = write_json(request, e.status, e.body)
+            except Problem as e:
+                result = write_json(request, e.status, e.body())
+            except Exception:
+                log.failure("emulator error in {kind} request", kind=kind)
+                result = write_json(
+                    request,
+                    500,
+                    {"title": "Internal Server Error", "status": 500, "detail": "emulator bug"},
+                )
+        self._record(request, kind, request.code)
+        return result
+
+    def _record(self, request: Request, kind: str, status: int) -> None:
+        self.requests.append(
+            RequestRecord(
+                request.method.decode(),
+                request.path.decode("utf-8", "replace"),
+                kind,
+                status,
+                request.uri.decode("utf-8", "replace").partition("?")[2],
+                _body_start(request),
+            )
+        )
+
+    def _authorize(self, request: Request, path_app_id: str | None) -> str:
+        """Kong's jwt + appid-header plugins, then mepserver's path/token app check."""
+        verdict = self.issuer.check(_header(request, "authorization"), self.clock.seconds())
+        if verdict.app_instance_id is None:
+            raise Unauthorized(verdict.status, verdict.body)
+        if path_app_id is not None and path_app_id != verdict.app_instance_id:
+            raise Rejected(11, "UnAuthorization", "UnAuthorization")
+        return verdict.app_instance_id
+
+    @staticmethod
+    def _body(request: Request) -> bytes:
+        raw = read_body(request)
+        if len(raw) > MAX_BODY:
+            raise Rejected(1, "Bad Request", "request body too large")
+        return raw
+
+    def _json_body(self, request: Request) -> Any:
+        try:
+            return json.loads(self._body(request))
+        except ValueError:
+            raise Rejected(4, "Bad Request", "unmarshal request body error") from None
+
+    @staticmethod
+    def _uuid_path(app_id: str) -> None:
+        if not UUID.match(app_id):
+            raise Rejected(14, "Bad Request", "request param validation failed: appInstanceId")
+
+    # -- mepauth -------------------------------------------------------------------------
+
+    @app.route("/mep/token", methods=["POST"])
+    @fault_point("token")
+    def token(self, request: Request) -> bytes:
+        """mepauth: verify the AK/SK signature and mint a token."""
+        outcome = verify_token_request(
+            self.apps,
+            self.lockout,
+            self.clock.seconds(),
+            lambda name: _header(request, name),
+            request.uri.decode(),
+        )
+        if outcome.app is None:
+            return write_json(
+                request, outcome.status, outcome.body, b"application/json; charset=utf-8"
+            )
+        self.tokens_issued += 1
+        token = self.issuer.mint(
+            outcome.app.app_instance_id, self.clock.seconds(), self.token_lifetime
+        )
+        return write_json(
+            request,
+            200,
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
+        )
+
+    # -- Mp1 service management ----------------------------------------------------------
+
+    @app.route(f"{MGMT}/applications/<app_id>/services", methods=["POST"])
+    @fault_point("register")
+    def register(self, request: Request, app_id: str) -> bytes:
+        """mepserver: register a ServiceInfo."""
+        self._authorize(request, app_id)
+        self._uuid_path(app_id)
+        record = self.registry.register(app_id, self._json_body(request))
+        request.setHeader(b"Location", f"/mep/mp1/v1/services/{record.ser_instance_id}")
+        return write_json(request, 201, record.view())
+
+    @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
+    @fault_point("sync")
+    def own_services(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app's own services (filters as discovery)."""
+        self._authorize(request, app_id)
+        return write_json(request, 200, self.registry.discover(_query(request), app_id))
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
+    @fault_point("service")
+    def one_service(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: one registered service."""
+        self._authorize(request, app_id)
+        return write_json(request, 200, self.registry.get(app_id, ser_id).view())
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
+    @fault_point("update")
+    def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: PUT a service's ServiceInfo (restores its state)."""
+        self._authorize(request, app_id)
+        record = self.registry.update(app_id, ser_id, self._json_body(request))
+        return write_json(request, 200, record.view())
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["DELETE"])
+    @fault_point("deregister")
+    def deregister(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: delete a registration."""
+        self._authorize(request, app_id)
+        self._uuid_path(app_id)
+        self.registry.deregister(app_id, ser_id)
+        return write_json(request, 204, None)
+
+    @app.route(
+        f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["PUT", "PATCH"]
+    )
+    @fault_point("heartbeat")
+    def heartbeat(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: a liveness heartbeat (PUT; PATCH with --accept-patch)."""
+        if request.method == b"PATCH" and not self.accept_patch:
+            return write_json(
+                request,
+                405,
+                {"title": "Method Not Allowed", "status": 405, "detail": "use PUT"},
+            )
+        self._authorize(request, app_id)
+        self.registry.heartbeat(app_id, ser_id, self._body(request))
+        return write_json(request, 204, None)
+
+    @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>/liveness", methods=["GET"])
+    @fault_point("service")
+    def liveness(self, request: Request, app_id: str, ser_id: str) -> bytes:
+        """mepserver: a service's liveness state and interval."""
+        self._authorize(request, app_id)
+        record = self.registry.get(app_id, ser_id)
+        seconds = record.last_beat
+        return write_json(
+            request,
+            200,
+            {
+                "state": record.state,
+                "interval": record.interval,
+                "timeStamp": {
+                    "seconds": int(seconds),
+                    "nanoSeconds": int((seconds % 1) * 1e9),
+                },
+            },
+        )
+
+    @app.route(f"{MGMT}/services", methods=["GET"])
+    @fault_point("discovery")
+    def discover(self, request: Request) -> bytes:
+        """mepserver: discovery by ser_name or the other filters."""
+        self._authorize(request, None)
+        return write_json(request, 200, self.registry.discover(_query(request)))
+
+    @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
+    @fault_point("discovery")
+    def global_service(self, request: Request, ser_id: str) -> bytes:
+        """mepserver: any service by its id."""
+        self._authorize(request, None)
+        record = self.registry.services.get(ser_id)
+        if record is None:
+            raise Rejected(3, "Can not found resource", "service instance id not found")
+        return write_json(request, 200, record.view())
+
+    @app.route(f"{MGMT}/transports", methods=["GET"])
+    @fault_point("discovery")
+    def transports(self, request: Request) -> bytes:
+        """mepserver: the transports the platform offers."""
+        self._authorize(request, None)
+        return write_json(
+            request,
+            200,
+            [
+                {
+                    "name": "REST",
+                    "type": "REST_HTTP",
+                    "protocol": "HTTP",
+                    "version": "2.0",
+                    "security": {
+                        "oAuth2Info": {
+                            "grantTypes": ["OAUTH2_CLIENT_CREDENTIALS"],
+                            "tokenEndpoint": "/mep/token",
+                        }
+                    },
+                }
+            ],
+        )
+
+    # -- subscriptions (both APIs) -------------------------------------------------------
+
+    def _subscribe(self, request: Request, app_id: str, termination: bool) -> bytes:
+        self._authorize(request, app_id)
+        self._uuid_path(app_id)
+        record = self.registry.subscribe(app_id, self._json_body(request), termination)
+        request.setHeader(b"Location", record.href)
+        body = dict(
+            record.body,
+            subscriptionId=record.subscription_id,
+            _links={"self": {"href": record.href}},
+        )
+        return write_json(request, 201, body)
+
+    def _list_subscriptions(self, request: Request, app_id: str, termination: bool) -> bytes:
+        self._authorize(request, app_id)
+        subs = self.registry.app_subscriptions(app_id, termination)
+        if not subs:
+            raise Rejected(5, "Can not found resource", "subscription not found")
+        rel = (
+            "AppTerminationNotificationSubscription"
+            if termination
+            else "SerAvailabilityNotificationSubscription"
+        )
+        base = subs[0].href.rsplit("/", 1)[0]
+        return write_json(
+            request,
+            200,
+            {
+                "_links": {
+                    "self": {"href": base},
+                    "subscriptions": [{"href": s.href, "rel": rel} for s in subs],
+                }
+            },
+        )
+
+    def _one_subscription(
+        self, request: Request, app_id: str, sub_id: str, termination: bool
+    ) -> bytes:
+        self._authorize(request, app_id)
+        if request.method == b"DELETE":
+            self.registry.unsubscribe(app_id, sub_id, termination)
+            return write_json(request, 204, None)
+        record = self.registry.subscription(app_id, sub_id, termination)
+        return write_json(request, 200, dict(record.body, _links={"self": {"href": record.href}}))
+
+    @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["POST"])
+    @fault_point("subscribe")
+    def subscribe(self, request: Request, app_id: str) -> bytes:
+        """mepserver: create an availability subscription."""
+        return self._subscribe(request, app_id, termination=False)
+
+    @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["GET"])
+    @fault_point("subscribe")
+    def subscriptions(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app's availability subscriptions."""
+        return self._list_subscriptions(request, app_id, termination=False)
+
+    @app.route(f"{MGMT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"])
+    @fault_point(_subscription_kind)
+    def subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
+        """mepserver: read or delete one availability subscription."""
+        return self._one_subscription(request, app_id, sub_id, termination=False)
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["POST"])
+    @fault_point("subscribe")
+    def termination_subscribe(self, request: Request, app_id: str) -> bytes:
+        """mepserver: create an app-termination subscription."""
+        return self._subscribe(request, app_id, termination=True)
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["GET"])
+    @fault_point("subscribe")
+    def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app's termination subscriptions."""
+        return self._list_subscriptions(request, app_id, termination=True)
+
+    @app.route(
+        f"{SUPPORT}/applications/<app_id>/subscriptions/<sub_id>", methods=["GET", "DELETE"]
+    )
+    @fault_point(_subscription_kind)
+    def termination_subscription(self, request: Request, app_id: str, sub_id: str) -> bytes:
+        """mepserver: read or delete one termination subscription."""
+        return self._one_subscription(request, app_id, sub_id, termination=True)
+
+    # -- app support ---------------------------------------------------------------------
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/confirm_ready", methods=["POST"])
+    @fault_point("confirm_ready")
+    def confirm_ready(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app confirms it is READY."""
+        self._authorize(request, None)  # mepserver does no app check here
+        self.registry.confirm_ready(app_id, self._body(request))
+        return write_json(request, 204, None)
+
+    @app.route(f"{SUPPORT}/applications/<app_id>/confirm_termination", methods=["POST"])
+    @fault_point("confirm_termination")
+    def confirm_termination(self, request: Request, app_id: str) -> bytes:
+        """mepserver: the app confirms a termination."""
+        self._authorize(request, None)
+        self.registry.confirm_termination(app_id, self._body(request))
+        return write_json(request, 204, None)
+
+    @app.route(f"{SUPPORT}/timing/current_time", methods=["GET"])
+    @fault_point("service")
+    def current_time(self, request: Request) -> bytes:
+        """mepserver: the platform's time."""
+        self._authorize(request, None)
+        now = self.clock.seconds()
+        return write_json(
+            request,
+            200,
+            {
+                "seconds": int(now),
+                "nanoSeconds": int((now % 1) * 1e9),
+                "timeSourceStatus": "TRACEABLE",
+            },
+        )
+
+    # -- control API (development and tests only; serve it on loopback) -----------------
+
+    @app.route("/_emulator/state", methods=["GET"])
+    def state(self, request: Request) -> bytes:
+        """Control API: everything the emulator holds, and what it saw."""
+        self.registry.check_liveness()
+        return write_json(
+            request,
+            200,
+            {
+                "services": [
+                    dict(r.view(), heartbeats=r.heartbeats, lastHeartbeat=r.last_beat)
+                    for r in self.registry.services.values()
+                ],
+                "subscriptions": [
+                    dict(s.body, subscriptionId=s.subscription_id)
+                    for s in self.registry.subscriptions.values()
+                ],
+                "ready": sorted(self.registry.ready),
+                "terminations": [t.view() for t in self.registry.terminations.values()],
+                "tokens_issued": self.tokens_issued,
+                "connections": dict(self.connections),
+                "token_lifetime": self.token_lifetime,
+                "faults": self.faults.describe(),
+                "notifications": self.notifications[-100:],
+                "requests": [
+                    {"method": r.method, "path": r.path, "kind": r.kind, "status": r.status}
+                    for r in self.requests
+                ],
+            },
+        )
+
+    @app.route("/_emulator/faults", methods=["POST"])
+    def add_fault(self, request: Request) -> bytes:
+        """Control API: queue a fault."""
+        try:
+            fault, count = Fault.from_json(json.loads(read_body(request) or b"null"))
+        except (ValueError, BadFault) as e:
+            return write_json(request, 400, {"error": str(e)})
+        self.faults.add(fault, count)
+        return write_json(request, 201, {"faults": self.faults.describe()})
+
+    @app.route("/_emulator/faults", methods=["DELETE"])
+    def clear_faults(self, request: Request) -> bytes:
+        """Control API: forget the queued faults."""
+        self.faults.clear()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/settings", methods=["POST"])
+    def settings(self, request: Request) -> bytes:
+        """Control API: change the token lifetime or the imposed liveness interval."""
+        try:
+            body = json.loads(read_body(request) or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not set(body) <= {"token_lifetime", "liveness_interval"}:
+            return write_json(
+                request, 400, {"error": "expected {token_lifetime, liveness_interval}"}
+            )
+        for key, value in body.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return write_json(request, 400, {"error": f"{key} must be a positive integer"})
+        self.token_lifetime = body.get("token_lifetime", self.token_lifetime)
+        self.registry.liveness_interval = body.get(
+            "liveness_interval", self.registry.liveness_interval
+        )
+        return write_json(
+            request,
+            200,
+            {
+                "token_lifetime": self.token_lifetime,
+                "liveness_interval": self.registry.liveness_interval,
+            },
+        )
+
+    @app.route("/_emulator/flush", methods=["POST"])
+    def flush(self, request: Request) -> bytes:
+        """
+        Control API: the platform restarted with an empty store: every service,
+        subscription and READY forgotten (the ETSI face then answers every call of the app
+        403 "not ready" until confirm_ready, as AdvantEDGE does).
+        """
+        self.registry.restart()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/restart", methods=["POST"])
+    def restart(self, request: Request) -> bytes:
+        """Control API: forget every registration and subscription."""
+        self.registry.restart()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/rotate-key", methods=["POST"])
+    def rotate_key(self, request: Request) -> bytes:
+        """Sign with a new key (as a restarted MEP does): every issued token turns invalid."""
+        self.issuer.rotate()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/rotate-credentials", methods=["POST"])
+    def rotate_credentials(self, request: Request) -> bytes:
+        """
+        Control API: switch an app to a new AK/SK, as the platform's provisioning does when
+        it rotates them: C{{"app_instance_id", "ak", "sk"}} (new ones generated when not
+        given); the old AK is unknown from then on (401). Answers the new pair.
+        """
+        options = _options(request)
+        if options is None:
+            return write_json(request, 400, {"error": "the body must be a JSON object"})
+        app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
+        old = next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
+        if old is None:
+            return write_json(request, 404, {"error": "no such app instance"})
+        alphabet = string.ascii_letters + string.digits
+        access_key = options.get("ak") or "".join(secrets.choice(alphabet) for _ in range(20))
+        secret_key = options.get("sk") or "".join(secrets.choice(alphabet) for _ in range(64))
+        del self.apps[old.access_key]
+        self.apps[access_key] = App(access_key, secret_key, app_id)
+        return write_json(request, 200, {"ak": access_key, "sk": secret_key})
+
+    @app.route("/_emulator/unlock", methods=["POST"])
+    def unlock(self, request: Request) -> bytes:
+        """Control API: lift every AK lock-out."""
+        self.lockout.unlock_all()
+        return write_json(request, 204, None)
+
+    @app.route("/_emulator/services/<ser_id>/state", methods=["POST"])
+    def force_state(self, request: Request, ser_id: str) -> bytes:
+        """Control API: force a service's state."""
+        try:
+            state = json.loads(read_body(request) or b"null").get("state")
+        except (ValueError, AttributeError):
+            state = None
+        if state not in ("ACTIVE", "INACTIVE", "SUSPENDED"):
+            return write_json(
+                request, 400, {"error": "state must be ACTIVE, INACTIVE or SUSPENDED"}
+            )
+        if ser_id not in self.registry.services:
+            return write_json(request, 404, {"error": "no such service"})
+        return write_json(request, 200, self.registry.set_state(ser_id, state).view())
+
+    @app.route("/_emulator/terminate/<app_id>", methods=["POST"])
+    def terminate(self, request: Request, app_id: str) -> bytes:
+        """
+        Control API: start an app termination, C{{"operationAction", "maxGracefulTimeout"}}
+        (TERMINATING and 5 s by default; any values, to try the agent with bad ones).
+        """
+        options = _options(request)
+        if options is None:
+            return write_json(request, 400, {"error": "the body must be a JSON object"})
+        timeout = options.get("maxGracefulTimeout", 5)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            return write_json(request, 400, {"error": "maxGracefulTimeout must be a number"})
+        termination = self.registry.terminate(
+            app_id,
+            options.get("operationAction", "TERMINATING"),
+            timeout,
+            self.termination_links,
+        )
+        return write_json(request, 200, termination.view())
+
+
+def _body_start(request: Request) -> bytes:
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    start: bytes = content.read(4096)
+    return start
+
+
+def _options(request: Request) -> dict[str, Any] | None:
+    """A control call's JSON object body ({} when empty); None when it is not one."""
+    try:
+        options = json.loads(read_body(request) or b"{}")
+    except ValueError:
+        return None
+    return options if isinstance(options, dict) else None
+
+
+def read_body(request: Request) -> bytes:
+    """The whole request body (the emulator trusts its loopback callers)."""
+    return request.content.read() if request.content is not None else b""
+
+
+def _header(request: Request, name: str) -> str | None:
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[0] if values else None
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    query = request.uri.decode("utf-8", "replace").partition("?")[2]
+    return parse_qs(query, keep_blank_values=True)

@@ -1,0 +1,59 @@
+"""Delivers the emulator's notifications: a JSON POST to each callbackReference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mep_emulator.registry import Notification
+
+log = Logger()
+
+
+@define
+class Notifier:
+    """
+    POSTs notifications with the injected treq-like client and keeps a record of each
+    delivery (for the control API). A callback that is only a path cannot be delivered.
+    """
+
+    http: Any  # treq.client.HTTPClient or treq.testing.StubTreq
+    clock: IReactorTime
+    timeout: float = 5.0
+    delivered: list[dict[str, Any]] = field(factory=list)
+
+    def __call__(self, notification: Notification) -> None:
+        """Deliver one notification (never waits; the outcome is recorded)."""
+        entry: dict[str, Any] = {
+            "callback": notification.callback,
+            "body": notification.body,
+            "status": None,
+        }
+        self.delivered.append(entry)
+        del self.delivered[:-200]
+        if not notification.callback.startswith(("http://", "https://")):
+            entry["status"] = "undeliverable: not an absolute http(s) URL"
+            return
+        if self.http is None:
+            entry["status"] = "recorded"  # in-memory use without a callback target
+            return
+        d = self.http.post(
+            notification.callback, json=notification.body, timeout=self.timeout, reactor=self.clock
+        )
+
+        def done(response: Any) -> Any:
+            entry["status"] = response.code
+            return response.content()
+
+        def failed(failure: Any) -> None:
+            entry["status"] = f"failed: {failure.getErrorMessage()}"
+            log.info(
+                "notification to {callback} failed: {error}",
+                callback=notification.callback,
+                error=failure.getErrorMessage(),
+            )
+
+        d.addCallback(done).addErrback(failed)
