@@ -16,7 +16,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import IResource
 
 from mep_agent.check import callback_url
-from mep_agent.config.load import AgentConfig, Credentials
+from mep_agent.config.load import AgentConfig
 from mep_agent.config.model import parse_app_instance_info
 from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
@@ -27,8 +27,11 @@ from mep_agent.core.subscriptions import Subscriber, termination_body
 from mep_agent.core.termination import Terminator
 from mep_agent.core.token import TokenKeeper
 from mep_agent.mp1 import tls
-from mep_agent.mp1.client import MepClient, Token
+from mep_agent.mp1.auth import MepAuth, Token
+from mep_agent.mp1.client import MepClient
+from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.http import MepHttp, pooled_agent
+from mep_agent.mp1.wire import MepWire
 from mep_agent.oneshot import OneShot
 from mep_agent.util.secret import Secret
 from mep_agent.web.api import AgentAPI, ParkedQueries
@@ -75,17 +78,17 @@ class AgentService(MultiService):
         await self.pool.closeCachedConnections()
 
 
-def token_source(cfg: AgentConfig, mep: MepClient) -> Callable[[], Awaitable[Token]]:
+def token_source(cfg: AgentConfig, auth: MepAuth) -> Callable[[], Awaitable[Token]]:
     """Where the token comes from, for --auth."""
     if cfg.auth == "oauth2":
-        return mep.fetch_oauth2_token
+        return auth.fetch_oauth2_token
     if cfg.auth == "none":
 
         async def no_token() -> Token:
-            return mep.no_token()
+            return auth.no_token()
 
         return no_token
-    return mep.fetch_token
+    return auth.fetch_token
 
 
 @define
@@ -106,10 +109,10 @@ class Core:
     terminator: Terminator | None
 
 
-def mep_client(
+def mep_wire(
     cfg: AgentConfig, reactor: Any, metrics: CollectorRegistry
-) -> tuple[MepClient, HTTPConnectionPool]:
-    """Stage 1: the MEP client over its verified, pooled connections."""
+) -> tuple[MepWire, HTTPConnectionPool]:
+    """Stage 1: exchanges with the MEP over its verified, pooled connections."""
     policy = None
     if cfg.protocol == "https":
         assert cfg.ca_cert_domain_name is not None
@@ -119,7 +122,7 @@ def mep_client(
             cfg.ca_cert_domain_name,
         )
     agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
-    mep = MepClient(
+    wire = MepWire(
         MepHttp(agent, pool),
         reactor,
         cfg.base_url,
@@ -128,25 +131,34 @@ def mep_client(
         cfg.request_timeout,
         observe=MepObserver(metrics),
         max_body=cfg.max_response_bytes,
+        explain=policy.explain if policy is not None else None,
+    )
+    return wire, pool
+
+
+def mep_client(cfg: AgentConfig, wire: MepWire, tokens: TokenKeeper) -> MepClient:
+    """Stage 2b: the Mp1 client, which takes its token from the keeper."""
+    return MepClient(
+        wire,
+        tokens,
         api_root=cfg.api_root,
         links_under_root=cfg.dialect.links_under_root,
         heartbeat_method=cfg.heartbeat_method,
-        explain=policy.explain if policy is not None else None,
         public_origins=frozenset(cfg.mep_public_origins),
     )
-    return mep, pool
 
 
 def token_keeping(
-    cfg: AgentConfig, reactor: Any, mep: MepClient, read: Callable[[str], Awaitable[bytes]]
+    cfg: AgentConfig, reactor: Any, wire: MepWire, read: Callable[[str], Awaitable[bytes]]
 ) -> tuple[TokenKeeper, CredentialFiles]:
     """Stage 2: the one token authority, and the credential files it follows."""
+    auth = MepAuth(wire, cfg.api_root)
     tokens = TokenKeeper(
-        token_source(cfg, mep), reactor, on_refused=lambda: credential_files.check_now()
+        token_source(cfg, auth), reactor, on_refused=lambda: credential_files.check_now()
     )
 
     def credentials_changed(new: Credentials) -> None:
-        mep.set_credentials(new)
+        wire.set_credentials(new)
         tokens.credentials_changed()
 
     credential_files = CredentialFiles(
@@ -245,8 +257,9 @@ def core(
 ) -> Core:
     """Stages 1-3, the cache, the reload and the termination: everything but the web side."""
     metrics = CollectorRegistry()
-    mep, pool = mep_client(cfg, reactor, metrics)
-    tokens, credential_files = token_keeping(cfg, reactor, mep, read)
+    wire, pool = mep_wire(cfg, reactor, metrics)
+    tokens, credential_files = token_keeping(cfg, reactor, wire, read)
+    mep = mep_client(cfg, wire, tokens)
     subscriber, registrar, reconciler = keeping_registered(
         cfg, reactor, mep, tokens, notify_secret
     )

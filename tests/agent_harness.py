@@ -9,16 +9,19 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.config.load import Credentials
 from mep_agent.config.model import ServiceSpec, SubscriptionSpec
-from mep_agent.core.liveness import BeatSchedule, mepserver_grace, no_grace
+from mep_agent.core.liveness import BeatSchedule
 from mep_agent.core.reconcile import Reconciler
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber, termination_body
 from mep_agent.core.termination import Terminator
 from mep_agent.core.token import TokenKeeper
+from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import MepClient, Registration
+from mep_agent.mp1.credentials import Credentials
+from mep_agent.mp1.dialect import mepserver_grace, no_grace
 from mep_agent.mp1.http import MepHttp
+from mep_agent.mp1.wire import MepWire
 from mep_agent.util.retry import backoff
 from mep_agent.util.secret import Secret
 from mep_emulator.memory import DEV_APP, InMemoryMep
@@ -94,25 +97,26 @@ class AgentTestCase(SynchronousTestCase):
         sync_interval: float = 60.0,
         **registrar_options: Any,
     ) -> None:
-        self.client = MepClient(
+        api_root = (client_options or {}).get("api_root", "/mep")
+        self.mep_wire = MepWire(
             MepHttp(self.mep.agent),
             self.clock,
             BASE,
             "127.0.0.1:8443",
             client_credentials or credentials(sk),
             timeout=10,
-            **(client_options or {}),
         )
-        # Through a lambda, so that a test can replace the client's fetch_token.
+        self.auth = MepAuth(self.mep_wire, api_root)
+        # Through a lambda, so that a test can replace the fetch_token of self.auth.
         self.tokens = TokenKeeper(
-            (lambda: self.client.fetch_oauth2_token())
+            (lambda: self.auth.fetch_oauth2_token())
             if oauth2
-            else (lambda: self.client.fetch_token()),
+            else (lambda: self.auth.fetch_token()),
             self.clock,
             delays=exact_backoff,
             on_refused=on_refused or (lambda: None),
         )
-        api_root = (client_options or {}).get("api_root", "/mep")
+        self.client = MepClient(self.mep_wire, self.tokens, **(client_options or {}))
         self.subscriber = Subscriber(
             self.client,
             self.tokens,
@@ -283,7 +287,7 @@ class ApiTestCase(AgentTestCase):
         from mep_agent.web.ops import OpsAPI
 
         self.metrics = CollectorRegistry()
-        self.client._observe = MepObserver(self.metrics)
+        self.mep_wire.observe = MepObserver(self.metrics)
         self.metrics.register(
             AgentCollector(
                 self.clock,

@@ -8,10 +8,12 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from mep_agent.core.discovery import CacheSource, DiscoveryCache, DiscoveryUnavailable
+from mep_agent.core.discovery import CacheSource, DiscoveryCache
+from mep_agent.core.errors import DiscoveryFailed
 from mep_agent.mp1.client import Discovered, ServiceInstance
 from mep_agent.mp1.errors import MepError
 from mep_agent.util.secret import Secret
+from mep_agent.web.problems import problem_for
 
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
@@ -241,9 +243,7 @@ class DiscoveryRouteTests(ApiTestCase):
     def test_name_is_escaped_in_mep_query(self) -> None:
         """The MEP query carries the name percent-encoded, whatever it holds."""
         self.get_json(self.api, f"{ENDPOINT}/httpbin")
-        token = self.tokens.current()
-        assert token is not None
-        d = ensureDeferred(self.client.discover(token, "a b&ser_name=x/ü"))
+        d = ensureDeferred(self.client.discover("a b&ser_name=x/ü"))
         self.settle()
         self.successResultOf(d)
         self.assertEqual(
@@ -351,7 +351,8 @@ class CoalescingTests(SynchronousTestCase):
         lookups = [ensureDeferred(cache.lookup("svc")) for _ in range(2)]
         pending[0].errback(MepError("discovery", None, "down"))
         for d in lookups:
-            self.assertEqual(self.failureResultOf(d, DiscoveryUnavailable).value.status, 503)
+            failure = self.failureResultOf(d, DiscoveryFailed)
+            self.assertEqual(problem_for(failure.value).status, 503)
 
 
 class ProtectionTests(ApiTestCase):

@@ -10,9 +10,9 @@ from typing import Any
 
 from twisted.internet.defer import fail, succeed
 
-from mep_agent.config.load import Credentials
 from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.token import TokenState
+from mep_agent.mp1.credentials import Credentials
 from mep_agent.util.secret import Secret
 
 from .agent_harness import AgentTestCase, credentials, spec
@@ -34,7 +34,7 @@ class CredentialFilesTests(AgentTestCase):
             return succeed(self.files[path])
 
         def changed(new: Credentials) -> None:
-            self.client.set_credentials(new)
+            self.mep_wire.set_credentials(new)
             self.tokens.credentials_changed()
 
         self.build((spec("a"),), on_refused=lambda: self.watcher.check_now())

@@ -17,13 +17,15 @@ from openapi_schema_validator import OAS30Validator, OAS31Validator
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.config.load import Credentials, OAuth2Client
 from mep_agent.config.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
 from mep_agent.core.token import TokenState
 from mep_agent.mp1 import links
-from mep_agent.mp1.client import MepClient, Registration
+from mep_agent.mp1.auth import MepAuth
+from mep_agent.mp1.client import Registration
+from mep_agent.mp1.credentials import Credentials, OAuth2Client
 from mep_agent.mp1.dialect import ETSI
 from mep_agent.mp1.http import MepHttp
+from mep_agent.mp1.wire import MepWire
 from mep_agent.util.secret import Secret
 from mep_emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.memory import InMemoryMep
@@ -630,8 +632,8 @@ class MepClientUnitTests(SynchronousTestCase):
             Secret(DEV_APP.app_instance_id),
             OAuth2Client(TOKEN_URL, Secret(DEV_CLIENT_ID), Secret(DEV_CLIENT_SECRET), "mp1"),
         )
-        client = MepClient(MepHttp(mep.agent), mep.clock, BASE, "127.0.0.1:8443", credentials, 10)
-        d = ensureDeferred(client.fetch_oauth2_token())
+        wire = MepWire(MepHttp(mep.agent), mep.clock, BASE, "127.0.0.1:8443", credentials, 10)
+        d = ensureDeferred(MepAuth(wire, ROOT).fetch_oauth2_token())
         mep.flush()
         token = self.successResultOf(d)
         self.assertEqual(token.expires_in, 3600)

@@ -21,8 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from mep_agent.core.discovery import DiscoveryCache
 from mep_agent.core.registration import ServiceStatus
 from mep_agent.core.token import TokenState
-from mep_agent.mp1.client import Discovered, ServiceInstance, lifetime
+from mep_agent.mp1.auth import lifetime
 from mep_agent.mp1.errors import MepError
+from mep_agent.mp1.records import Discovered, ServiceInstance
 from mep_agent.util import jsontext
 from mep_agent.web.site import LimitedRequest, serve
 from mep_emulator.auth import App

@@ -202,15 +202,15 @@ class PoolSizingTests(SynchronousTestCase):
         self.assertEqual(pool.maxPersistentPerHost, MAX_POOL_SIZE)
 
     def test_mep_client_brackets_every_exchange(self) -> None:
-        """MepClient counts an exchange from its request until its body is read or fails."""
-        from mep_agent.config.load import Credentials
-        from mep_agent.mp1.client import MepClient
+        """The MEP client counts an exchange from its request until its body is read or fails."""
+        from mep_agent.mp1.credentials import Credentials
+        from mep_agent.mp1.wire import MepWire
         from mep_agent.util.secret import Secret
 
         agent = FakeAgent()
         _, pool = pooled_agent(Clock(), None, 5)
         http = MepHttp(agent, pool)
-        client = MepClient(
+        client = MepWire(
             http,
             Clock(),
             "http://127.0.0.1:8080",
@@ -219,7 +219,7 @@ class PoolSizingTests(SynchronousTestCase):
             5,
         )
         calls = [
-            ensureDeferred(client._call("service", "GET", f"/x{n}", (200,), {})) for n in range(6)
+            ensureDeferred(client.call("service", "GET", f"/x{n}", (200,), {})) for n in range(6)
         ]
         self.assertEqual((http.in_flight, pool.maxPersistentPerHost), (6, 6))
         for waiting in agent.waiting:

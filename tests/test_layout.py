@@ -61,3 +61,46 @@ class PublicApisTests(SynchronousTestCase):
             private_names(old),
             ["twisted.web.client._HTTP11ClientFactory", "pool._factory", "request._disconnected"],
         )
+
+
+# The layers, lowest first: a module may import its own layer and those below it only.
+LAYERS = ("util", "mp1", "config", "core", "web", "")
+
+
+def layer_of(module: str) -> str:
+    """The layer of a module of the agent ('' for the process glue at the top)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else ""
+
+
+def upward_imports() -> list[str]:
+    """Every import of the agent that goes to a higher layer, or to the emulator."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                target = node.module
+            elif isinstance(node, ast.Import):
+                target = node.names[0].name
+            else:
+                continue
+            if target.startswith("mep_emulator"):
+                found.append(f"{module} -> {target}")
+            elif target.startswith("mep_agent") and LAYERS.index(layer_of(target)) > LAYERS.index(
+                layer_of(module)
+            ):
+                found.append(f"{module} -> {target}")
+    return found
+
+
+class LayerTests(SynchronousTestCase):
+    def test_imports_only_downwards(self) -> None:
+        """util < mp1 < config < core < web < the top; the agent never imports the emulator."""
+        self.assertEqual(upward_imports(), [])
+
+    def test_layers_known(self) -> None:
+        """Every subpackage is one of the layers (a new one must be placed)."""
+        packages = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+        self.assertEqual(packages, set(LAYERS) - {""})

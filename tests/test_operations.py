@@ -167,7 +167,7 @@ class BlockingDiscoveryTests(ApiTestCase):
         self.settle()
         self.failureResultOf(d)
         self.advance(31)
-        self.assertEqual(len(self.discovery.waiting), 0)
+        self.assertEqual(len(self.agent_api.discovery_waits), 0)
 
     def test_parked_queries_share_one_timer(self) -> None:
         """A hundred parked queries add one timer to the reactor, not one each."""
@@ -176,7 +176,7 @@ class BlockingDiscoveryTests(ApiTestCase):
         before = len(self.clock.getDelayedCalls())
         waiting = [self.get(f"{ENDPOINT}/httpbin?wait={30 + n}s", "1") for n in range(100)]
         self.settle()
-        self.assertEqual(len(self.discovery.waiting), 100)
+        self.assertEqual(len(self.agent_api.discovery_waits), 100)
         self.assertLessEqual(len(self.clock.getDelayedCalls()), before + 1)
         self.advance(130)
         self.assertEqual({self.successResultOf(d).code for d in waiting}, {200})
@@ -200,23 +200,26 @@ class BlockingDiscoveryTests(ApiTestCase):
             b"GET /mep-agent/v1/endpoint/httpbin?wait=30s HTTP/1.1\r\nHost: a\r\n"
             b"X-Mep-Agent-Index: 1\r\n\r\n"
         )
-        self.assertEqual((len(self.discovery.waiting), transport.value()), (1, b""))
+        self.assertEqual((len(self.agent_api.discovery_waits), transport.value()), (1, b""))
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(len(self.discovery.waiting), 0)
+        self.assertEqual(len(self.agent_api.discovery_waits), 0)
 
     def test_stop_answers_parked_queries(self) -> None:
-        """When the agent stops, parked queries are answered rather than dropped."""
+        """
+        When the agent stops, parked queries are answered rather than dropped: by the web
+        side (its blocking queries), which stops first; the cache's own stop wakes nobody.
+        """
         self.build((spec("httpbin"),))
         self.start()
         self.get_json(self.api, f"{ENDPOINT}/httpbin")
         d = self.get(f"{ENDPOINT}/httpbin?wait=300s", "1")
         self.settle()
         self.assertNoResult(d)
-        self.discovery.stopService()
+        self.agent_api.close()
         self.settle()
         response = self.successResultOf(d)
-        self.assertEqual(response.code, 200)
-        self.assertEqual(response.headers.getRawHeaders("x-cache"), ["CACHE"])
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["1"])
 
 
 class ForwardingTests(SynchronousTestCase):

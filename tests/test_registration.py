@@ -10,8 +10,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config.model import SubscriptionSpec
-from mep_agent.core.liveness import BeatSchedule, mepserver_grace, no_grace, stagger
+from mep_agent.core.liveness import BeatSchedule, stagger
 from mep_agent.core.registration import REGISTRATION_CONCURRENCY, REJECTED_RETRY, ServiceStatus
+from mep_agent.mp1.dialect import mepserver_grace, no_grace
 from mep_agent.mp1.http import pooled_agent
 from mep_agent.util.tasks import UNEXPECTED_PAUSE
 from mep_emulator.memory import InMemoryMep
@@ -148,7 +149,7 @@ class ConnectionReuseTests(AgentTestCase):
     def record_requests(self) -> list[tuple[float, str, str]]:
         """(start time, "start"/"end", path) of every request the agent makes."""
         events: list[tuple[float, str, str]] = []
-        original = self.client._http.request
+        original = self.mep_wire.http.request
 
         def recording(method: str, url: str, *args: Any) -> Any:
             events.append((self.clock.seconds(), "start", url))
@@ -159,7 +160,7 @@ class ConnectionReuseTests(AgentTestCase):
 
             return original(method, url, *args).addBoth(ended)
 
-        self.client._http.request = recording  # type: ignore[method-assign,assignment]
+        self.mep_wire.http.request = recording  # type: ignore[method-assign,assignment]
         return events
 
     def test_stagger(self) -> None:
@@ -316,7 +317,7 @@ class HeartbeatFailureTests(AgentTestCase):
         in_flight = []
         self.build((spec("a"),))
         self.start()
-        original = self.client._http.request
+        original = self.mep_wire.http.request
         calls = []
 
         def counting(method: str, url: str, *args: Any) -> Any:
@@ -328,7 +329,7 @@ class HeartbeatFailureTests(AgentTestCase):
                 return d
             return original(method, url, *args)
 
-        self.client._http.request = counting  # type: ignore[method-assign,assignment]
+        self.mep_wire.http.request = counting  # type: ignore[method-assign,assignment]
         self.fault(kind="heartbeat", delay=30, count=3)
         self.advance(BEAT + 10)  # the first beat: sent at 52.5 s, abandoned 10 s later
         self.assertEqual(self.registrar.states["a"].last_error, "heartbeat: no answer: timed out")
@@ -500,7 +501,8 @@ class ShutdownTests(AgentTestCase):
 class UnexpectedErrorTests(AgentTestCase):
     def break_once(self, method: str) -> None:
         """Make one call of MepClient.<method> raise a bug instead of a MepError."""
-        original = getattr(self.client, method)
+        target: Any = self.auth if method.startswith("fetch") else self.client
+        original = getattr(target, method)
         calls = []
 
         async def broken(*args: Any, **kw: Any) -> Any:
@@ -509,7 +511,7 @@ class UnexpectedErrorTests(AgentTestCase):
                 raise RuntimeError("bug")
             return await original(*args, **kw)
 
-        setattr(self.client, method, broken)
+        setattr(target, method, broken)
 
     def test_heartbeat_bug_does_not_end_beats(self) -> None:
         """A bug in one beat is logged; beating resumes without registering again."""
@@ -549,7 +551,7 @@ class UnexpectedErrorTests(AgentTestCase):
         sid = self.sid("a")
         link = self.registration("a").liveness_path
 
-        async def bare_update(token: Any, ser_instance_id: str, body: Any) -> Registration:
+        async def bare_update(ser_instance_id: str, body: Any) -> Registration:
             return Registration(ser_instance_id, None, 0)
 
         self.patch(self.client, "update", bare_update)

@@ -116,7 +116,7 @@ class ParkedQueriesAtStopTests(ApiTestCase):
         late = self.api.get(url, headers={"X-Mep-Agent-Index": "1"})
         self.settle()
         self.assertEqual(self.successResultOf(late).code, 200)
-        self.assertEqual(len(self.discovery.waiting), 0)
+        self.assertEqual(len(self.agent_api.discovery_waits), 0)
 
 
 def bombed_services() -> str:

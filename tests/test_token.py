@@ -146,10 +146,11 @@ class ExpiredTokenTests(SynchronousTestCase):
         from twisted.internet.defer import Deferred
         from twisted.internet.task import Clock
 
-        from mep_agent.core.errors import TokenUnavailable
+        from mep_agent.core.errors import NoToken
         from mep_agent.core.token import TokenKeeper
-        from mep_agent.mp1.client import Token
+        from mep_agent.mp1.auth import Token
         from mep_agent.util.secret import Secret
+        from mep_agent.web.problems import problem_for
 
         clock = Clock()
         answers: list[Deferred[Token]] = []
@@ -167,7 +168,7 @@ class ExpiredTokenTests(SynchronousTestCase):
         self.assertEqual(len(answers), 2)
         clock.advance(2.5)
         self.assertEqual(keeper.state, TokenState.EXPIRED)
-        error = self.assertRaises(TokenUnavailable, keeper.require)
+        error = problem_for(self.assertRaises(NoToken, keeper.require))
         self.assertEqual((error.status, error.fields["state"]), (503, "expired"))
         self.assertIn("expired", error.message)
         self.assertNotIn("valid", str(error.fields))

@@ -21,6 +21,7 @@ from mep_agent.config import model
 from mep_agent.config.errors import ConfigError
 from mep_agent.config.settings import BY_KEY, Setting
 from mep_agent.mp1 import links, tls
+from mep_agent.mp1.credentials import Credentials, OAuth2Client
 from mep_agent.mp1.dialect import DIALECTS, EDGEGALLERY, Dialect
 from mep_agent.util.secret import Secret
 
@@ -40,33 +41,6 @@ _PORT = re.compile(r"[1-9][0-9]{0,4}")
 _API_ROOT = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
-
-
-@frozen
-class OAuth2Client:
-    """RFC 6749 client credentials: where to ask, and who asks (secrets redacted)."""
-
-    token_url: str
-    client_id: Secret
-    client_secret: Secret
-    scope: str | None = None
-
-
-@frozen
-class Credentials:
-    """What identifies this app to the MEP; every field prints as <redacted>."""
-
-    access_key: Secret | None
-    secret_key: Secret | None
-    app_instance_id: Secret
-    oauth2: OAuth2Client | None = None
-
-    def all(self) -> tuple[Secret, ...]:
-        """Every secret, for redaction."""
-        secrets = [self.access_key, self.secret_key, self.app_instance_id]
-        if self.oauth2 is not None:
-            secrets += [self.oauth2.client_id, self.oauth2.client_secret]
-        return tuple(s for s in secrets if s is not None)
 
 
 @frozen

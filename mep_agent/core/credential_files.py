@@ -22,8 +22,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mep_agent.config.load import CREDENTIAL_RULES, Credentials
+from mep_agent.config.load import CREDENTIAL_RULES
 from mep_agent.config.settings import BY_KEY
+from mep_agent.mp1.credentials import Credentials
 from mep_agent.util.secret import Secret
 
 

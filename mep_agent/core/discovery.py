@@ -5,7 +5,10 @@ concurrent misses for one name sharing one MEP request, entries dropped when a
 notification says they changed, and the whole cache bounded by entries, bytes and time
 (expired entries are swept on a timer).
 
-Failures leave this module as L{ApiProblem}s that the API maps to HTTP in one place.
+Failures leave this module as domain errors (L{DiscoveryFailed}, L{NoToken}) that the web
+side maps to HTTP in one place. Blocking queries are the web side's (web/blocking.py): the
+cache numbers each name's answer (L{DiscoveryCache.index}) and tells the hooks given to
+L{DiscoveryCache.on_change} when it may have changed.
 """
 
 from __future__ import annotations
@@ -22,41 +25,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from mep_agent.core.errors import TokenUnavailable
+from mep_agent.core.errors import DiscoveryFailed, NoToken
 from mep_agent.core.token import TokenKeeper
 from mep_agent.mp1.client import Discovered, MepClient, ServiceInstance
-from mep_agent.mp1.errors import MepError, Verdict
-from mep_agent.web.problems import ApiProblem
-from mep_agent.web.waiting import Waiter, WaitingRoom
+from mep_agent.mp1.errors import MepError
 
 MAX_ENTRIES = 1000
 MAX_BYTES = 8 * 1024 * 1024  # of MEP answers kept in the cache
 SWEEP_INTERVAL = 60.0
-
-
-class DiscoveryUnavailable(ApiProblem):
-    """The MEP could not answer (no answer, 5xx, refused our token) and nothing is cached."""
-
-    def __init__(self, name: str, error: MepError) -> None:
-        super().__init__(
-            503, "the MEP cannot be reached and nothing is cached", serName=name, cause=str(error)
-        )
-
-
-class DiscoveryRefused(ApiProblem):
-    """The MEP refused the discovery request or answered outside the protocol."""
-
-    def __init__(self, name: str, error: MepError) -> None:
-        super().__init__(
-            502, "the MEP refused the discovery request", serName=name, cause=str(error)
-        )
-
-
-def problem_for(name: str, error: MepError) -> ApiProblem:
-    """What a failed discovery means for the application: 503 (try later) or 502."""
-    if error.verdict in (Verdict.TRANSIENT, Verdict.TOKEN_REFUSED):
-        return DiscoveryUnavailable(name, error)
-    return DiscoveryRefused(name, error)
 
 
 class CacheSource(enum.Enum):
@@ -105,11 +81,9 @@ class MepDiscovery:
         self._transports: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     async def __call__(self, name: str) -> Discovered:
-        """Ask the MEP; L{TokenUnavailable} at once when there is no valid token."""
+        """Ask the MEP; L{NoToken} at once when there is no valid token."""
         self._tokens.require()  # 412/503 at once rather than a wait for a token
-        answer = await self._tokens.with_token(
-            lambda token: self._mep.discover(token, name), self._timeout
-        )
+        answer = await self._mep.discover(name)
         if answer.instances is None or not any(
             i.transport_id and not i.endpoint for i in answer.instances
         ):
@@ -129,7 +103,7 @@ class MepDiscovery:
             fetched_at, transports = self._transports
             if now - fetched_at < self._transports_ttl:
                 return transports
-        transports = await self._tokens.with_token(self._mep.transports, self._timeout)
+        transports = await self._mep.transports()
         if now is not None:
             self._transports = (now, transports)
         return transports
@@ -165,7 +139,7 @@ class DiscoveryCache(Service):
         self._bytes = 0
         self._in_flight: dict[str, list[Deferred[Discovered]]] = {}
         self._indexes: OrderedDict[str, int] = OrderedDict()  # per name, for blocking queries
-        self.waiting = WaitingRoom(clock)
+        self._change_hooks: list[Callable[[str], object]] = []
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
         self.hits = 0
@@ -184,11 +158,10 @@ class DiscoveryCache(Service):
         self._sweeper.start(interval, now=False)
 
     def stopService(self) -> None:
-        """Stop sweeping; blocking queries are answered now."""
+        """Stop sweeping."""
         super().stopService()
         if self._sweeper.running:
             self._sweeper.stop()
-        self.waiting.close()
 
     def fresh(self, name: str) -> Lookup | None:
         """The cached answer for C{name} if it is fresh (a hit), else None."""
@@ -202,7 +175,10 @@ class DiscoveryCache(Service):
         return Lookup(entry.answer.instances, age, CacheSource.CACHE)
 
     async def lookup(self, name: str) -> Lookup:
-        """Instances of C{name}; an L{ApiProblem} when nothing usable can be had in time."""
+        """
+        Instances of C{name}; L{DiscoveryFailed} or L{NoToken} when nothing usable can be
+        had in time.
+        """
         cached = self.fresh(name)
         if cached is not None:
             return cached
@@ -214,14 +190,16 @@ class DiscoveryCache(Service):
             answer = await waiter
         except TimeoutError:
             error = MepError("discovery", None, "timed out")
-            return self._stale_or_raise(name, entry, problem_for(name, error))
+            return self._stale_or_raise(name, entry, DiscoveryFailed(name, error))
         except MepError as e:
-            return self._stale_or_raise(name, entry, problem_for(name, e))
-        except TokenUnavailable as e:
+            return self._stale_or_raise(name, entry, DiscoveryFailed(name, e))
+        except NoToken as e:
             return self._stale_or_raise(name, entry, e)
         return Lookup(answer.instances, 0.0, CacheSource.MEP)
 
-    def _stale_or_raise(self, name: str, entry: _Entry | None, problem: ApiProblem) -> Lookup:
+    def _stale_or_raise(
+        self, name: str, entry: _Entry | None, problem: DiscoveryFailed | NoToken
+    ) -> Lookup:
         now = self._clock.seconds()
         if entry is not None and now - entry.fetched_at < self._ttl + self._stale_if_error:
             self.stale += 1
@@ -264,24 +242,17 @@ class DiscoveryCache(Service):
         """The version of C{name}'s answer: it grows whenever the answer may have changed."""
         return self._indexes.get(name, 1)
 
-    def park(
-        self, name: str, index: int, timeout: float, wake: Callable[[Any], object], subject: Any
-    ) -> Waiter | None:
-        """
-        None when C{index} is not C{name}'s current one (the caller answers at once); else
-        C{wake(subject)} is called when it changes (a notification, a different MEP answer)
-        or after C{timeout} seconds. Waiting asks the MEP nothing (waiting.py).
-        """
-        if self.index(name) != index:
-            return None
-        return self.waiting.park(name, timeout, wake, subject)
+    def on_change(self, hook: Callable[[str], object]) -> None:
+        """C{hook(name)} is called whenever C{name}'s answer may have changed (its index grew)."""
+        self._change_hooks.append(hook)
 
     def _bump(self, name: str) -> None:
         self._indexes[name] = self.index(name) + 1
         self._indexes.move_to_end(name)
         while len(self._indexes) > self._max_entries:
             self._indexes.popitem(last=False)  # a forgotten index reads as stale: harmless
-        self.waiting.wake_all(name)
+        for hook in self._change_hooks:
+            hook(name)
 
     def _store(self, name: str, answer: Discovered) -> None:
         previous = self._entries.get(name)
@@ -307,7 +278,7 @@ class DiscoveryCache(Service):
             self._drop(name)
 
     def invalidate(self, names: list[str] | None = None) -> None:
-        """Drop the named entries (all of them with None); their waiters wake up."""
+        """Drop the named entries (all of them with None); the change hooks are told."""
         for name in list(self._entries) if names is None else names:
             self._drop(name)
             self._bump(name)

@@ -15,7 +15,6 @@ whose answers take 40 % of the interval gets beats early enough never to be susp
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 SAMPLES = 5  # the latencies remembered: the slowest of them sets the timeout
@@ -34,16 +33,6 @@ def stagger(period: float, index: int, count: int) -> float:
     the period, one connection carries them all (one early beat per service, once).
     """
     return period * index / count if count > 1 else 0.0
-
-
-def mepserver_grace(interval: int) -> float:
-    """mepserver's heartbeat.go: suspended after interval + min(ceil(5 %), 5) seconds."""
-    return float(min(math.ceil(0.05 * interval), 5))
-
-
-def no_grace(interval: int) -> float:
-    """MEC 011 gives no grace: the deadline is the interval itself."""
-    return 0.0
 
 
 class BeatSchedule:

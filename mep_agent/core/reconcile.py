@@ -32,7 +32,6 @@ import math
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
@@ -40,7 +39,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succ
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mep_agent.core.errors import TokenUnavailable
+from mep_agent.core.errors import NoToken
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber
 from mep_agent.core.token import TokenKeeper
@@ -171,13 +170,9 @@ class Reconciler(Service):
             await self._when_ready()
         started = self._clock.seconds()
         try:
-            held = await self._tokens.with_token(self._mep.own_services, self._timeout)
-            subscriptions = await self._tokens.with_token(
-                self._mep.availability_subscriptions, self._timeout
-            )
-            subscriptions += await self._tokens.with_token(
-                self._mep.termination_subscriptions, self._timeout
-            )
+            held = await self._mep.own_services()
+            subscriptions = await self._mep.availability_subscriptions()
+            subscriptions += await self._mep.termination_subscriptions()
         except MepError as e:
             if e.verdict is Verdict.NOT_READY and self._ready_lost is not None and again:
                 self.repaired["not-ready"] += 1
@@ -186,7 +181,7 @@ class Reconciler(Service):
                 return
             self._failed(str(e))
             return
-        except TokenUnavailable as e:
+        except NoToken as e:
             self._failed(e.reason)
             return
         await self._services(held, started)
@@ -237,20 +232,15 @@ class Reconciler(Service):
             if subscription.url in mine or subscription.url in self._foreign:
                 continue
             try:
-                callback = await self._tokens.with_token(
-                    partial(self._mep.subscription_callback, subscription=subscription),
-                    self._timeout,
-                )
+                callback = await self._mep.subscription_callback(subscription)
                 if callback is None or not callback.startswith(route):
                     self._foreign.add(subscription.url)  # not this agent's: its own business
                     continue
                 if callback == self._callback:
                     continue  # ours, being created: the Subscriber knows it
-                await self._tokens.with_token(
-                    partial(self._mep.unsubscribe, subscription=subscription), self._timeout
-                )
+                await self._mep.unsubscribe(subscription)
                 self._repaired("orphan-subscription", subscription.subscription_id)
-            except (MepError, TokenUnavailable):
+            except (MepError, NoToken):
                 continue  # the next sync tries again
         wanted = [s for s in self._subscriber.states if s.subscription is not None]
         listed_urls = {s.url for s in listed}

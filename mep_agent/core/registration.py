@@ -27,10 +27,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mep_agent.config.model import ServiceSpec
-from mep_agent.core.errors import TokenUnavailable
-from mep_agent.core.liveness import BeatSchedule, mepserver_grace, stagger
+from mep_agent.core.errors import NoToken
+from mep_agent.core.liveness import BeatSchedule, stagger
 from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1.client import MepClient, Registration, Token
+from mep_agent.mp1.client import MepClient, Registration, Urgency
+from mep_agent.mp1.dialect import mepserver_grace
 from mep_agent.mp1.errors import MepError, Verdict
 from mep_agent.mp1.http import POOL_SIZE
 from mep_agent.util.retry import Delays, backoff, sleep
@@ -91,8 +92,8 @@ class ServiceState:
 
     def failed(self, error: Exception) -> None:
         """The last attempt failed with C{error} (already free of secrets)."""
-        self.waiting_for_token = isinstance(error, TokenUnavailable)
-        self.last_error = error.reason if isinstance(error, TokenUnavailable) else str(error)
+        self.waiting_for_token = isinstance(error, NoToken)
+        self.last_error = error.reason if isinstance(error, NoToken) else str(error)
 
 
 class Registrar(Service):
@@ -210,7 +211,7 @@ class Registrar(Service):
     async def _deregister_quietly(self, state: ServiceState) -> None:
         try:
             await self._deregister(state)
-        except (MepError, TokenUnavailable):
+        except (MepError, NoToken):
             pass  # logged by _deregister
 
     async def withdraw(self) -> None:
@@ -301,13 +302,8 @@ class Registrar(Service):
         registration = state.registration
         assert registration is not None
         try:
-            updated = await self._tokens.with_token(
-                lambda token: self._mep.update(
-                    token, registration.ser_instance_id, state.spec.body
-                ),
-                self._request_timeout,
-            )
-        except TokenUnavailable as e:
+            updated = await self._mep.update(registration.ser_instance_id, state.spec.body)
+        except NoToken as e:
             state.failed(e)
             return  # pending_update stays: tried again on the next step
         except MepError as e:
@@ -356,16 +352,11 @@ class Registrar(Service):
                 try:
                     if not self.running:
                         raise CancelledError()  # stopping: no new POST
-                    registration = await self._posting.track(
-                        self._tokens.with_token(
-                            lambda token: self._mep.register(token, state.spec.body),
-                            self._request_timeout,
-                        )
-                    )
+                    registration = await self._posting.track(self._mep.register(state.spec.body))
                 finally:
                     self._registering.release()
                 break
-            except TokenUnavailable as e:
+            except NoToken as e:
                 state.failed(e)  # get() waited its deadline; ask again at once
                 if not self._tokens.running:
                     await sleep(self._clock, next(delays))
@@ -448,13 +439,8 @@ class Registrar(Service):
             timeout = schedule.timeout(registration.interval)
             period = schedule.period(registration.interval)
             try:
-                await self._tokens.with_token(
-                    partial(
-                        self._beat, path=path, method=registration.liveness_method, timeout=timeout
-                    ),
-                    timeout,
-                )
-            except TokenUnavailable as e:
+                await self._mep.heartbeat(path, registration.liveness_method, timeout)
+            except NoToken as e:
                 state.heartbeats_failed += 1
                 self._beat_failed(state, e)
                 wait = min(period, next(delays))
@@ -495,10 +481,7 @@ class Registrar(Service):
             delays = self._delays()
             wait = max(0.0, sent + schedule.period(registration.interval) - now)
 
-    async def _beat(self, token: Token, path: str, method: str, timeout: float) -> None:
-        await self._mep.heartbeat(token, path, method, timeout)
-
-    def _beat_failed(self, state: ServiceState, error: MepError | TokenUnavailable) -> None:
+    def _beat_failed(self, state: ServiceState, error: MepError | NoToken) -> None:
         state.heartbeat_failures += 1
         state.failed(error)
         if state.heartbeat_failures % LOG_EVERY_N_FAILURES == 1:
@@ -560,10 +543,8 @@ class Registrar(Service):
             event="service.leftover_deleted",
         )
         try:
-            await self._tokens.with_token(
-                lambda token: self._mep.deregister(token, ser_instance_id), self._request_timeout
-            )
-        except (MepError, TokenUnavailable):
+            await self._mep.deregister(ser_instance_id)
+        except (MepError, NoToken):
             pass  # the next sync tries again
 
     def forget(self, name: str) -> None:
@@ -623,11 +604,8 @@ class Registrar(Service):
         )
         body = dict(registration.info or state.spec.body, state=state.spec.body.get("state"))
         try:
-            restored = await self._tokens.with_token(
-                lambda token: self._mep.update(token, registration.ser_instance_id, body),
-                self._request_timeout,
-            )
-        except TokenUnavailable as e:
+            restored = await self._mep.update(registration.ser_instance_id, body)
+        except NoToken as e:
             self._beat_failed(state, e)
             return registration
         except MepError as e:
@@ -652,12 +630,10 @@ class Registrar(Service):
         registration = state.registration
         assert registration is not None
         try:
-            await self._tokens.with_token(
-                lambda token: self._mep.deregister(token, registration.ser_instance_id),
-                self._shutdown_timeout,
-                hurry=True,
+            await self._mep.deregister(
+                registration.ser_instance_id, Urgency(self._shutdown_timeout, hurry=True)
             )
-        except TokenUnavailable as e:
+        except NoToken as e:
             self._deregister_failed(state, e.reason, None)
             raise
         except MepError as e:
@@ -734,8 +710,8 @@ class Registrar(Service):
         try:
             while True:
                 try:
-                    await self._tokens.with_token(self._mep.confirm_ready, self._request_timeout)
-                except TokenUnavailable:
+                    await self._mep.confirm_ready()
+                except NoToken:
                     if not self._tokens.running:
                         await sleep(self._clock, next(delays))
                     continue

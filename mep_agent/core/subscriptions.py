@@ -31,9 +31,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mep_agent.config.model import SubscriptionSpec
-from mep_agent.core.errors import TokenUnavailable
+from mep_agent.core.errors import NoToken
 from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1.client import MepClient, Subscription
+from mep_agent.mp1.client import MepClient, Subscription, Urgency
 from mep_agent.mp1.errors import MepError, Verdict
 from mep_agent.util.retry import Alarm, Delays, backoff, sleep
 from mep_agent.util.tasks import InFlight, stop_and_clean_up, supervise
@@ -221,7 +221,7 @@ class Subscriber(Service):
     async def _delete_quietly(self, state: SubscriptionState) -> None:
         try:
             await self._delete(state)
-        except (MepError, TokenUnavailable):
+        except (MepError, NoToken):
             pass  # logged by _delete
 
     def startService(self) -> None:
@@ -282,13 +282,10 @@ class Subscriber(Service):
                 raise CancelledError()  # stopping: no new POST
             try:
                 subscription = await self._posting.track(
-                    self._tokens.with_token(
-                        lambda token: self._mep.subscribe(token, state.body, state.termination),
-                        self._request_timeout,
-                    )
+                    self._mep.subscribe(state.body, state.termination)
                 )
                 break
-            except TokenUnavailable as e:
+            except NoToken as e:
                 state.last_error = e.reason
                 if not self._tokens.running:
                     await sleep(self._clock, next(delays))
@@ -340,10 +337,7 @@ class Subscriber(Service):
         if subscription is None:
             return  # still being created
         try:
-            exists = await self._tokens.with_token(
-                lambda token: self._mep.subscription_exists(token, subscription),
-                self._request_timeout,
-            )
+            exists = await self._mep.subscription_exists(subscription)
         except MepError as e:
             if e.verdict is Verdict.NOT_READY and self._ready_lost is not None and again:
                 await self._ready_lost()  # the platform lost its state: check again
@@ -351,7 +345,7 @@ class Subscriber(Service):
                 return
             self._unverified(state, str(e))
             return
-        except TokenUnavailable as e:
+        except NoToken as e:
             self._unverified(state, e.reason)
             return
         if not exists:
@@ -376,12 +370,8 @@ class Subscriber(Service):
         subscription = state.subscription
         assert subscription is not None
         try:
-            await self._tokens.with_token(
-                lambda token: self._mep.unsubscribe(token, subscription),
-                self._shutdown_timeout,
-                hurry=True,
-            )
-        except TokenUnavailable as e:
+            await self._mep.unsubscribe(subscription, Urgency(self._shutdown_timeout, hurry=True))
+        except NoToken as e:
             self._delete_failed(state, e.reason, None)
             raise
         except MepError as e:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from attrs import define
@@ -39,7 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mep_agent.core.errors import TokenUnavailable
+from mep_agent.core.errors import BadTerminationNotice, NoToken
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber
 from mep_agent.core.token import TokenKeeper
@@ -47,7 +46,6 @@ from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.errors import MepError
 from mep_agent.util.retry import sleep
 from mep_agent.util.tasks import wait_at_most
-from mep_agent.web.problems import ApiProblem
 
 NOTIFICATION_TYPE = "AppTerminationNotification"
 ACTIONS = ("STOPPING", "TERMINATING")
@@ -66,13 +64,6 @@ class TerminationPhase(enum.Enum):
     CONFIRMING = "confirming"
     CONFIRMED = "confirmed"
     NOT_CONFIRMED = "not-confirmed"  # refused, failed, or its deadline passed
-
-
-class BadTerminationNotice(ApiProblem):
-    """A termination notice the agent cannot act on (a JSON 400 to the platform)."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(400, problem)
 
 
 @define
@@ -158,7 +149,7 @@ class Terminator(Service):
         self._subscriber = subscriber
         self._forward = forward
         self._wait_for_app = wait_for_app
-        self._waiters: list[Deferred[None]] = []  # GET /termination?wait=
+        self._notice_hooks: list[Callable[[], object]] = []
         self._acknowledged: Deferred[None] = Deferred()
         self._runs: list[Deferred[None]] = []
         self.notice: Notice | None = None
@@ -200,9 +191,7 @@ class Terminator(Service):
             timeout=timeout,
             event="termination.notified",
         )
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._tell_hooks()
         self._runs.append(ensureDeferred(self._leave(notice, first=previous is None)))
 
     def acknowledge(self) -> bool:
@@ -216,12 +205,13 @@ class Terminator(Service):
             self._acknowledged.callback(None)
         return True
 
-    def wait(self, seconds: float) -> Deferred[None]:
-        """Fires when a termination is announced, or after C{seconds} (cancellable)."""
-        d: Deferred[None] = Deferred(lambda d: self._waiters.remove(d))
-        self._waiters.append(d)
-        d.addTimeout(seconds, self._clock, onTimeoutCancel=lambda result, timeout: None)
-        return d
+    def on_notice(self, hook: Callable[[], object]) -> None:
+        """C{hook()} is called when a notice comes, and at stop (the state may change)."""
+        self._notice_hooks.append(hook)
+
+    def _tell_hooks(self) -> None:
+        for hook in self._notice_hooks:
+            hook()
 
     def view(self) -> dict[str, Any]:
         """The termination as the application API and status show it."""
@@ -236,9 +226,7 @@ class Terminator(Service):
         super().stopService()
         for run in self._runs:
             run.cancel()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._tell_hooks()
 
     # -- leaving ---------------------------------------------------------------------------
 
@@ -289,14 +277,8 @@ class Terminator(Service):
         while self._clock.seconds() < notice.deadline:
             left = notice.deadline - self._clock.seconds()
             try:
-                confirm = partial(
-                    self._mep.confirm_termination,
-                    url=notice.confirm_url,
-                    action=notice.action,
-                    timeout=left,
-                )
-                await self._tokens.with_token(confirm, left, hurry=True)
-            except TokenUnavailable as e:
+                await self._mep.confirm_termination(notice.confirm_url, notice.action, left)
+            except NoToken as e:
                 error = e.reason
             except MepError as e:
                 error = str(e)

@@ -7,8 +7,9 @@ It never causes mepauth's lock-out (3 refused signatures within 300 s lock an AK
 900 s): it keeps its own count of refused signatures and never sends a third within the
 window, and a locked AK is waited out without further attempts.
 
-Callers wait for a token with a deadline (L{TokenKeeper.get}) or run a MEP call through
-L{TokenKeeper.with_token}, which replaces a refused token once and retries once.
+It is the Mp1 client's L{TokenSource}: the client waits for a token with a deadline
+(L{TokenKeeper.get}) and reports one the MEP refused (L{TokenKeeper.invalidate}); nothing
+else in the agent handles tokens, but the application API, which serves the current one.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mep_agent.core.errors import TokenUnavailable
-from mep_agent.mp1.client import Token
-from mep_agent.mp1.errors import MepError, Verdict
+from mep_agent.mp1.auth import Token
+from mep_agent.mp1.errors import MepError, NoToken, Verdict
 from mep_agent.util.retry import Alarm, Delays, backoff, sleep
 from mep_agent.util.tasks import supervise
 
@@ -125,7 +125,7 @@ class TokenKeeper(Service):
     async def get(self, timeout: float, hurry: bool = False) -> Token:
         """
         A valid token now, or as soon as the keeper obtains one, within C{timeout}
-        seconds; else L{TokenUnavailable}. Waiting never makes the keeper ask early (app
+        seconds; else L{NoToken}. Waiting never makes the keeper ask early (app
         requests must not turn a MEP outage into a burst of token requests) unless
         C{hurry}: then a backoff wait is cut short, still within the request gap, the
         refusal budget and a lock (deregistration at stop cannot wait a minute).
@@ -149,7 +149,7 @@ class TokenKeeper(Service):
             raise self._unavailable(self.last_error or "timed out waiting for a token") from None
 
     def require(self) -> Token:
-        """The valid token now, or L{TokenUnavailable} at once (412 or 503)."""
+        """The valid token now, or L{NoToken} at once."""
         token = self.current()
         if token is None:
             raise self._unavailable(self.last_error or self._no_token_reason())
@@ -160,8 +160,8 @@ class TokenKeeper(Service):
             return "the token expired before a new one came; renewing it is under way"
         return "renewing it is under way"
 
-    def _unavailable(self, reason: str) -> TokenUnavailable:
-        return TokenUnavailable(self.tokens_obtained == 0, self.state.value, reason)
+    def _unavailable(self, reason: str) -> NoToken:
+        return NoToken(self.tokens_obtained == 0, self.state.value, reason)
 
     def credentials_changed(self) -> None:
         """
@@ -194,22 +194,6 @@ class TokenKeeper(Service):
             status=error.status,
         )
         self._alarm.wake()
-
-    async def with_token(
-        self, call: Callable[[Token], Awaitable[T]], timeout: float, hurry: bool = False
-    ) -> T:
-        """
-        Run a MEP call with the token (waiting at most C{timeout} for one, see L{get});
-        when the MEP refuses the token, replace it and retry once.
-        """
-        token = await self.get(timeout, hurry)
-        try:
-            return await call(token)
-        except MepError as e:
-            if e.verdict is not Verdict.TOKEN_REFUSED:
-                raise
-            self.invalidate(token, e)
-            return await call(await self.get(timeout, hurry))
 
     # -- the loop ------------------------------------------------------------------------
 

@@ -10,17 +10,26 @@ discovery accepts, how the MEP's links are written, and how late a heartbeat may
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
 from attrs import frozen
 
-from mep_agent.core.liveness import mepserver_grace, no_grace
-
 # mepserver's serName rule (go-playground tags): discovery of anything else is a MEP 400.
 _EDGEGALLERY_NAME = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9_-]{0,126}[a-zA-Z0-9])?")
 # MEC 011's SerName is a plain string: any non-empty name without control characters.
 _ETSI_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
+
+
+def mepserver_grace(interval: int) -> float:
+    """mepserver's heartbeat.go: suspended after interval + min(ceil(5 %), 5) seconds."""
+    return float(min(math.ceil(0.05 * interval), 5))
+
+
+def no_grace(interval: int) -> float:
+    """MEC 011 gives no grace: the deadline is the interval itself."""
+    return 0.0
 
 
 @frozen

@@ -1,6 +1,7 @@
 """
-A MEP call that did not succeed (L{MepError}), and the one place that decides what a
-MEP answer means (L{classify}, its L{Verdict}: how the caller should react).
+A MEP call that did not succeed (L{MepError}) or had no token (L{NoToken}), and the one
+place that decides what a MEP answer means (L{classify}, its L{Verdict}: how the caller
+should react).
 """
 
 from __future__ import annotations
@@ -101,3 +102,17 @@ class MepError(Exception):
     def transient(self) -> bool:
         """Worth retrying with the normal backoff (not a refusal of the request itself)."""
         return self.verdict in (Verdict.TRANSIENT, Verdict.UNEXPECTED, Verdict.TOKEN_REFUSED)
+
+
+class NoToken(Exception):
+    """
+    No valid token within the caller's deadline: what a L{TokenSource} raises (the core's
+    token keeper). C{first}: none was ever obtained; C{state}: the keeper's state; the
+    web side answers 412 or 503 with them.
+    """
+
+    def __init__(self, first: bool, state: str, reason: str) -> None:
+        super().__init__(reason)
+        self.first = first
+        self.state = state
+        self.reason = reason

@@ -12,7 +12,12 @@ Every answer is JSON. Status mapping (the original answered 400 for all discover
 token not yet obtained 412, no valid token (expired or refused, and renewing fails) 503,
 invalid name 400, unknown service or no ACTIVE instance 404, MEP unreachable with nothing
 cached 503, other MEP errors 502, missing/wrong API token 401, unknown path 404, wrong
-method 405. Routes raise L{ApiProblem}s; L{jsonweb.strict_routes} turns them into answers.
+method 405. Routes raise L{ApiProblem}s or the core's errors; L{jsonweb.strict_routes} turns
+them into answers (web/problems.py).
+
+One front door: the fast path (L{FastPath}) answers what it can from the same checks the
+routes make (L{AgentAPI.token_answer}, L{AgentAPI.endpoint_query}); whatever they refuse
+goes to the routes, which refuse it with the same rule.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
+from attrs import frozen
 from klein import Klein
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -35,21 +41,29 @@ from werkzeug.routing import PathConverter
 from mep_agent.core.discovery import MAX_ENTRIES, CacheSource, DiscoveryCache, Lookup
 from mep_agent.core.termination import Terminator
 from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1.client import ServiceInstance, Token
+from mep_agent.mp1.auth import Token
 from mep_agent.mp1.dialect import EDGEGALLERY, Dialect
+from mep_agent.mp1.errors import NoToken
+from mep_agent.mp1.records import ServiceInstance
 from mep_agent.util.secret import Secret
+from mep_agent.web.blocking import (
+    INDEX_HEADER,
+    DiscoveryWaits,
+    TerminationWaits,
+    parse_wait,
+    request_index,
+    when_gone,
+)
 from mep_agent.web.jsonweb import (
     JSONGuard,
     is_true,
     json_headers,
     problem_answer,
-    query_flag,
     query_value,
     query_values,
     strict_routes,
 )
 from mep_agent.web.problems import ApiProblem
-from mep_agent.web.waiting import when_gone
 
 TOKEN_PATH = b"/mep-agent/v1/token"
 ENDPOINT_PREFIX = b"/mep-agent/v1/endpoint/"
@@ -177,27 +191,14 @@ class AnyName(PathConverter):
     regex = "(?s:[^/].*?)"
 
 
-INDEX_HEADER = b"X-Mep-Agent-Index"
-MAX_WAIT = 300.0
-_WAIT = re.compile(r"(\d{1,6})(ms|s|m)?")
+@frozen
+class EndpointQuery:
+    """A checked GET /endpoint/{name}: the name, ?all, and ?wait= with the index header."""
 
-
-def parse_wait(text: str) -> float:
-    """?wait=30s, 500ms, 5m or plain seconds, at most MAX_WAIT; ApiProblem 400 otherwise."""
-    match = _WAIT.fullmatch(text)
-    if match is None:
-        raise ApiProblem(400, "wait must be a duration such as 30s, 500ms or 5m")
-    number, unit = int(match.group(1)), match.group(2) or "s"
-    seconds = number / 1000 if unit == "ms" else number * 60 if unit == "m" else number
-    return float(min(seconds, MAX_WAIT))
-
-
-def _index(request: IRequest) -> int:
-    """The X-Mep-Agent-Index the application sent (0 without); ApiProblem 400 if malformed."""
-    given = request.getHeader(INDEX_HEADER)
-    if given is not None and not given.isdigit():
-        raise ApiProblem(400, f"{INDEX_HEADER.decode()} must be a whole number")
-    return int(given) if given else 0
+    name: str
+    every: bool
+    wait: float | None  # seconds; None: answer at once
+    index: int
 
 
 class AgentAPI:
@@ -218,6 +219,10 @@ class AgentAPI:
     ) -> None:
         self._dialect = dialect
         self._terminator = terminator
+        self.discovery_waits = DiscoveryWaits(discovery, clock)
+        self._termination_waits = (
+            TerminationWaits(terminator, clock) if terminator is not None else None
+        )
         self._tokens = tokens
         self._discovery = discovery
         self._clock = clock
@@ -236,37 +241,53 @@ class AgentAPI:
     def close(self) -> None:
         """The agent is stopping: every parked blocking query is answered 503 now."""
         self.stopping = True
-        self._discovery.waiting.close()
+        self.discovery_waits.close()
+        if self._termination_waits is not None:
+            self._termination_waits.close()
 
     def endpoint_fast(self, request: Request, raw_name: bytes, front: FastPath) -> Any:
         """
         For L{FastPath}: the body of a 200 from a fresh cache entry, NOT_DONE_YET for a
         blocking query parked until its name changes or its wait ends, or None when the
-        routes must answer (a name or query to check, a cache miss, any error).
+        routes must answer (an escaped name, another query, a cache miss, any refusal).
         """
         query = query_values(request)
         if not _FAST_QUERY.issuperset(query) or _PLAIN_NAME.fullmatch(raw_name) is None:
             return None
-        name = raw_name.decode("ascii")
-        if not self._dialect.valid_discovery_name(name) or not self._authorized(request):
-            return None
-        wait = query.get("wait")
-        if wait is not None and not self.stopping:  # stopping: answered at once
-            try:
-                seconds, index = parse_wait(wait), _index(request)
-            except ApiProblem:
-                return None
-            waiter = self._discovery.park(name, index, seconds, front.answer_routed, request)
+        try:
+            checked = self.endpoint_query(request, raw_name.decode("ascii"), query)
+        except ApiProblem:
+            return None  # the route refuses it, with the same rule
+        if checked.wait is not None and not self.stopping:  # stopping: answered at once
+            waiter = self.discovery_waits.park(
+                checked.name, checked.index, checked.wait, front.answer_routed, request
+            )
             if waiter is not None:
                 when_gone(request, waiter.leave)
                 return NOT_DONE_YET
-        lookup = self._discovery.fresh(name)
+        lookup = self._discovery.fresh(checked.name)
         if lookup is None:
             return None
         try:
-            return self._endpoint_answer(request, name, lookup, is_true(query.get("all")))
+            return self._endpoint_answer(request, checked.name, lookup, checked.every)
         except ApiProblem as e:  # not found, from the cache
             return problem_answer(request, e)
+
+    def endpoint_query(self, request: IRequest, name: str, query: dict[str, str]) -> EndpointQuery:
+        """
+        The checks of GET /endpoint/{name}, whichever door it came in by: the API token,
+        the name against the MEP's rules, ?wait= and the index header; an ApiProblem when
+        one fails.
+        """
+        self._authorize(request)
+        if not self._dialect.valid_discovery_name(name):
+            raise BadServiceName(name, self._dialect.discovery_name_rule)
+        wait = query.get("wait")
+        if wait is None:
+            return EndpointQuery(name, is_true(query.get("all")), None, 0)
+        return EndpointQuery(
+            name, is_true(query.get("all")), parse_wait(wait), request_index(request)
+        )
 
     def _endpoint_answer(self, request: IRequest, name: str, lookup: Lookup, every: bool) -> bytes:
         """The 200 for C{lookup} (every instance, or the first ACTIVE one's endpoint)."""
@@ -300,13 +321,21 @@ class AgentAPI:
 
     def token_body(self, request: IRequest) -> bytes | None:
         """
-        The 200 body of GET /mep-agent/v1/token, encoded once per token and second; None
-        when the answer is not a 200 (no valid token, missing API token): the route gives it.
+        For L{FastPath}: the 200 body of GET /mep-agent/v1/token, or None when the answer
+        is not a 200 (the route gives it, from the same checks).
         """
-        if not self._authorized(request):
+        try:
+            return self.token_answer(request)
+        except (ApiProblem, NoToken):
             return None
-        token = self._tokens.current()
-        return None if token is None else self._encoded(token)
+
+    def token_answer(self, request: IRequest) -> bytes:
+        """
+        The checks and the body of GET /token, whichever door it came in by: Unauthorized,
+        NoToken (412 or 503), or the token encoded once per token and second.
+        """
+        self._authorize(request)
+        return self._encoded(self._tokens.require())
 
     def _encoded(self, token: Token) -> bytes:
         remaining = max(0, math.floor(token.expires_at - self._clock.seconds()))
@@ -336,10 +365,9 @@ class AgentAPI:
     @app.route("/mep-agent/v1/token", methods=["GET"])
     def token(self, request: IRequest) -> bytes:
         """The current token and the seconds it has left."""
-        self._authorize(request)
-        token = self._tokens.require()  # 412 or 503 when there is none
+        body = self.token_answer(request)
         json_headers(request, 200)
-        return self._encoded(token)
+        return body
 
     def _termination(self) -> Terminator:
         if self._terminator is None:
@@ -355,7 +383,8 @@ class AgentAPI:
         terminator = self._termination()
         wait = query_value(request, "wait")
         if wait is not None and terminator.notice is None and not self.stopping:
-            await terminator.wait(parse_wait(wait))
+            assert self._termination_waits is not None  # made with the terminator
+            await self._termination_waits.wait(parse_wait(wait))
         json_headers(request, 200)
         return json.dumps(terminator.view()).encode()
 
@@ -375,12 +404,6 @@ class AgentAPI:
         blocking query (C{?wait=}) waits in front of the routes (L{FastPath}) and comes
         here, checked again, when it wakes or when it need not wait.
         """
-        self._authorize(request)
-        if not self._dialect.valid_discovery_name(ser_name):
-            raise BadServiceName(ser_name, self._dialect.discovery_name_rule)
-        wait = query_value(request, "wait")
-        if wait is not None:
-            parse_wait(wait)
-            _index(request)
+        checked = self.endpoint_query(request, ser_name, query_values(request))
         lookup = await self._discovery.lookup(ser_name)
-        return self._endpoint_answer(request, ser_name, lookup, query_flag(request, "all"))
+        return self._endpoint_answer(request, ser_name, lookup, checked.every)

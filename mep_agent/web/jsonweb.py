@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from mep_agent.util import jsontext
-from mep_agent.web.problems import ApiProblem
+from mep_agent.web.problems import DOMAIN_ERRORS, ApiProblem, problem_for
 
 log = Logger()
 
@@ -101,11 +101,11 @@ def strict_routes(app: Klein) -> None:
     # Klein's stubs type handlers as (request, failure) only, not methods of a class app.
     handle_errors: Any = app.handle_errors
 
-    @handle_errors(ApiProblem)
+    @handle_errors(ApiProblem, *DOMAIN_ERRORS)
     def problem(instance: Any, request: IRequest, failure: Failure) -> bytes:
         value = failure.value
-        assert isinstance(value, ApiProblem)
-        return problem_answer(request, value)
+        assert isinstance(value, Exception)
+        return problem_answer(request, problem_for(value))
 
     @handle_errors(NotFound, RequestRedirect)
     def not_found(instance: Any, request: IRequest, failure: Failure) -> bytes:

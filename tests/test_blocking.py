@@ -1,11 +1,11 @@
-"""Tests for mep_agent.web.waiting: the waiting room of blocking discovery queries."""
+"""Tests for mep_agent.web.blocking: the waiting room of blocking discovery queries."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.web.waiting import Waiter, WaitingRoom
+from mep_agent.web.blocking import Waiter, WaitingRoom
 
 
 class WaitingRoomTests(SynchronousTestCase):

@@ -1,19 +1,54 @@
 """
-The waiting room of blocking discovery (C{?wait=}): requests parked per service name until
-the name's answer may have changed or their own deadline passes. Built for ten thousand idle
-waiters: a waiter is one small slotted object in a dict and in a heap of deadlines, with one
-timer for the whole room, instead of a Deferred, a coroutine and a timer each (which cost
-13.5 KiB per waiter, benchmarks/RESULTS.md).
+Blocking queries (C{?wait=}), all of them: the waiting room where parked requests wait,
+the parsing of C{?wait=} and of the index header, and the two things one can wait for:
+a discovery answer that may have changed (L{DiscoveryWaits}, fed by the cache's change
+hook) and a termination notice (L{TerminationWaits}, fed by the terminator's).
+
+The room is built for ten thousand idle waiters: a waiter is one small slotted object in
+a dict and in a heap of deadlines, with one timer for the whole room, instead of a
+Deferred, a coroutine and a timer each (which cost 13.5 KiB per waiter,
+benchmarks/RESULTS.md). Waiting asks the MEP nothing.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
+from mep_agent.core.discovery import DiscoveryCache
+from mep_agent.core.termination import Terminator
+from mep_agent.web.problems import ApiProblem
+from mep_agent.web.site import LimitedRequest
+
+INDEX_HEADER = b"X-Mep-Agent-Index"
+MAX_WAIT = 300.0
+_WAIT = re.compile(r"(\d{1,6})(ms|s|m)?")
+
+
+def parse_wait(text: str) -> float:
+    """?wait=30s, 500ms, 5m or plain seconds, at most MAX_WAIT; ApiProblem 400 otherwise."""
+    match = _WAIT.fullmatch(text)
+    if match is None:
+        raise ApiProblem(400, "wait must be a duration such as 30s, 500ms or 5m")
+    number, unit = int(match.group(1)), match.group(2) or "s"
+    seconds = number / 1000 if unit == "ms" else number * 60 if unit == "m" else number
+    return float(min(seconds, MAX_WAIT))
+
+
+def request_index(request: IRequest) -> int:
+    """The X-Mep-Agent-Index the application sent (0 without); ApiProblem 400 if malformed."""
+    given = request.getHeader(INDEX_HEADER)
+    if given is not None and not given.isdigit():
+        raise ApiProblem(400, f"{INDEX_HEADER.decode()} must be a whole number")
+    return int(given) if given else 0
 
 
 class Waiter:
@@ -152,13 +187,65 @@ class WaitingRoom:
                 self._timer = None
 
 
-def when_gone(request: Any, callback: Callable[[], object]) -> None:
+def when_gone(request: Request, callback: Callable[[], object]) -> None:
     """
     Call C{callback} once if C{request}'s connection is lost before it is answered: through
-    the hardened site's cheap hook (site.LimitedRequest.gone) when there is one, else
-    through twisted.web's notifyFinish Deferred.
+    the hardened site's cheap hook (L{LimitedRequest.gone}) when it is one, else through
+    twisted.web's notifyFinish Deferred.
     """
-    if hasattr(request, "gone"):
+    if isinstance(request, LimitedRequest):
         request.gone = callback
         return
     request.notifyFinish().addErrback(lambda _: callback())
+
+
+class DiscoveryWaits:
+    """Requests parked until a service name's discovery answer may have changed."""
+
+    def __init__(self, cache: DiscoveryCache, clock: IReactorTime) -> None:
+        self._cache = cache
+        self._room = WaitingRoom(clock)
+        cache.on_change(self._room.wake_all)
+
+    def __len__(self) -> int:
+        return len(self._room)
+
+    def park(
+        self, name: str, index: int, timeout: float, wake: Callable[[Any], object], subject: Any
+    ) -> Waiter | None:
+        """
+        None when C{index} is not C{name}'s current one (the caller answers at once); else
+        C{wake(subject)} is called when it changes (a notification, a different MEP answer)
+        or after C{timeout} seconds.
+        """
+        if self._cache.index(name) != index:
+            return None
+        return self._room.park(name, timeout, wake, subject)
+
+    def close(self) -> None:
+        """The agent is stopping: every parked request wakes now."""
+        self._room.close()
+
+
+class TerminationWaits:
+    """Requests waiting for a termination notice (GET /termination?wait=)."""
+
+    def __init__(self, terminator: Terminator, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._waiters: list[Deferred[None]] = []
+        terminator.on_notice(self.wake_all)
+
+    def wait(self, seconds: float) -> Deferred[None]:
+        """Fires when a termination is announced, or after C{seconds} (cancellable)."""
+        d: Deferred[None] = Deferred(self._waiters.remove)
+        self._waiters.append(d)
+        d.addTimeout(seconds, self._clock, onTimeoutCancel=lambda result, timeout: None)
+        return d
+
+    def wake_all(self) -> None:
+        """A notice came, or the agent is stopping: every waiter reads the state now."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    close = wake_all
