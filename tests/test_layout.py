@@ -70,7 +70,7 @@ LAYERS = ("util", "mp1", "config", "core", "web", "")
 def layer_of(module: str) -> str:
     """The layer of a module of the agent ('' for the process glue at the top)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else ""
+    return parts[1] if len(parts) >= 2 and parts[1] in LAYERS else ""
 
 
 def upward_imports() -> list[str]:
