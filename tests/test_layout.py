@@ -100,6 +100,13 @@ class LayerTests(SynchronousTestCase):
         """util < mp1 < config < core < web < the top; the agent never imports the emulator."""
         self.assertEqual(upward_imports(), [])
 
+    def test_layer_of(self) -> None:
+        """The check above places modules as the layout says (a control)."""
+        self.assertEqual(layer_of("mep_agent.web.api"), "web")
+        self.assertEqual(layer_of("mep_agent.util"), "util")
+        self.assertEqual(layer_of("mep_agent.agent"), "")
+        self.assertGreater(LAYERS.index(layer_of("mep_agent.core.token")), LAYERS.index("mp1"))
+
     def test_layers_known(self) -> None:
         """Every subpackage is one of the layers (a new one must be placed)."""
         packages = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
