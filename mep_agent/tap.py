@@ -24,10 +24,11 @@ from mep_agent import check
 from mep_agent.agent import build
 from mep_agent.cli import OneLineOptions
 from mep_agent.config.errors import ConfigError
-from mep_agent.config.load import AgentConfig, load, strip_quotes
+from mep_agent.config.load import AgentConfig, load, setting_value
+from mep_agent.config.parsers import LogFormat, LogLevel
 from mep_agent.config.settings import SETTINGS
 from mep_agent.exits import ProcessExit
-from mep_agent.logs import LEVELS, factory_name
+from mep_agent.logs import factory_name
 from mep_agent.util.secret import Secret
 
 log = Logger()
@@ -76,13 +77,14 @@ class Options(OneLineOptions):
         --log-format/--log-level replace twistd's logger: they must be known before twistd
         starts logging, which is before makeService runs.
         """
-        log_format = self["log-format"] or os.environ.get("MEP_AGENT_LOG_FORMAT") or "text"
-        level = self["log-level"] or os.environ.get("MEP_AGENT_LOG_LEVEL") or "info"
-        log_format, level = strip_quotes(log_format).lower(), strip_quotes(level).lower()
-        valid = log_format in ("text", "json") and level in LEVELS  # else load() says so
+        try:  # through the settings table, as load() reads them
+            log_format = setting_value("log_format", self.cli_values(), os.environ)
+            level = setting_value("log_level", self.cli_values(), os.environ)
+        except ConfigError:
+            return  # load() says so, in one line
         parent = getattr(self, "parent", None)
-        if valid and parent is not None and (log_format != "text" or level != "info"):
-            parent["logger"] = factory_name(log_format, level)
+        if parent is not None and (log_format != LogFormat.TEXT or level != LogLevel.INFO):
+            parent["logger"] = factory_name(log_format.value, level.value)
 
     def cli_values(self) -> dict[str, str | None]:
         """The value of every setting given on the command line (None: not given)."""

@@ -445,3 +445,44 @@ class CredentialFilesConfigTests(SynchronousTestCase):
         cfg = load(env=env, reader=files(**{"/s/ak": AK, "/s/sk": SK}))
         self.assertEqual(cfg.credential_files, (("ak", "/s/ak"), ("sk", "/s/sk")))
         self.assertEqual(load().credential_files, ())  # given directly: nothing to follow
+
+
+class TableTests(SynchronousTestCase):
+    """The settings table is the one place for defaults, parsers and requirements."""
+
+    def test_every_default_parses(self) -> None:
+        """Each default, read by its own parser, is a valid value (paths aside)."""
+        from mep_agent.config.settings import SETTINGS
+
+        for setting in SETTINGS:
+            if setting.parse is not None and setting.default is not None:
+                setting.parse(setting.default, setting.option)  # no ConfigError
+
+    def test_agent_config_has_no_defaults(self) -> None:
+        """AgentConfig states no default of its own: they are the table's."""
+        import attrs
+
+        from mep_agent.config.load import AgentConfig
+
+        with_default = [
+            f.name for f in attrs.fields(AgentConfig) if f.default is not attrs.NOTHING
+        ]
+        self.assertEqual(with_default, [])
+
+    def test_closed_choices_are_enums(self) -> None:
+        """A closed choice loads as its enum, which compares equal to its text."""
+        from mep_agent.config.parsers import Auth, HeartbeatMethod, Protocol
+
+        cfg = load({"heartbeat_method": "patch"})
+        self.assertIs(cfg.heartbeat_method, HeartbeatMethod.PATCH)
+        self.assertIs(cfg.protocol, Protocol.HTTPS)
+        self.assertEqual((cfg.auth, f"{cfg.auth}"), ("aksk", "aksk"))
+        self.assertIs(cfg.auth, Auth.AKSK)
+
+    def test_requirement_words_from_the_table(self) -> None:
+        """--help's [required …] comes from the condition and the *_file setting."""
+        from mep_agent.config.settings import BY_KEY
+
+        self.assertEqual(BY_KEY["ak"].requirement(), "with --auth aksk (or --ak-file)")
+        self.assertEqual(BY_KEY["mep_ip"].requirement(), "")
+        self.assertIsNone(BY_KEY["mep_port"].requirement())

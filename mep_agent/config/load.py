@@ -4,25 +4,37 @@ Configuration as a pure function: (command-line values, environment, a file read
 
 Precedence per setting: command line, then environment, then a *_FILE file (secrets),
 then the default. Environment values may carry one pair of surrounding double quotes,
-because the seed's Pod manifest writes them that way (value: '"8443"').
+because the seed's Pod manifest writes them that way (value: '"8443"'). What each
+setting's text means, its default and when it is required come from the settings table
+(settings.py, parsers.py); this module only reads the settings that are more than text:
+secrets, files and the paths under --conf-dir.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from mep_agent.config import model
 from mep_agent.config.errors import ConfigError
-from mep_agent.config.settings import BY_KEY, Setting
+from mep_agent.config.parsers import (
+    Auth,
+    Condition,
+    HeartbeatMethod,
+    LogFormat,
+    LogLevel,
+    Protocol,
+    Termination,
+)
+from mep_agent.config.settings import BY_KEY, SETTINGS, Setting
 from mep_agent.mp1 import links, tls
 from mep_agent.mp1.credentials import Credentials, OAuth2Client
-from mep_agent.mp1.dialect import DIALECTS, EDGEGALLERY, Dialect
+from mep_agent.mp1.dialect import Dialect
 from mep_agent.util.secret import Secret
 
 ReadFile = Callable[[str], bytes]
@@ -33,23 +45,28 @@ CREDENTIAL_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "ak": (re.compile(r"[A-Za-z0-9_=+/]{20}"), "20 characters of A-Z a-z 0-9 _ + / ="),
     "sk": (re.compile(r"[A-Za-z0-9_=+/]{64}"), "64 characters of A-Z a-z 0-9 _ + / ="),
     "oauth2_client_secret": (re.compile(r"\S.{0,4095}", re.DOTALL), "not empty"),
+    "app_instance_id": (
+        re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+        "a lower-case UUID",
+    ),
 }
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
-_PORT = re.compile(r"[1-9][0-9]{0,4}")
-_API_ROOT = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+
+#: Settings whose parsed value is an AgentConfig field of another name.
+_FIELD = {"mep_ip": "mep_host", "mep_public_url": "mep_public_origins"}
+#: Settings with a parser that the loader uses itself rather than as a field.
+_NOT_FIELDS = {"conf_dir", "oauth2_token_url", "oauth2_scope", "ca_cert_domain_name"}
 
 
 @frozen
 class AgentConfig:
-    """The agent's whole configuration, validated; secrets are L{Secret}s."""
+    """
+    The agent's whole configuration, validated; secrets are L{Secret}s. No field has a
+    default here: every default is the settings table's (settings.py).
+    """
 
     mep_host: str
     mep_port: int
-    protocol: str  # "https" or "http"
+    protocol: Protocol
     ca_pems: tuple[bytes, ...]
     ca_cert_domain_name: str | None
     ciphers: tuple[str, ...]
@@ -60,35 +77,35 @@ class AgentConfig:
     request_timeout: float
     app_conf_path: str
     app_instance_info_path: str
-    ops_listen: str | None = None
-    api_token: Secret | None = None
-    heartbeat_method: str = "auto"
-    confirm_ready: bool = True
-    dialect: Dialect = EDGEGALLERY
-    api_root: str = "/mep"
-    auth: str = "aksk"
-    notify_url: str | None = None
-    discovery_ttl: float = 30.0
-    discovery_stale: float = 300.0
-    shutdown_timeout: float = 5.0
-    oneshot_timeout: float = 120.0
-    max_response_bytes: int = 1024 * 1024
-    log_format: str = "text"
-    reload_interval: float = 10.0
-    app_notify_url: str | None = None
-    mep_public_origins: tuple[links.Origin, ...] = ()
+    ops_listen: str | None
+    api_token: Secret | None
+    heartbeat_method: HeartbeatMethod
+    confirm_ready: bool
+    dialect: Dialect
+    api_root: str
+    auth: Auth
+    notify_url: str | None
+    discovery_ttl: float
+    discovery_stale: float
+    shutdown_timeout: float
+    oneshot_timeout: float
+    max_response_bytes: int
+    log_format: LogFormat
+    reload_interval: float
+    app_notify_url: str | None
+    mep_public_origins: tuple[links.Origin, ...]
     #: (credential, file) for each credential read from a file: they are followed.
-    credential_files: tuple[tuple[str, str], ...] = ()
-    sync_interval: float = 60.0
-    termination: str = "auto"
-    termination_wait_app: bool = False
-    max_connections: int = 1024
-    max_connections_per_peer: int = 256
-    header_timeout: float = 5.0
-    access_log: bool = False
-    app_instance_info_digest: str = ""
-    log_level: str = "info"
-    ca_cert_path: str | None = None
+    credential_files: tuple[tuple[str, str], ...]
+    sync_interval: float
+    termination: Termination
+    termination_wait_app: bool
+    max_connections: int
+    max_connections_per_peer: int
+    header_timeout: float
+    access_log: bool
+    app_instance_info_digest: str
+    log_level: LogLevel
+    ca_cert_path: str | None
 
     @property
     def host_header(self) -> str:
@@ -157,8 +174,12 @@ def strip_quotes(value: str) -> str:
     return value
 
 
-class _Resolver:
-    """Looks settings up in precedence order and remembers where each value came from."""
+def _name(setting: Setting) -> str:
+    return setting.env or f"--{setting.option}"
+
+
+class Resolver:
+    """Looks settings up in precedence order and parses them with the table's parsers."""
 
     def __init__(
         self, cli: Mapping[str, str | None], environ: Mapping[str, str], read_file: ReadFile
@@ -168,7 +189,7 @@ class _Resolver:
         self._read_file = read_file
 
     def get(self, key: str) -> tuple[str | None, str]:
-        """(value, name of its source); empty values count as unset."""
+        """(text, name of its source); empty values count as unset, then the default."""
         setting = BY_KEY[key]
         value = self._cli.get(key)
         if value:
@@ -179,7 +200,15 @@ class _Resolver:
                 return value, setting.env
         return setting.default, _name(setting)
 
+    def value(self, key: str) -> Any:
+        """The setting parsed by its parser; None when it is unset and has no default."""
+        text, where = self.get(key)
+        parse = BY_KEY[key].parse
+        assert parse is not None, key
+        return None if text is None else parse(text, where)
+
     def read(self, where: str, path: str) -> bytes:
+        """A file's bytes; ConfigError naming C{where} when it cannot be read."""
         try:
             return self._read_file(path)
         except OSError as e:
@@ -199,24 +228,40 @@ class _Resolver:
                 raise ConfigError(file_source, f"{path} is not UTF-8 text") from None
         return None, source
 
+    def checked_secret(self, key: str) -> Secret:
+        """A required secret, checked against its rule (the value never in the message)."""
+        value, source = self.secret(key)
+        if not value:
+            setting = BY_KEY[key]
+            raise ConfigError(
+                _name(setting),
+                f"missing or empty (set {setting.env}, --{setting.option} or {setting.env}_FILE)",
+            )
+        pattern, rule = CREDENTIAL_RULES[key]
+        if not pattern.fullmatch(value):
+            raise ConfigError(source, f"must be {rule} (got {len(value)} characters)")
+        return Secret(value)
 
-def _all_required_given(r: _Resolver, auth: str) -> None:
+
+def setting_value(key: str, cli: Mapping[str, str | None], environ: Mapping[str, str]) -> Any:
+    """One setting, looked up and parsed as load() does (for what is needed before it)."""
+    return Resolver(cli, environ, lambda path: b"").value(key)
+
+
+def _all_required_given(r: Resolver, auth: Auth, protocol: str) -> None:
     """Every required setting that is missing, named in one error (not one per run)."""
-    protocol = (r.get("protocol")[0] or "").lower()
-    wanted = ["mep_ip", "app_instance_id"]
-    if auth == "aksk":
-        wanted += ["ak", "sk"]
-    if auth == "oauth2":
-        wanted += ["oauth2_token_url", "oauth2_client_id", "oauth2_client_secret"]
-    if protocol == "https":
-        wanted += ["ca_cert", "ca_cert_domain_name"]
     missing = []
-    for key in wanted:
-        given = r.get(key)[0]
-        if not given and f"{key}_file" in BY_KEY:
-            given = r.get(f"{key}_file")[0]
+    conditions = list(Condition)  # the unconditional first, then credentials, then TLS
+    for setting in sorted(
+        SETTINGS, key=lambda s: conditions.index(s.required or Condition.ALWAYS)
+    ):
+        if setting.required is None or not setting.required.applies(auth, protocol):
+            continue
+        given = r.get(setting.key)[0]
+        if not given and setting.file_key is not None:
+            given = r.get(setting.file_key)[0]
         if not given:
-            missing.append(_name(BY_KEY[key]))
+            missing.append(_name(setting))
     if len(missing) > 1:
         raise ConfigError(
             "settings",
@@ -225,125 +270,75 @@ def _all_required_given(r: _Resolver, auth: str) -> None:
         )
 
 
-def _name(setting: Setting) -> str:
-    return setting.env or f"--{setting.option}"
+def _credentials(r: Resolver, auth: Auth) -> Credentials:
+    oauth2 = None
+    if auth is Auth.OAUTH2:
+        token_url, where = r.value("oauth2_token_url"), r.get("oauth2_token_url")[1]
+        if not token_url:
+            raise ConfigError(where, "missing or empty (required with --auth oauth2)")
+        client_id, source = r.secret("oauth2_client_id")
+        if not client_id:
+            raise ConfigError(source, "missing or empty (required with --auth oauth2)")
+        client_secret, source = r.secret("oauth2_client_secret")
+        if not client_secret:
+            raise ConfigError(source, "missing or empty (required with --auth oauth2)")
+        scope = r.value("oauth2_scope")
+        oauth2 = OAuth2Client(token_url, Secret(client_id), Secret(client_secret), scope)
+    access_key = secret_key = None
+    if auth is Auth.AKSK:
+        access_key, secret_key = r.checked_secret("ak"), r.checked_secret("sk")
+    return Credentials(access_key, secret_key, r.checked_secret("app_instance_id"), oauth2)
 
 
-def _secret(resolver: _Resolver, key: str, pattern: re.Pattern[str], rule: str) -> Secret:
-    value, source = resolver.secret(key)
-    if not value:
-        setting = BY_KEY[key]
-        raise ConfigError(
-            _name(setting),
-            f"missing or empty (set {setting.env}, --{setting.option} or {setting.env}_FILE)",
-        )
-    if not pattern.fullmatch(value):
-        # The message says what is wrong without repeating the value.
-        raise ConfigError(source, f"must be {rule} (got {len(value)} characters)")
-    return Secret(value)
-
-
-def _host(value: str, where: str) -> str:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        address = None
-    if address is None:
-        labels = value.rstrip(".").split(".")
-        if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-            raise ConfigError(where, f"{value[:60]!r} is neither an IP address nor a host name")
-        return value
-    if address.is_multicast or address.is_unspecified or str(address) == "255.255.255.255":
-        raise ConfigError(where, f"{value} is not a unicast address")
-    return str(address)
-
-
-def _port(value: str, where: str) -> int:
-    if not _PORT.fullmatch(value) or int(value) > 65535:
-        raise ConfigError(where, f"{value[:20]!r} must be a port number from 1 to 65535")
-    return int(value)
-
-
-def parse_bool(value: str, where: str) -> bool:
-    """true/false (also 1/0, yes/no, on/off); ConfigError naming C{where} otherwise."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(where, f"{value[:20]!r} must be true or false")
-
-
-def _url(resolver: _Resolver, key: str) -> str | None:
-    text, where = resolver.get(key)
-    if text and not _HTTP_URL.fullmatch(text):
-        raise ConfigError(where, f"{text[:60]!r} must be an http(s) URL")
-    return text or None
-
-
-def _boolean(resolver: _Resolver, key: str) -> bool:
-    text, where = resolver.get(key)
-    return parse_bool(text or "", where)
-
-
-def _choice(resolver: _Resolver, key: str, choices: tuple[str, ...]) -> str:
-    text, where = resolver.get(key)
-    value = (text or "").lower()
-    if value not in choices:
-        raise ConfigError(where, f"{value[:20]!r} must be one of {', '.join(choices)}")
-    return value
-
-
-def _credential_files(resolver: _Resolver, auth: str) -> tuple[tuple[str, str], ...]:
+def _credential_files(r: Resolver, auth: Auth) -> tuple[tuple[str, str], ...]:
     """The credentials of C{auth} that come from a file (no value given directly)."""
-    keys = {"aksk": ("ak", "sk"), "oauth2": ("oauth2_client_secret",)}.get(auth, ())
+    keys = {Auth.AKSK: ("ak", "sk"), Auth.OAUTH2: ("oauth2_client_secret",)}.get(auth, ())
     found = []
     for key in keys:
-        if resolver.get(key)[0]:
+        if r.get(key)[0]:
             continue  # given directly: nothing to follow
-        path = resolver.get(f"{key}_file")[0]
+        path = r.get(f"{key}_file")[0]
         if path:
             found.append((key, path))
     return tuple(found)
 
 
-def _public_origins(resolver: _Resolver) -> tuple[links.Origin, ...]:
-    text, where = resolver.get("mep_public_url")
-    found = []
-    for url in (text or "").split(","):
-        if not url.strip():
-            continue
-        try:
-            found.append(links.public_origin(url))
-        except ValueError as e:
-            raise ConfigError(where, f"{url.strip()[:60]!r} {e}") from None
-    return tuple(found)
+@frozen
+class _Tls:
+    ca_pems: tuple[bytes, ...]
+    ca_cert_path: str | None
+    ca_cert_domain_name: str | None
+    ciphers: tuple[str, ...]
+    app_conf_path: str
 
 
-def _integer(resolver: _Resolver, key: str, minimum: int, maximum: int) -> int:
-    text, where = resolver.get(key)
-    value = (text or "").strip()
-    if not value.isdigit() or not minimum <= int(value) <= maximum:
+def _tls(r: Resolver, protocol: Protocol, conf_dir: str) -> _Tls:
+    app_conf_path, where, explicit = _file_path(r, "app_conf", conf_dir)
+    ciphers = _ciphers(r, app_conf_path, where, explicit)
+    if protocol is not Protocol.HTTPS:
+        return _Tls((), None, None, ciphers, app_conf_path)
+    ca_path, where = r.get("ca_cert")
+    if not ca_path:
         raise ConfigError(
-            where, f"{value[:20]!r} must be a whole number from {minimum} to {maximum}"
+            where,
+            "missing or empty (the CA file that signs the MEP's certificate; required with https)",
         )
-    return int(value)
-
-
-def parse_seconds(value: str, where: str, minimum: float, maximum: float) -> float:
-    """A number of seconds within [minimum, maximum]; ConfigError otherwise."""
     try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigError(where, f"{value[:20]!r} must be a number of seconds") from None
-    if not minimum <= seconds <= maximum:
-        raise ConfigError(where, f"must be between {minimum:g} and {maximum:g} seconds")
-    return seconds
+        ca_pems = tuple(tls.pem_certificates(r.read(where, ca_path)))
+    except ValueError as e:
+        raise ConfigError(where, f"{ca_path}: {e}") from None
+    domain = r.value("ca_cert_domain_name")
+    if not domain:
+        raise ConfigError(
+            r.get("ca_cert_domain_name")[1],
+            "missing or empty (the name in the MEP's certificate; required with https)",
+        )
+    return _Tls(ca_pems, ca_path, domain, ciphers, app_conf_path)
 
 
-def _ciphers(resolver: _Resolver, path: str, where: str, explicit: bool) -> tuple[str, ...]:
+def _ciphers(r: Resolver, path: str, where: str, explicit: bool) -> tuple[str, ...]:
     try:
-        data = resolver.read(where, path)
+        data = r.read(where, path)
     except ConfigError:
         if explicit:
             raise
@@ -376,140 +371,35 @@ def _ciphers(resolver: _Resolver, path: str, where: str, explicit: bool) -> tupl
     return names
 
 
-def _file_path(resolver: _Resolver, key: str, conf_dir: str) -> tuple[str, str, bool]:
-    value, source = resolver.get(key)
+def _file_path(r: Resolver, key: str, conf_dir: str) -> tuple[str, str, bool]:
+    value, source = r.get(key)
     default = BY_KEY[key].default or ""
     if value == default:
         return value.replace("<conf-dir>", conf_dir.rstrip("/") or "/"), source, False
     return value or "", source, True
 
 
-def load(
-    cli: Mapping[str, str | None],
-    environ: Mapping[str, str],
-    read_file: ReadFile,
-    cwd: str | None = None,
-) -> AgentConfig:
-    """
-    Build the agent's configuration; raise ConfigError on the first problem found (or
-    on every missing required setting at once). C{cwd}: where relative paths start.
-    """
-    r = _Resolver(cli, environ, read_file)
-
-    dialect_text, where = r.get("dialect")
-    dialect = DIALECTS.get((dialect_text or "").lower())
-    if dialect is None:
-        raise ConfigError(where, f"{dialect_text!r} must be edgegallery or etsi")
-    api_root, where = r.get("api_root")
-    api_root = (api_root or "").rstrip("/")
-    if api_root and not _API_ROOT.fullmatch(api_root):
-        raise ConfigError(where, f"{api_root[:60]!r} must be a path such as /mep (or empty)")
-    token_url, token_url_where = r.get("oauth2_token_url")
-    if token_url and not _HTTP_URL.fullmatch(token_url):
-        raise ConfigError(token_url_where, f"{token_url[:60]!r} must be an http(s) URL")
-    auth, where = r.get("auth")
-    auth = (auth or dialect.default_auth(token_url)).lower()
-    if auth not in ("aksk", "oauth2", "none"):
-        raise ConfigError(where, f"{auth[:20]!r} must be aksk, oauth2 or none")
-
-    _all_required_given(r, auth)
-
-    oauth2 = None
-    if auth == "oauth2":
-        if not token_url:
-            raise ConfigError(token_url_where, "missing or empty (required with --auth oauth2)")
-        client_id, source = r.secret("oauth2_client_id")
-        if not client_id:
-            raise ConfigError(source, "missing or empty (required with --auth oauth2)")
-        client_secret, source = r.secret("oauth2_client_secret")
-        if not client_secret:
-            raise ConfigError(source, "missing or empty (required with --auth oauth2)")
-        scope, _ = r.get("oauth2_scope")
-        oauth2 = OAuth2Client(token_url, Secret(client_id), Secret(client_secret), scope)
-    access_key = secret_key = None
-    if auth == "aksk":
-        access_key = _secret(r, "ak", *CREDENTIAL_RULES["ak"])
-        secret_key = _secret(r, "sk", *CREDENTIAL_RULES["sk"])
-    credentials = Credentials(
-        access_key,
-        secret_key,
-        _secret(r, "app_instance_id", _UUID, "a lower-case UUID"),
-        oauth2,
-    )
-
-    mep_ip, where = r.get("mep_ip")
-    if not mep_ip:
-        raise ConfigError(where, "missing or empty (the MEP API gateway's host or IP)")
-    mep_host = _host(mep_ip, where)
-    port_text, where = r.get("mep_port")
-    mep_port = _port(port_text or "", where)
-
-    protocol_text, where = r.get("protocol")
-    protocol = (protocol_text or "").lower()
-    if protocol not in ("https", "http"):
-        raise ConfigError(where, f"{protocol_text!r} must be https or http")
-
-    conf_dir, _ = r.get("conf_dir")
-    app_conf_path, where, explicit = _file_path(r, "app_conf", conf_dir or ".")
-    ciphers = _ciphers(r, app_conf_path, where, explicit)
-
-    ca_pems: tuple[bytes, ...] = ()
-    domain: str | None = None
-    ca_path: str | None = None
-    if protocol == "https":
-        ca_path, where = r.get("ca_cert")
-        if not ca_path:
-            raise ConfigError(
-                where,
-                "missing or empty (the CA file that signs the MEP's "
-                "certificate; required with https)",
-            )
-        try:
-            ca_pems = tuple(tls.pem_certificates(r.read(where, ca_path)))
-        except ValueError as e:
-            raise ConfigError(where, f"{ca_path}: {e}") from None
-        domain, where = r.get("ca_cert_domain_name")
-        if not domain:
-            raise ConfigError(
-                where, "missing or empty (the name in the MEP's certificate; required with https)"
-            )
-        domain = _host(domain, where)
-
-    wait_text, where = r.get("enable_wait")
-    enable_wait = parse_bool(wait_text or "", where)
-
-    listen, where = r.get("listen")
-    if not listen:
-        raise ConfigError(where, "must not be empty")
-
-    timeout_text, where = r.get("request_timeout")
-    request_timeout = parse_seconds(timeout_text or "", where, 0.1, 300)
-
-    ops_listen, where = r.get("ops_listen")
-    if not ops_listen:
-        raise ConfigError(where, "must not be empty (use 'none' to turn it off)")
-    api_token = None
+def _api_token(r: Resolver) -> Secret | None:
     token_path, where = r.get("api_token_file")
-    if token_path:
-        text = r.read(where, token_path).decode("utf-8", "replace").strip()
-        if len(text) < 16:
-            raise ConfigError(where, f"{token_path} must hold a token of 16 characters or more")
-        api_token = Secret(text)
-    method, where = r.get("heartbeat_method")
-    method = (method or "auto").upper() if (method or "").lower() != "auto" else "auto"
-    if method not in ("auto", "PUT", "PATCH"):
-        raise ConfigError(where, f"{method!r} must be auto, PUT or PATCH")
-    confirm_text, where_confirm = r.get("confirm_ready")
-    confirm_ready = parse_bool(confirm_text or "", where_confirm)
-    notify_url, where = r.get("notify_url")
-    if notify_url and not _HTTP_URL.fullmatch(notify_url):
-        raise ConfigError(where, f"{notify_url[:60]!r} must be an http(s) URL")
+    if not token_path:
+        return None
+    text = r.read(where, token_path).decode("utf-8", "replace").strip()
+    if len(text) < 16:
+        raise ConfigError(where, f"{token_path} must hold a token of 16 characters or more")
+    return Secret(text)
 
-    def seconds(key: str, minimum: float, maximum: float) -> float:
-        text, where = r.get(key)
-        return parse_seconds(text or "", where, minimum, maximum)
 
-    info_path, where, explicit = _file_path(r, "app_instance_info", conf_dir or ".")
+@frozen
+class _AppInfo:
+    path: str
+    app: model.AppInstanceInfo
+    digest: str
+
+
+def _app_instance_info(
+    r: Resolver, conf_dir: str, dialect: Dialect, read_file: ReadFile, cwd: str | None
+) -> _AppInfo:
+    info_path, where, explicit = _file_path(r, "app_instance_info", conf_dir)
     if not explicit:
         where = "app_instance_info.yaml"
     try:
@@ -523,51 +413,51 @@ def load(
         raise ConfigError(
             where,
             f"cannot read {info_path}{hint}: {e.strerror or e}; set --conf-dir "
-            f"(MEP_AGENT_CONF_DIR, now {conf_dir or '.'}) or --app-instance-info",
+            f"(MEP_AGENT_CONF_DIR, now {conf_dir}) or --app-instance-info",
         ) from None
-    info_text = info_bytes.decode("utf-8", "replace")
-    app = model.parse_app_instance_info(info_path, info_text, dialect.etsi_validation)
-
-    return AgentConfig(
-        mep_host=mep_host,
-        mep_port=mep_port,
-        protocol=protocol,
-        ca_pems=ca_pems,
-        ca_cert_path=ca_path,
-        ca_cert_domain_name=domain,
-        ciphers=ciphers,
-        credentials=credentials,
-        enable_wait=enable_wait,
-        app=app,
-        listen=listen,
-        request_timeout=request_timeout,
-        app_conf_path=app_conf_path,
-        app_instance_info_path=info_path,
-        ops_listen=None if ops_listen.lower() == "none" else ops_listen,
-        api_token=api_token,
-        heartbeat_method=method,
-        confirm_ready=confirm_ready,
-        dialect=dialect,
-        api_root=api_root,
-        auth=auth,
-        notify_url=notify_url,
-        discovery_ttl=seconds("discovery_ttl", 0, 86400),
-        discovery_stale=seconds("discovery_stale", 0, 86400),
-        shutdown_timeout=seconds("shutdown_timeout", 0.1, 300),
-        oneshot_timeout=seconds("oneshot_timeout", 1, 3600),
-        max_response_bytes=_integer(r, "max_response_bytes", 1024, 64 * 1024 * 1024),
-        log_format=_choice(r, "log_format", ("text", "json")),
-        reload_interval=seconds("reload_interval", 0, 86400),
-        app_notify_url=_url(r, "app_notify_url"),
-        mep_public_origins=_public_origins(r),
-        credential_files=_credential_files(r, auth),
-        sync_interval=seconds("sync_interval", 0, 86400),
-        termination=_choice(r, "termination", ("auto", "off")),
-        termination_wait_app=_boolean(r, "termination_wait_app"),
-        max_connections=_integer(r, "max_connections", 1, 1_000_000),
-        max_connections_per_peer=_integer(r, "max_connections_per_peer", 1, 1_000_000),
-        header_timeout=seconds("header_timeout", 0.5, 300),
-        access_log=_boolean(r, "access_log"),
-        app_instance_info_digest=hashlib.sha256(info_bytes).hexdigest(),
-        log_level=_choice(r, "log_level", ("debug", "info", "warn", "error")),
+    app = model.parse_app_instance_info(
+        info_path, info_bytes.decode("utf-8", "replace"), dialect.etsi_validation
     )
+    return _AppInfo(info_path, app, hashlib.sha256(info_bytes).hexdigest())
+
+
+def load(
+    cli: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    read_file: ReadFile,
+    cwd: str | None = None,
+) -> AgentConfig:
+    """
+    Build the agent's configuration; raise ConfigError on the first problem found (or
+    on every missing required setting at once). C{cwd}: where relative paths start.
+    """
+    r = Resolver(cli, environ, read_file)
+    dialect: Dialect = r.value("dialect")
+    r.value("api_root")
+    auth = r.value("auth") or Auth(dialect.default_auth(r.value("oauth2_token_url")))
+    _all_required_given(r, auth, (r.get("protocol")[0] or "").lower())
+    credentials = _credentials(r, auth)
+    if not r.get("mep_ip")[0]:
+        raise ConfigError(
+            r.get("mep_ip")[1], "missing or empty (the MEP API gateway's host or IP)"
+        )
+    fields = {
+        _FIELD.get(s.key, s.key): r.value(s.key)
+        for s in SETTINGS
+        if s.parse is not None and s.key not in _NOT_FIELDS
+    }
+    conf_dir = r.value("conf_dir") or "."
+    secure = _tls(r, fields["protocol"], conf_dir)
+    info = _app_instance_info(r, conf_dir, dialect, read_file, cwd)
+    fields.update(
+        auth=auth,
+        credentials=credentials,
+        credential_files=_credential_files(r, auth),
+        api_token=_api_token(r),
+        app=info.app,
+        app_instance_info_path=info.path,
+        app_instance_info_digest=info.digest,
+        mep_public_origins=fields["mep_public_origins"] or (),
+        **attrs.asdict(secure, recurse=False),
+    )
+    return AgentConfig(**fields)

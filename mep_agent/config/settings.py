@@ -1,35 +1,59 @@
 """
-The table of every setting: command-line option, environment variable, default, help.
+The table of every setting: command-line option, environment variable, default, parser,
+when it is required, and help.
 
 One table feeds the twistd Options (and so C{--help}), the configuration loader and the
-README, so that the three cannot disagree.
+README, so that the three cannot disagree: every default and every "required" is stated
+here and nowhere else.
 """
 
 from __future__ import annotations
 
 from attrs import frozen
 
+from mep_agent.config import parsers as p
+from mep_agent.config.parsers import Condition, Parser
+
 
 @frozen
 class Setting:
-    """One setting: its option, env variable, default and help."""
+    """One setting: its option, env variable, default, parser, requirement and help."""
 
     key: str  # the Python name, and the option name with '_' -> '-'
     env: str | None  # environment variable, or None for CLI-only settings
     default: str | None  # as text, exactly as a user would write it; None: no default
     help: str
-    required: str | None = None  # "" (always), or when: "with https", "with --auth aksk"
+    required: Condition | None = None  # when it must be given (with its *_file, if any)
+    #: Turns the text (given, or the default) into the value; None: read by the loader
+    #: itself (a secret, a file, a path under --conf-dir).
+    parse: Parser | None = None
 
     @property
     def option(self) -> str:
         """The command-line option name."""
         return self.key.replace("_", "-")
 
+    @property
+    def file_key(self) -> str | None:
+        """The setting that names a file holding this one's value, if there is one."""
+        key = f"{self.key}_file"
+        return key if key in BY_KEY else None
+
+    def requirement(self) -> str | None:
+        """When it is required, in words ('' for always; None: never)."""
+        if self.required is None:
+            return None
+        words = self.required.value
+        if self.file_key is not None:
+            words = f"{words} (or --{BY_KEY[self.file_key].option})".strip()
+        return words
+
     def describe(self) -> str:
         """Help text with the env variable and default, as twistd --help shows it."""
         parts = [self.help]
-        if self.required is not None:
-            parts.insert(0, f"[required{' ' + self.required if self.required else ''}]")
+        required = self.requirement()
+        if required is not None:
+            parts.insert(0, f"[required{' ' + required if required else ''}]")
         if self.env:
             parts.append(f"[env {self.env}]")
         parts.append(f"[default: {self.default}]" if self.default is not None else "")
@@ -42,7 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_IP",
         None,
         "Host name or IP address of the MEP API gateway.",
-        required="",
+        required=Condition.ALWAYS,
+        parse=p.host,
     ),
     Setting(
         "mep_port",
@@ -50,12 +75,14 @@ SETTINGS: tuple[Setting, ...] = (
         "8443",
         "Port of the MEP API gateway (also used with EG_PROTOCOL=http; the original "
         "agent forced 8000 there).",
+        parse=p.port,
     ),
     Setting(
         "protocol",
         "EG_PROTOCOL",
         "https",
         "'https' (verified TLS) or 'http' (plain HTTP, for development only).",
+        parse=p.choice(p.Protocol),
     ),
     Setting(
         "dialect",
@@ -64,12 +91,14 @@ SETTINGS: tuple[Setting, ...] = (
         "'edgegallery' (EdgeGallery's MEP) or 'etsi' (a platform following ETSI MEC 011 "
         "v2.2.1): the defaults of --auth, the validation of app_instance_info.yaml, the "
         "service names discovery accepts, how the MEP's links are read.",
+        parse=p.dialect,
     ),
     Setting(
         "api_root",
         "MEP_AGENT_API_ROOT",
         "/mep",
         "Path before mec_service_mgmt/v1 and mec_app_support/v1 on the MEP ('' for none).",
+        parse=p.api_root,
     ),
     Setting(
         "mep_public_url",
@@ -79,6 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
         "platform that builds its links from its public URL names them there; such links "
         "are followed on MEP_IP:MEP_APIGW_PORT with the same TLS checks. Links to any other "
         "origin are never followed.",
+        parse=p.public_origins,
     ),
     Setting(
         "auth",
@@ -88,20 +118,22 @@ SETTINGS: tuple[Setting, ...] = (
         "'oauth2' (RFC 6749 client credentials at --oauth2-token-url) or 'none'. Default: "
         "aksk with the edgegallery dialect; with etsi, oauth2 when a token URL is set, "
         "else none.",
+        parse=p.choice(p.Auth),
     ),
     Setting(
         "oauth2_token_url",
         "MEP_AGENT_OAUTH2_TOKEN_URL",
         None,
         "OAuth 2.0 token endpoint (http or https; https verified like the MEP).",
-        required="with --auth oauth2",
+        required=Condition.WITH_OAUTH2,
+        parse=p.url,
     ),
     Setting(
         "oauth2_client_id",
         "MEP_AGENT_OAUTH2_CLIENT_ID",
         None,
         "OAuth 2.0 client id (with --auth oauth2).",
-        required="with --auth oauth2 (or its file)",
+        required=Condition.WITH_OAUTH2,
     ),
     Setting(
         "oauth2_client_id_file",
@@ -114,7 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_OAUTH2_CLIENT_SECRET",
         None,
         "OAuth 2.0 client secret (a secret like SK: never logged; prefer the env or the file).",
-        required="with --auth oauth2 (or its file)",
+        required=Condition.WITH_OAUTH2,
     ),
     Setting(
         "oauth2_client_secret_file",
@@ -122,14 +154,16 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "File holding the OAuth 2.0 client secret.",
     ),
-    Setting("oauth2_scope", "MEP_AGENT_OAUTH2_SCOPE", None, "OAuth 2.0 scope to ask for."),
+    Setting(
+        "oauth2_scope", "MEP_AGENT_OAUTH2_SCOPE", None, "OAuth 2.0 scope to ask for.", parse=p.text
+    ),
     Setting(
         "ca_cert",
         "CA_CERT",
         None,
         "PEM file with the CA certificate(s) that sign the MEP's certificate; "
         "every certificate in the file is trusted (required with https).",
-        required="with https",
+        required=Condition.WITH_HTTPS,
     ),
     Setting(
         "ca_cert_domain_name",
@@ -137,7 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Name the MEP's certificate must carry; checked while connecting to MEP_IP "
         "(required with https).",
-        required="with https",
+        required=Condition.WITH_HTTPS,
+        parse=p.host,
     ),
     Setting(
         "ak",
@@ -145,7 +180,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Access key (20 characters; with --auth aksk). Prefer the env variable or "
         "--ak-file: command lines are visible to other processes.",
-        required="with --auth aksk (or --ak-file)",
+        required=Condition.WITH_AKSK,
     ),
     Setting(
         "ak_file",
@@ -158,7 +193,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SK",
         None,
         "Secret key (64 characters). Prefer the env variable or --sk-file.",
-        required="with --auth aksk (or --sk-file)",
+        required=Condition.WITH_AKSK,
     ),
     Setting("sk_file", "SK_FILE", None, "File holding the secret key."),
     Setting(
@@ -166,7 +201,7 @@ SETTINGS: tuple[Setting, ...] = (
         "APPINSTID",
         None,
         "Application instance id, a lower-case UUID.",
-        required="(or --app-instance-id-file)",
+        required=Condition.ALWAYS,
     ),
     Setting(
         "app_instance_id_file", "APPINSTID_FILE", None, "File holding the application instance id."
@@ -177,12 +212,14 @@ SETTINGS: tuple[Setting, ...] = (
         "true",
         "'true': run as a daemon; 'false': one-shot (get a token, register, exit 0 "
         "on success, non-zero on failure).",
+        parse=p.boolean,
     ),
     Setting(
         "conf_dir",
         "MEP_AGENT_CONF_DIR",
         "./conf",
         "Directory of app_conf.yaml and app_instance_info.yaml (the image uses /usr/mep/conf).",
+        parse=p.text,
     ),
     Setting(
         "app_conf",
@@ -202,12 +239,14 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_LISTEN",
         "tcp:8080:interface=127.0.0.1",
         "strports description of the application API listener.",
+        parse=p.listener,
     ),
     Setting(
         "request_timeout",
         "MEP_AGENT_REQUEST_TIMEOUT",
         "10",
         "Seconds before any request to the MEP is abandoned.",
+        parse=p.seconds(0.1, 300),
     ),
     Setting(
         "ops_listen",
@@ -215,6 +254,7 @@ SETTINGS: tuple[Setting, ...] = (
         "tcp:9090",
         "strports description of the operations listener (/livez, /readyz, /metrics, "
         "status, notifications); it never serves a token. 'none' turns it off.",
+        parse=p.ops_listener,
     ),
     Setting(
         "api_token_file",
@@ -230,12 +270,14 @@ SETTINGS: tuple[Setting, ...] = (
         "'auto': follow the link the MEP gives (_links.liveness.href with PATCH, as ETSI "
         "MEC 011 v2.2.1; else _links.self.liveness with PUT, as EdgeGallery); 'PUT' or "
         "'PATCH' force the method.",
+        parse=p.choice(p.HeartbeatMethod),
     ),
     Setting(
         "confirm_ready",
         "MEP_AGENT_CONFIRM_READY",
         "true",
         "Send confirm_ready (READY) once every service is registered.",
+        parse=p.boolean,
     ),
     Setting(
         "notify_url",
@@ -245,6 +287,7 @@ SETTINGS: tuple[Setting, ...] = (
         "http://$(POD_IP):9090/mep-agent/v1/notifications; the agent appends a secret path "
         "segment generated at start and sends the result as callbackReference of every "
         "subscription (unset: the YAML's callbackReference is sent).",
+        parse=p.url,
     ),
     Setting(
         "app_notify_url",
@@ -252,6 +295,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Where the agent also POSTs each availability notification it receives (the "
         "MEP's JSON as is; 3 attempts, never holding up the agent). Unset: not forwarded.",
+        parse=p.url,
     ),
     Setting(
         "sync_interval",
@@ -260,6 +304,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between reads of what the MEP holds for the app (its services and "
         "subscriptions), compared with what should be and repaired (jittered by up to a "
         "fifth; 0: only at start and on signs of divergence).",
+        parse=p.seconds(0, 86400),
     ),
     Setting(
         "termination",
@@ -268,6 +313,7 @@ SETTINGS: tuple[Setting, ...] = (
         "'auto': with --notify-url, subscribe to the platform's app termination notices and "
         "leave when one comes (not ready, services deregistered, the application told, "
         "confirm_termination within maxGracefulTimeout); 'off': do not subscribe.",
+        parse=p.choice(p.Termination),
     ),
     Setting(
         "termination_wait_app",
@@ -275,12 +321,14 @@ SETTINGS: tuple[Setting, ...] = (
         "false",
         "'true': on a termination notice, wait (within maxGracefulTimeout) for the "
         "application's POST /mep-agent/v1/termination/ack before confirming.",
+        parse=p.boolean,
     ),
     Setting(
         "discovery_ttl",
         "MEP_AGENT_DISCOVERY_TTL",
         "30",
         "Seconds a discovery answer is served from the cache.",
+        parse=p.seconds(0, 86400),
     ),
     Setting(
         "discovery_stale",
@@ -288,12 +336,14 @@ SETTINGS: tuple[Setting, ...] = (
         "300",
         "Further seconds a cached answer is served while the MEP fails "
         "(stale-if-error; 0 turns it off).",
+        parse=p.seconds(0, 86400),
     ),
     Setting(
         "shutdown_timeout",
         "MEP_AGENT_SHUTDOWN_TIMEOUT",
         "5",
         "Seconds that deregistration on stop may take in all.",
+        parse=p.seconds(0.1, 300),
     ),
     Setting(
         "oneshot_timeout",
@@ -301,6 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
         "120",
         "With ENABLE_WAIT=false: seconds to get a token and register everything "
         "before exiting non-zero.",
+        parse=p.seconds(1, 3600),
     ),
     Setting(
         "max_connections",
@@ -309,6 +360,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Most connections each listener keeps open at once (further ones are closed at "
         "once); raise it, --max-connections-per-peer and the open-files limit for many "
         "blocking discovery requests.",
+        parse=p.integer(1, 1000000),
     ),
     Setting(
         "max_connections_per_peer",
@@ -318,6 +370,7 @@ SETTINGS: tuple[Setting, ...] = (
         "closed at once), so that one abusive client cannot starve the kubelet's probes; "
         "raise it with --max-connections for many blocking discovery requests from the "
         "application.",
+        parse=p.integer(1, 1000000),
     ),
     Setting(
         "header_timeout",
@@ -325,6 +378,7 @@ SETTINGS: tuple[Setting, ...] = (
         "5",
         "Seconds a client has to send a request's line and headers on either listener "
         "before its connection is dropped (slow clients hold no connection for long).",
+        parse=p.seconds(0.5, 300),
     ),
     Setting(
         "access_log",
@@ -333,6 +387,7 @@ SETTINGS: tuple[Setting, ...] = (
         "'true' writes a line per HTTP request served on both listeners (off by default: "
         "probes and /token polling would fill the log, and writing it cut /token's requests "
         "per second by about a third, see benchmarks/RESULTS.md).",
+        parse=p.boolean,
     ),
     Setting(
         "reload_interval",
@@ -340,6 +395,7 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         "Seconds between checks of app_instance_info.yaml for changes, applied without a "
         "restart (SIGHUP checks at once; 0: only on SIGHUP).",
+        parse=p.seconds(0, 86400),
     ),
     Setting(
         "log_format",
@@ -347,12 +403,14 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "'text' (twistd's lines; --logfile applies) or 'json' (one JSON object per line on "
         "stdout: time, level, event, message and the event's fields).",
+        parse=p.choice(p.LogFormat),
     ),
     Setting(
         "log_level",
         "MEP_AGENT_LOG_LEVEL",
         "info",
         "The least severe level written: debug, info, warn or error.",
+        parse=p.choice(p.LogLevel),
     ),
     Setting(
         "max_response_bytes",
@@ -360,6 +418,7 @@ SETTINGS: tuple[Setting, ...] = (
         "1048576",
         "Largest MEP answer the agent reads, in bytes after decoding; a larger one is an "
         "error (1024 to 67108864).",
+        parse=p.integer(1024, 64 * 1024 * 1024),
     ),
 )
 
@@ -373,8 +432,9 @@ def markdown_table() -> str:
         default = f"`{s.default}`" if s.default is not None else "—"
         env = f"`{s.env}`" if s.env else "—"
         required = ""
-        if s.required is not None:
-            required = f"**Required{' ' + s.required if s.required else ''}.** "
+        words = s.requirement()
+        if words is not None:
+            required = f"**Required{' ' + words if words else ''}.** "
         rows.append(f"| `--{s.option}` | {env} | {default} | {required}{s.help} |")
     return "\n".join(rows)
 
