@@ -96,9 +96,18 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every metric family, from the current state."""
-        from mep_agent.core.token import TokenState
-
         now = self._clock.seconds()
+        yield from self._services(now)
+        yield from self._token()
+        yield from self._discovery_cache()
+        if self._reloader is not None:
+            yield from self._reload()
+        if self._terminator is not None:
+            yield from self._termination()
+        if self._reconciler is not None:
+            yield from self._sync(now)
+
+    def _services(self, now: float) -> Iterator[Metric]:
         registered = GaugeMetricFamily(
             "mep_agent_service_registered",
             "1 when the service is registered on the MEP.",
@@ -148,6 +157,9 @@ class AgentCollector(Collector):
                 seen.add_metric([name], state.mep_seen_at)
         yield from (registered, waiting, beats, failed, since, again, held, seen)
 
+    def _token(self) -> Iterator[Metric]:
+        from mep_agent.core.token import TokenState
+
         token = self._tokens.current()
         expiry = GaugeMetricFamily(
             "mep_agent_token_expiry_timestamp_seconds",
@@ -174,6 +186,8 @@ class AgentCollector(Collector):
             "Token requests sent to the MEP.",
             value=self._tokens.requests_sent,
         )
+
+    def _discovery_cache(self) -> Iterator[Metric]:
         cache = CounterMetricFamily(
             "mep_agent_discovery_lookups", "Discovery lookups by cache result.", labels=["result"]
         )
@@ -188,26 +202,25 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily(
             "mep_agent_discovery_cache_entries", "Names cached.", value=entries
         )
-        if self._reloader is not None:
-            yield CounterMetricFamily(
-                "mep_agent_config_reloads",
-                "Changes of app_instance_info.yaml applied.",
-                value=self._reloader.reloads,
-            )
-            yield CounterMetricFamily(
-                "mep_agent_config_reload_failures",
-                "Reloads refused (unreadable or invalid file).",
-                value=self._reloader.failures,
-            )
-            yield GaugeMetricFamily(
-                "mep_agent_config_valid",
-                "0 while the file on disk is refused (the running configuration is older).",
-                value=0.0 if self._reloader.last_error else 1.0,
-            )
-        if self._terminator is not None:
-            yield from self._termination()
-        if self._reconciler is not None:
-            yield from self._sync(now)
+
+    def _reload(self) -> Iterator[Metric]:
+        reloader = self._reloader
+        assert reloader is not None
+        yield CounterMetricFamily(
+            "mep_agent_config_reloads",
+            "Changes of app_instance_info.yaml applied.",
+            value=reloader.reloads,
+        )
+        yield CounterMetricFamily(
+            "mep_agent_config_reload_failures",
+            "Reloads refused (unreadable or invalid file).",
+            value=reloader.failures,
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_config_valid",
+            "0 while the file on disk is refused (the running configuration is older).",
+            value=0.0 if reloader.last_error else 1.0,
+        )
 
     def _sync(self, now: float) -> Iterator[Metric]:
         assert self._reconciler is not None
