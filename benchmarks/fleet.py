@@ -35,13 +35,12 @@ from twisted.internet.task import Clock, LoopingCall
 from twisted.web.resource import IResource, Resource
 
 from benchmarks.soak import write_report
+from mep_agent.agent import mep_access
 from mep_agent.config.model import ServiceSpec
+from mep_agent.config.parsers import Auth
 from mep_agent.core.reconcile import Reconciler
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber
-from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1.auth import MepAuth
-from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.http import MepHttp
 from mep_agent.mp1.wire import MepWire
@@ -160,8 +159,8 @@ def main() -> None:
             Secret(app.access_key), Secret(app.secret_key), Secret(app.app_instance_id)
         )
         wire = MepWire(MepHttp(transport), clock, BASE, "127.0.0.1:8443", credentials, 10)
-        tokens = TokenKeeper(MepAuth(wire).fetch_token, clock)
-        mep = MepClient(wire, tokens)
+        access = mep_access(wire, clock, Auth.AKSK, "/mep")
+        tokens, mep = access.tokens, access.client
         subscriber = Subscriber(mep, tokens, clock, ())
         holder: dict[str, Reconciler] = {}
         registrar = Registrar(

@@ -18,6 +18,7 @@ from twisted.web.resource import IResource
 from mep_agent.check import callback_url
 from mep_agent.config.load import AgentConfig
 from mep_agent.config.model import parse_app_instance_info
+from mep_agent.config.parsers import Auth, HeartbeatMethod
 from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
 from mep_agent.core.reconcile import Reconciler
@@ -26,13 +27,14 @@ from mep_agent.core.reload import ConfigReloader
 from mep_agent.core.subscriptions import Subscriber, termination_body
 from mep_agent.core.termination import Terminator
 from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1 import tls
+from mep_agent.mp1 import links, tls
 from mep_agent.mp1.auth import MepAuth, Token
 from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.http import MepHttp, pooled_agent
 from mep_agent.mp1.wire import MepWire
 from mep_agent.oneshot import OneShot
+from mep_agent.util.retry import Delays, backoff
 from mep_agent.util.secret import Secret
 from mep_agent.web.api import AgentAPI, ParkedQueries
 from mep_agent.web.listeners import Listener
@@ -78,17 +80,55 @@ class AgentService(MultiService):
         await self.pool.closeCachedConnections()
 
 
-def token_source(cfg: AgentConfig, auth: MepAuth) -> Callable[[], Awaitable[Token]]:
-    """Where the token comes from, for --auth."""
-    if cfg.auth == "oauth2":
-        return auth.fetch_oauth2_token
-    if cfg.auth == "none":
+def token_source(kind: Auth, auth: MepAuth) -> Callable[[], Awaitable[Token]]:
+    """Where the token comes from, for --auth (looked up at each call: tests replace it)."""
+    if kind is Auth.OAUTH2:
+        return lambda: auth.fetch_oauth2_token()
+    if kind is Auth.NONE:
 
         async def no_token() -> Token:
             return auth.no_token()
 
         return no_token
-    return auth.fetch_token
+    return lambda: auth.fetch_token()
+
+
+@define
+class MepAccess:
+    """The way to the MEP: tokens asked for by C{auth}, kept by C{tokens}, used by C{client}."""
+
+    auth: MepAuth
+    tokens: TokenKeeper
+    client: MepClient
+
+
+def mep_access(
+    wire: MepWire,
+    clock: Any,
+    kind: Auth,
+    api_root: str,
+    links_under_root: bool = True,
+    heartbeat_method: HeartbeatMethod = HeartbeatMethod.AUTO,
+    public_origins: frozenset[links.Origin] = frozenset(),
+    delays: Delays = backoff,
+    on_refused: Callable[[], object] = lambda: None,
+) -> MepAccess:
+    """
+    Stage 2: the one token authority over the MEP's token endpoint, and the Mp1 client
+    that takes its token from it (the seam: no one else handles tokens). The tests and
+    the fleet benchmark build theirs with this too.
+    """
+    auth = MepAuth(wire, api_root)
+    tokens = TokenKeeper(token_source(kind, auth), clock, delays=delays, on_refused=on_refused)
+    client = MepClient(
+        wire,
+        tokens,
+        api_root=api_root,
+        links_under_root=links_under_root,
+        heartbeat_method=heartbeat_method,
+        public_origins=public_origins,
+    )
+    return MepAccess(auth, tokens, client)
 
 
 @define
@@ -136,26 +176,21 @@ def mep_wire(
     return wire, pool
 
 
-def mep_client(cfg: AgentConfig, wire: MepWire, tokens: TokenKeeper) -> MepClient:
-    """Stage 2b: the Mp1 client, which takes its token from the keeper."""
-    return MepClient(
+def token_keeping(
+    cfg: AgentConfig, reactor: Any, wire: MepWire, read: Callable[[str], Awaitable[bytes]]
+) -> tuple[MepAccess, CredentialFiles]:
+    """Stage 2 for a configuration: the way to the MEP, and the credential files it follows."""
+    access = mep_access(
         wire,
-        tokens,
-        api_root=cfg.api_root,
+        reactor,
+        cfg.auth,
+        cfg.api_root,
         links_under_root=cfg.dialect.links_under_root,
         heartbeat_method=cfg.heartbeat_method,
         public_origins=frozenset(cfg.mep_public_origins),
+        on_refused=lambda: credential_files.check_now(),
     )
-
-
-def token_keeping(
-    cfg: AgentConfig, reactor: Any, wire: MepWire, read: Callable[[str], Awaitable[bytes]]
-) -> tuple[TokenKeeper, CredentialFiles]:
-    """Stage 2: the one token authority, and the credential files it follows."""
-    auth = MepAuth(wire, cfg.api_root)
-    tokens = TokenKeeper(
-        token_source(cfg, auth), reactor, on_refused=lambda: credential_files.check_now()
-    )
+    tokens = access.tokens
 
     def credentials_changed(new: Credentials) -> None:
         wire.set_credentials(new)
@@ -169,7 +204,7 @@ def token_keeping(
         reactor,
         cfg.reload_interval,
     )
-    return tokens, credential_files
+    return access, credential_files
 
 
 def keeping_registered(
@@ -258,8 +293,8 @@ def core(
     """Stages 1-3, the cache, the reload and the termination: everything but the web side."""
     metrics = CollectorRegistry()
     wire, pool = mep_wire(cfg, reactor, metrics)
-    tokens, credential_files = token_keeping(cfg, reactor, wire, read)
-    mep = mep_client(cfg, wire, tokens)
+    access, credential_files = token_keeping(cfg, reactor, wire, read)
+    mep, tokens = access.client, access.tokens
     subscriber, registrar, reconciler = keeping_registered(
         cfg, reactor, mep, tokens, notify_secret
     )

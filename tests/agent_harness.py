@@ -9,15 +9,15 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.trial.unittest import SynchronousTestCase
 
+from mep_agent.agent import mep_access
 from mep_agent.config.model import ServiceSpec, SubscriptionSpec
+from mep_agent.config.parsers import Auth
 from mep_agent.core.liveness import BeatSchedule
 from mep_agent.core.reconcile import Reconciler
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber, termination_body
 from mep_agent.core.termination import Terminator
-from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1.auth import MepAuth
-from mep_agent.mp1.client import MepClient, Registration
+from mep_agent.mp1.client import Registration
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.dialect import mepserver_grace, no_grace
 from mep_agent.mp1.http import MepHttp
@@ -106,17 +106,19 @@ class AgentTestCase(SynchronousTestCase):
             client_credentials or credentials(sk),
             timeout=10,
         )
-        self.auth = MepAuth(self.mep_wire, api_root)
-        # Through a lambda, so that a test can replace the fetch_token of self.auth.
-        self.tokens = TokenKeeper(
-            (lambda: self.auth.fetch_oauth2_token())
-            if oauth2
-            else (lambda: self.auth.fetch_token()),
+        # The production stage: the token keeper and the Mp1 client on the wire.
+        options = dict(client_options or {})
+        options.pop("api_root", None)
+        access = mep_access(
+            self.mep_wire,
             self.clock,
+            Auth.OAUTH2 if oauth2 else Auth.AKSK,
+            api_root,
             delays=exact_backoff,
             on_refused=on_refused or (lambda: None),
+            **options,
         )
-        self.client = MepClient(self.mep_wire, self.tokens, **(client_options or {}))
+        self.auth, self.tokens, self.client = access.auth, access.tokens, access.client
         self.subscriber = Subscriber(
             self.client,
             self.tokens,
