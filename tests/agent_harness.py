@@ -98,27 +98,7 @@ class AgentTestCase(SynchronousTestCase):
         **registrar_options: Any,
     ) -> None:
         api_root = (client_options or {}).get("api_root", "/mep")
-        self.mep_wire = MepWire(
-            MepHttp(self.mep.agent),
-            self.clock,
-            BASE,
-            "127.0.0.1:8443",
-            client_credentials or credentials(sk),
-            timeout=10,
-        )
-        # The production stage: the token keeper and the Mp1 client on the wire.
-        options = dict(client_options or {})
-        options.pop("api_root", None)
-        access = mep_access(
-            self.mep_wire,
-            self.clock,
-            Auth.OAUTH2 if oauth2 else Auth.AKSK,
-            api_root,
-            delays=exact_backoff,
-            on_refused=on_refused or (lambda: None),
-            **options,
-        )
-        self.auth, self.tokens, self.client = access.auth, access.tokens, access.client
+        self._build_access(client_options, client_credentials, sk, oauth2, on_refused)
         self.subscriber = Subscriber(
             self.client,
             self.tokens,
@@ -178,6 +158,38 @@ class AgentTestCase(SynchronousTestCase):
             if termination
             else None
         )
+
+    def _build_access(
+        self,
+        client_options: dict[str, Any] | None,
+        client_credentials: Credentials | None,
+        sk: str | None,
+        oauth2: bool,
+        on_refused: Any,
+    ) -> None:
+        """The wire to the emulator in memory, and the production stage 2 on it."""
+        api_root = (client_options or {}).get("api_root", "/mep")
+        self.mep_wire = MepWire(
+            MepHttp(self.mep.agent),
+            self.clock,
+            BASE,
+            "127.0.0.1:8443",
+            client_credentials or credentials(sk),
+            timeout=10,
+        )
+        # The production stage: the token keeper and the Mp1 client on the wire.
+        options = dict(client_options or {})
+        options.pop("api_root", None)
+        access = mep_access(
+            self.mep_wire,
+            self.clock,
+            Auth.OAUTH2 if oauth2 else Auth.AKSK,
+            api_root,
+            delays=exact_backoff,
+            on_refused=on_refused or (lambda: None),
+            **options,
+        )
+        self.auth, self.tokens, self.client = access.auth, access.tokens, access.client
 
     def _first_sync(self) -> Any:
         assert self.reconciler is not None
