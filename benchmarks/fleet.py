@@ -116,71 +116,136 @@ def later_first_sync(holder: dict[str, Reconciler]) -> Any:
     return holder["sync"].first_sync()
 
 
+class Fleet:
+    """The MEP emulator and the agents, on one simulated clock, with every request counted."""
+
+    def __init__(self, agents: int, services: int, rng: random.Random) -> None:
+        self.services = services
+        self.rng = rng
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)  # a realistic epoch for the tokens' lifetimes
+        notifier = Notifier(None, self.clock)
+        self.registry = Registry(self.clock, notifier, LIVENESS)
+        self.apps = []
+        for _ in range(agents):
+            app_id = f"{rng.getrandbits(32):08x}-0000-4000-8000-{rng.getrandbits(48):012x}"
+            self.apps.append(App(key(20, rng), key(64, rng), app_id))
+        self.emulator = MepEmulator(
+            self.clock,
+            self.registry,
+            {a.access_key: a for a in self.apps},
+            notifications=notifier.delivered,
+        )
+        sweep = LoopingCall(self.registry.check_liveness)
+        sweep.clock = self.clock
+        sweep.start(1.0, now=False)
+        self.counting = Counting(self.emulator.resource(), self.clock)
+        self.transport = RequestTraversalAgent(self.counting)
+        self.control: Any = StubTreq(self.counting)  # its methods are made at run time
+        self.registrars = [self.agent(app) for app in self.apps]
+
+    def agent(self, app: App) -> Registrar:
+        """One agent's services (as agent.py wires them), started at a random time."""
+        clock = self.clock
+        credentials = Credentials(
+            Secret(app.access_key), Secret(app.secret_key), Secret(app.app_instance_id)
+        )
+        wire = MepWire(MepHttp(self.transport), clock, BASE, "127.0.0.1:8443", credentials, 10)
+        access = mep_access(wire, clock, Auth.AKSK, "/mep")
+        tokens, mep = access.tokens, access.client
+        subscriber = Subscriber(mep, tokens, clock, ())
+        holder: dict[str, Reconciler] = {}
+        specs = tuple(ServiceSpec(f"svc{j}", service(f"svc{j}")) for j in range(self.services))
+        registrar = Registrar(
+            mep,
+            tokens,
+            clock,
+            specs,
+            on_data_loss=partial(later_sync, holder),
+            first_sync=partial(later_first_sync, holder),
+        )
+        reconciler = Reconciler(
+            mep, tokens, clock, registrar, subscriber, SYNC_INTERVAL, 10, rng=self.rng.random
+        )
+        holder["sync"] = reconciler
+        parts = (tokens, registrar, subscriber, reconciler)
+        # Pods start at their own times, not in one instant: over a minute, at random.
+        clock.callLater(self.rng.uniform(0, 60), lambda: [p.startService() for p in parts])
+        return registrar
+
+    def flush(self) -> None:
+        """Deliver what is ready, both ways."""
+        for _ in range(3):
+            self.transport.flush()
+            self.control.flush()
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        """Let C{seconds} pass on the clock, delivering as it goes."""
+        end = self.clock.seconds() + seconds
+        while self.clock.seconds() < end:
+            self.clock.advance(step)
+            self.flush()
+
+    def whole(self) -> bool:
+        """Whether the MEP holds every service of every agent."""
+        held = Counter(s.app_instance_id for s in self.registry.services.values())
+        return all(held[a.app_instance_id] == self.services for a in self.apps)
+
+    def steady(self, minutes: int) -> dict[str, Any]:
+        """Requests per agent-minute over C{minutes} of steady state."""
+        mark = len(self.counting.seen)
+        self.advance(60 * minutes)
+        window = self.counting.seen[mark:]
+        agent_minutes = minutes * len(self.apps)
+        kinds = Counter(k for _, k in window)
+        return {
+            "steady_requests_per_agent_minute": round(len(window) / agent_minutes, 3),
+            "steady_per_agent_minute_by_kind": {
+                k: round(v / agent_minutes, 3) for k, v in sorted(kinds.items())
+            },
+        }
+
+    def flush_and_recover(self) -> dict[str, Any]:
+        """The MEP loses everything: how long until every agent is whole, and the load."""
+        d = self.control.post(f"{BASE}/_emulator/flush")
+        self.flush()
+        assert d.called
+        flushed_at = self.clock.seconds()
+        mark = len(self.counting.seen)
+        recovered = None
+        while self.clock.seconds() < flushed_at + 4 * SYNC_INTERVAL:
+            self.advance(1, step=1)
+            if self.whole():
+                recovered = self.clock.seconds() - flushed_at
+                break
+        window = self.counting.seen[mark:]
+        per_second = Counter(int(t - flushed_at) for t, _ in window)
+        seconds = max(1, int(recovered or 4 * SYNC_INTERVAL) + 1)
+        mean = len(window) / seconds
+        return {
+            "flush_whole_again_s": recovered,
+            "flush_requests": len(window),
+            "flush_busiest_second": max(per_second.values()) if per_second else 0,
+            "flush_mean_per_second": round(mean, 2),
+            "flush_peak_to_mean": round(max(per_second.values()) / mean, 2) if mean else None,
+            "flush_requests_by_kind": dict(Counter(k for _, k in window)),
+            "lockouts": sum(
+                self.emulator.lockout.is_locked(a.access_key, self.clock.seconds())
+                for a in self.apps
+            ),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--out", default="fleet.json")
     options = parser.parse_args()
-    rng = random.Random(1)
     started = time.monotonic()
-    clock = Clock()
-    clock.advance(1_800_000_000)  # a realistic epoch for the tokens' lifetimes
-    notifier = Notifier(None, clock)
-    registry = Registry(clock, notifier, LIVENESS)
-    apps = []
-    for _ in range(options.agents):
-        app_id = f"{rng.getrandbits(32):08x}-0000-4000-8000-{rng.getrandbits(48):012x}"
-        apps.append(App(key(20, rng), key(64, rng), app_id))
-    emulator = MepEmulator(
-        clock, registry, {a.access_key: a for a in apps}, notifications=notifier.delivered
-    )
-    sweep = LoopingCall(registry.check_liveness)
-    sweep.clock = clock
-    sweep.start(1.0, now=False)
-    counting = Counting(emulator.resource(), clock)
-    transport = RequestTraversalAgent(counting)
-    control: Any = StubTreq(counting)  # its methods are made at run time
-
-    def flush() -> None:
-        for _ in range(3):
-            transport.flush()
-            control.flush()
-
-    def advance(seconds: float, step: float = 0.5) -> None:
-        end = clock.seconds() + seconds
-        while clock.seconds() < end:
-            clock.advance(step)
-            flush()
-
-    registrars = []
-    for app in apps:
-        credentials = Credentials(
-            Secret(app.access_key), Secret(app.secret_key), Secret(app.app_instance_id)
-        )
-        wire = MepWire(MepHttp(transport), clock, BASE, "127.0.0.1:8443", credentials, 10)
-        access = mep_access(wire, clock, Auth.AKSK, "/mep")
-        tokens, mep = access.tokens, access.client
-        subscriber = Subscriber(mep, tokens, clock, ())
-        holder: dict[str, Reconciler] = {}
-        registrar = Registrar(
-            mep,
-            tokens,
-            clock,
-            tuple(ServiceSpec(f"svc{j}", service(f"svc{j}")) for j in range(options.services)),
-            on_data_loss=partial(later_sync, holder),
-            first_sync=partial(later_first_sync, holder),
-        )
-        reconciler = Reconciler(
-            mep, tokens, clock, registrar, subscriber, SYNC_INTERVAL, 10, rng=rng.random
-        )
-        holder["sync"] = reconciler
-        parts = (tokens, registrar, subscriber, reconciler)
-        # Pods start at their own times, not in one instant: over a minute, at random.
-        clock.callLater(rng.uniform(0, 60), lambda parts=parts: [p.startService() for p in parts])
-        registrars.append(registrar)
-    advance(180)
-    whole = sum(all(s.registration for s in r.states.values()) for r in registrars)
+    fleet = Fleet(options.agents, options.services, random.Random(1))
+    fleet.advance(180)
+    whole = sum(all(s.registration for s in r.states.values()) for r in fleet.registrars)
     report: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",
         "date": time.ctime(),
@@ -188,47 +253,8 @@ def main() -> None:
         "services_per_agent": options.services,
         "whole_after_start": whole,
     }
-
-    # -- steady state: ten minutes --------------------------------------------------------
-    mark = len(counting.seen)
-    advance(600)
-    window = counting.seen[mark:]
-    minutes = 10 * options.agents
-    kinds = Counter(k for _, k in window)
-    report["steady_requests_per_agent_minute"] = round(len(window) / minutes, 3)
-    report["steady_per_agent_minute_by_kind"] = {
-        k: round(v / minutes, 3) for k, v in sorted(kinds.items())
-    }
-
-    # -- a flush ---------------------------------------------------------------------------
-    d = control.post(f"{BASE}/_emulator/flush")
-    flush()
-    assert d.called
-    flushed_at = clock.seconds()
-    mark = len(counting.seen)
-    recovered = None
-    while clock.seconds() < flushed_at + 4 * SYNC_INTERVAL:
-        advance(1, step=1)
-        if all(
-            sum(1 for s in registry.services.values() if s.app_instance_id == a.app_instance_id)
-            == options.services
-            for a in apps
-        ):
-            recovered = clock.seconds() - flushed_at
-            break
-    window = counting.seen[mark:]
-    per_second = Counter(int(t - flushed_at) for t, _ in window)
-    seconds = max(1, int(recovered or 4 * SYNC_INTERVAL) + 1)
-    mean = len(window) / seconds
-    report["flush_whole_again_s"] = recovered
-    report["flush_requests"] = len(window)
-    report["flush_busiest_second"] = max(per_second.values()) if per_second else 0
-    report["flush_mean_per_second"] = round(mean, 2)
-    report["flush_peak_to_mean"] = round(max(per_second.values()) / mean, 2) if mean else None
-    report["flush_requests_by_kind"] = dict(Counter(k for _, k in window))
-    report["lockouts"] = sum(
-        emulator.lockout.is_locked(a.access_key, clock.seconds()) for a in apps
-    )
+    report.update(fleet.steady(10))
+    report.update(fleet.flush_and_recover())
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     write_report(options.out, report)
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -95,14 +96,8 @@ def latencies(port: int, path: str, count: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--services", type=int, default=50)
-    args = parser.parse_args()
-
-    work = tempfile.mkdtemp(prefix="mep-bench-")
+def write_services(work: str, count: int) -> None:
+    """C{count} services with a 2 s liveness interval in work/conf/app_instance_info.yaml."""
     os.makedirs(os.path.join(work, "conf"))
     services = [
         {
@@ -117,33 +112,73 @@ def main() -> None:
                 "endpoint": {"uris": [f"http://svc{i}.local/"]},
             },
         }
-        for i in range(args.services)
+        for i in range(count)
     ]
     with open(os.path.join(work, "conf", "app_instance_info.yaml"), "w") as f:
         yaml.safe_dump({"serviceInfoPosts": services}, f)
-    https, control, api, ops = (free_port() for _ in range(4))
-    env = dict(os.environ, PYTHONPATH=CHECKOUT)
-    log = open(os.path.join(work, "processes.log"), "wb")
-    emulator = subprocess.Popen(
-        [
-            sys.executable,
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "mep-emulator",
-            "--port",
-            str(https),
-            "--http-port",
-            str(control),
-            "--cert-dir",
-            os.path.join(work, "mep"),
-            "--liveness-interval",
-            "2",
-        ],
+
+
+def twistd(args: list[str], work: str, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """A twistd process in the foreground, its output into C{log}."""
+    return subprocess.Popen(
+        [sys.executable, TWISTD, "-n", "--pidfile=", *args],
         cwd=work,
         env=env,
         stdout=log,
         stderr=log,
+    )
+
+
+def measure(
+    agent: subprocess.Popen[bytes], control: int, api: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Beats and CPU over the window, memory, API latencies, and the stop."""
+    time.sleep(2)  # let the first round of beats settle
+    state = json.loads(get(control, "/_emulator/state")[1])
+    beats_before = sum(s["heartbeats"] for s in state["services"])
+    cpu_before, wall_before = cpu_seconds(agent.pid), time.monotonic()
+    time.sleep(args.seconds)
+    cpu_used = cpu_seconds(agent.pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    state = json.loads(get(control, "/_emulator/state")[1])
+    beats = sum(s["heartbeats"] for s in state["services"]) - beats_before
+    result: dict[str, Any] = {
+        "services": args.services,
+        "window_s": round(wall, 1),
+        "heartbeats_in_window": beats,
+        "heartbeats_per_s": round(beats / wall, 1),
+        "suspended_services": [s["serName"] for s in state["services"] if s["state"] != "ACTIVE"],
+        "agent_cpu_percent_of_one_core": round(100 * cpu_used / wall, 1),
+        "agent_rss_mib": round(rss_mib(agent.pid), 1),
+        "token_endpoint": latencies(api, "/mep-agent/v1/token", args.requests),
+        "discovery_cached": latencies(api, "/mep-agent/v1/endpoint/svc7", args.requests),
+    }
+    started = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=30)
+    result["stop_seconds"] = round(time.monotonic() - started, 2)
+    result["left_registered"] = len(json.loads(get(control, "/_emulator/state")[1])["services"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--services", type=int, default=50)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="mep-bench-")
+    write_services(work, args.services)
+    https, control, api, ops = (free_port() for _ in range(4))
+    env = dict(os.environ, PYTHONPATH=CHECKOUT)
+    log = open(os.path.join(work, "processes.log"), "wb")
+    cert_dir = os.path.join(work, "mep")
+    emulator = twistd(
+        ["mep-emulator", "--port", str(https), "--http-port", str(control)]
+        + ["--cert-dir", cert_dir, "--liveness-interval", "2"],
+        work,
+        env,
+        log,
     )
     agent = None
     try:
@@ -152,7 +187,7 @@ def main() -> None:
             env,
             MEP_IP="127.0.0.1",
             MEP_APIGW_PORT=str(https),
-            CA_CERT=os.path.join(work, "mep", "ca.crt"),
+            CA_CERT=os.path.join(cert_dir, "ca.crt"),
             CA_CERT_DOMAIN_NAME="edgegallery",
             AK="QVUJMSUMgS0VZLS0tLS0",
             SK="DXPb4sqElKhcHe07Kw5uorayETwId1JOjjOIRomRs5wyszoCR5R7AtVa28KT3lSc",
@@ -160,43 +195,9 @@ def main() -> None:
             MEP_AGENT_LISTEN=f"tcp:{api}:interface=127.0.0.1",
             MEP_AGENT_OPS_LISTEN=f"tcp:{ops}:interface=127.0.0.1",
         )
-        agent = subprocess.Popen(
-            [sys.executable, TWISTD, "-n", "--pidfile=", "mep-agent"],
-            cwd=work,
-            env=agent_env,
-            stdout=log,
-            stderr=log,
-        )
+        agent = twistd(["mep-agent"], work, agent_env, log)
         wait_for(lambda: get(ops, "/readyz")[0] == 200)
-        time.sleep(2)  # let the first round of beats settle
-        state = json.loads(get(control, "/_emulator/state")[1])
-        beats_before = sum(s["heartbeats"] for s in state["services"])
-        cpu_before, wall_before = cpu_seconds(agent.pid), time.monotonic()
-        time.sleep(args.seconds)
-        cpu_used = cpu_seconds(agent.pid) - cpu_before
-        wall = time.monotonic() - wall_before
-        state = json.loads(get(control, "/_emulator/state")[1])
-        beats = sum(s["heartbeats"] for s in state["services"]) - beats_before
-        suspended = [s["serName"] for s in state["services"] if s["state"] != "ACTIVE"]
-        result = {
-            "services": args.services,
-            "window_s": round(wall, 1),
-            "heartbeats_in_window": beats,
-            "heartbeats_per_s": round(beats / wall, 1),
-            "suspended_services": suspended,
-            "agent_cpu_percent_of_one_core": round(100 * cpu_used / wall, 1),
-            "agent_rss_mib": round(rss_mib(agent.pid), 1),
-            "token_endpoint": latencies(api, "/mep-agent/v1/token", args.requests),
-            "discovery_cached": latencies(api, "/mep-agent/v1/endpoint/svc7", args.requests),
-        }
-        started = time.monotonic()
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=30)
-        result["stop_seconds"] = round(time.monotonic() - started, 2)
-        result["left_registered"] = len(
-            json.loads(get(control, "/_emulator/state")[1])["services"]
-        )
-        print(json.dumps(result, indent=2))
+        print(json.dumps(measure(agent, control, api, args), indent=2))
     finally:
         for process in (agent, emulator):
             if process is not None and process.poll() is None:

@@ -259,6 +259,111 @@ class Bench:
         return agent, api
 
 
+def spawn_figures(bench: Bench, spawns: int) -> dict[str, float]:
+    """spawn -> first token 200 and spawn -> 50 registered (medians), with the spawn floor."""
+    to_token, to_registered = [], []
+    for _ in range(spawns):
+        request(bench.control, "POST", "/_emulator/restart")
+        port = free_port()
+        started = time.monotonic()
+        agent, api = bench.agent(port)  # polled every 5 ms from the spawn on
+        while token_status(api) != 200:
+            time.sleep(0.005)
+        to_token.append(time.monotonic() - started)
+        while len(bench.state()["services"]) < 50:
+            time.sleep(0.01)
+        to_registered.append(time.monotonic() - started)
+        agent.end()
+    return {
+        "spawn_to_token_s": round(statistics.median(to_token), 3),
+        "spawn_to_50_registered_s": round(statistics.median(to_registered), 3),
+        "spawn_import_floor_s": round(
+            statistics.median(spawn_import_floor() for _ in range(spawns)), 3
+        ),
+    }
+
+
+def memory_figures(agent: Process) -> dict[str, float]:
+    """Resident memory after registration, against the import-only floor."""
+    report = {"agent_rss_mib": round(resources(agent.proc.pid)[0], 1)}
+    imports = subprocess.Popen(
+        [sys.executable, "-c", IMPORT_FLOOR], stdout=subprocess.PIPE, text=True
+    )
+    assert imports.stdout is not None
+    pid = int(imports.stdout.readline())
+    time.sleep(0.5)
+    report["import_floor_rss_mib"] = round(resources(pid)[0], 1)
+    imports.kill()
+    imports.wait()
+    report["rss_ratio"] = round(report["agent_rss_mib"] / report["import_floor_rss_mib"], 2)
+    return report
+
+
+def throughput_figures(api: int, floor_port: int, options: argparse.Namespace) -> dict[Any, Any]:
+    """/token and a cached /endpoint against the floor, at 1, 16 and 64 connections."""
+    endpoint = f"http://127.0.0.1:{api}/mep-agent/v1/endpoint/svc0"
+    assert request(api, "GET", "/mep-agent/v1/endpoint/svc0")[0] == 200
+    urls = {
+        "floor": f"http://127.0.0.1:{floor_port}/",
+        "agent": f"http://127.0.0.1:{api}/mep-agent/v1/token",
+        "endpoint": endpoint,
+    }
+    figures: dict[Any, Any] = {}
+    for connections in (1, 16, 64):
+        # Alternating rounds, medians: one 5 s run moves by ±20 % on this machine.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+        for _ in range(options.rounds):
+            for name, url in urls.items():
+                runs[name].append(wrk(url, connections, options.seconds))
+        floor_run, agent_run, endpoint_run = (
+            {
+                key: round(statistics.median(run[key] for run in runs[name]), 3)
+                for key in ("rps", "p99_ms")
+            }
+            for name in urls
+        )
+        figures[connections] = {
+            "agent": agent_run,
+            "floor": floor_run,
+            "endpoint": endpoint_run,
+            "ratio": round(agent_run["rps"] / floor_run["rps"], 2),
+            "p99_ratio": round(agent_run["p99_ms"] / max(floor_run["p99_ms"], 0.001), 2),
+            "endpoint_to_token": round(endpoint_run["rps"] / agent_run["rps"], 2),
+        }
+    return figures
+
+
+def heartbeat_figures(bench: Bench, interval: int, seconds: int, slow: bool) -> dict[str, Any]:
+    """Beats per interval, suspensions, CPU and TLS connections for 50 services."""
+    bench.start_emulator(interval)
+    if slow:  # every liveness answer takes 40 % of the interval
+        fault = {"kind": "heartbeat", "delay": 0.4 * interval, "count": 100000}
+        request(bench.control, "POST", "/_emulator/faults", fault)
+    agent, api = bench.agent()
+    agent.wait_for(rb"confirmed READY", timeout=60)
+    time.sleep(interval + 1)  # the steady state: past every service's first beat
+    before = {s["serInstanceId"]: s["heartbeats"] for s in bench.state()["services"]}
+    connections_before = bench.state()["connections"].get("https", 0)
+    cpu_before = cpu_seconds(agent.proc.pid)
+    suspended = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        suspended += sum(s["state"] == "SUSPENDED" for s in bench.state()["services"])
+        time.sleep(0.5)
+    state = bench.state()
+    beats = sum(s["heartbeats"] - before.get(s["serInstanceId"], 0) for s in state["services"])
+    figures = {
+        "beats_per_interval": round(beats / 50 / (seconds / interval), 2),
+        "suspended_samples": suspended,
+        "cpu_percent": round((cpu_seconds(agent.proc.pid) - cpu_before) / seconds * 100, 1),
+        "tls_connections": state["connections"].get("https", 0) - connections_before,
+        # since the emulator started: token, 50 registrations, every beat
+        "tls_connections_total": state["connections"].get("https", 0),
+    }
+    agent.end()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -278,115 +383,26 @@ def main() -> None:
     services_yaml(os.path.join(work, "conf", "app_instance_info.yaml"), 50)
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     bench = Bench(work, base, dict(item.split("=", 1) for item in options.agent_env))
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "throughput": {}}
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M")}
     floor = None
     try:
         bench.start_emulator(60)
-        # -- spawn -> first token, spawn -> 50 registered ------------------------------
-        to_token, to_registered = [], []
-        for _ in range(options.spawns):
-            request(bench.control, "POST", "/_emulator/restart")
-            port = free_port()
-            started = time.monotonic()
-            agent, api = bench.agent(port)  # polled every 5 ms from the spawn on
-            while token_status(api) != 200:
-                time.sleep(0.005)
-            to_token.append(time.monotonic() - started)
-            while len(bench.state()["services"]) < 50:
-                time.sleep(0.01)
-            to_registered.append(time.monotonic() - started)
-            agent.end()
-        report["spawn_to_token_s"] = round(statistics.median(to_token), 3)
-        report["spawn_to_50_registered_s"] = round(statistics.median(to_registered), 3)
-        report["spawn_import_floor_s"] = round(
-            statistics.median(spawn_import_floor() for _ in range(options.spawns)), 3
-        )
-
-        # -- memory and /token throughput ------------------------------------------------
+        report.update(spawn_figures(bench, options.spawns))
         request(bench.control, "POST", "/_emulator/restart")
         agent, api = bench.agent()
         agent.wait_for(rb"confirmed READY", timeout=60)
         time.sleep(1)
-        report["agent_rss_mib"] = round(resources(agent.proc.pid)[0], 1)
-        imports = subprocess.Popen(
-            [sys.executable, "-c", IMPORT_FLOOR], stdout=subprocess.PIPE, text=True
-        )
-        assert imports.stdout is not None
-        pid = int(imports.stdout.readline())
-        time.sleep(0.5)
-        report["import_floor_rss_mib"] = round(resources(pid)[0], 1)
-        imports.kill()
-        imports.wait()
-        report["rss_ratio"] = round(report["agent_rss_mib"] / report["import_floor_rss_mib"], 2)
-
+        report.update(memory_figures(agent))
         _, body = request(api, "GET", "/mep-agent/v1/token")
         floor = subprocess.Popen(
             [sys.executable, "-c", FLOOR, body.decode()], stdout=subprocess.PIPE, text=True
         )
         assert floor.stdout is not None
-        floor_port = int(floor.stdout.readline())
-        endpoint = f"http://127.0.0.1:{api}/mep-agent/v1/endpoint/svc0"
-        assert request(api, "GET", "/mep-agent/v1/endpoint/svc0")[0] == 200
-        urls = {
-            "floor": f"http://127.0.0.1:{floor_port}/",
-            "agent": f"http://127.0.0.1:{api}/mep-agent/v1/token",
-            "endpoint": endpoint,
-        }
-        for connections in (1, 16, 64):
-            # Alternating rounds, medians: one 5 s run moves by ±20 % on this machine.
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
-            for _ in range(options.rounds):
-                for name, url in urls.items():
-                    runs[name].append(wrk(url, connections, options.seconds))
-            floor_run, agent_run, endpoint_run = (
-                {
-                    key: round(statistics.median(run[key] for run in runs[name]), 3)
-                    for key in ("rps", "p99_ms")
-                }
-                for name in urls
-            )
-            report["throughput"][connections] = {
-                "agent": agent_run,
-                "floor": floor_run,
-                "endpoint": endpoint_run,
-                "ratio": round(agent_run["rps"] / floor_run["rps"], 2),
-                "p99_ratio": round(agent_run["p99_ms"] / max(floor_run["p99_ms"], 0.001), 2),
-                "endpoint_to_token": round(endpoint_run["rps"] / agent_run["rps"], 2),
-            }
+        report["throughput"] = throughput_figures(api, int(floor.stdout.readline()), options)
         agent.end()
-
-        # -- heartbeats per interval (3 s; 3 s with answers at 40 %) and CPU at 1 s ------
         for interval, seconds, slow in ((3, 30, False), (3, 30, True), (1, 20, False)):
-            bench.start_emulator(interval)
-            if slow:  # every liveness answer takes 40 % of the interval
-                fault = {"kind": "heartbeat", "delay": 0.4 * interval, "count": 100000}
-                request(bench.control, "POST", "/_emulator/faults", fault)
-            agent, api = bench.agent()
-            agent.wait_for(rb"confirmed READY", timeout=60)
-            time.sleep(interval + 1)  # the steady state: past every service's first beat
-            before = {s["serInstanceId"]: s["heartbeats"] for s in bench.state()["services"]}
-            connections_before = bench.state()["connections"].get("https", 0)
-            cpu_before = cpu_seconds(agent.proc.pid)
-            suspended = 0
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                suspended += sum(s["state"] == "SUSPENDED" for s in bench.state()["services"])
-                time.sleep(0.5)
-            state = bench.state()
-            beats = sum(
-                s["heartbeats"] - before.get(s["serInstanceId"], 0) for s in state["services"]
-            )
-            report[f"interval_{interval}s" + ("_slow" if slow else "")] = {
-                "beats_per_interval": round(beats / 50 / (seconds / interval), 2),
-                "suspended_samples": suspended,
-                "cpu_percent": round(
-                    (cpu_seconds(agent.proc.pid) - cpu_before) / seconds * 100, 1
-                ),
-                "tls_connections": state["connections"].get("https", 0) - connections_before,
-                # since the emulator started: token, 50 registrations, every beat
-                "tls_connections_total": state["connections"].get("https", 0),
-            }
-            agent.end()
+            name = f"interval_{interval}s" + ("_slow" if slow else "")
+            report[name] = heartbeat_figures(bench, interval, seconds, slow)
         names = agent_env(os.path.join(work, "mep", "agent.env"))
         report["client_floor_cpu_percent"] = client_floor_cpu(
             os.path.join(work, "mep"), names["CA_CERT_DOMAIN_NAME"], 50, 20

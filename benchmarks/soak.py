@@ -185,6 +185,156 @@ def resources(pid: int) -> tuple[float, int]:
     return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+class Soak:
+    """The agent under faults and application polling; the counters the report is made of."""
+
+    def __init__(
+        self, rng: random.Random, agent: Process, api: int, ops: int, control: int
+    ) -> None:
+        self.rng = rng
+        self.agent = agent
+        self.api, self.ops, self.control = api, ops, control
+        self.faults: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []
+        self.polls = self.misses = self.token_5xx = self.suspended_samples = 0
+        self.latencies: dict[str, list[float]] = {"token": [], "endpoint": []}
+
+    def run(self, minutes: float, fault_every: float) -> None:
+        """Faults every C{fault_every} s (none in the last QUIET s), a sample every 10 s."""
+        end = time.monotonic() + minutes * 60
+        next_fault = time.monotonic() + fault_every
+        next_sample = time.monotonic()
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_fault and now < end - QUIET:
+                self.fault(round(end - now))
+                next_fault = now + fault_every
+            if now >= next_sample:
+                self.sample()
+                next_sample = now + 10
+            self.poll()
+            time.sleep(0.5)
+
+    def fault(self, seconds_left: int) -> None:
+        """
+        One fault at a time: what an earlier one left queued is cleared first (the
+        emulator's faults count requests, and a backing-off agent would otherwise meet an
+        ever longer queue of them).
+        """
+        request(self.control, "DELETE", "/_emulator/faults")
+        _, name, fault = self.rng.choices(FAULTS, [w for w, _, _ in FAULTS])[0]
+        if isinstance(fault, str):
+            request(self.control, "POST", f"/_emulator/{fault}")
+        else:
+            request(self.control, "POST", "/_emulator/faults", fault)
+        self.faults.append({"at": seconds_left, "fault": name})
+
+    def sample(self) -> None:
+        """The agent's memory and descriptors, and what the MEP holds."""
+        rss, fds = resources(self.agent.proc.pid)
+        state = json.loads(request(self.control, "GET", "/_emulator/state")[1])
+        suspended = sum(s["state"] == "SUSPENDED" for s in state["services"])
+        self.suspended_samples += bool(suspended)
+        self.samples.append(
+            {
+                "rss_mib": round(rss, 1),
+                "fds": fds,
+                "registered": len(state["services"]),
+                "suspended": suspended,
+            }
+        )
+
+    def poll(self) -> None:
+        """The application asks for the token and for one endpoint, each with a deadline."""
+        endpoint = f"/mep-agent/v1/endpoint/svc{self.rng.randrange(SERVICES)}"
+        for kind, path, deadline in (
+            ("token", "/mep-agent/v1/token", TOKEN_DEADLINE),
+            ("endpoint", endpoint, ENDPOINT_DEADLINE),
+        ):
+            started = time.monotonic()
+            try:
+                status, _ = request(self.api, "GET", path, timeout=deadline + 5)
+            except OSError:
+                status = 0
+            took = time.monotonic() - started
+            self.polls += 1
+            self.latencies[kind].append(took)
+            if took > deadline or status == 0 or status == 500:
+                self.misses += 1
+            if kind == "token" and status >= 500 and status != 503:
+                self.token_5xx += 1
+
+    def finish(self) -> dict[str, Any]:
+        """Faults off, then SIGTERM: what recovered, what was left, what it cost."""
+        request(self.control, "DELETE", "/_emulator/faults")
+        state = json.loads(request(self.control, "GET", "/_emulator/state")[1])
+        recovered = sum(s["state"] == "ACTIVE" for s in state["services"])
+        livez, _ = request(self.ops, "GET", "/livez")
+        started = time.monotonic()
+        os.kill(self.agent.proc.pid, signal.SIGTERM)
+        code = self.agent.proc.wait(30)
+        stop_seconds = time.monotonic() - started
+        left = len(json.loads(request(self.control, "GET", "/_emulator/state")[1])["services"])
+        first, last = self.samples[1], self.samples[-1]
+        tokens = sorted(self.latencies["token"])
+        return dict(
+            faults=self.faults,
+            samples=self.samples,
+            livez_at_end=livez,
+            active_after_quiet_period=recovered,
+            polls=self.polls,
+            deadline_misses=self.misses,
+            token_unexpected_5xx=self.token_5xx,
+            samples_with_suspended_services=self.suspended_samples,
+            rss_growth_mib=round(last["rss_mib"] - first["rss_mib"], 1),
+            fd_growth=last["fds"] - first["fds"],
+            max_rss_mib=max(s["rss_mib"] for s in self.samples),
+            token_p99_ms=round(tokens[int(len(tokens) * 0.99)] * 1000, 2),
+            endpoint_max_s=round(max(self.latencies["endpoint"]), 2),
+            stop_exit_status=code,
+            stop_seconds=round(stop_seconds, 2),
+            registrations_left=left,
+            tracebacks_in_agent_log=self.agent.output.count(b"Traceback"),
+            unhandled_errors_in_agent_log=self.agent.output.count(b"Unhandled"),
+        )
+
+
+def start_agent(work: str, base: dict[str, str], conf: str) -> tuple[Process, int, int]:
+    """The agent against the emulator in C{work}: (process, API port, ops port), READY."""
+    env = dict(base, **agent_env(os.path.join(work, "mep", "agent.env")))
+    env.update(
+        MEP_AGENT_CONF_DIR=conf,
+        MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",
+        MEP_AGENT_OPS_LISTEN="tcp:0:interface=127.0.0.1",
+    )
+    agent = Process(["mep-agent"], env, work)
+    api = int(agent.wait_for(rb"--listen listening on [0-9.]+:(\d+)").group(1))
+    ops = int(agent.wait_for(rb"--ops-listen listening on [0-9.]+:(\d+)").group(1))
+    agent.wait_for(rb"confirmed READY", timeout=60)
+    return agent, api, ops
+
+
+REPORTED = (
+    "minutes",
+    "livez_at_end",
+    "active_after_quiet_period",
+    "polls",
+    "deadline_misses",
+    "token_unexpected_5xx",
+    "samples_with_suspended_services",
+    "rss_growth_mib",
+    "max_rss_mib",
+    "fd_growth",
+    "token_p99_ms",
+    "endpoint_max_s",
+    "stop_exit_status",
+    "stop_seconds",
+    "registrations_left",
+    "tracebacks_in_agent_log",
+    "unhandled_errors_in_agent_log",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10)
@@ -193,124 +343,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", help="write the agent's log here at the end")
     options = parser.parse_args()
-    rng = random.Random(options.seed)
     work = tempfile.mkdtemp(prefix="mep-soak-")
     conf = os.path.join(work, "conf")
     os.makedirs(conf)
     services_yaml(os.path.join(conf, "app_instance_info.yaml"), SERVICES)
-
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     emulator = start_emulator(work, base, "--liveness-interval", "4", "--token-lifetime", "120")
     agent: Process | None = None
     report: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "minutes": options.minutes,
-        "faults": [],
-        "samples": [],
     }
     try:
-        https = int(emulator.wait_for(rb"serving https://127.0.0.1:(\d+)").group(1))
+        emulator.wait_for(rb"serving https://127.0.0.1:(\d+)")
         control = int(emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
-        env = dict(base, **agent_env(os.path.join(work, "mep", "agent.env")))
-        env.update(
-            MEP_AGENT_CONF_DIR=conf,
-            MEP_AGENT_LISTEN="tcp:0:interface=127.0.0.1",
-            MEP_AGENT_OPS_LISTEN="tcp:0:interface=127.0.0.1",
-        )
-        agent = Process(["mep-agent"], env, work)
-        api = int(agent.wait_for(rb"--listen listening on [0-9.]+:(\d+)").group(1))
-        ops = int(agent.wait_for(rb"--ops-listen listening on [0-9.]+:(\d+)").group(1))
-        agent.wait_for(rb"confirmed READY", timeout=60)
-        del https
-
-        end = time.monotonic() + options.minutes * 60
-        next_fault = time.monotonic() + options.fault_every
-        next_sample = time.monotonic()
-        polls = misses = token_5xx = suspended_samples = 0
-        latencies: dict[str, list[float]] = {"token": [], "endpoint": []}
-        weights = [w for w, _, _ in FAULTS]
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= next_fault and now < end - QUIET:
-                # One fault at a time: what an earlier one left queued is cleared first
-                # (the emulator's faults count requests, and a backing-off agent would
-                # otherwise meet an ever longer queue of them).
-                request(control, "DELETE", "/_emulator/faults")
-                _, name, fault = rng.choices(FAULTS, weights)[0]
-                if isinstance(fault, str):
-                    request(control, "POST", f"/_emulator/{fault}")
-                else:
-                    request(control, "POST", "/_emulator/faults", fault)
-                report["faults"].append({"at": round(end - now), "fault": name})
-                next_fault = now + options.fault_every
-            if now >= next_sample:
-                rss, fds = resources(agent.proc.pid)
-                _, raw = request(control, "GET", "/_emulator/state")
-                state = json.loads(raw)
-                suspended = sum(s["state"] == "SUSPENDED" for s in state["services"])
-                suspended_samples += bool(suspended)
-                report["samples"].append(
-                    {
-                        "rss_mib": round(rss, 1),
-                        "fds": fds,
-                        "registered": len(state["services"]),
-                        "suspended": suspended,
-                    }
-                )
-                next_sample = now + 10
-            for kind, path, deadline in (
-                ("token", "/mep-agent/v1/token", TOKEN_DEADLINE),
-                (
-                    "endpoint",
-                    f"/mep-agent/v1/endpoint/svc{rng.randrange(SERVICES)}",
-                    ENDPOINT_DEADLINE,
-                ),
-            ):
-                started = time.monotonic()
-                try:
-                    status, _ = request(api, "GET", path, timeout=deadline + 5)
-                except OSError:
-                    status = 0
-                took = time.monotonic() - started
-                polls += 1
-                latencies[kind].append(took)
-                if took > deadline or status == 0 or status == 500:
-                    misses += 1
-                if kind == "token" and status >= 500 and status != 503:
-                    token_5xx += 1
-            time.sleep(0.5)
-
-        request(control, "DELETE", "/_emulator/faults")
-        _, raw = request(control, "GET", "/_emulator/state")
-        recovered = sum(s["state"] == "ACTIVE" for s in json.loads(raw)["services"])
-        livez, _ = request(ops, "GET", "/livez")
-        started = time.monotonic()
-        os.kill(agent.proc.pid, signal.SIGTERM)
-        code = agent.proc.wait(30)
-        stop_seconds = time.monotonic() - started
-        _, raw = request(control, "GET", "/_emulator/state")
-        left = len(json.loads(raw)["services"])
-        first, last = report["samples"][1], report["samples"][-1]
-        report.update(
-            livez_at_end=livez,
-            active_after_quiet_period=recovered,
-            polls=polls,
-            deadline_misses=misses,
-            token_unexpected_5xx=token_5xx,
-            samples_with_suspended_services=suspended_samples,
-            rss_growth_mib=round(last["rss_mib"] - first["rss_mib"], 1),
-            fd_growth=last["fds"] - first["fds"],
-            max_rss_mib=max(s["rss_mib"] for s in report["samples"]),
-            token_p99_ms=round(
-                sorted(latencies["token"])[int(len(latencies["token"]) * 0.99)] * 1000, 2
-            ),
-            endpoint_max_s=round(max(latencies["endpoint"]), 2),
-            stop_exit_status=code,
-            stop_seconds=round(stop_seconds, 2),
-            registrations_left=left,
-            tracebacks_in_agent_log=agent.output.count(b"Traceback"),
-            unhandled_errors_in_agent_log=agent.output.count(b"Unhandled"),
-        )
+        agent, api, ops = start_agent(work, base, conf)
+        soak = Soak(random.Random(options.seed), agent, api, ops, control)
+        soak.run(options.minutes, options.fault_every)
+        report.update(soak.finish())
     finally:
         if agent is not None:
             agent.end()
@@ -320,29 +370,10 @@ def main() -> None:
         emulator.end()
     with open(options.out, "w") as f:
         json.dump(report, f, indent=2)
-    keys = (
-        "minutes",
-        "livez_at_end",
-        "active_after_quiet_period",
-        "polls",
-        "deadline_misses",
-        "token_unexpected_5xx",
-        "samples_with_suspended_services",
-        "rss_growth_mib",
-        "max_rss_mib",
-        "fd_growth",
-        "token_p99_ms",
-        "endpoint_max_s",
-        "stop_exit_status",
-        "stop_seconds",
-        "registrations_left",
-        "tracebacks_in_agent_log",
-        "unhandled_errors_in_agent_log",
-    )
     print("| measure | value |\n| --- | --- |")
-    for key in keys:
+    for key in REPORTED:
         print(f"| {key} | {report.get(key)} |")
-    print(f"| faults injected | {len(report['faults'])} |")
+    print(f"| faults injected | {len(report.get('faults', []))} |")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,28 @@ class LayerTests(SynchronousTestCase):
         """Every subpackage is one of the layers (a new one must be placed)."""
         packages = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
         self.assertEqual(packages, set(LAYERS) - {""})
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(root: Path) -> list[str]:
+    """Every function or method under C{root} longer than MAX_FUNCTION_LINES lines."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root.parent)}:{node.name} ({length})")
+    return found
+
+
+class ShortFunctionTests(SynchronousTestCase):
+    def test_no_function_over_80_lines(self) -> None:
+        """The agent, the emulator, the benchmarks and the tests: no function over 80 lines."""
+        checkout = PACKAGE.parent
+        found = []
+        for name in ("mep_agent", "mep_emulator", "benchmarks", "tests"):
+            found += long_functions(checkout / name)
+        self.assertEqual(found, [])
