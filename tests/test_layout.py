@@ -136,3 +136,11 @@ class ShortFunctionTests(SynchronousTestCase):
         for name in ("mep_agent", "mep_emulator", "benchmarks", "tests"):
             found += long_functions(checkout / name)
         self.assertEqual(found, [])
+
+    def test_the_check_sees_them(self) -> None:
+        """A function of 81 lines is found (a control)."""
+        root = Path(self.mktemp()) / "pkg"
+        root.mkdir(parents=True)
+        body = "".join(f"    x{n} = {n}\n" for n in range(80))
+        (root / "m.py").write_text(f"def long() -> None:\n{body}")
+        self.assertEqual(long_functions(root), ["pkg/m.py:long (81)"])
