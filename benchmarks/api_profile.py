@@ -22,8 +22,8 @@ from twisted.internet.testing import StringTransport
 
 from benchmarks.soak import write_report
 from mep_agent.core.discovery import DiscoveryCache
-from mep_agent.mp1.auth import Token
 from mep_agent.mp1.records import Discovered, ServiceInstance
+from mep_agent.mp1.tokens import Token
 from mep_agent.util.secret import Secret
 from mep_agent.web.api import AgentAPI
 from mep_agent.web.site import serve

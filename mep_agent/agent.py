@@ -28,10 +28,11 @@ from mep_agent.core.subscriptions import Subscriber, termination_body
 from mep_agent.core.termination import Terminator
 from mep_agent.core.token import TokenKeeper
 from mep_agent.mp1 import links, tls
-from mep_agent.mp1.auth import MepAuth, Token
+from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.http import MepHttp, pooled_agent
+from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
 from mep_agent.oneshot import OneShot
 from mep_agent.util.retry import Delays, backoff

@@ -10,10 +10,11 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.mp1.auth import MepAuth, Token
+from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import MepClient, Urgency
 from mep_agent.mp1.errors import MepError, NoToken, Verdict
 from mep_agent.mp1.http import MepHttp
+from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
 from mep_agent.util.secret import Secret
 from mep_emulator.memory import InMemoryMep

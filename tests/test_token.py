@@ -148,7 +148,7 @@ class ExpiredTokenTests(SynchronousTestCase):
 
         from mep_agent.core.errors import NoToken
         from mep_agent.core.token import TokenKeeper
-        from mep_agent.mp1.auth import Token
+        from mep_agent.mp1.tokens import Token
         from mep_agent.util.secret import Secret
         from mep_agent.web.problems import problem_for
 

@@ -25,8 +25,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mep_agent.mp1.auth import Token
 from mep_agent.mp1.errors import MepError, NoToken, Verdict
+from mep_agent.mp1.tokens import Token
 from mep_agent.util.retry import Alarm, Delays, backoff, sleep
 from mep_agent.util.tasks import supervise
 

@@ -1,62 +1,22 @@
 """
-The token side of the MEP client: L{Token}, the L{TokenSource} seam the Mp1 client takes,
-and L{MepAuth}, which asks the MEP for a token (EdgeGallery's mepauth signed with AK/SK,
-or OAuth2 client credentials; docs/protocol.md).
+L{MepAuth}: asks the MEP for a token (EdgeGallery's mepauth signed with AK/SK, or OAuth2
+client credentials; docs/protocol.md), and checks the answer.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlencode
 
-from attrs import frozen
-
 from mep_agent.mp1 import signing
-from mep_agent.mp1.errors import MepError
+from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
 from mep_agent.util.secret import Secret
 
 MIN_LIFETIME = 1  # expires_in is clamped into [MIN_LIFETIME, MAX_LIFETIME] seconds
 MAX_LIFETIME = 24 * 3600
-
-
-@frozen
-class Token:
-    """A bearer token from the MEP; the value prints as <redacted>."""
-
-    access_token: Secret
-    token_type: str
-    expires_in: int
-    obtained_at: float
-
-    @property
-    def expires_at(self) -> float:
-        """When the MEP stops accepting it (clock seconds)."""
-        return self.obtained_at + self.expires_in
-
-    def authorization(self) -> str | None:
-        """The Authorization header value (None with --auth none: no header at all)."""
-        value = self.access_token.reveal()
-        # mepauth answers "Bearer"; Kong matches [Bb]earer, so normalise the case.
-        return f"Bearer {value}" if value else None
-
-
-class TokenSource(Protocol):
-    """
-    Where the Mp1 client gets its token (the core's token keeper): a valid one within
-    C{timeout} seconds (L{mep_agent.mp1.errors.NoToken} otherwise), and told when the MEP
-    refused one, which is then never used again.
-    """
-
-    async def get(self, timeout: float, hurry: bool = False) -> Token:
-        """A valid token within C{timeout}; C{hurry}: the caller cannot wait a backoff."""
-        ...
-
-    def invalidate(self, token: Token, error: MepError) -> None:
-        """The MEP refused C{token}."""
-        ...
 
 
 def lifetime(value: Any) -> int:

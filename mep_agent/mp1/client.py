@@ -14,7 +14,6 @@ from attrs import frozen
 from twisted.web.iweb import IResponse
 
 from mep_agent.mp1 import links
-from mep_agent.mp1.auth import TokenSource
 from mep_agent.mp1.errors import MepError, Verdict
 from mep_agent.mp1.records import (
     ECHOED_MEMBERS,
@@ -24,6 +23,7 @@ from mep_agent.mp1.records import (
     ServiceInstance,
     Subscription,
 )
+from mep_agent.mp1.tokens import TokenSource
 from mep_agent.mp1.wire import MepWire
 
 MAX_LISTED = 100  # links read from a MEP's subscription list (it holds at most 50)

@@ -6,10 +6,6 @@ from typing import Any
 
 from attrs import frozen
 
-from mep_agent.mp1.auth import Token
-
-__all__ = ["Token"]
-
 
 @frozen
 class Registration:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, TimeoutError, ensureDeferred
@@ -20,11 +20,9 @@ from twisted.web.iweb import IResponse
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.errors import MepError, Verdict
 from mep_agent.mp1.http import BadBody, MepHttp
+from mep_agent.mp1.tokens import Token
 from mep_agent.util import jsontext
 from mep_agent.util.secret import redact
-
-if TYPE_CHECKING:
-    from mep_agent.mp1.auth import Token
 
 MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
 _MAX_DETAIL = 400

@@ -41,10 +41,10 @@ from werkzeug.routing import PathConverter
 from mep_agent.core.discovery import MAX_ENTRIES, CacheSource, DiscoveryCache, Lookup
 from mep_agent.core.termination import Terminator
 from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1.auth import Token
 from mep_agent.mp1.dialect import EDGEGALLERY, Dialect
 from mep_agent.mp1.errors import NoToken
 from mep_agent.mp1.records import ServiceInstance
+from mep_agent.mp1.tokens import Token
 from mep_agent.util.secret import Secret
 from mep_agent.web.blocking import (
     INDEX_HEADER,

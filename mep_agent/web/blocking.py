@@ -16,17 +16,36 @@ import heapq
 import itertools
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from mep_agent.core.discovery import DiscoveryCache
-from mep_agent.core.termination import Terminator
 from mep_agent.web.problems import ApiProblem
 from mep_agent.web.site import LimitedRequest
+
+
+class ChangingAnswers(Protocol):
+    """What blocking discovery needs of the cache (core/discovery.py): versions, and a hook."""
+
+    def index(self, name: str) -> int:
+        """The version of C{name}'s answer."""
+        ...
+
+    def on_change(self, hook: Callable[[str], object]) -> None:
+        """C{hook(name)} whenever C{name}'s answer may have changed."""
+        ...
+
+
+class Notices(Protocol):
+    """What a termination wait needs of the terminator (core/termination.py)."""
+
+    def on_notice(self, hook: Callable[[], object]) -> None:
+        """C{hook()} when a notice comes, and at stop."""
+        ...
+
 
 INDEX_HEADER = b"X-Mep-Agent-Index"
 MAX_WAIT = 300.0
@@ -202,7 +221,7 @@ def when_gone(request: Request, callback: Callable[[], object]) -> None:
 class DiscoveryWaits:
     """Requests parked until a service name's discovery answer may have changed."""
 
-    def __init__(self, cache: DiscoveryCache, clock: IReactorTime) -> None:
+    def __init__(self, cache: ChangingAnswers, clock: IReactorTime) -> None:
         self._cache = cache
         self._room = WaitingRoom(clock)
         cache.on_change(self._room.wake_all)
@@ -230,7 +249,7 @@ class DiscoveryWaits:
 class TerminationWaits:
     """Requests waiting for a termination notice (GET /termination?wait=)."""
 
-    def __init__(self, terminator: Terminator, clock: IReactorTime) -> None:
+    def __init__(self, terminator: Notices, clock: IReactorTime) -> None:
         self._clock = clock
         self._waiters: list[Deferred[None]] = []
         terminator.on_notice(self.wake_all)
