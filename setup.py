@@ -45,7 +45,8 @@ setup(
     python_requires=">=3.10",
     # "twisted.plugins" is listed so that the drop-in file is installed into Twisted's
     # plugin directory; the tree deliberately has no twisted/__init__.py.
-    packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "benchmarks.*"]) + ["twisted.plugins"],
+    packages=find_packages(exclude=["tests", "tests.*", "benchmarks", "benchmarks.*"])
+    + ["twisted.plugins"],
     package_data={
         "twisted": ["plugins/mep_agent_plugin.py", "plugins/mep_emulator_plugin.py"],
         "mep_agent": ["py.typed"],
