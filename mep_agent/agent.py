@@ -10,6 +10,7 @@ from typing import Any
 
 from attrs import define
 from prometheus_client import CollectorRegistry
+from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -21,6 +22,7 @@ from mep_agent.config.model import parse_app_instance_info
 from mep_agent.config.parsers import Auth, HeartbeatMethod
 from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
+from mep_agent.core.forward import NotificationForwarder
 from mep_agent.core.reconcile import Reconciler
 from mep_agent.core.registration import Registrar
 from mep_agent.core.reload import ConfigReloader
@@ -275,11 +277,6 @@ def forwarder(cfg: AgentConfig, reactor: Any) -> Callable[[dict[str, Any]], None
     """What tells the application of notifications (--app-notify-url), if anything."""
     if not cfg.app_notify_url:
         return None
-    # Imported only when forwarding is on: treq is needed for nothing else.
-    from treq.client import HTTPClient
-
-    from mep_agent.core.forward import NotificationForwarder
-
     return NotificationForwarder(
         HTTPClient(Agent(reactor, connectTimeout=5)), reactor, cfg.app_notify_url
     )
