@@ -229,6 +229,34 @@ class PoolSizingTests(SynchronousTestCase):
         self.assertEqual(http.in_flight, 0)
 
 
+class PreparedURLTests(SynchronousTestCase):
+    def test_sent_as_prepared(self) -> None:
+        """treq sends the URL exactly as url_bytes made it (escapes kept, no re-encoding)."""
+        server = Recorder()
+        seen: list[bytes] = []
+        original = server.render
+
+        def render(request: Request) -> bytes:
+            seen.append(request.uri)
+            return original(request)
+
+        server.render = render  # type: ignore[method-assign]
+        http = MepHttp(RequestTraversalAgent(server))
+        url = "https://127.0.0.1:8443/a b/\u00e9?ser_name=x%2Fy&q=1"
+        for _ in range(2):  # the second time from the prepared URL kept for the address
+            self.successResultOf(ensureDeferred(http.exchange("GET", url, {}, None, 100)))
+        self.assertEqual(seen, [b"/a%20b/%C3%A9?ser_name=x%2Fy&q=1"] * 2)
+
+    def test_prepared_urls_bounded(self) -> None:
+        """Ever new URLs do not pile up."""
+        from mep_agent.mp1.http import MAX_PREPARED_URLS
+
+        http = MepHttp(FakeAgent())
+        for n in range(MAX_PREPARED_URLS * 2 + 1):
+            http.request("GET", f"https://127.0.0.1:8443/x{n}", {})
+        self.assertLessEqual(len(http._urls), MAX_PREPARED_URLS)
+
+
 class UrlBytesTests(SynchronousTestCase):
     def test_plain_url_unchanged(self) -> None:
         url = "https://127.0.0.1:8443/mep/mec_service_mgmt/v1/services?ser_name=a%2Fb&x=1"

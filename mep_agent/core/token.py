@@ -76,7 +76,7 @@ class TokenKeeper(Service):
         """
         @param fetch: one token request (signed AK/SK, OAuth2, or none).
         @param on_refused: told when the MEP refused the signature (the key may have been
-            rotated: credentials.py reads the files again).
+            rotated: core/credential_files.py reads the files again).
         """
         self._on_refused = on_refused
         self._new_credentials = False  # set when credentials change during a request
