@@ -19,12 +19,10 @@ from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
-    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
-    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
@@ -81,22 +79,7 @@ def observer(log_format: str, level: str, out: IO[str] | None = None) -> ILogObs
         JSONLines(stream) if log_format == "json" else textFileLogObserver(stream)
     )
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    return FilteringLogObserver(inner, [predicate, quiet_connection_factories])
-
-
-# Twisted logs "Starting factory ..." and "Stopping factory ..." for every pooled client
-# connection; operators need the agent's own events, not those.
-_FACTORY_CHATTER = ("Starting factory {factory!r}", "Stopping factory {factory!r}")
-
-
-@implementer(ILogFilterPredicate)
-def quiet_connection_factories(event: LogEvent) -> Any:
-    """A filter predicate: drop the HTTP client's per-connection factory chatter."""
-    if event.get("log_format") in _FACTORY_CHATTER and str(
-        event.get("log_namespace", "")
-    ).startswith("twisted.web.client"):
-        return PredicateResult.no
-    return PredicateResult.maybe
+    return FilteringLogObserver(inner, [predicate])
 
 
 def factory_name(log_format: str, level: str) -> str:

@@ -27,6 +27,7 @@ from mep_agent.mp1.http import (
     BodyTooLarge,
     MepEndpoints,
     MepHttp,
+    QuietEndpoint,
     pooled_agent,
     read_body,
     url_bytes,
@@ -156,19 +157,18 @@ class BoundedBodyTests(SynchronousTestCase):
 
 
 class QuietPoolTests(SynchronousTestCase):
-    def test_factory_chatter_dropped(self) -> None:
-        """Per-connection "Starting factory" events are dropped; others pass."""
-        from twisted.logger import PredicateResult
+    def test_pooled_connections_quiet(self) -> None:
+        """The pool's per-connection factory is connected with noisy off, on every endpoint."""
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import BrowserLikePolicyForHTTPS
 
-        from mep_agent.logs import quiet_connection_factories
-
-        chatter = {
-            "log_format": "Starting factory {factory!r}",
-            "log_namespace": "twisted.web.client.SomeFactory",
-        }
-        own = {"log_format": "Starting factory {factory!r}", "log_namespace": "mep_agent"}
-        self.assertIs(quiet_connection_factories(chatter), PredicateResult.no)
-        self.assertIs(quiet_connection_factories(own), PredicateResult.maybe)
+        endpoints = MepEndpoints(MemoryReactorClock(), BrowserLikePolicyForHTTPS(), 5)
+        for address in (b"http://127.0.0.1:8080/", b"https://127.0.0.1:8443/"):
+            factory = Factory()
+            self.assertTrue(factory.noisy)
+            endpoints.endpointForURI(URI.fromBytes(address)).connect(factory)
+            self.assertFalse(factory.noisy)
 
 
 @implementer(IAgent)
@@ -314,8 +314,10 @@ class NewEndpointTests(SynchronousTestCase):
 
         endpoints = MepEndpoints(MemoryReactorClock(), BrowserLikePolicyForHTTPS(), 5)
         plain = endpoints.new_endpoint(URI.fromBytes(b"http://127.0.0.1:8080/"))
-        self.assertIsInstance(plain, HostnameEndpoint)
+        assert isinstance(plain, QuietEndpoint)
+        self.assertIsInstance(plain.wrapped, HostnameEndpoint)
         secure = endpoints.new_endpoint(URI.fromBytes(b"https://127.0.0.1:8443/"))
-        self.assertNotIsInstance(secure, HostnameEndpoint)  # wrapped in TLS
+        assert isinstance(secure, QuietEndpoint)
+        self.assertNotIsInstance(secure.wrapped, HostnameEndpoint)  # wrapped in TLS
         with self.assertRaises(SchemeNotSupported):
             endpoints.new_endpoint(URI.fromBytes(b"ftp://127.0.0.1:21/"))

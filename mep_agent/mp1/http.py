@@ -398,7 +398,24 @@ class MepEndpoints:
         )
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        return endpoint
+        return QuietEndpoint(endpoint)
+
+
+@implementer(IStreamClientEndpoint)
+class QuietEndpoint:
+    """
+    Connects the pool's per-connection factories with C{noisy} off: Twisted logs "Starting
+    factory" and "Stopping factory" for every pooled connection otherwise, and operators
+    need the agent's own events, not those (whatever logger twistd was given).
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self.wrapped = endpoint
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:  # noqa: N803 (Twisted's name)
+        """Connect with the factory made quiet."""
+        protocolFactory.noisy = False
+        return self.wrapped.connect(protocolFactory)
 
 
 # Connections kept open to the MEP to begin with. Enough for the usual work: registrations
