@@ -165,7 +165,7 @@ class Fleet:
             first_sync=partial(later_first_sync, holder),
         )
         reconciler = Reconciler(
-            mep, tokens, clock, registrar, subscriber, SYNC_INTERVAL, 10, rng=self.rng.random
+            mep, clock, registrar, subscriber, SYNC_INTERVAL, rng=self.rng.random
         )
         holder["sync"] = reconciler
         parts = (tokens, registrar, subscriber, reconciler)

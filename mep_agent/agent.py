@@ -227,7 +227,6 @@ def keeping_registered(
         cfg.app.subscriptions,
         callback_url=callback,
         notify_secret=notify_secret.reveal(),
-        request_timeout=cfg.request_timeout,
         shutdown_timeout=cfg.shutdown_timeout,
         delete_on_stop=cfg.enable_wait,
         termination_body=termination_body(
@@ -260,12 +259,10 @@ def keeping_registered(
     )
     reconciler = Reconciler(
         mep,
-        tokens,
         reactor,
         registrar,
         subscriber,
         cfg.sync_interval,
-        cfg.request_timeout,
         callback_url=callback,
         ready_lost=registrar.ready_lost if cfg.confirm_ready else None,
         when_ready=registrar.when_ready if ready_first else None,
@@ -297,7 +294,7 @@ def core(
         cfg, reactor, mep, tokens, notify_secret
     )
     discovery = DiscoveryCache(
-        MepDiscovery(tokens, mep, cfg.request_timeout, cfg.discovery_ttl, reactor),
+        MepDiscovery(tokens, mep, cfg.discovery_ttl, reactor),
         reactor,
         cfg.discovery_ttl,
         cfg.discovery_stale,
@@ -319,7 +316,7 @@ def core(
     terminator = None
     if cfg.handles_termination:
         terminator = Terminator(
-            mep, tokens, reactor, registrar, subscriber, forward, cfg.termination_wait_app
+            mep, reactor, registrar, subscriber, forward, cfg.termination_wait_app
         )
     metrics.register(
         AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator, reconciler)

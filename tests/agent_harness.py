@@ -129,12 +129,10 @@ class AgentTestCase(SynchronousTestCase):
         self.reconciler = (
             Reconciler(
                 self.client,
-                self.tokens,
                 self.clock,
                 self.registrar,
                 self.subscriber,
                 sync_interval,
-                10,
                 callback_url=notify_url,
                 ready_lost=self.registrar.ready_lost,
                 when_ready=self.registrar.when_ready
@@ -148,7 +146,6 @@ class AgentTestCase(SynchronousTestCase):
         self.terminator = (
             Terminator(
                 self.client,
-                self.tokens,
                 self.clock,
                 self.registrar,
                 self.subscriber,
@@ -278,7 +275,7 @@ class ApiTestCase(AgentTestCase):
         super().build(services, **kw)
         self.discovery_calls: list[str] = []
 
-        source = MepDiscovery(self.tokens, self.client, 10)
+        source = MepDiscovery(self.tokens, self.client)
 
         async def fetch(name: str) -> Discovered:
             self.discovery_calls.append(name)

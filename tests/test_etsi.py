@@ -117,7 +117,7 @@ class EtsiTestCase(ApiTestCase):
         from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
         from mep_agent.web.api import AgentAPI
 
-        source = MepDiscovery(self.tokens, self.client, 10, 30, self.clock)
+        source = MepDiscovery(self.tokens, self.client, 30, self.clock)
         self.discovery = DiscoveryCache(source, self.clock, 30, 300, deadline=11)
         self.metrics = CollectorRegistry()
         self.api = StubTreq(

@@ -433,7 +433,7 @@ def load(
     """
     r = Resolver(cli, environ, read_file)
     dialect: Dialect = r.value("dialect")
-    r.value("api_root")
+    r.value("api_root")  # checked early: a bad root is named before missing credentials
     auth = r.value("auth") or Auth(dialect.default_auth(r.value("oauth2_token_url")))
     _all_required_given(r, auth, (r.get("protocol")[0] or "").lower())
     credentials = _credentials(r, auth)

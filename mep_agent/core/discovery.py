@@ -69,13 +69,11 @@ class MepDiscovery:
         self,
         tokens: TokenKeeper,
         mep: MepClient,
-        timeout: float,
         transports_ttl: float = 30.0,
         clock: IReactorTime | None = None,
     ) -> None:
         self._tokens = tokens
         self._mep = mep
-        self._timeout = timeout
         self._transports_ttl = transports_ttl
         self._clock = clock
         self._transports: tuple[float, dict[str, dict[str, Any]]] | None = None

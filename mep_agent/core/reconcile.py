@@ -42,7 +42,6 @@ from twisted.logger import Logger
 from mep_agent.core.errors import NoToken
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber
-from mep_agent.core.token import TokenKeeper
 from mep_agent.mp1.client import HeldService, MepClient, Subscription
 from mep_agent.mp1.errors import MepError, Verdict
 from mep_agent.util.retry import Alarm
@@ -61,12 +60,10 @@ class Reconciler(Service):
     def __init__(
         self,
         mep: MepClient,
-        tokens: TokenKeeper,
         clock: IReactorTime,
         registrar: Registrar,
         subscriber: Subscriber,
         interval: float,
-        request_timeout: float,
         callback_url: str | None = None,
         ready_lost: Callable[[], Awaitable[None]] | None = None,
         when_ready: Callable[[], Awaitable[None]] | None = None,
@@ -81,12 +78,10 @@ class Reconciler(Service):
             before confirm_ready).
         """
         self._mep = mep
-        self._tokens = tokens
         self._clock = clock
         self._registrar = registrar
         self._subscriber = subscriber
         self.interval = interval
-        self._timeout = request_timeout
         self._callback = callback_url
         self._ready_lost = ready_lost
         self._when_ready = when_ready

@@ -115,7 +115,6 @@ class Subscriber(Service):
         specs: tuple[SubscriptionSpec, ...],
         callback_url: str | None = None,
         notify_secret: str | None = None,
-        request_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
         verify_interval: float = VERIFY_INTERVAL,
         delete_on_stop: bool = True,
@@ -140,7 +139,6 @@ class Subscriber(Service):
         self._ready_lost = ready_lost
         self._tokens = tokens
         self._clock = clock
-        self._request_timeout = request_timeout
         self._shutdown_timeout = shutdown_timeout
         self._verify_interval = verify_interval
         self._delete_on_stop = delete_on_stop

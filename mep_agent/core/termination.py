@@ -41,7 +41,6 @@ from twisted.python.failure import Failure
 from mep_agent.core.errors import BadTerminationNotice, NoToken
 from mep_agent.core.registration import Registrar
 from mep_agent.core.subscriptions import Subscriber
-from mep_agent.core.token import TokenKeeper
 from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.errors import MepError
 from mep_agent.util.retry import sleep
@@ -131,7 +130,6 @@ class Terminator(Service):
     def __init__(
         self,
         mep: MepClient,
-        tokens: TokenKeeper,
         clock: IReactorTime,
         registrar: Registrar,
         subscriber: Subscriber,
@@ -143,7 +141,6 @@ class Terminator(Service):
         @param wait_for_app: wait for the application's acknowledgement before confirming.
         """
         self._mep = mep
-        self._tokens = tokens
         self._clock = clock
         self._registrar = registrar
         self._subscriber = subscriber

@@ -47,6 +47,7 @@ from zope.interface import implementer
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
 _PLAIN_URL = re.compile(f"[A-Za-z0-9{re.escape(_URL_SAFE)}]*")
 _DECODED = (b"gzip", b"x-gzip", b"deflate")
+MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
 # URLs kept prepared: a service's liveness link and the few fixed paths, for every service.
 MAX_PREPARED_URLS = 512
 
@@ -215,7 +216,7 @@ class MepHttp:
         url: str,
         headers: dict[str, str],
         body: bytes | None = None,
-        limit: int = 1024 * 1024,
+        limit: int = MAX_BODY,
     ) -> Deferred[IResponse]:
         """
         Send one request (C{body} written at once, with its Content-Length); the answer

@@ -19,12 +19,11 @@ from twisted.web.iweb import IResponse
 
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.errors import MepError, Verdict
-from mep_agent.mp1.http import BadBody, MepHttp
+from mep_agent.mp1.http import MAX_BODY, BadBody, MepHttp
 from mep_agent.mp1.tokens import Token
 from mep_agent.util import jsontext
 from mep_agent.util.secret import redact
 
-MAX_BODY = 1024 * 1024  # default limit of a MEP answer (--max-response-bytes)
 _MAX_DETAIL = 400
 
 #: Told (operation, HTTP status or None, seconds) after every exchange: metrics.
