@@ -1,43 +1,53 @@
 """
-The agent's service tree, wired once from a configuration: every collaborator is passed
-to the constructor of the one that needs it, and the reactor comes from the caller.
+The agent's service tree, wired once from a configuration: every collaborator is made
+before the ones that use it and passed to their constructors (observers register
+themselves with what they observe), and the reactor and the other seams come from the
+caller. Production (tap.py), the test harness and the benchmarks all build with L{core}.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from attrs import define
+from attrs import define, frozen
 from prometheus_client import CollectorRegistry
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import IResource
 
 from mep_agent.check import callback_url
 from mep_agent.config.load import AgentConfig
-from mep_agent.config.model import parse_app_instance_info
-from mep_agent.config.parsers import Auth, HeartbeatMethod
+from mep_agent.config.model import AppInstanceInfo, parse_app_instance_info
+from mep_agent.config.parsers import Auth
+from mep_agent.core.bodies import subscription_bodies, termination_body
+from mep_agent.core.budget import Budget, burst_for
 from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
 from mep_agent.core.forward import NotificationForwarder
+from mep_agent.core.holdings import Holdings, Kinds, Wanted
+from mep_agent.core.keeper import KeeperContext, Liveness
+from mep_agent.core.kinds import Services, Subscriptions
+from mep_agent.core.owned import Owned, Snapshot, StateStore
+from mep_agent.core.ready import Ready
 from mep_agent.core.reconcile import Reconciler
-from mep_agent.core.registration import Registrar
 from mep_agent.core.reload import ConfigReloader
-from mep_agent.core.subscriptions import Subscriber, termination_body
+from mep_agent.core.syncs import SyncRequests
 from mep_agent.core.termination import Terminator
-from mep_agent.core.token import TokenKeeper
-from mep_agent.mp1 import links, tls
+from mep_agent.core.token import Fetch, TokenKeeper
+from mep_agent.mp1 import tls
 from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.credentials import Credentials
-from mep_agent.mp1.http import MepHttp, pooled_agent
+from mep_agent.mp1.http import POOL_SIZE, MepHttp, pooled_agent
 from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
 from mep_agent.oneshot import OneShot
-from mep_agent.util.retry import Delays, backoff
+from mep_agent.util.retry import backoff, full_jitter
 from mep_agent.util.secret import Secret
 from mep_agent.web.api import AgentAPI, ParkedQueries
 from mep_agent.web.listeners import Listener
@@ -48,21 +58,43 @@ from mep_agent.web.site import serve
 #: Seconds an application request may wait beyond --request-timeout.
 DEADLINE_MARGIN = 1.0
 
+log = Logger()
+
+
+async def _unwired(path: str) -> bytes:
+    raise OSError(0, "reading files is not wired here")
+
+
+@frozen
+class Seams:
+    """
+    What the process hands the agent, the same in production and in tests but for what
+    is real: the notification secret, how files are read, the MEP's HTTP (None: pooled,
+    TLS-verified connections on the reactor), the state directory, the randomness.
+    """
+
+    notify_secret: Secret
+    read: Callable[[str], Awaitable[bytes]] = _unwired
+    http: MepHttp | None = None
+    state: StateStore | None = None  # writes the state directory (None: memory only)
+    earlier: Snapshot | None = None  # what the state directory held at start
+    state_problem: str | None = None  # why nothing outlives this life, if it cannot
+    rng: Callable[[], float] = random.random
+
 
 class AgentService(MultiService):
     """
-    All of the agent, in stages: started in order, stopped in reverse, one stage after
-    the other. So the listeners close first, then the registrations and subscriptions
-    are deleted while the token keeper still runs (one token for all of them), then the
-    token keeper stops, and the MEP connections are closed last.
+    All of the agent, in stages: started in order, stopped in reverse, one stage after the
+    other. So the listeners close first, then a termination under way is finished, then
+    what is held at the MEP is deleted while the token keeper still runs (one token for
+    all of it), then the token keeper stops, and the MEP connections are closed last.
     """
 
-    def __init__(self, pool: HTTPConnectionPool) -> None:
-        """@param pool: the MEP connections, closed once everything has stopped."""
+    def __init__(self, parts: Core, front: Front) -> None:
+        """@param front: what the listeners serve."""
         super().__init__()
-        self.pool = pool
-        self.reloader: ConfigReloader | None = None  # what SIGHUP asks to re-read the file
-        self.registrar: Registrar | None = None  # start-up is over when it has settled
+        self.core = parts
+        self.front = front
         self.listeners: list[Listener] = []
 
     def add_stage(self, *services: IService) -> None:
@@ -80,20 +112,21 @@ class AgentService(MultiService):
     async def _stop(self) -> None:
         for stage in reversed(list(self)):
             await stage.stopService()
-        await self.pool.closeCachedConnections()
+        if self.core.link.pool is not None:
+            await self.core.link.pool.closeCachedConnections()
 
 
-def token_source(kind: Auth, auth: MepAuth) -> Callable[[], Awaitable[Token]]:
+def token_source(kind: Auth, auth: MepAuth) -> Fetch:
     """Where the token comes from, for --auth (looked up at each call: tests replace it)."""
     if kind is Auth.OAUTH2:
-        return lambda: auth.fetch_oauth2_token()
+        return lambda urgent_until: auth.fetch_oauth2_token(urgent_until)
     if kind is Auth.NONE:
 
-        async def no_token() -> Token:
+        async def no_token(urgent_until: float | None) -> Token:
             return auth.no_token()
 
         return no_token
-    return lambda: auth.fetch_token()
+    return lambda urgent_until: auth.fetch_token(urgent_until)
 
 
 @define
@@ -105,57 +138,85 @@ class MepAccess:
     client: MepClient
 
 
-def mep_access(
-    wire: MepWire,
-    clock: Any,
-    kind: Auth,
-    api_root: str,
-    links_under_root: bool = True,
-    heartbeat_method: HeartbeatMethod = HeartbeatMethod.AUTO,
-    public_origins: frozenset[links.Origin] = frozenset(),
-    delays: Delays = backoff,
-    on_refused: Callable[[], object] = lambda: None,
-) -> MepAccess:
-    """
-    Stage 2: the one token authority over the MEP's token endpoint, and the Mp1 client
-    that takes its token from it (the seam: no one else handles tokens). The tests and
-    the fleet benchmark build theirs with this too.
-    """
-    auth = MepAuth(wire, api_root)
-    tokens = TokenKeeper(token_source(kind, auth), clock, delays=delays, on_refused=on_refused)
-    client = MepClient(
-        wire,
-        tokens,
-        api_root=api_root,
-        links_under_root=links_under_root,
-        heartbeat_method=heartbeat_method,
-        public_origins=public_origins,
-    )
-    return MepAccess(auth, tokens, client)
+@define
+class Link:
+    """The way to the MEP: the paced wire over its connections, the token, the client."""
+
+    wire: MepWire
+    pool: HTTPConnectionPool | None  # closed last (None: the tests' in-memory MEP)
+    budget: Budget
+    access: MepAccess
+    credential_files: CredentialFiles
+
+
+@define
+class Keeping:
+    """What keeps the app's objects at the MEP, and what it remembers."""
+
+    owned: Owned
+    ready: Ready
+    holdings: Holdings
+    reconciler: Reconciler
+    terminator: Terminator | None
 
 
 @define
 class Core:
-    """The agent's core, wired: the MEP client and the services that act on the MEP."""
+    """The agent's core, wired: everything but the web side (which reads it)."""
 
-    mep: MepClient
-    pool: HTTPConnectionPool
+    cfg: AgentConfig
     metrics: CollectorRegistry
-    tokens: TokenKeeper
-    credential_files: CredentialFiles
-    subscriber: Subscriber
-    registrar: Registrar
-    reconciler: Reconciler
+    link: Link
+    keeping: Keeping
     discovery: DiscoveryCache
     reloader: ConfigReloader
     forward: Callable[[dict[str, Any]], None] | None
-    terminator: Terminator | None
+
+    @property
+    def mep(self) -> MepClient:
+        """The Mp1 client."""
+        return self.link.access.client
+
+    @property
+    def tokens(self) -> TokenKeeper:
+        """The token keeper."""
+        return self.link.access.tokens
+
+    @property
+    def budget(self) -> Budget:
+        """The request budget."""
+        return self.link.budget
+
+    @property
+    def owned(self) -> Owned:
+        """What this pod made at the MEP."""
+        return self.keeping.owned
+
+    @property
+    def ready(self) -> Ready:
+        """READY."""
+        return self.keeping.ready
+
+    @property
+    def holdings(self) -> Holdings:
+        """The keepers."""
+        return self.keeping.holdings
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The sync."""
+        return self.keeping.reconciler
+
+    @property
+    def terminator(self) -> Terminator | None:
+        """The termination, when the agent handles it."""
+        return self.keeping.terminator
 
 
 def mep_wire(
-    cfg: AgentConfig, reactor: Any, metrics: CollectorRegistry
-) -> tuple[MepWire, HTTPConnectionPool]:
-    """Stage 1: exchanges with the MEP over its verified, pooled connections."""
+    cfg: AgentConfig, reactor: Any, seams: Seams, metrics: CollectorRegistry, budget: Budget
+) -> tuple[MepWire, HTTPConnectionPool | None]:
+    """Stage 1: exchanges with the MEP over its verified, pooled connections, paced."""
     policy = None
     if cfg.protocol == "https":
         assert cfg.ca_cert_domain_name is not None
@@ -164,9 +225,12 @@ def mep_wire(
             cfg.ca_cert_path or "CA_CERT",
             cfg.ca_cert_domain_name,
         )
-    agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
+    http, pool = seams.http, None
+    if http is None:
+        agent, pool = pooled_agent(reactor, policy, cfg.request_timeout)
+        http = MepHttp(agent, pool)
     wire = MepWire(
-        MepHttp(agent, pool),
+        http,
         reactor,
         cfg.base_url,
         cfg.host_header,
@@ -175,99 +239,102 @@ def mep_wire(
         observe=MepObserver(metrics),
         max_body=cfg.max_response_bytes,
         explain=policy.explain if policy is not None else None,
+        gate=budget,
     )
     return wire, pool
 
 
-def token_keeping(
-    cfg: AgentConfig, reactor: Any, wire: MepWire, read: Callable[[str], Awaitable[bytes]]
-) -> tuple[MepAccess, CredentialFiles]:
-    """Stage 2 for a configuration: the way to the MEP, and the credential files it follows."""
-    access = mep_access(
+def mep_access(cfg: AgentConfig, reactor: Any, wire: MepWire, seams: Seams) -> MepAccess:
+    """
+    Stage 2: the one token authority over the MEP's token endpoint, and the Mp1 client
+    that takes its token from it (the seam: no one else handles tokens).
+    """
+    auth = MepAuth(wire, cfg.api_root)
+    delays = lambda: backoff(rng=seams.rng)  # noqa: E731 (a factory of iterators)
+    tokens = TokenKeeper(token_source(cfg.auth, auth), reactor, delays=delays)
+    client = MepClient(
         wire,
-        reactor,
-        cfg.auth,
-        cfg.api_root,
+        tokens,
+        api_root=cfg.api_root,
         links_under_root=cfg.dialect.links_under_root,
         heartbeat_method=cfg.heartbeat_method,
         public_origins=frozenset(cfg.mep_public_origins),
-        on_refused=lambda: credential_files.check_now(),
     )
-    tokens = access.tokens
+    return MepAccess(auth, tokens, client)
+
+
+def credential_files(
+    cfg: AgentConfig, reactor: Any, wire: MepWire, tokens: TokenKeeper, seams: Seams
+) -> CredentialFiles:
+    """The credential files the token keeper follows (read again when a key is refused)."""
 
     def credentials_changed(new: Credentials) -> None:
         wire.set_credentials(new)
         tokens.credentials_changed()
 
-    credential_files = CredentialFiles(
+    files = CredentialFiles(
         cfg.credential_files,
-        read,
+        seams.read,
         cfg.credentials,
         credentials_changed,
         reactor,
         cfg.reload_interval,
     )
-    return access, credential_files
+    tokens.on_refusal(files.check_now)
+    return files
 
 
-def keeping_registered(
-    cfg: AgentConfig, reactor: Any, mep: MepClient, tokens: TokenKeeper, notify_secret: Secret
-) -> tuple[Subscriber, Registrar, Reconciler]:
-    """
-    Stage 3: what is registered and subscribed, and the sync against the MEP's truth. They
-    refer to each other (READY is the registrar's state; a loss makes the others look), so
-    the lambdas read the later ones once they exist.
-    """
-    ready_first = cfg.dialect.ready_first and cfg.confirm_ready
+def wanted(cfg: AgentConfig, info: AppInstanceInfo, notify_secret: Secret) -> Wanted:
+    """What the agent keeps at the MEP for a file (the termination subscription too)."""
     callback = callback_url(cfg.notify_url, notify_secret.reveal())
-    subscriber = Subscriber(
-        mep,
-        tokens,
-        reactor,
-        cfg.app.subscriptions,
-        callback_url=callback,
-        notify_secret=notify_secret.reveal(),
-        shutdown_timeout=cfg.shutdown_timeout,
-        delete_on_stop=cfg.enable_wait,
-        termination_body=termination_body(
+    subscriptions, skipped = subscription_bodies(
+        info.subscriptions, callback, notify_secret.reveal()
+    )
+    for index in skipped:
+        log.warn(
+            "serAvailabilityNotificationSubscriptions[{index}]: callbackReference is not a "
+            "URI and --notify-url is not set; not subscribing",
+            index=index,
+            event="subscription.skipped",
+        )
+    termination = None
+    if cfg.handles_termination and callback:
+        termination = termination_body(
             callback, cfg.api_root, cfg.credentials.app_instance_id.reveal()
         )
-        if cfg.handles_termination and callback
-        else None,
-        when_ready=(lambda: registrar.when_ready()) if ready_first else None,
-        ready_lost=(lambda: registrar.ready_lost()) if cfg.confirm_ready else None,
-    )
+    return Wanted(info.services, subscriptions, termination)
 
-    def data_lost() -> None:
-        """The MEP lost a service (a 404): it may have lost more; look now."""
-        subscriber.check_now()
-        reconciler.sync_soon()
 
-    registrar = Registrar(
-        mep,
-        tokens,
-        reactor,
-        cfg.app.services,
-        request_timeout=cfg.request_timeout,
-        shutdown_timeout=cfg.shutdown_timeout,
-        confirm_ready=cfg.confirm_ready,
-        deregister_on_stop=cfg.enable_wait,
-        on_data_loss=data_lost,
-        liveness_grace=cfg.dialect.liveness_grace,
-        ready_first=cfg.dialect.ready_first,
-        first_sync=lambda: reconciler.first_sync(),
-    )
-    reconciler = Reconciler(
+def keepers(cfg: AgentConfig, reactor: Any, link: Link, owned: Owned, seams: Seams) -> Holdings:
+    """Stage 3: READY, and a keeper for everything kept at the MEP (they wait on READY)."""
+    mep = link.access.client
+    ready = Ready(
         mep,
         reactor,
-        registrar,
-        subscriber,
-        cfg.sync_interval,
-        callback_url=callback,
-        ready_lost=registrar.ready_lost if cfg.confirm_ready else None,
-        when_ready=registrar.when_ready if ready_first else None,
+        owned,
+        enabled=cfg.confirm_ready,
+        required=cfg.dialect.ready_first,
+        policy=full_jitter(rng=seams.rng),
     )
-    return subscriber, registrar, reconciler
+    ctx = KeeperContext(
+        reactor,
+        ready,
+        owned,
+        SyncRequests(),
+        DeferredSemaphore(POOL_SIZE),
+        full_jitter(rng=seams.rng),
+        Liveness(mep, link.budget, cfg.request_timeout, cfg.dialect.liveness_grace),
+        reached=lambda: link.wire.may_have_received(("register", "subscribe")),
+    )
+    kinds = Kinds(Services(mep), Subscriptions(mep), Subscriptions(mep, termination=True))
+    want = wanted(cfg, cfg.app, seams.notify_secret)
+    if owned.terminated is not None:
+        want = Wanted((), ())  # the platform terminated the app: nothing is kept again
+    holdings = Holdings(
+        ctx, kinds, want, link.budget, cfg.shutdown_timeout, delete_on_stop=cfg.enable_wait
+    )
+    holdings.withdrawn = owned.terminated is not None
+    return holdings
 
 
 def forwarder(cfg: AgentConfig, reactor: Any) -> Callable[[dict[str, Any]], None] | None:
@@ -279,71 +346,109 @@ def forwarder(cfg: AgentConfig, reactor: Any) -> Callable[[dict[str, Any]], None
     )
 
 
-def core(
+def link(cfg: AgentConfig, reactor: Any, seams: Seams, metrics: CollectorRegistry) -> Link:
+    """Stages 1-2: the budget, the paced wire, the token, the Mp1 client, the key files."""
+    objects = len(cfg.app.services) + len(cfg.app.subscriptions) + 1
+    budget = Budget(reactor, cfg.request_rate, burst_for(objects), seams.rng)
+    wire, pool = mep_wire(cfg, reactor, seams, metrics, budget)
+    access = mep_access(cfg, reactor, wire, seams)
+    files = credential_files(cfg, reactor, wire, access.tokens, seams)
+    return Link(wire, pool, budget, access, files)
+
+
+def owned(cfg: AgentConfig, reactor: Any, seams: Seams) -> Owned:
+    """What this pod made at the MEP, from the state directory (or memory only)."""
+    app_instance_id = cfg.credentials.app_instance_id.reveal()
+    records = Owned(app_instance_id, seams.earlier, seams.state, reactor.seconds, cfg.state_dir)
+    if seams.state_problem is not None:
+        records.problem = seams.state_problem
+    return records
+
+
+def keeping(
     cfg: AgentConfig,
     reactor: Any,
-    notify_secret: Secret,
-    read: Callable[[str], Awaitable[bytes]],
-) -> Core:
-    """Stages 1-3, the cache, the reload and the termination: everything but the web side."""
-    metrics = CollectorRegistry()
-    wire, pool = mep_wire(cfg, reactor, metrics)
-    access, credential_files = token_keeping(cfg, reactor, wire, read)
-    mep, tokens = access.client, access.tokens
-    subscriber, registrar, reconciler = keeping_registered(
-        cfg, reactor, mep, tokens, notify_secret
+    link: Link,
+    seams: Seams,
+    forward: Callable[[dict[str, Any]], None] | None,
+) -> Keeping:
+    """Stage 3 whole: the records, READY, the keepers, the sync and the termination."""
+    records = owned(cfg, reactor, seams)
+    holdings = keepers(cfg, reactor, link, records, seams)
+    callback = callback_url(cfg.notify_url, seams.notify_secret.reveal())
+    reconciler = Reconciler(
+        holdings, reactor, cfg.sync_interval, cfg.dialect.liveness_grace, callback, seams.rng
     )
+    terminated = records.terminated is not None
+    reconciler.reading = not terminated
+    terminator = None
+    if cfg.handles_termination or terminated:
+        terminator = Terminator(
+            link.access.client,
+            reactor,
+            holdings,
+            holdings.ctx.ready,
+            reconciler,
+            records,
+            forward,
+            cfg.termination_wait_app,
+        )
+        terminator.shutdown = cfg.shutdown_timeout
+    return Keeping(records, holdings.ctx.ready, holdings, reconciler, terminator)
+
+
+def core(cfg: AgentConfig, reactor: Any, seams: Seams) -> Core:
+    """Everything but the web side, each part made before the parts that use it."""
+    metrics = CollectorRegistry()
+    way = link(cfg, reactor, seams, metrics)
+    forward = forwarder(cfg, reactor)
+    kept = keeping(cfg, reactor, way, seams, forward)
     discovery = DiscoveryCache(
-        MepDiscovery(tokens, mep, cfg.discovery_ttl, reactor),
+        MepDiscovery(way.access.tokens, way.access.client, cfg.discovery_ttl, reactor),
         reactor,
         cfg.discovery_ttl,
         cfg.discovery_stale,
         deadline=cfg.request_timeout + DEADLINE_MARGIN,
     )
-    reloader = ConfigReloader(
+    reloader = reloading(cfg, reactor, kept.holdings, seams)
+    made = Core(cfg, metrics, way, kept, discovery, reloader, forward)
+    metrics.register(AgentCollector(reactor, made))
+    return made
+
+
+def reloading(cfg: AgentConfig, reactor: Any, holdings: Holdings, seams: Seams) -> ConfigReloader:
+    """The hot reload of app_instance_info.yaml, applied to the keepers."""
+    return ConfigReloader(
         cfg.app_instance_info_path,
-        read,
+        seams.read,
         lambda text: parse_app_instance_info(
             cfg.app_instance_info_path, text, cfg.dialect.etsi_validation, reload=True
         ),
-        registrar,
-        subscriber,
+        lambda info: holdings.apply(wanted(cfg, info, seams.notify_secret)),
         reactor,
         cfg.reload_interval,
         cfg.app_instance_info_digest,
     )
-    forward = forwarder(cfg, reactor)
-    terminator = None
-    if cfg.handles_termination:
-        terminator = Terminator(
-            mep, reactor, registrar, subscriber, forward, cfg.termination_wait_app
-        )
-    metrics.register(
-        AgentCollector(reactor, tokens, registrar, discovery, reloader, terminator, reconciler)
-    )
-    return Core(
-        mep,
-        pool,
-        metrics,
-        tokens,
-        credential_files,
-        subscriber,
-        registrar,
-        reconciler,
-        discovery,
-        reloader,
-        forward,
-        terminator,
-    )
 
 
-def web(
-    cfg: AgentConfig,
-    reactor: Any,
-    parts: Core,
-    notify_secret: Secret,
-    listeners: list[Listener],
-) -> list[IService]:
+def resources(cfg: AgentConfig, reactor: Any, parts: Core, seams: Seams) -> Front:
+    """What the two listeners serve (the tests serve them in memory)."""
+    api = AgentAPI(
+        parts.tokens, parts.discovery, reactor, cfg.api_token, cfg.dialect, parts.terminator
+    )
+    ops = OpsAPI(reactor, parts, seams.notify_secret)
+    return Front(api, ops)
+
+
+@frozen
+class Front:
+    """The application API and the operations API."""
+
+    api: AgentAPI
+    ops: OpsAPI
+
+
+def web(cfg: AgentConfig, reactor: Any, front: Front, listeners: list[Listener]) -> list[IService]:
     """The last stage: both listeners (each appended to C{listeners}) and what they serve."""
 
     def listener(resource: IResource, description: str, setting: str) -> Listener:
@@ -359,70 +464,45 @@ def web(
         listeners.append(made)
         return made
 
-    api = AgentAPI(
-        parts.tokens, parts.discovery, reactor, cfg.api_token, cfg.dialect, parts.terminator
-    )
-    front: list[IService] = [listener(api.resource(), cfg.listen, "--listen"), ParkedQueries(api)]
+    services: list[IService] = [
+        listener(front.api.resource(), cfg.listen, "--listen"),
+        ParkedQueries(front.api),
+    ]
     if cfg.ops_listen:
-        ops = OpsAPI(
-            reactor,
-            parts.tokens,
-            parts.registrar,
-            parts.subscriber,
-            parts.discovery,
-            parts.metrics,
-            notify_secret,
-            parts.reloader,
-            parts.forward,
-            parts.terminator,
-            parts.reconciler,
-        )
-        front.append(listener(ops.resource(), cfg.ops_listen, "--ops-listen"))
-    return front
+        services.append(listener(front.ops.resource(), cfg.ops_listen, "--ops-listen"))
+    return services
 
 
 def build(
     cfg: AgentConfig,
     reactor: Any,
+    seams: Seams,
     finish: Callable[[int], None],
-    notify_secret: Secret,
     set_code: Callable[[int], None] = lambda code: None,
-    read_async: Callable[[str], Awaitable[bytes]] | None = None,
 ) -> AgentService:
     """
     Every service of the agent for C{cfg}, in the stages L{AgentService} starts in order.
 
     @param reactor: the reactor (or a MemoryReactorClock in tests).
     @param finish: C{finish(code)} stops the process with an exit status (one-shot).
-    @param notify_secret: the path segment that authenticates the MEP's notifications.
-    @param read_async: reads a file off the reactor thread (for reloads); None: no reload.
+    @param set_code: the exit status of a stop that comes from elsewhere (one-shot).
     """
-    if read_async is None:
-
-        async def read_async(path: str) -> bytes:
-            raise OSError(0, "reading files is not wired here")
-
-    parts = core(cfg, reactor, notify_secret, read_async)
-    root = AgentService(parts.pool)
-    root.add_stage(parts.tokens, parts.discovery, parts.credential_files)
-    root.add_stage(
-        parts.registrar,
-        parts.subscriber,
-        parts.reloader,
-        parts.reconciler,
-        *([parts.terminator] if parts.terminator else []),
-    )
-    root.reloader, root.registrar = parts.reloader, parts.registrar
-    front = web(cfg, reactor, parts, notify_secret, root.listeners)
+    parts = core(cfg, reactor, seams)
+    root = AgentService(parts, resources(cfg, reactor, parts, seams))
+    root.add_stage(parts.tokens, parts.discovery, parts.link.credential_files)
+    root.add_stage(parts.ready, parts.holdings, parts.reloader, parts.reconciler)
+    if parts.terminator is not None:
+        root.add_stage(parts.terminator)
+    front = web(cfg, reactor, root.front, root.listeners)
     if not cfg.enable_wait:
         front.append(
             OneShot(
-                parts.registrar,
+                parts.holdings,
                 reactor,
                 cfg.oneshot_timeout,
                 finish,
                 set_code=set_code,
-                last_error=parts.registrar.last_error,
+                last_error=parts.holdings.last_error,
             )
         )
     root.add_stage(*front)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mep_agent.config.load import AgentConfig
-from mep_agent.core.subscriptions import effective_body, termination_body
+from mep_agent.core.bodies import effective_body, termination_body
 
 #: Stands for the per-process secret the agent appends to --notify-url.
 SECRET_PLACEHOLDER = "{secret}"

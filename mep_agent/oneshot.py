@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mep_agent.core.registration import Registrar
+from mep_agent.core.holdings import Holdings
 
 
 class OneShot(Service):
@@ -19,7 +19,7 @@ class OneShot(Service):
 
     def __init__(
         self,
-        registrar: Registrar,
+        holdings: Holdings,
         clock: IReactorTime,
         timeout: float,
         finish: Callable[[int], None],
@@ -31,7 +31,7 @@ class OneShot(Service):
         @param set_code: the exit status of a stop that comes from elsewhere (a signal).
         @param last_error: what went wrong last, for the time-out message.
         """
-        self._registrar = registrar
+        self._holdings = holdings
         self._clock = clock
         self._timeout = timeout
         self._finish = finish
@@ -40,9 +40,9 @@ class OneShot(Service):
         self._done = False
 
     def startService(self) -> None:
-        """Wait for the registrar to settle, within the timeout."""
+        """Wait for every service to be registered (and READY), within the timeout."""
         super().startService()
-        d = self._registrar.when_settled()
+        d = self._holdings.when_settled()
         d.addTimeout(self._timeout, self._clock)
         d.addCallbacks(self._settled, self._timed_out)
 

@@ -20,8 +20,8 @@ from twisted.application.service import IService
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from mep_agent import check
-from mep_agent.agent import build
+from mep_agent import check, statedir
+from mep_agent.agent import Seams, build
 from mep_agent.cli import OneLineOptions
 from mep_agent.config.errors import ConfigError
 from mep_agent.config.load import AgentConfig, load, setting_value
@@ -128,6 +128,27 @@ def print_check(cfg: AgentConfig, out: IO[str]) -> None:
     raise SystemExit(0)
 
 
+def seams(cfg: AgentConfig, reactor: Any) -> Seams:
+    """The real ones: a new notification secret, files read off the reactor, the state dir."""
+    state, earlier, problem = None, None, None
+    if cfg.state_dir is None:
+        problem = "not set (--state-dir): what the agent makes is remembered in memory only"
+    else:
+        found = statedir.look(cfg.state_dir, cfg.credentials.app_instance_id.reveal())
+        earlier, problem = found.snapshot, found.problem
+        if found.writable:
+            state = statedir.StateFile(reactor, cfg.state_dir)
+    if problem is not None:
+        log.warn("state directory: {problem}", problem=problem, event="state.problem")
+    return Seams(
+        Secret(secrets.token_urlsafe(24)),
+        read=read_in_thread(reactor),
+        state=state,
+        earlier=earlier,
+        state_problem=problem if state is None else None,
+    )
+
+
 def freeze_heap(_: object = None) -> None:
     """
     Once start-up is over (every service registered), move everything alive (modules,
@@ -157,14 +178,7 @@ def makeService(  # noqa: N802 (twistd's name)
     if options["check"]:
         print_check(cfg, out or sys.stdout)
     exits = ProcessExit(reactor)
-    agent = build(
-        cfg,
-        reactor,
-        exits.finish,
-        Secret(secrets.token_urlsafe(24)),
-        set_code=exits.set_code,
-        read_async=read_in_thread(reactor),
-    )
+    agent = build(cfg, reactor, seams(cfg, reactor), exits.finish, set_code=exits.set_code)
     parent = getattr(options, "parent", None)
     if parent is not None and not parent["nodaemon"]:
         # twistd's daemon mode: bind before twistd forks, so that a busy port ends the
@@ -172,8 +186,7 @@ def makeService(  # noqa: N802 (twistd's name)
         # twistd would show it as a repr cut at 100 bytes. The ports are inherited.
         for listener in agent.listeners:
             listener.bind()
-    exits.install(on_hangup=agent.reloader.check_now if agent.reloader else None)
-    if agent.registrar is not None:
-        agent.registrar.when_settled().addCallback(freeze_heap)
+    exits.install(on_hangup=agent.core.reloader.check_now)
+    agent.core.holdings.when_settled().addCallback(freeze_heap)
     log.info("mep-agent configured: {summary}", summary=cfg.summary(), event="agent.starting")
     return agent

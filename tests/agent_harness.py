@@ -1,34 +1,44 @@
-"""The agent's lifecycle services wired to the in-memory emulator, on one Clock."""
+"""
+The agent as production builds it (agent.build, from a configuration that config.load reads),
+over the in-memory emulator, on one MemoryReactorClock: the listeners bind nothing real, the
+MEP's HTTP goes through the emulator's Klein app in memory, and both APIs are served to the
+tests by StubTreq.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from twisted.application.service import Service
+import yaml
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.agent import mep_access
+from mep_agent.agent import AgentService, Seams, build
+from mep_agent.config.load import AgentConfig, load
 from mep_agent.config.model import ServiceSpec, SubscriptionSpec
-from mep_agent.config.parsers import Auth
+from mep_agent.core.keeper import Keeper
 from mep_agent.core.liveness import BeatSchedule
-from mep_agent.core.reconcile import Reconciler
-from mep_agent.core.registration import Registrar
-from mep_agent.core.subscriptions import Subscriber, termination_body
-from mep_agent.core.termination import Terminator
+from mep_agent.core.owned import Snapshot, StateStore
 from mep_agent.mp1.client import Registration
-from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.dialect import mepserver_grace, no_grace
 from mep_agent.mp1.http import MepHttp
-from mep_agent.mp1.wire import MepWire
 from mep_agent.util.retry import backoff
 from mep_agent.util.secret import Secret
+from mep_emulator import certs
 from mep_emulator.memory import DEV_APP, InMemoryMep
 
 from .emulator_client import service
+from .helpers import FakeFiles
 
 BASE = "https://127.0.0.1:8443"
+CONF = "/conf"
+INFO = f"{CONF}/app_instance_info.yaml"
+CA = "/ca.pem"
 # When a service registered at 0 with the MEP's 60 s interval sends its first heartbeat
 # (52.5 s: 63 s deadline, the whole 10 s request timeout while no latency is known, 0.5 s
 # safety); the same on a MEC 011 platform, which gives no grace (49.5 s). Later beats to a
@@ -47,196 +57,211 @@ BEAT_EVERY = _steady(mepserver_grace(60))
 ETSI_BEAT_EVERY = _steady(no_grace(60))
 NOTIFY_SECRET = Secret("test-notification-secret")
 NOTIFICATIONS = f"/mep-agent/v1/notifications/{NOTIFY_SECRET.reveal()}"
+NOTIFY_URL = "http://10.1.2.3:9090/mep-agent/v1/notifications"
+
+_ca: list[bytes] = []
+
+
+def ca_pem() -> bytes:
+    """A CA certificate for the configuration to read (made once per test run)."""
+    if not _ca:
+        _ca.append(certs.generate().ca_pem)
+    return _ca[0]
 
 
 def exact_backoff() -> Iterator[float]:
-    """The production policy without jitter, so tests know every delay."""
-    return backoff(rng=lambda: 0.0)
-
-
-def stop_if_running(service: Service) -> None:
-    if service.running:
-        service.stopService()
+    """The production policy at the top of its jitter, so tests know every delay."""
+    return backoff(rng=lambda: 1.0)
 
 
 def spec(name: str = "svc1", interval: int = 60, **extra: Any) -> ServiceSpec:
     return ServiceSpec(name, service(name, interval, **extra))
 
 
-def credentials(sk: str | None = None) -> Credentials:
-    return Credentials(
-        Secret(DEV_APP.access_key),
-        Secret(sk or DEV_APP.secret_key),
-        Secret(DEV_APP.app_instance_id),
-    )
+def document(
+    services: tuple[ServiceSpec, ...] = (), subscriptions: tuple[SubscriptionSpec, ...] = ()
+) -> bytes:
+    """app_instance_info.yaml for C{services} and C{subscriptions}."""
+    data = {
+        "serviceInfoPosts": [s.body for s in services],
+        "serAvailabilityNotificationSubscriptions": [s.body for s in subscriptions],
+    }
+    return yaml.safe_dump(data).encode()
+
+
+class MemoryState:
+    """A state directory in memory: what the agent wrote last (core/owned.py StateStore)."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.writes = 0
+        self.fail = False
+
+    def save(self, data: bytes) -> Deferred[None]:
+        if self.fail:
+            from twisted.internet.defer import fail
+
+            return fail(OSError(30, "Read-only file system"))
+        self.data = data
+        self.writes += 1
+        return succeed(None)
+
+
+def stop_if_running(service: Any) -> None:
+    if service.running:
+        service.stopService()
 
 
 class AgentTestCase(SynchronousTestCase):
-    """Builds an in-memory MEP and the agent's services; call start() in the test."""
+    """Builds the in-memory MEP and the whole agent on it; call start() in the test."""
+
+    dialect = "edgegallery"
 
     def setUp(self) -> None:
-        self.mep = InMemoryMep.create()
-        self.clock = self.mep.clock
-        self.emulator = self.mep.emulator
+        self.use_mep(InMemoryMep.create(clock=MemoryReactorClock()))
+
+    def use_mep(self, mep: InMemoryMep) -> None:
+        self.mep = mep
+        self.clock = mep.clock
+        self.emulator = mep.emulator
         self.registry = self.emulator.registry
+
+    # -- the configuration ------------------------------------------------------------------
+
+    def environ(self) -> dict[str, str]:
+        """What the process environment would hold (the seed's variables)."""
+        return {
+            "MEP_IP": "127.0.0.1",
+            "MEP_APIGW_PORT": "8443",
+            "CA_CERT": CA,
+            "CA_CERT_DOMAIN_NAME": "edgegallery",
+            "AK": DEV_APP.access_key,
+            "SK": DEV_APP.secret_key,
+            "APPINSTID": DEV_APP.app_instance_id,
+            "MEP_AGENT_CONF_DIR": CONF,
+            "MEP_AGENT_OPS_LISTEN": "tcp:9090:interface=127.0.0.1",
+        }
+
+    def configure(self, settings: dict[str, Any], environ: dict[str, str]) -> AgentConfig:
+        """The configuration config.load makes of C{settings} (option keys) and files."""
+        cli = {k: _text(v) for k, v in settings.items() if v is not None}
+        self.files.setdefault(CA, ca_pem())
+        return load(cli, environ, FakeFiles(self.files), "/")
 
     def build(
         self,
         services: tuple[ServiceSpec, ...] = (),
-        sk: str | None = None,
         subscriptions: tuple[SubscriptionSpec, ...] = (),
         notify_url: str | None = None,
-        client_options: dict[str, Any] | None = None,
-        client_credentials: Credentials | None = None,
-        oauth2: bool = False,
         termination: bool = False,
-        wait_app: bool = False,
-        forward: Any = None,
-        on_refused: Any = None,
-        sync: bool = False,
-        sync_interval: float = 60.0,
-        **registrar_options: Any,
+        state: StateStore | None = None,
+        earlier: Snapshot | None = None,
+        rng: Callable[[], float] = lambda: 1.0,
+        sk: str | None = None,
+        **settings: Any,
     ) -> None:
-        api_root = (client_options or {}).get("api_root", "/mep")
-        self._build_access(client_options, client_credentials, sk, oauth2, on_refused)
-        self.subscriber = Subscriber(
-            self.client,
-            self.tokens,
-            self.clock,
-            subscriptions,
-            callback_url=notify_url,
-            delays=exact_backoff,
-            termination_body=termination_body(notify_url, api_root, DEV_APP.app_instance_id)
-            if termination and notify_url
-            else None,
-            when_ready=(lambda: self.registrar.when_ready())
-            if registrar_options.get("ready_first")
-            else None,
-            ready_lost=(lambda: self.registrar.ready_lost())
-            if registrar_options.get("confirm_ready", True)
-            else None,
+        """
+        The agent for C{services} and C{subscriptions} (written as its file), with
+        C{settings} as command-line options (by setting key: C{sync_interval=0}).
+        """
+        self.files: dict[str, bytes] = getattr(self, "files", {})
+        self.files.setdefault(INFO, document(services, subscriptions))
+        environ = self.environ()
+        if sk is not None:
+            environ["SK"] = sk
+        settings.setdefault("notify_url", notify_url)
+        settings.setdefault("termination", "auto" if termination else "off")
+        self.cfg = self.configure(settings, environ)
+        self.state = state
+        self.seams = Seams(
+            NOTIFY_SECRET,
+            read=self.read,
+            http=MepHttp(self.mep.agent),
+            state=state,
+            earlier=earlier,
+            rng=rng,
         )
-        self.registrar = Registrar(
-            self.client,
-            self.tokens,
-            self.clock,
-            services,
-            delays=exact_backoff,
-            on_data_loss=self.data_lost,
-            first_sync=self._first_sync if sync else None,
-            **registrar_options,
+        self.finished: list[int] = []
+        self.service: AgentService = build(self.cfg, self.clock, self.seams, self.finished.append)
+        core = self.core = self.service.core
+        self.mep_wire = core.link.wire
+        self.auth, self.tokens, self.client = core.link.access.auth, core.tokens, core.mep
+        self.budget, self.owned, self.ready = core.budget, core.owned, core.ready
+        self.holdings, self.reconciler = core.holdings, core.reconciler
+        self.terminator, self.discovery, self.reloader = (
+            core.terminator,
+            core.discovery,
+            core.reloader,
         )
-        self.reconciler = (
-            Reconciler(
-                self.client,
-                self.clock,
-                self.registrar,
-                self.subscriber,
-                sync_interval,
-                callback_url=notify_url,
-                ready_lost=self.registrar.ready_lost,
-                when_ready=self.registrar.when_ready
-                if registrar_options.get("ready_first")
-                else None,
-                rng=lambda: 0.0,
-            )
-            if sync
-            else None
-        )
-        self.terminator = (
-            Terminator(
-                self.client,
-                self.clock,
-                self.registrar,
-                self.subscriber,
-                forward,
-                wait_app,
-            )
-            if termination
-            else None
-        )
+        self.api: Any = StubTreq(self.service.front.api.resource())
+        self.ops: Any = StubTreq(self.service.front.ops.resource())
 
-    def _build_access(
-        self,
-        client_options: dict[str, Any] | None,
-        client_credentials: Credentials | None,
-        sk: str | None,
-        oauth2: bool,
-        on_refused: Any,
-    ) -> None:
-        """The wire to the emulator in memory, and the production stage 2 on it."""
-        api_root = (client_options or {}).get("api_root", "/mep")
-        self.mep_wire = MepWire(
-            MepHttp(self.mep.agent),
-            self.clock,
-            BASE,
-            "127.0.0.1:8443",
-            client_credentials or credentials(sk),
-            timeout=10,
-        )
-        # The production stage: the token keeper and the Mp1 client on the wire.
-        options = dict(client_options or {})
-        options.pop("api_root", None)
-        access = mep_access(
-            self.mep_wire,
-            self.clock,
-            Auth.OAUTH2 if oauth2 else Auth.AKSK,
-            api_root,
-            delays=exact_backoff,
-            on_refused=on_refused or (lambda: None),
-            **options,
-        )
-        self.auth, self.tokens, self.client = access.auth, access.tokens, access.client
+    def read(self, path: str) -> Deferred[bytes]:
+        """The agent's file reads (reloads, credential files), from C{self.files}."""
+        if path not in self.files:
+            from twisted.internet.defer import fail
 
-    def _first_sync(self) -> Any:
-        assert self.reconciler is not None
-        return self.reconciler.first_sync()
+            return fail(OSError(2, "No such file or directory"))
+        return succeed(self.files[path])
 
-    def data_lost(self) -> None:
-        self.subscriber.check_now()
-        if self.reconciler is not None:
-            self.reconciler.sync_soon()
+    # -- running it -------------------------------------------------------------------------
 
     def start(self) -> None:
-        parts: tuple[Service, ...] = (self.tokens, self.registrar, self.subscriber)
-        if self.reconciler is not None:
-            parts += (self.reconciler,)
-        if self.terminator is not None:
-            parts += (self.terminator,)
-        for part in parts:
-            part.startService()
-            self.addCleanup(stop_if_running, part)
+        self.service.startService()
+        self.addCleanup(self.stop)
         self.settle()
+
+    def stop(self) -> None:
+        """Stop the agent as a SIGTERM does, and let its stop run to the end."""
+        if not self.service.running:
+            return
+        d = self.service.stopService()
+        for _ in range(600):
+            if d.called:
+                break
+            self.advance(0.1, step=0.1)
+        self.assertTrue(d.called, "the stop did not end")
 
     def settle(self) -> None:
         for _ in range(5):
             self.mep.flush()
+            self.api.flush()
+            self.ops.flush()
             self.clock.advance(0)
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        remaining = seconds
+        while remaining > 0:
+            delta = min(step, remaining)
+            self.clock.advance(delta)
+            self.settle()
+            remaining -= delta
+        self.settle()
 
     def capture_events(self) -> list[Any]:
         """Every log event from now on, until the test ends."""
-        from twisted.logger import ILogObserver, globalLogPublisher
-
         events: list[Any] = []
         observer: ILogObserver = events.append  # type: ignore[assignment]
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         return events
 
-    def advance(self, seconds: float, step: float = 0.5) -> None:
-        self.mep.advance(seconds, step)
-        self.settle()
-
     def fault(self, **spec: Any) -> None:
         d = self.mep.http.post(f"{BASE}/_emulator/faults", data=json.dumps(spec).encode())
         self.mep.flush()
         self.assertEqual(self.successResultOf(d).code, 201)
 
+    # -- what the agent holds ---------------------------------------------------------------
+
+    def keeper(self, name: str) -> Keeper:
+        """The keeper of service C{name}."""
+        return self.holdings.services[name]
+
     def registration(self, name: str) -> Registration:
         """The registration the MEP answered for service C{name} (it must have one)."""
-        registration = self.registrar.states[name].registration
-        assert registration is not None, f"{name} is not registered"
-        return registration
+        held = self.keeper(name).held
+        assert isinstance(held, Registration), f"{name} is not registered"
+        return held
 
     def sid(self, name: str) -> str:
         """The serInstanceId of service C{name}."""
@@ -254,83 +279,7 @@ class AgentTestCase(SynchronousTestCase):
     def instances(self, name: str) -> list[Any]:
         return [s for s in self.registry.services.values() if s.body["serName"] == name]
 
-
-class ApiTestCase(AgentTestCase):
-    """AgentTestCase plus the app API and the ops API, each behind its own StubTreq."""
-
-    def build(  # type: ignore[override]
-        self,
-        services: tuple[ServiceSpec, ...] = (),
-        api_token: Secret | None = None,
-        ttl: float = 30.0,
-        stale: float = 300.0,
-        **kw: Any,
-    ) -> None:
-        from treq.testing import StubTreq
-
-        from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
-        from mep_agent.mp1.client import Discovered
-        from mep_agent.web.api import AgentAPI
-
-        super().build(services, **kw)
-        self.discovery_calls: list[str] = []
-
-        source = MepDiscovery(self.tokens, self.client)
-
-        async def fetch(name: str) -> Discovered:
-            self.discovery_calls.append(name)
-            return await source(name)
-
-        self.discovery = DiscoveryCache(fetch, self.clock, ttl, stale, deadline=11)
-        self.agent_api = AgentAPI(
-            self.tokens, self.discovery, self.clock, api_token, terminator=self.terminator
-        )
-        self.front: Any = self.agent_api.resource()
-        self.api: Any = StubTreq(self.front)
-        self.wire_ops()
-
-    def wire_ops(self, reloader: Any = None) -> None:
-        """The ops API and a fresh metrics registry over the built parts (and C{reloader})."""
-        from prometheus_client import CollectorRegistry
-        from treq.testing import StubTreq
-
-        from mep_agent.web.metrics import AgentCollector, MepObserver
-        from mep_agent.web.ops import OpsAPI
-
-        self.metrics = CollectorRegistry()
-        self.mep_wire.observe = MepObserver(self.metrics)
-        self.metrics.register(
-            AgentCollector(
-                self.clock,
-                self.tokens,
-                self.registrar,
-                self.discovery,
-                reloader,
-                self.terminator,
-                self.reconciler,
-            )
-        )
-        self.ops_resource: Any = OpsAPI(
-            self.clock,
-            self.tokens,
-            self.registrar,
-            self.subscriber,
-            self.discovery,
-            self.metrics,
-            NOTIFY_SECRET,
-            reloader,
-            terminator=self.terminator,
-            reconciler=self.reconciler,
-        ).resource()
-        self.ops: Any = StubTreq(self.ops_resource)
-
-    def settle(self) -> None:
-        for _ in range(5):
-            self.mep.flush()
-            if hasattr(self, "api"):
-                self.api.flush()
-                self.ops.flush()
-            self.clock.advance(0)
+    # -- the two APIs ---------------------------------------------------------------------
 
     def request(self, stub: Any, method: str, path: str, **kw: Any) -> tuple[Any, bytes]:
         d = stub.request(method, f"http://127.0.0.1{path}", **kw)
@@ -350,3 +299,15 @@ class ApiTestCase(AgentTestCase):
         )
         code: int = response.code
         return code, json.loads(raw), response
+
+
+#: The name the API tests used; every agent test case serves both APIs now.
+ApiTestCase = AgentTestCase
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list, frozenset, set)):
+        return ",".join(str(v) for v in value)
+    return str(value)

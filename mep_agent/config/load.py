@@ -106,6 +106,8 @@ class AgentConfig:
     app_instance_info_digest: str
     log_level: LogLevel
     ca_cert_path: str | None
+    request_rate: float
+    state_dir: str | None
 
     @property
     def host_header(self) -> str:
@@ -153,6 +155,8 @@ class AgentConfig:
                 f"{scheme}://{host}:{port}" for scheme, host, port in self.mep_public_origins
             ],
             "sync_interval": self.sync_interval,
+            "request_rate": self.request_rate,
+            "state_dir": self.state_dir,
             "termination": self.handles_termination,
             "termination_wait_app": self.termination_wait_app,
             "discovery_ttl": self.discovery_ttl,

@@ -133,14 +133,22 @@ def boolean(text: str, where: str) -> bool:
 
 def seconds(minimum: float, maximum: float) -> Parser:
     """A parser for a number of seconds within [minimum, maximum]."""
+    return _number(minimum, maximum, "seconds")
 
+
+def rate(minimum: float, maximum: float) -> Parser:
+    """A parser for a number of requests a second within [minimum, maximum]."""
+    return _number(minimum, maximum, "requests a second")
+
+
+def _number(minimum: float, maximum: float, unit: str) -> Parser:
     def parse(text: str, where: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(where, f"{text[:20]!r} must be a number of seconds") from None
+            raise ConfigError(where, f"{text[:20]!r} must be a number of {unit}") from None
         if not minimum <= value <= maximum:
-            raise ConfigError(where, f"must be between {minimum:g} and {maximum:g} seconds")
+            raise ConfigError(where, f"must be between {minimum:g} and {maximum:g} {unit}")
         return value
 
     return parse

@@ -307,6 +307,27 @@ SETTINGS: tuple[Setting, ...] = (
         parse=p.seconds(0, 86400),
     ),
     Setting(
+        "request_rate",
+        "MEP_AGENT_REQUEST_RATE",
+        "1",
+        "Requests a second the agent may send the MEP besides heartbeats (tokens, READY, "
+        "registrations, repairs, deletions, syncs, subscriptions), after a burst of 8 plus 2 "
+        "per service and subscription; a 429 or 503 pauses them all. Heartbeats go at their "
+        "own schedule (at most 2 per liveness interval per service). EdgeGallery's gateway "
+        "allows 1,000 requests a minute for all apps of the platform together.",
+        parse=p.rate(0.01, 100),
+    ),
+    Setting(
+        "state_dir",
+        "MEP_AGENT_STATE_DIR",
+        None,
+        "Directory on a pod-scoped volume (an emptyDir) where the agent records what it "
+        "creates at the MEP and what it confirmed (READY, a termination): a restarted "
+        "container deletes or adopts what its earlier lives left, and remembers a "
+        "termination. Unset or not writable: nothing is recorded (status says so).",
+        parse=p.text,
+    ),
+    Setting(
         "termination",
         "MEP_AGENT_TERMINATION",
         "auto",

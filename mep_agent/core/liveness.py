@@ -44,7 +44,7 @@ class BeatSchedule:
         @param grace: seconds the MEP waits past the interval before suspending.
         """
         self._request_timeout = request_timeout
-        self._grace = grace
+        self.grace = grace
         self._latencies: deque[float] = deque(maxlen=SAMPLES)
 
     def observe(self, seconds: float) -> None:
@@ -53,15 +53,19 @@ class BeatSchedule:
 
     def timeout(self, interval: int) -> float:
         """How long the next beat may take."""
-        deadline = interval + self._grace
+        deadline = interval + self.grace
         if not self._latencies:  # nothing observed yet: allow what any request may take
             return min(self._request_timeout, deadline / 2)
         slowest = max(self._latencies)
         wanted = max(TIMEOUT_FLOOR, TIMEOUT_FLOOR_FRACTION * interval, LATENCY_FACTOR * slowest)
         return min(self._request_timeout, deadline / 2, wanted)
 
+    def margin(self, interval: int) -> float:
+        """How long before the deadline a beat must go at the latest: its timeout and more."""
+        return self.timeout(interval) + min(SAFETY_MAX, SAFETY_FRACTION * interval)
+
     def period(self, interval: int) -> float:
         """Seconds from sending a good beat to sending the next (never beyond the interval)."""
-        deadline = interval + self._grace
+        deadline = interval + self.grace
         safety = min(SAFETY_MAX, SAFETY_FRACTION * interval)
         return min(float(interval), deadline - self.timeout(interval) - safety)

@@ -1,121 +1,140 @@
 """
-Reconciler: the agent's memory checked against the MEP's truth. The Registrar and the
-Subscriber act on what they did; when the MEP's registry and that memory part ways (a
-crash left instances behind, the platform restarted with an empty store, another client set
-a service INACTIVE, a platform without liveness never says anything), only reading the MEP
-back tells. So, level-triggered as Kubernetes controllers and Consul's anti-entropy are, the
-Reconciler reads the app's services and subscriptions from the MEP and converges:
+Reconciler: what the agent keeps, checked against the MEP's truth. When the MEP's registry
+and the keepers part ways (a crash left objects behind, the platform restarted with an empty
+store, another client set a service INACTIVE, a platform without liveness never says
+anything), only reading the MEP back tells. So, level-triggered as Kubernetes controllers and
+Consul's anti-entropy are, the Reconciler reads the app's services and subscriptions and
+tells the keepers what it saw; it never acts on the MEP itself (docs/architecture.md):
 
-* at start, before the first registration, so that what a crashed run left is cleaned
-  before anything new is added;
-* every --sync-interval seconds (jittered by up to a fifth, so that a fleet of agents does
-  not read in waves; 0 turns the periodic sync off);
-* at once on a sign of divergence: a service the MEP lost (a 404), READY lost (a 403 "not
-  ready"), a STATE_CHANGED or REMOVED notification about one of its own instances.
+* an object a keeper holds: present (in some state, with some members: the keeper repairs
+  what differs), or absent from a list read after it was made (lost: made anew);
+* what this pod made in an earlier life (core/owned.py), or a creation whose answer was lost
+  (the one new object of that name a list shows): adopted by the keeper that wants it, else
+  a leftover to delete;
+* an instance of a wanted name that nobody here made: not ACTIVE, a dead run's (deleted);
+  ACTIVE, looked at again once its liveness deadline has passed (interval plus the platform's
+  grace) and deleted if it is no longer ACTIVE -- a live sibling pod keeps its own ACTIVE;
+* a subscription to this agent's notification route with another secret: a dead run's
+  (deleted); one identical (type, callback, filter) to a wanted one: adopted instead of
+  duplicated, and of identical copies the one with the least link is kept (so two pods that
+  want the same one converge on one); anything else is the application's own (never read
+  again).
 
-The rules (docs/reliability.md, "Reconciliation"):
-
-* an instance of ours the MEP no longer holds: registered again;
-* an instance of ours that is INACTIVE or SUSPENDED where ACTIVE is wanted: restored;
-* an instance of a wanted name that is not ours and not ACTIVE: what a dead run left;
-  deleted (it would count against the platform's 50 instances per app);
-* an ACTIVE instance of a wanted name that is not ours: left alone — another live agent
-  (a sibling pod during a rolling update) keeps it; a dead run's turns SUSPENDED once its
-  liveness deadline passes and goes at a later sync;
-* a subscription whose callback is this agent's notification route with another secret: a
-  dead run's; deleted. A wanted subscription the MEP lost: the Subscriber creates it again.
+When: at start, before anything is made; every --sync-interval seconds (jittered by up to
+a fifth), reading only what heartbeats do not already prove (a good heartbeat proves its
+instance exists and is not INACTIVE) and the subscriptions every L{FULL_EVERY}th time; and at
+once, everything, on a sign of divergence (a keeper's 404, READY lost, a notification about
+an instance of ours, a full platform). After a termination it reads nothing any more.
 """
 
 from __future__ import annotations
 
-import math
 import random
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mep_agent.core.bodies import matches
 from mep_agent.core.errors import NoToken
-from mep_agent.core.registration import Registrar
-from mep_agent.core.subscriptions import Subscriber
-from mep_agent.mp1.client import HeldService, MepClient, Subscription
+from mep_agent.core.holdings import Holdings
+from mep_agent.core.keeper import Keeper
+from mep_agent.core.kinds import Listed, Subscriptions
+from mep_agent.core.owned import SERVICE, Made, Owned, body_digest
+from mep_agent.core.ready import Ready
+from mep_agent.mp1.client import Registration, Subscription
 from mep_agent.mp1.errors import MepError, Verdict
 from mep_agent.util.retry import Alarm
 from mep_agent.util.tasks import supervise
 
 JITTER = 0.2  # a sync interval is shortened by up to this fraction, at random
-OFF = 365 * 24 * 3600.0  # the sleep of a periodic sync that is off (woken by signals)
+OFF = 365 * 24 * 3600.0  # the sleep of a periodic sync that is off (woken by signs)
+FULL_EVERY = 5  # every fifth periodic sync reads everything
+LOOK_MARGIN = 1.0  # seconds past a liveness deadline before an instance is looked at again
 
 
 class Reconciler(Service):
-    """Reads the MEP's truth and converges; see the module."""
+    """Reads the MEP's truth and tells the keepers; see the module."""
 
     name = "sync"
     log = Logger()
 
     def __init__(
         self,
-        mep: MepClient,
+        holdings: Holdings,
         clock: IReactorTime,
-        registrar: Registrar,
-        subscriber: Subscriber,
         interval: float,
+        grace: Callable[[int], float],
         callback_url: str | None = None,
-        ready_lost: Callable[[], Awaitable[None]] | None = None,
-        when_ready: Callable[[], Awaitable[None]] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         """
+        @param holdings: the keepers it tells; their context holds the records, READY and
+            the requests for syncs it serves.
         @param interval: seconds between syncs (0: only at start and on signs).
-        @param callback_url: the agent's own notification URL with this run's secret: a
+        @param grace: seconds past its liveness interval before the MEP suspends an instance.
+        @param callback_url: the agent's notification URL with this run's secret: a
             subscription to the same route with another secret is a dead run's.
-        @param ready_lost: the MEP answered "not ready": confirm READY again.
-        @param when_ready: awaited before each sync (platforms that refuse every call
-            before confirm_ready).
         """
-        self._mep = mep
+        self._holdings = holdings
+        self._owned: Owned = holdings.ctx.owned
+        self._ready: Ready = holdings.ctx.ready
+        self._requests = holdings.ctx.syncs
         self._clock = clock
-        self._registrar = registrar
-        self._subscriber = subscriber
         self.interval = interval
+        self._grace = grace
         self._callback = callback_url
-        self._ready_lost = ready_lost
-        self._when_ready = when_ready
+        self._route = callback_url.rsplit("/", 1)[0] + "/" if callback_url else None
         self._rng = rng
         self._alarm = Alarm(clock)
         self._loop: Deferred[None] | None = None
-        self._first: Deferred[None] = Deferred()
+        self._again = False
+        self._started_once = False
+        self._periodic = 0
+        self._next_periodic = 0.0
+        self._services_read: float | None = None
+        self._watch: dict[str, float] = {}  # foreign ACTIVE instance -> when to look again
+        self._live: set[str] = set()  # foreign instances seen ACTIVE past their deadline
+        self._foreign: set[str] = set()  # subscriptions known to be the application's own
+        self.reading = True  # False once the app was terminated: nothing left to keep
         self.syncs = 0
         self.last_good: float | None = None
         self.last_error: str | None = None
-        self.repaired: Counter[str] = Counter()  # divergences repaired, by kind
-        # Subscriptions known not to be this agent's (the application's own): not read again.
-        self._foreign: set[str | None] = set()
+        self.repaired: Counter[str] = Counter()  # differences acted on, by kind
+        self._ready.on_lost = lambda: self.soon("READY was lost")
+        self._requests.served_by(self._asked_for)
 
-    # -- what the others use ---------------------------------------------------------------
+    # -- what the others ask ----------------------------------------------------------------
 
-    def first_sync(self) -> Deferred[None]:
-        """Fires once the first sync was tried (done or failed): registrations may begin."""
-        if self._first.called:
+    def first(self) -> Deferred[None]:
+        """Fires once the first sync was tried (done or failed)."""
+        return self._requests.first()
+
+    def soon(self, reason: str) -> Deferred[None]:
+        """A sign of divergence: sync everything now; fires once that sync has ended."""
+        if not self.reading or not self.running:
             return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._first.addBoth(lambda result: waiter.callback(None))
-        return waiter
+        return self._requests.soon(reason)
 
-    def sync_soon(self) -> None:
-        """A sign of divergence: sync now (one at a time; a sign during a sync is kept)."""
+    def _asked_for(self, reason: str) -> None:
         self._again = True
         self._alarm.wake()
 
     def own_change(self, ser_instance_ids: list[str]) -> None:
         """A STATE_CHANGED or REMOVED notification: about one of ours, sync now."""
-        held = self._registrar.held(math.inf)
-        if any(i in held for i in ser_instance_ids):
-            self.sync_soon()
+        if any(self._holdings.holder(i) is not None for i in ser_instance_ids):
+            self.soon("a notification about an instance of ours")
+
+    def stop_reading(self) -> None:
+        """The app was terminated: nothing is kept any more, so nothing is read."""
+        self.reading = False
+        self._requests.close()
+        if self._loop is not None:
+            self._loop.cancel()
 
     def view(self) -> dict[str, Any]:
         """What the last syncs found, for status and /healthz/mep: ok while recent and good."""
@@ -123,136 +142,291 @@ class Reconciler(Service):
         age = None if last is None else round(self._clock.seconds() - last, 3)
         recent = age is not None and (not self.interval or age <= 3 * self.interval)
         return {
-            "ok": recent and self.last_error is None,
+            "ok": (recent and self.last_error is None) or not self.reading,
+            "reading": self.reading,
             "secondsSinceGoodSync": age,
             "lastError": self.last_error,
             "divergencesRepaired": dict(self.repaired),
+            "watching": len(self._watch),
         }
 
     # -- the service -----------------------------------------------------------------------
 
-    _again = False
-
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
-        """Sync now, then every interval."""
+    def startService(self) -> None:
+        """Sync now (unless the app was terminated), then every interval."""
         super().startService()
+        if not self.reading:
+            self._requests.close()
+            return
         self._loop = supervise(self._clock, "sync", self._step)
 
-    def stopService(self) -> None:  # noqa: N802
-        """Stop syncing; whoever waits for the first sync goes on."""
+    def stopService(self) -> None:
+        """Stop syncing; whoever waits for a sync goes on."""
         super().stopService()
         if self._loop is not None:
             self._loop.cancel()
-        if not self._first.called:
-            self._first.callback(None)
+        self._requests.close()
 
     async def _step(self) -> bool:
-        self._again = False
+        now = self._clock.seconds()
+        first = not self._started_once
+        full = first or self._again
+        if not full and now >= self._next_periodic:
+            self._periodic += 1
+            full = self._periodic % FULL_EVERY == 0
+        asked, self._again = self._requests.take(), False
         try:
-            await self._sync()
+            await self._sync(full)
         finally:
-            if not self._first.called:
-                self._first.callback(None)
-        if not self._again:
-            period = self.interval * (1 - JITTER * self._rng()) if self.interval else OFF
-            await self._alarm.sleep(period)
+            self._started_once = True
+            self._requests.answered(asked)
+        if not self.reading:
+            return True
+        if self._clock.seconds() >= self._next_periodic:
+            self._next_periodic = self._clock.seconds() + self._period()
+        if not self._again and not self._requests.asked:
+            wake = min([self._next_periodic, *self._watch.values()])
+            await self._alarm.sleep(max(0.0, wake - self._clock.seconds()))
         return False
+
+    def _period(self) -> float:
+        return self.interval * (1 - JITTER * self._rng()) if self.interval else OFF
 
     # -- one sync --------------------------------------------------------------------------
 
-    async def _sync(self, again: bool = True) -> None:
-        if self._when_ready is not None:
-            await self._when_ready()
+    async def _sync(self, full: bool, again: bool = True) -> None:
+        await self._ready.when_ready()
         started = self._clock.seconds()
+        services = full or not self._proven()
         try:
-            held = await self._mep.own_services()
-            subscriptions = await self._mep.availability_subscriptions()
-            subscriptions += await self._mep.termination_subscriptions()
+            listed = await self._holdings.kinds.services.list() if services else None
+            subscriptions = await self._read_subscriptions() if full else []
         except MepError as e:
-            if e.verdict is Verdict.NOT_READY and self._ready_lost is not None and again:
+            if e.verdict is Verdict.NOT_READY and again:
                 self.repaired["not-ready"] += 1
-                await self._ready_lost()  # the platform lost its state: READY first
-                await self._sync(again=False)
+                await self._ready.lost()  # the platform lost its state: READY first
+                await self._sync(full, again=False)
                 return
             self._failed(str(e))
             return
         except NoToken as e:
             self._failed(e.reason)
             return
-        await self._services(held, started)
-        await self._subscriptions(subscriptions)
+        if listed is not None:
+            self._services(listed, started)
+        for kind, found in subscriptions:
+            await self._subscriptions(kind, found, started)
         self.syncs += 1
         self.last_good = self._clock.seconds()
         self.last_error = None
 
-    async def _services(self, held: list[HeldService], started: float) -> None:
-        # Ours before the read: one missing from it is lost. Ours at all (a registration
-        # that completed while the read was under way too): never a leftover.
-        ours = self._registrar.held(started)
-        mine = self._registrar.held(math.inf)
-        wanted = set(self._registrar.states)
-        present = set()
-        now = self._clock.seconds()
-        leftovers = []
-        for instance in held:
-            if instance.ser_instance_id in mine:
-                present.add(instance.ser_instance_id)
-                kind = self._registrar.seen(
-                    instance.ser_name, instance.state, now, instance.echoed
-                )
-                if kind is not None:
-                    self._repaired(kind, instance.ser_name)
-            elif instance.ser_name in wanted and instance.state != "ACTIVE":
-                self._repaired("leftover", instance.ser_name)
-                leftovers.append(instance)
-        # Deleted before the sync ends: the first registration waits for the first sync,
-        # so a dead run's instances are gone before new ones are added (the 50-per-app cap).
-        await gatherResults(
-            [
-                ensureDeferred(self._registrar.delete_leftover(i.ser_name, i.ser_instance_id))
-                for i in leftovers
-            ]
-        )
-        for ser_instance_id, name in ours.items():
-            if ser_instance_id not in present:
-                self._repaired("lost", name)
-                self._registrar.forget(name)
+    def _proven(self) -> bool:
+        """Whether good heartbeats since the last read already show every service held."""
+        read = self._services_read
+        if read is None or self._due_watch():
+            return False
+        for keeper in self._holdings.keepers():
+            if keeper.kind.kind != SERVICE or keeper.resolving() is not None:
+                return False
+            held = keeper.held
+            if keeper.body is not None and not (
+                isinstance(held, Registration)
+                and held.interval
+                and keeper.beats.last_good is not None
+                and keeper.beats.last_good > read
+            ):
+                return False
+        return True
 
-    async def _subscriptions(self, listed: list[Subscription]) -> None:
-        if self._callback is None:
+    def _due_watch(self) -> bool:
+        now = self._clock.seconds()
+        return any(at <= now for at in self._watch.values())
+
+    async def _read_subscriptions(self) -> list[tuple[Subscriptions, list[Listed]]]:
+        kinds = self._holdings.kinds
+        found = []
+        for kind in (kinds.subscriptions, kinds.termination):
+            if self._holdings.wanted_subscriptions(kind) or self._route or self._owned.life > 1:
+                found.append((kind, await kind.list()))
+        return found
+
+    # -- services --------------------------------------------------------------------------
+
+    def _services(self, listed: list[Listed], started: float) -> None:
+        self._services_read = started
+        by_name: defaultdict[str, list[str]] = defaultdict(list)
+        for item in listed:
+            by_name[item.name or ""].append(item.ref)
+        self._requests.listed({name: tuple(refs) for name, refs in by_name.items()})
+        claimed = self._claims(listed)
+        # What each keeper held when the list was read: telling one keeper what it saw
+        # may make another act at once (the in-memory MEP answers in the same turn).
+        holding = {k: k.held for k in self._holdings.services.values() if k.held is not None}
+        seen = set()
+        for item in listed:
+            keeper = self._holdings.holder(item.ref)
+            if keeper is not None:
+                seen.add(item.ref)
+                if keeper.body is not None:
+                    self._note(keeper.present(item, started), keeper)
+            elif item.ref in claimed:
+                self._ours(item, claimed[item.ref])
+            else:
+                self._stranger(item, started)
+        for keeper, held in holding.items():
+            if keeper.held is held and keeper.kind.ref(held) not in seen:
+                if keeper.absent(started):
+                    self._repaired("lost", f"service {keeper.key}")
+                    self._again = True  # the MEP lost data: what else did it lose?
+        self._forget_gone({item.ref for item in listed}, SERVICE)
+
+    def _claims(self, listed: list[Listed]) -> dict[str, Made]:
+        """The listed instances this pod made (recorded, or a creation whose answer was lost)."""
+        owned = self._owned
+        claimed = {i.ref: m for i in listed if (m := owned.made_by_this_pod(i.ref)) is not None}
+        unknown: defaultdict[str, list[Listed]] = defaultdict(list)
+        for item in listed:
+            if item.ref not in claimed and self._holdings.holder(item.ref) is None:
+                unknown[item.name or ""].append(item)
+        intents = [i for i in owned.earlier_intents() if i.kind == SERVICE]
+        intents += [
+            i for k in self._holdings.services.values() if (i := k.resolving()) is not None
+        ]
+        for intent in intents:
+            candidates = [i for i in unknown[intent.key] if i.ref not in intent.before]
+            if len(candidates) == 1:
+                only = candidates[0]
+                claimed[only.ref] = Made(SERVICE, intent.key, only.ref, intent.digest, intent.life)
+                unknown[intent.key].remove(only)
+            if intent.life < owned.life:
+                owned.resolved(intent)
+        return claimed
+
+    def _ours(self, item: Listed, made: Made) -> None:
+        """This pod made C{item}: adopted when it is what is wanted now, else deleted."""
+        keeper = self._holdings.services.get(item.name or "")
+        body = keeper.body if keeper is not None else None
+        if keeper is not None and body is not None and made.digest == body_digest(body):
+            if keeper.adopt(item):
+                self._repaired("adopted", f"service {keeper.key} ({item.ref})")
+                return
+        stub = Registration(item.ref, None, item.interval)
+        if self._holdings.stray(self._holdings.kinds.services, item, item.name or "", stub):
+            self._repaired("leftover", f"service {item.name} ({item.ref})")
+
+    def _stranger(self, item: Listed, started: float) -> None:
+        """An instance nobody here made: of a wanted name, a dead run's until shown live."""
+        name = item.name or ""
+        if name not in self._holdings.services:
             return
-        route = self._callback.rsplit("/", 1)[0] + "/"
-        mine = {s.subscription.url for s in self._subscriber.states if s.subscription}
-        for subscription in listed:
-            if subscription.url in mine or subscription.url in self._foreign:
+        if item.state != "ACTIVE":
+            self._watch.pop(item.ref, None)
+            self._live.discard(item.ref)
+            stub = Registration(item.ref, None, item.interval)
+            if self._holdings.stray(self._holdings.kinds.services, item, name, stub):
+                self._repaired("leftover", f"service {name} ({item.ref})")
+            return
+        if item.ref in self._live:
+            return
+        look_at = self._watch.get(item.ref)
+        if look_at is not None and look_at <= started:
+            del self._watch[item.ref]  # ACTIVE past its deadline: a live sibling's
+            self._live.add(item.ref)
+        elif look_at is None and item.interval:  # without liveness nothing can tell
+            self._watch[item.ref] = started + item.interval + self._grace(item.interval)
+            self._watch[item.ref] += LOOK_MARGIN
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def _subscriptions(
+        self, kind: Subscriptions, listed: list[Listed], started: float
+    ) -> None:
+        wanted = self._holdings.wanted_subscriptions(kind)
+        holding = {k: k.held for k in wanted if k.held is not None}
+        seen = set()
+        for item in listed:
+            keeper = self._holdings.holder(item.ref)
+            if keeper is not None:
+                seen.add(item.ref)
                 continue
-            try:
-                callback = await self._mep.subscription_callback(subscription)
-                if callback is None or not callback.startswith(route):
-                    self._foreign.add(subscription.url)  # not this agent's: its own business
-                    continue
-                if callback == self._callback:
-                    continue  # ours, being created: the Subscriber knows it
-                await self._mep.unsubscribe(subscription)
-                self._repaired("orphan-subscription", subscription.subscription_id)
-            except (MepError, NoToken):
-                continue  # the next sync tries again
-        wanted = [s for s in self._subscriber.states if s.subscription is not None]
-        listed_urls = {s.url for s in listed}
-        if any(s.subscription.url not in listed_urls for s in wanted if s.subscription):
-            self._repaired("lost-subscription", "")
-            self._subscriber.check_now()
+            made = self._owned.made_by_this_pod(item.ref)
+            if made is not None:
+                self._ours_subscription(kind, item, made)
+            elif item.ref not in self._foreign:
+                await self._unknown_subscription(kind, item)
+        for keeper, held in holding.items():
+            if keeper.held is held and keeper.kind.ref(held) not in seen:
+                if keeper.absent(started):
+                    self._repaired("lost-subscription", f"{kind.label} {keeper.key}")
+        self._forget_gone({item.ref for item in listed}, kind.kind, kind)
+
+    def _ours_subscription(self, kind: Subscriptions, item: Listed, made: Made) -> None:
+        for keeper in self._holdings.wanted_subscriptions(kind):
+            body = keeper.body
+            if keeper.held is None and body is not None and made.digest == body_digest(body):
+                if keeper.adopt(item):
+                    self._repaired("adopted", f"{kind.label} {keeper.key} ({item.ref})")
+                    return
+        if self._holdings.stray(kind, item, made.key, _subscription(item)):
+            self._repaired("leftover", f"{kind.label} {made.key} ({item.ref})")
+
+    async def _unknown_subscription(self, kind: Subscriptions, item: Listed) -> None:
+        try:
+            body = await kind.body(item)
+        except (MepError, NoToken):
+            return  # the next sync reads it again
+        if body is None:
+            return
+        callback = body.get("callbackReference")
+        ours = callback == self._callback and self._callback is not None
+        if self._route and isinstance(callback, str) and callback.startswith(self._route):
+            if not ours:  # this agent's route, another run's secret: that run is dead
+                if self._holdings.stray(kind, item, "orphan", _subscription(item)):
+                    self._repaired("orphan-subscription", f"{kind.label} {item.ref}")
+                return
+        for keeper in self._holdings.wanted_subscriptions(kind):
+            if keeper.body is not None and matches(keeper.body, body):
+                self._identical(kind, keeper, item)
+                return
+        self._foreign.add(item.ref)  # the application's own business: never read again
+
+    def _identical(self, kind: Subscriptions, keeper: Keeper, item: Listed) -> None:
+        """C{item} is just what C{keeper} wants: adopted, or of two copies the least kept."""
+        held = keeper.held
+        if held is None:
+            if keeper.adopt(item):
+                self._repaired("adopted", f"{kind.label} {keeper.key} ({item.ref})")
+            return
+        if kind.usable(held) and item.ref < kind.ref(held):
+            self._holdings.trade(keeper, item)
+            self._repaired("duplicate-subscription", f"{kind.label} {keeper.key}")
+        elif self._holdings.stray(kind, item, keeper.key, _subscription(item)):
+            self._repaired("duplicate-subscription", f"{kind.label} {keeper.key} ({item.ref})")
+
+    # -- records and logs ------------------------------------------------------------------
+
+    def _forget_gone(self, listed: set[str], kind: str, sub: Subscriptions | None = None) -> None:
+        """Records of earlier lives whose objects a good list no longer shows."""
+        for made in self._owned.earlier_made():
+            if made.kind != kind or made.ref in listed:
+                continue
+            if sub is not None and (made.key == "termination") != (sub.label != "subscription"):
+                continue  # read from the other list
+            self._owned.gone(made.ref)
+
+    def _note(self, what: str | None, keeper: Keeper) -> None:
+        if what is not None:
+            self._repaired(what, f"{keeper.kind.label} {keeper.key}")
 
     def _repaired(self, kind: str, what: str) -> None:
         self.repaired[kind] += 1
-        self.log.info(
-            "sync: {kind} {what} repaired",
-            kind=kind,
-            what=what,
-            event="sync.repaired",
-        )
+        self.log.info("sync: {kind}: {what}", kind=kind, what=what, event="sync.repaired")
 
     def _failed(self, error: str) -> None:
         if error != self.last_error:
             self.log.info("sync failed: {error}", error=error, event="sync.failed")
         self.last_error = error
+
+
+def _subscription(item: Listed) -> Subscription:
+    return Subscription(item.ref.rstrip("/").rsplit("/", 1)[-1], item.ref)

@@ -2,7 +2,7 @@
 Hot reload of app_instance_info.yaml: on SIGHUP, and by polling the file's content every
 --reload-interval seconds (Kubernetes swaps a ConfigMap directory's symlink, so what is
 watched is what the path resolves to now, by content). A valid new file is applied as a
-difference (Registrar.apply, Subscriber.apply); an invalid one is refused with one log
+difference (Holdings.apply); an invalid one is refused with one log
 line naming the YAML path, and the old state stays.
 
 A change is applied only when it is whole, because applying a file deregisters whatever
@@ -25,8 +25,6 @@ from twisted.logger import Logger
 
 from mep_agent.config.errors import ConfigError
 from mep_agent.config.model import AppInstanceInfo
-from mep_agent.core.registration import Registrar
-from mep_agent.core.subscriptions import Subscriber
 
 # Seconds a changed file must keep the same content before it is applied.
 STABLE_FOR = 1.0
@@ -48,8 +46,7 @@ class ConfigReloader(Service):
         path: str,
         read: Callable[[str], Awaitable[bytes]],
         parse: Callable[[str], AppInstanceInfo],
-        registrar: Registrar,
-        subscriber: Subscriber,
+        apply: Callable[[AppInstanceInfo], dict[str, list[str]]],
         clock: IReactorTime,
         interval: float,
         current: str,
@@ -57,14 +54,14 @@ class ConfigReloader(Service):
         """
         @param read: reads the file without blocking the reactor.
         @param parse: validates the text (ConfigError naming the YAML path).
+        @param apply: makes the MEP hold what a new file wants; the names by change.
         @param interval: seconds between polls (0: only on SIGHUP).
         @param current: the digest of the version loaded at start.
         """
         self._path = path
         self._read = read
         self._parse = parse
-        self._registrar = registrar
-        self._subscriber = subscriber
+        self._apply = apply
         self._interval = interval
         self._clock = clock
         self._current = current
@@ -134,20 +131,16 @@ class ConfigReloader(Service):
             self._refused_version = version
             self._refused(str(e))
             return
-        services = self._registrar.apply(info.services)
-        subscriptions = self._subscriber.apply(info.subscriptions)
+        changes = self._apply(info)
         self._current = version
         self.reloads += 1
         self.last_error = None
         self.log.info(
-            "reloaded {path}: services added {added}, removed {removed}, changed {changed}; "
-            "subscriptions added {sub_added}, removed {sub_removed}",
+            "reloaded {path}: added {added}, removed {removed}, changed {changed}",
             path=self._path,
-            added=services["added"],
-            removed=services["removed"],
-            changed=services["changed"],
-            sub_added=subscriptions["added"],
-            sub_removed=subscriptions["removed"],
+            added=changes["added"],
+            removed=changes["removed"],
+            changed=changes["changed"],
             event="config.reloaded",
         )
 

@@ -8,20 +8,23 @@ waits about 5 s; docs/protocol.md, "App termination" has the facts).
 
 On a notice the agent:
 
-1. turns not ready (/readyz 503) and shows the termination in status and metrics;
-2. stops every heartbeat and deregisters every service, so consumers stop discovering them,
-   and stops keeping its availability subscriptions; from then on nothing is wanted, so the
-   platform's own clean-up is expected, never a loss to repair, and a reloaded file brings
-   nothing back;
+1. turns not ready (/readyz 503), shows the termination in status and metrics, and records
+   it (core/owned.py): from now on, and in a restarted container of the same pod, it never
+   confirms READY, registers or subscribes again, and reads nothing more from the MEP;
+2. deletes every service and availability subscription (urgent requests: they go before
+   anything else and are not paced), so consumers stop discovering them;
 3. tells the application: forwarded to --app-notify-url, and readable (blocking ?wait=) at
    GET /mep-agent/v1/termination; with --termination-wait-app it waits for the application's
    POST /mep-agent/v1/termination/ack;
 4. confirms with the notice's operationAction on the link the notice gave (resolved like
-   every link; the standard path on the MEP when it is missing or leads elsewhere), as soon
-   as 2 and 3 are done and in any case before maxGracefulTimeout runs out; a refusal (409:
-   nothing pending) or any error is logged once and nothing is retried past the deadline;
+   every link), falling back to the standard
+   C{…/applications/{appInstanceId}/confirm_termination} on the MEP when that link answers
+   404 or cannot be used (AdvantEDGE's names a resource that does not exist), as soon as 2
+   and 3 are done and in any case before maxGracefulTimeout runs out; a refusal (409:
+   nothing pending) is logged once and not retried;
 5. deletes its termination subscription. The process keeps running: Kubernetes decides
-   when the pod stops, and a SIGTERM then finds nothing left to delete.
+   when the pod stops. A SIGTERM meanwhile finishes the termination first -- deletions,
+   then the confirmation -- within --shutdown-timeout and the platform's deadline.
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from typing import Any
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mep_agent.core.errors import BadTerminationNotice, NoToken
-from mep_agent.core.registration import Registrar
-from mep_agent.core.subscriptions import Subscriber
+from mep_agent.core.holdings import Holdings
+from mep_agent.core.owned import Owned
+from mep_agent.core.ready import Ready
+from mep_agent.core.reconcile import Reconciler
 from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.errors import MepError
 from mep_agent.util.retry import sleep
@@ -72,7 +77,7 @@ class Notice:
     action: str
     max_graceful_timeout: float
     received_at: float
-    confirm_url: str
+    confirm_url: str | None  # None: the notice named none usable (the standard one is used)
     body: dict[str, Any]
     phase: TerminationPhase = TerminationPhase.DEREGISTERING
     acknowledged_at: float | None = None
@@ -131,8 +136,10 @@ class Terminator(Service):
         self,
         mep: MepClient,
         clock: IReactorTime,
-        registrar: Registrar,
-        subscriber: Subscriber,
+        holdings: Holdings,
+        ready: Ready,
+        reconciler: Reconciler,
+        owned: Owned,
         forward: Callable[[dict[str, Any]], None] | None = None,
         wait_for_app: bool = False,
     ) -> None:
@@ -142,14 +149,18 @@ class Terminator(Service):
         """
         self._mep = mep
         self._clock = clock
-        self._registrar = registrar
-        self._subscriber = subscriber
+        self._holdings = holdings
+        self._ready = ready
+        self._reconciler = reconciler
+        self._owned = owned
         self._forward = forward
         self._wait_for_app = wait_for_app
         self._notice_hooks: list[Callable[[], object]] = []
         self._acknowledged: Deferred[None] = Deferred()
         self._runs: list[Deferred[None]] = []
         self.notice: Notice | None = None
+        #: An earlier life of this pod's container acted on a termination.
+        self.terminated_before = owned.terminated
 
     # -- what the routes use ---------------------------------------------------------------
 
@@ -218,34 +229,59 @@ class Terminator(Service):
 
     # -- the service -----------------------------------------------------------------------
 
-    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
-        """Stop what is under way; blocking readers get the current state now."""
+    def stopService(self) -> Deferred[None]:  # noqa: N802 (Twisted's name)
+        """
+        A termination under way is finished first -- deletions, then the confirmation --
+        within C{shutdown} seconds and before the platform's deadline; blocking readers get
+        the current state.
+        """
         super().stopService()
-        for run in self._runs:
+        self._tell_hooks()
+        running = [run for run in self._runs if not run.called]
+        if not running or self.notice is None:
+            return succeed(None)
+        left = min(self.shutdown, self.notice.deadline - self._clock.seconds())
+        done: Deferred[Any] = DeferredList(running, consumeErrors=True)
+        return ensureDeferred(wait_at_most(self._clock, done, left)).addBoth(
+            self._stopped, running
+        )
+
+    #: Seconds a stop waits for a termination under way (--shutdown-timeout).
+    shutdown = 5.0
+
+    def _stopped(self, result: object, running: list[Deferred[None]]) -> None:
+        for run in running:
             run.cancel()
         self._tell_hooks()
 
     # -- leaving ---------------------------------------------------------------------------
 
-    def _confirm_url(self, body: dict[str, Any]) -> str:
+    def _confirm_url(self, body: dict[str, Any]) -> str | None:
+        """The notice's confirmTermination link, resolved; None when it names none usable."""
         href = link_href(body.get("_links"), "confirmTermination")
-        if href is not None:
-            try:
-                return self._mep.resolve(href)
-            except ValueError as e:  # ForeignLink too: the token goes to the MEP only
-                self.log.warn(
-                    "termination notice: confirmTermination link refused ({error}); "
-                    "confirming on the MEP's own path",
-                    error=str(e),
-                    event="termination.link_refused",
-                )
-        return self._mep.confirm_termination_url()
+        if href is None:
+            return None
+        try:
+            return self._mep.resolve(href)
+        except ValueError as e:  # ForeignLink too: the token goes to the MEP only
+            self.log.warn(
+                "termination notice: confirmTermination link refused ({error}); "
+                "confirming on the MEP's own path",
+                error=str(e),
+                event="termination.link_refused",
+            )
+            return None
 
     async def _leave(self, notice: Notice, first: bool) -> None:
         try:
             if first:
-                # Availability subscriptions go now; the termination one after confirming.
-                withdrawn = ensureDeferred(self._withdraw()).addErrback(self._withdraw_failed)
+                self._owned.terminated_by(notice.action)
+                self._ready.end()
+                self._reconciler.stop_reading()
+                # Services and availability subscriptions now; the termination one after.
+                withdrawn = ensureDeferred(
+                    self._holdings.withdraw(notice.confirm_by, termination_too=False)
+                ).addErrback(self._withdraw_failed)
                 await self._until(withdrawn, notice.confirm_by)
                 if self._forward is not None:
                     self._forward(notice.body)
@@ -254,33 +290,56 @@ class Terminator(Service):
                 await self._until(self._acknowledged, notice.confirm_by)
             notice.phase = TerminationPhase.CONFIRMING
             await self._confirm(notice)
-            await self._subscriber.withdraw()
+            await self._holdings.withdraw(notice.deadline, termination_too=True)
         except CancelledError:
-            pass  # the agent is stopping
+            pass  # the agent is stopping, past its deadline
 
     def _withdraw_failed(self, failure: Failure) -> None:
         self.log.failure("withdrawing failed", failure, event="termination.bug")
-
-    async def _withdraw(self) -> None:
-        await self._registrar.withdraw()
-        await self._subscriber.withdraw(termination_too=False)
 
     async def _until(self, watched: Deferred[None], deadline: float) -> None:
         """Wait for C{watched} (left running) or until C{deadline}, whichever comes first."""
         await wait_at_most(self._clock, watched, deadline - self._clock.seconds())
 
     async def _confirm(self, notice: Notice) -> None:
+        """On the notice's link; a 404 there (or no usable link): on the standard resource."""
+        standard = self._mep.confirm_termination_url()
+        urls = [u for u in (notice.confirm_url, standard) if u is not None]
         error = "the deadline passed"
+        for url in dict.fromkeys(urls):  # each once, in order
+            notice.confirm_url = url
+            error, status = await self._confirm_on(notice, url)
+            if notice.confirmed_at is not None or status != 404 or url == standard:
+                break
+            self.log.info(
+                "confirm_termination: {url} answered 404; confirming on the standard resource",
+                url=url,
+                event="termination.link_failed",
+            )
+        if notice.confirmed_at is not None:
+            return
+        notice.phase = TerminationPhase.NOT_CONFIRMED
+        notice.error = error
+        self.log.warn(
+            "could not confirm the termination ({action}): {error}",
+            action=notice.action,
+            error=error,
+            event="termination.not_confirmed",
+        )
+
+    async def _confirm_on(self, notice: Notice, url: str) -> tuple[str, int | None]:
+        """Confirm on C{url} until confirmed, refused or out of time: (error, its status)."""
+        error, status = "the deadline passed", None
         while self._clock.seconds() < notice.deadline:
             left = notice.deadline - self._clock.seconds()
             try:
-                await self._mep.confirm_termination(notice.confirm_url, notice.action, left)
+                await self._mep.confirm_termination(url, notice.action, left)
             except NoToken as e:
-                error = e.reason
+                error, status = e.reason, None
             except MepError as e:
-                error = str(e)
+                error, status = str(e), e.status
                 if not e.transient:
-                    break  # 409 (nothing pending), 400: asking again changes nothing
+                    break  # 409 (nothing pending), 400, 404: asking again changes nothing
             else:
                 notice.phase = TerminationPhase.CONFIRMED
                 notice.confirmed_at = self._clock.seconds()
@@ -290,15 +349,8 @@ class Terminator(Service):
                     action=notice.action,
                     event="termination.confirmed",
                 )
-                return
+                return "", None
             if self._clock.seconds() + RETRY_GAP >= notice.deadline:
                 break
             await sleep(self._clock, RETRY_GAP)
-        notice.phase = TerminationPhase.NOT_CONFIRMED
-        notice.error = error
-        self.log.warn(
-            "could not confirm the termination ({action}): {error}",
-            action=notice.action,
-            error=error,
-            event="termination.not_confirmed",
-        )
+        return error, status

@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, TimeoutError
@@ -30,7 +29,9 @@ from mep_agent.mp1.tokens import Token
 from mep_agent.util.retry import Alarm, Delays, backoff, sleep
 from mep_agent.util.tasks import supervise
 
-T = TypeVar("T")
+#: One token request; its argument: a caller that cannot wait needs the token by then
+#: (the request then goes before the others, core/budget.py), else None.
+Fetch = Callable[[float | None], Awaitable[Token]]
 
 REFRESH_FRACTION = 0.8  # refresh when 80 % of the lifetime has passed
 MIN_REQUEST_GAP = 1.0  # never two token requests closer than this
@@ -67,20 +68,16 @@ class TokenKeeper(Service):
 
     def __init__(
         self,
-        fetch: Callable[[], Awaitable[Token]],
+        fetch: Fetch,
         clock: IReactorTime,
         delays: Delays = backoff,
         rejected_retry: float = REJECTED_RETRY,
-        on_refused: Callable[[], object] = lambda: None,
     ) -> None:
-        """
-        @param fetch: one token request (signed AK/SK, OAuth2, or none).
-        @param on_refused: told when the MEP refused the signature (the key may have been
-            rotated: core/credential_files.py reads the files again).
-        """
-        self._on_refused = on_refused
+        """@param fetch: one token request (signed AK/SK, OAuth2, or none)."""
+        self._refusal_hooks: list[Callable[[], object]] = []
         self._new_credentials = False  # set when credentials change during a request
         self._fetch = fetch
+        self._hurry_until = 0.0  # a caller that cannot wait needs a token by then
         self._clock = clock
         self._delays = delays
         self._rejected_retry = rejected_retry
@@ -136,6 +133,7 @@ class TokenKeeper(Service):
         if not self.running:
             raise self._unavailable("the agent is stopping")
         if hurry:
+            self._hurry_until = max(self._hurry_until, self._clock.seconds() + timeout)
             self._alarm.wake()
             token = self.current()  # the loop may have got one at once
             if token is not None:
@@ -162,6 +160,13 @@ class TokenKeeper(Service):
 
     def _unavailable(self, reason: str) -> NoToken:
         return NoToken(self.tokens_obtained == 0, self.state.value, reason)
+
+    def on_refusal(self, hook: Callable[[], object]) -> None:
+        """
+        C{hook()} is called when the MEP refuses the signature (the key may have been
+        rotated: core/credential_files.py reads the files again).
+        """
+        self._refusal_hooks.append(hook)
 
     def credentials_changed(self) -> None:
         """
@@ -218,10 +223,11 @@ class TokenKeeper(Service):
         self.requests_sent += 1
         self._new_credentials = False
         try:
-            token = await self._fetch()
+            now = self._clock.seconds()
+            token = await self._fetch(self._hurry_until if now < self._hurry_until else None)
         except MepError as e:
             delay = self._failed(e)
-            if not self._new_credentials:  # they may have come at once (on_refused)
+            if not self._new_credentials:  # they may have come at once (on_refusal)
                 await self._alarm.sleep(delay)
             return False
         self._obtained(token)
@@ -251,7 +257,8 @@ class TokenKeeper(Service):
         if error.verdict is Verdict.CREDENTIALS_REFUSED:
             self._refusals.append(self._clock.seconds())
             self._state = TokenState.REJECTED
-            self._on_refused()
+            for hook in self._refusal_hooks:
+                hook()
             self.log.error(
                 "the MEP refused the AK/SK signature ({error}); retrying in {delay:.0f}s. "
                 "Check AK, SK and APPINSTID: mepauth locks the AK for 900s after 3 refused "

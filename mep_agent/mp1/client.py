@@ -91,10 +91,12 @@ class MepClient:
         """
         urgency = urgency or Urgency(timeout if timeout is not None else self._wire.timeout)
         wait, hurry = urgency.token_wait, urgency.hurry
+        # A call that cannot wait goes before the others and is not paced (the gate).
+        until = self._wire.clock.seconds() + wait if hurry else None
         token = await self._tokens.get(wait, hurry)
         try:
             return await self._wire.call(
-                operation, method, path, expected, headers, body, timeout, token
+                operation, method, path, expected, headers, body, timeout, token, until
             )
         except MepError as e:
             if e.verdict is not Verdict.TOKEN_REFUSED:
@@ -102,7 +104,7 @@ class MepClient:
             self._tokens.invalidate(token, e)
         token = await self._tokens.get(wait, hurry)
         return await self._wire.call(
-            operation, method, path, expected, headers, body, timeout, token
+            operation, method, path, expected, headers, body, timeout, token, until
         )
 
     def _unexpected(self, operation: str, status: int, detail: str) -> MepError:
@@ -130,6 +132,18 @@ class MepClient:
             body,
         )
         return self._registration("register", answer)
+
+    async def service(self, ser_instance_id: str) -> Registration | None:
+        """One of the app's instances as the MEP holds it (None: gone, a 404)."""
+        try:
+            _, answer, _ = await self._call(
+                "service", "GET", self._service_path(ser_instance_id), (200,), {}
+            )
+        except MepError as e:
+            if e.status == 404:
+                return None
+            raise
+        return self._registration("service", answer)
 
     async def update(self, ser_instance_id: str, body: dict[str, Any]) -> Registration:
         """PUT a ServiceInfo on the service (restores its state after an INACTIVE 409)."""
@@ -298,17 +312,21 @@ class MepClient:
         except ValueError:  # ForeignLink too: never sent the token
             return Subscription(sub_id, None, href[:200])
 
-    async def subscription_exists(self, subscription: Subscription) -> bool:
-        """Whether the MEP still holds the subscription (404: it does not)."""
+    async def subscription_body(self, subscription: Subscription) -> dict[str, Any] | None:
+        """The subscription as the MEP holds it (None: gone, a 404)."""
         if subscription.url is None:
-            return True  # its link is not usable: nothing to check it with
+            raise self._unexpected(
+                "subscription", 0, f"no usable link to read it ({subscription.refused_link})"
+            )
         try:
-            await self._call("subscription", "GET", subscription.url, (200,), {})
+            _, answer, _ = await self._call("subscription", "GET", subscription.url, (200,), {})
         except MepError as e:
             if e.status == 404:
-                return False
+                return None
             raise
-        return True
+        if not isinstance(answer, dict):
+            raise self._unexpected("subscription", 200, "answer is not a JSON object")
+        return answer
 
     async def unsubscribe(
         self, subscription: Subscription, urgency: Urgency | None = None
@@ -338,7 +356,10 @@ class MepClient:
             sid, name, state = item.get("serInstanceId"), item.get("serName"), item.get("state")
             if isinstance(sid, str) and isinstance(name, str) and isinstance(state, str):
                 echoed = {k: item[k] for k in ECHOED_MEMBERS if k in item}
-                held.append(HeldService(sid, name, state, echoed))
+                interval = item.get("livenessInterval")
+                if isinstance(interval, bool) or not isinstance(interval, int):
+                    interval = 0
+                held.append(HeldService(sid, name, state, echoed, max(0, interval)))
         return held
 
     async def availability_subscriptions(self) -> list[Subscription]:
@@ -379,14 +400,6 @@ class MepClient:
                 continue
             found.append(Subscription(href.rstrip("/").rsplit("/", 1)[-1], url))
         return found
-
-    async def subscription_callback(self, subscription: Subscription) -> str | None:
-        """The callbackReference of a subscription (None: not usable or not a string)."""
-        if subscription.url is None:
-            return None
-        _, answer, _ = await self._call("subscription", "GET", subscription.url, (200,), {})
-        callback = answer.get("callbackReference") if isinstance(answer, dict) else None
-        return callback if isinstance(callback, str) else None
 
     def resolve(self, href: str) -> str:
         """A link from the MEP as an absolute URL on its origin; ValueError when not."""

@@ -22,6 +22,12 @@ class Registration:
     info: dict[str, Any] = {}
     refused_link: str | None = None  # a liveness link to another origin, not followed
 
+    @property
+    def state(self) -> str | None:
+        """The state the MEP answered it in, if it said."""
+        state = self.info.get("state")
+        return state if isinstance(state, str) else None
+
 
 @frozen
 class Subscription:
@@ -68,6 +74,7 @@ class HeldService:
     #: The members a MEP echoes as registered (not the endpoint: EdgeGallery answers its
     #: gateway's URIs there), to tell a body that drifted from the wanted one.
     echoed: dict[str, Any] = {}
+    interval: int = 0  # the liveness interval it runs with (0: none)
 
 
 #: What L{HeldService.echoed} holds.

@@ -9,6 +9,7 @@ detail has every secret removed.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from twisted.web.iweb import IResponse
 
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.errors import MepError, Verdict
+from mep_agent.mp1.gate import OpenGate, RequestGate, retry_after
 from mep_agent.mp1.http import MAX_BODY, BadBody, MepHttp
 from mep_agent.mp1.tokens import Token
 from mep_agent.util import jsontext
@@ -44,9 +46,11 @@ class MepWire:
         observe: Observer | None = None,
         max_body: int = MAX_BODY,
         explain: Callable[[str], str | None] | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         """
         @param explain: turns a failure's text into advice (TLS: which setting to check).
+        @param gate: admits every exchange and hears every answer (the core's budget).
         """
         self.http = http
         self.clock = clock
@@ -57,6 +61,10 @@ class MepWire:
         self.observe: Observer = observe or (lambda operation, status, seconds: None)
         self._max_body = max_body
         self._explain = explain or (lambda text: None)
+        self.gate: RequestGate = gate or OpenGate()
+        #: Exchanges on the wire now, by operation (admitted and sent, not yet answered).
+        self.sending: Counter[str] = Counter()
+        self.answers = 0  # HTTP answers heard (any status): the MEP was reached
 
     def set_credentials(self, credentials: Credentials) -> None:
         """Sign from now on with C{credentials} (their files changed: core/credential_files.py)."""
@@ -91,11 +99,14 @@ class MepWire:
         body: Any = None,
         timeout: float | None = None,
         token: Token | None = None,
+        urgent_until: float | None = None,
     ) -> tuple[IResponse, Any, int]:
         """
         One exchange: C{(response, parsed JSON or None, body size)} when the status is
-        one of C{expected}, else a MepError.
+        one of C{expected}, else a MepError. The gate admits it first (C{urgent_until}: it
+        must be done by then) and hears the answer.
         """
+        await self.gate.admit(operation, urgent_until)
         authorization = token.authorization() if token is not None else None
         if authorization is not None:
             headers = dict(headers, Authorization=authorization)
@@ -111,18 +122,19 @@ class MepWire:
         exchange = ensureDeferred(self.http.exchange(method, url, headers, data, self._max_body))
         exchange.addTimeout(timeout or self.timeout, self.clock)
         started = self.clock.seconds()
+        self.sending[operation] += 1
         try:
             response, raw = await exchange
         except (TimeoutError, CancelledError):
-            self.observe(operation, None, self.clock.seconds() - started)
+            self._heard(operation, None, None, started)
             raise self.error(operation, None, "timed out") from None
         except BadBody as e:
-            self.observe(operation, e.status, self.clock.seconds() - started)
+            self._heard(operation, e.status, None, started)
             raise self.error(
                 operation, e.status, str(e.reason), verdict=Verdict.UNEXPECTED
             ) from None
         except Exception as e:
-            self.observe(operation, None, self.clock.seconds() - started)
+            self._heard(operation, None, None, started)
             text = _describe_failure(e)
             target = urlsplit(url).netloc
             detail = self._explain(text) or (
@@ -130,7 +142,7 @@ class MepWire:
             )
             raise self.error(operation, None, detail, token=token) from None
         status = response.code
-        self.observe(operation, status, self.clock.seconds() - started)
+        self._heard(operation, status, response, started)
         parsed: Any = None
         parse_error: str | None = None
         if raw:
@@ -150,6 +162,26 @@ class MepWire:
                 operation, status, f"answer is not JSON ({parse_error})", None, Verdict.UNEXPECTED
             )
         return response, parsed, len(raw)
+
+    def _heard(
+        self, operation: str, status: int | None, response: IResponse | None, started: float
+    ) -> None:
+        """An exchange ended: off the wire; the metrics and the gate are told how."""
+        now = self.clock.seconds()
+        self.sending[operation] -= 1
+        if status is not None:
+            self.answers += 1
+        self.observe(operation, status, now - started)
+        header = response.headers.getRawHeaders("retry-after") if response else None
+        self.gate.answered(operation, status, retry_after(header[0] if header else None, now))
+
+    def may_have_received(self, operations: tuple[str, ...]) -> bool:
+        """
+        Whether a request of one of C{operations} on the wire now may have reached the MEP:
+        never when the MEP has not answered anything yet (it is unreachable, so a stop
+        need not wait for them).
+        """
+        return self.answers > 0 and any(self.sending[o] > 0 for o in operations)
 
     def unexpected(self, operation: str, status: int, detail: str) -> MepError:
         """An answer that breaks the protocol (shape, type): normal backoff."""

@@ -7,21 +7,20 @@ a fixed list of operations and states, and status codes folded into a fixed list
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as RequestCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 
+from mep_agent.core.token import TokenState
+
 if TYPE_CHECKING:
-    from mep_agent.core.discovery import DiscoveryCache
-    from mep_agent.core.reconcile import Reconciler
-    from mep_agent.core.registration import Registrar
-    from mep_agent.core.reload import ConfigReloader
-    from mep_agent.core.termination import Terminator
-    from mep_agent.core.token import TokenKeeper
+    from mep_agent.web.parts import AgentParts
 
 _STATUSES = {
     "200",
@@ -53,7 +52,7 @@ class MepObserver:
     """Counts every MEP request by operation and status, and times it."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        self.requests = RequestCounter(
             "mep_agent_mep_requests",
             "Requests to the MEP.",
             ["operation", "status"],
@@ -74,128 +73,186 @@ class MepObserver:
 
 
 class AgentCollector(Collector):
-    """Reads the services' state at scrape time."""
+    """Reads the core's state at scrape time."""
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        tokens: TokenKeeper,
-        registrar: Registrar,
-        discovery: DiscoveryCache,
-        reloader: ConfigReloader | None = None,
-        terminator: Terminator | None = None,
-        reconciler: Reconciler | None = None,
-    ) -> None:
-        self._reloader = reloader
-        self._reconciler = reconciler
-        self._terminator = terminator
+    def __init__(self, clock: IReactorTime, parts: AgentParts) -> None:
         self._clock = clock
-        self._tokens = tokens
-        self._registrar = registrar
-        self._discovery = discovery
+        self._parts = parts
 
     def collect(self) -> Iterator[Metric]:
         """Every metric family, from the current state."""
         now = self._clock.seconds()
         yield from self._services(now)
+        yield from self._keepers()
         yield from self._token()
+        yield from self._pace(now)
         yield from self._discovery_cache()
-        if self._reloader is not None:
-            yield from self._reload()
-        if self._terminator is not None:
+        yield from self._reload()
+        yield from self._state()
+        if self._parts.terminator is not None:
             yield from self._termination()
-        if self._reconciler is not None:
-            yield from self._sync(now)
+        yield from self._sync(now)
 
     def _services(self, now: float) -> Iterator[Metric]:
-        registered = GaugeMetricFamily(
-            "mep_agent_service_registered",
-            "1 when the service is registered on the MEP.",
-            labels=["ser_name"],
-        )
-        held = GaugeMetricFamily(
-            "mep_agent_service_mep_state",
+        f = _Families()
+        registered = f.gauge("service_registered", "1 when the service is registered on the MEP.")
+        held = f.gauge(
+            "service_mep_state",
             "1 for the state the last sync saw the MEP hold each service in.",
-            labels=["ser_name", "state"],
+            ["ser_name", "state"],
         )
-        seen = GaugeMetricFamily(
-            "mep_agent_service_mep_seen_timestamp_seconds",
+        seen = f.gauge(
+            "service_mep_seen_timestamp_seconds",
             "When the last sync saw the service on the MEP (Unix time).",
-            labels=["ser_name"],
         )
-        waiting = GaugeMetricFamily(
-            "mep_agent_service_waiting_for_token",
+        waiting = f.gauge(
+            "service_waiting_for_token",
             "1 when the service's last registration or heartbeat found no valid token.",
-            labels=["ser_name"],
         )
-        beats = CounterMetricFamily(
-            "mep_agent_heartbeats", "Heartbeats sent.", labels=["ser_name"]
+        beats = f.counter("heartbeats", "Heartbeats sent.")
+        failed = f.counter("heartbeat_failures", "Heartbeats that failed.")
+        since = f.gauge("seconds_since_heartbeat", "Seconds since the last successful heartbeat.")
+        interval = f.gauge(
+            "liveness_interval_seconds",
+            "The liveness interval the MEP runs the service with (0: no heartbeats).",
         )
-        failed = CounterMetricFamily(
-            "mep_agent_heartbeat_failures", "Heartbeats that failed.", labels=["ser_name"]
+        again = f.counter(
+            "reregistrations", "Registrations repeated after the MEP lost the service."
         )
-        since = GaugeMetricFamily(
-            "mep_agent_seconds_since_heartbeat",
-            "Seconds since the last successful heartbeat.",
-            labels=["ser_name"],
+        wanted = GaugeMetricFamily(
+            "mep_agent_services_wanted", "Services app_instance_info.yaml asks for."
         )
-        again = CounterMetricFamily(
-            "mep_agent_reregistrations",
-            "Registrations repeated after the MEP lost the service.",
-            labels=["ser_name"],
+        for name, keeper in self._parts.holdings.services.items():
+            record = keeper.beats
+            registered.add_metric([name], 1.0 if keeper.held is not None else 0.0)
+            waiting.add_metric([name], 1.0 if keeper.waiting_for_token else 0.0)
+            beats.add_metric([name], record.sent)
+            failed.add_metric([name], record.failed)
+            interval.add_metric([name], float(getattr(keeper.held, "interval", 0) or 0))
+            if record.last_good is not None:
+                since.add_metric([name], now - record.last_good)
+            again.add_metric([name], max(0, keeper.counts.created - 1))
+            if keeper.mep_state is not None and keeper.mep_seen_at is not None:
+                held.add_metric([name, keeper.mep_state], 1.0)
+                seen.add_metric([name], keeper.mep_seen_at)
+        wanted.add_metric([], len(self._parts.holdings.services))
+        yield from f.families
+        yield wanted
+
+    def _keepers(self) -> Iterator[Metric]:
+        holdings = self._parts.holdings
+        objects = GaugeMetricFamily(
+            "mep_agent_objects",
+            "Objects kept at the MEP (services, subscriptions, leftovers being deleted), by "
+            "kind and phase.",
+            labels=["kind", "phase"],
         )
-        for name, state in self._registrar.states.items():
-            registered.add_metric([name], 1.0 if state.registration is not None else 0.0)
-            waiting.add_metric([name], 1.0 if state.waiting_for_token else 0.0)
-            beats.add_metric([name], state.heartbeats_sent)
-            failed.add_metric([name], state.heartbeats_failed)
-            if state.last_heartbeat is not None:
-                since.add_metric([name], now - state.last_heartbeat)
-            again.add_metric([name], max(0, state.registrations - 1))
-            if state.mep_state is not None and state.mep_seen_at is not None:
-                held.add_metric([name, state.mep_state], 1.0)
-                seen.add_metric([name], state.mep_seen_at)
-        yield from (registered, waiting, beats, failed, since, again, held, seen)
+        counts: Counter[tuple[str, str]] = Counter()
+        for keeper in holdings.keepers():
+            counts[(keeper.kind.label.replace(" ", "_"), keeper.phase.value)] += 1
+        for (kind, phase), count in sorted(counts.items()):
+            objects.add_metric([kind, phase], count)
+        yield objects
+        actions = CounterMetricFamily(
+            "mep_agent_object_actions",
+            "What the keepers did at the MEP, by kind and action (created, adopted, "
+            "repaired, replaced, deleted).",
+            labels=["kind", "action"],
+        )
+        for (kind, action), count in sorted(holdings.ctx.actions.items()):
+            actions.add_metric([kind, action], count)
+        yield actions
+        yield GaugeMetricFamily(
+            "mep_agent_ready_confirmed",
+            "1 while READY is confirmed.",
+            value=1.0 if self._parts.ready.confirmed else 0.0,
+        )
 
     def _token(self) -> Iterator[Metric]:
-        from mep_agent.core.token import TokenState
-
-        token = self._tokens.current()
-        expiry = GaugeMetricFamily(
+        tokens = self._parts.tokens
+        token = tokens.current()
+        yield GaugeMetricFamily(
             "mep_agent_token_expiry_timestamp_seconds",
             "When the current token expires (0: no valid token).",
+            value=token.expires_at if token else 0.0,
         )
-        expiry.add_metric([], token.expires_at if token else 0.0)
-        yield expiry
+        yield GaugeMetricFamily(
+            "mep_agent_token_obtained_timestamp_seconds",
+            "When the current token was obtained (0: no valid token).",
+            value=token.obtained_at if token else 0.0,
+        )
         token_state = GaugeMetricFamily(
             "mep_agent_token_state", "1 for the token's current state.", labels=["state"]
         )
-        current = self._tokens.state
-        for token_state_value in TokenState:
-            token_state.add_metric(
-                [token_state_value.value], 1.0 if token_state_value is current else 0.0
-            )
+        current = tokens.state
+        for value in TokenState:
+            token_state.add_metric([value.value], 1.0 if value is current else 0.0)
         yield token_state
         yield CounterMetricFamily(
             "mep_agent_token_refresh_failures",
             "Token requests that failed.",
-            value=self._tokens.refresh_failures,
+            value=tokens.refresh_failures,
         )
         yield CounterMetricFamily(
             "mep_agent_token_requests",
             "Token requests sent to the MEP.",
-            value=self._tokens.requests_sent,
+            value=tokens.requests_sent,
+        )
+
+    def _pace(self, now: float) -> Iterator[Metric]:
+        budget = self._parts.budget
+        sent = CounterMetricFamily(
+            "mep_agent_budget_requests",
+            "Requests to the MEP by how they were admitted: paced (drawn from the budget), "
+            "urgent (at stop or termination), scheduled (heartbeats), application "
+            "(discovery).",
+            labels=["admission"],
+        )
+        for admission in ("paced", "urgent", "scheduled", "application"):
+            sent.add_metric([admission], budget.sent[admission])
+        yield sent
+        yield GaugeMetricFamily(
+            "mep_agent_budget_rate", "Paced requests allowed a second.", value=budget.rate
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_budget_burst", "Paced requests allowed at once.", value=budget.burst
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_budget_available",
+            "Paced requests that may go now.",
+            value=budget.available(),
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_budget_queued",
+            "Paced requests waiting for their turn.",
+            value=budget.queued,
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_budget_paused_seconds",
+            "Seconds left of a pause the MEP asked for (429 or 503; 0: none).",
+            value=max(0.0, budget.paused_until - now),
+        )
+        yield CounterMetricFamily(
+            "mep_agent_budget_throttled",
+            "429 and 503 answers from the MEP.",
+            value=budget.throttled,
+        )
+        yield CounterMetricFamily(
+            "mep_agent_budget_wait_seconds",
+            "Seconds paced requests spent waiting for their turn.",
+            value=budget.waited,
         )
 
     def _discovery_cache(self) -> Iterator[Metric]:
+        discovery = self._parts.discovery
         cache = CounterMetricFamily(
             "mep_agent_discovery_lookups", "Discovery lookups by cache result.", labels=["result"]
         )
-        cache.add_metric(["hit"], self._discovery.hits)
-        cache.add_metric(["miss"], self._discovery.misses)
-        cache.add_metric(["stale"], self._discovery.stale)
+        cache.add_metric(["hit"], discovery.hits)
+        cache.add_metric(["miss"], discovery.misses)
+        cache.add_metric(["stale"], discovery.stale)
         yield cache
-        entries, size = self._discovery.size
+        entries, size = discovery.size
         yield GaugeMetricFamily(
             "mep_agent_discovery_cache_bytes", "Bytes of MEP answers cached.", value=size
         )
@@ -204,8 +261,7 @@ class AgentCollector(Collector):
         )
 
     def _reload(self) -> Iterator[Metric]:
-        reloader = self._reloader
-        assert reloader is not None
+        reloader = self._parts.reloader
         yield CounterMetricFamily(
             "mep_agent_config_reloads",
             "Changes of app_instance_info.yaml applied.",
@@ -222,26 +278,43 @@ class AgentCollector(Collector):
             value=0.0 if reloader.last_error else 1.0,
         )
 
+    def _state(self) -> Iterator[Metric]:
+        owned = self._parts.owned
+        yield GaugeMetricFamily(
+            "mep_agent_state_persistent",
+            "1 when what the agent makes at the MEP is recorded in --state-dir.",
+            value=1.0 if owned.persistent else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_state_life",
+            "Which life of the container this is (1: the first, or no records).",
+            value=owned.life,
+        )
+
     def _sync(self, now: float) -> Iterator[Metric]:
-        assert self._reconciler is not None
-        last = self._reconciler.last_good
+        reconciler = self._parts.reconciler
+        last = reconciler.last_good
         yield GaugeMetricFamily(
             "mep_agent_sync_age_seconds",
             "Seconds since the last good read of what the MEP holds (-1: none yet).",
             value=now - last if last is not None else -1.0,
         )
+        yield CounterMetricFamily(
+            "mep_agent_syncs", "Good reads of what the MEP holds.", value=reconciler.syncs
+        )
         repaired = CounterMetricFamily(
             "mep_agent_divergences_repaired",
-            "Differences between the agent and the MEP repaired, by kind.",
+            "Differences between the agent and the MEP acted on, by kind.",
             labels=["kind"],
         )
-        for kind, count in sorted(self._reconciler.repaired.items()):
+        for kind, count in sorted(reconciler.repaired.items()):
             repaired.add_metric([kind], count)
         yield repaired
 
     def _termination(self) -> Iterator[Metric]:
-        assert self._terminator is not None
-        notice = self._terminator.notice
+        terminator = self._parts.terminator
+        assert terminator is not None
+        notice = terminator.notice
         terminating = GaugeMetricFamily(
             "mep_agent_terminating",
             "1 once the platform announced a termination, by its operationAction and phase.",
@@ -255,3 +328,20 @@ class AgentCollector(Collector):
             "When the platform stops waiting for confirm_termination (Unix time; 0: none).",
             value=notice.deadline if notice is not None else 0.0,
         )
+
+
+class _Families:
+    """Per-service families, labelled by C{ser_name} unless said otherwise."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def gauge(self, name: str, help: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(f"mep_agent_{name}", help, labels=labels or ["ser_name"])
+        self.families.append(family)
+        return family
+
+    def counter(self, name: str, help: str) -> CounterMetricFamily:
+        family = CounterMetricFamily(f"mep_agent_{name}", help, labels=["ser_name"])
+        self.families.append(family)
+        return family

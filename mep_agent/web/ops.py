@@ -21,26 +21,21 @@ notifications. It never shows a token or a key.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from klein import Klein
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from mep_agent.core.discovery import DiscoveryCache
-from mep_agent.core.reconcile import Reconciler
-from mep_agent.core.registration import Registrar
-from mep_agent.core.reload import ConfigReloader
-from mep_agent.core.subscriptions import Subscriber, SubscriptionStatus
+from mep_agent.core.keeper import Keeper
 from mep_agent.core.termination import NOTIFICATION_TYPE as TERMINATION_NOTICE
-from mep_agent.core.termination import Terminator
-from mep_agent.core.token import TokenKeeper
 from mep_agent.util.secret import Secret
 from mep_agent.web.jsonweb import JSONGuard, query_flag, read_json, respond, strict_routes
+from mep_agent.web.parts import AgentParts
 from mep_agent.web.problems import ApiProblem
 
 NOTIFICATIONS = "/mep-agent/v1/notifications"
@@ -62,6 +57,12 @@ class NoSuchResource(ApiProblem):
         super().__init__(404, "no such resource")
 
 
+def origin(link: str) -> str:
+    """The scheme, host and port a link names (what --mep-public-url would have to name)."""
+    parts = urlsplit(link)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else link[:100]
+
+
 class OpsAPI:
     """The operations API's Klein app; see the module docstring."""
 
@@ -69,31 +70,10 @@ class OpsAPI:
     strict_routes(app)
     log = Logger()
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        tokens: TokenKeeper,
-        registrar: Registrar,
-        subscriber: Subscriber,
-        discovery: DiscoveryCache,
-        metrics: CollectorRegistry,
-        notify_secret: Secret,
-        reloader: ConfigReloader | None = None,
-        forward: Callable[[dict[str, Any]], None] | None = None,
-        terminator: Terminator | None = None,
-        reconciler: Reconciler | None = None,
-    ) -> None:
+    def __init__(self, clock: IReactorTime, parts: AgentParts, notify_secret: Secret) -> None:
         self._clock = clock
-        self._tokens = tokens
-        self._registrar = registrar
-        self._subscriber = subscriber
-        self._discovery = discovery
-        self._metrics = metrics
+        self._parts = parts
         self._notify_secret = notify_secret
-        self._reloader = reloader
-        self._forward = forward
-        self._terminator = terminator
-        self._reconciler = reconciler
         self._started = False  # start-up completed once (a latch)
 
     def resource(self) -> IResource:
@@ -108,39 +88,45 @@ class OpsAPI:
     def started(self) -> bool:
         """Whether start-up completed: the first token held, every service registered once."""
         if not self._started:
-            self._started = self._tokens.tokens_obtained > 0 and all(
-                s.registrations > 0 for s in self._registrar.states.values()
+            self._started = self._parts.tokens.tokens_obtained > 0 and all(
+                _registered_once(k) for k in self._parts.holdings.services.values()
             )
         return self._started
 
     def checks(self) -> dict[str, dict[str, Any]]:
-        """The token, every service (registered, heartbeating) and every subscription."""
+        """The token, every service and subscription, the MEP's links, the sync, the pace."""
+        parts = self._parts
+        tokens = parts.tokens
         checks: dict[str, dict[str, Any]] = {
-            "token": {"ok": self._tokens.current() is not None, "state": self._tokens.state.value}
+            "token": {"ok": tokens.current() is not None, "state": tokens.state.value}
         }
-        for name, state in self._registrar.states.items():
-            check: dict[str, Any] = {"ok": state.healthy, "status": state.status.value}
-            if state.waiting_for_token:
-                check["waitingForToken"] = True
-            checks[f"service:{name}"] = check
-        for subscription in self._subscriber.states:
-            checks[f"subscription:{subscription.label}"] = {
-                "ok": subscription.status is SubscriptionStatus.ACTIVE,
-                "status": subscription.status.value,
+        for name, keeper in parts.holdings.services.items():
+            checks[f"service:{name}"] = _check(keeper, keeper.healthy)
+        for keeper in _subscriptions(parts):
+            checks[f"subscription:{keeper.key}"] = _check(keeper, keeper.healthy)
+        refused = parts.holdings.unusable_links()
+        if refused:
+            origins = sorted({origin(link) for link in refused})
+            checks["links"] = {
+                "ok": False,
+                "refused": origins,
+                "fix": "the MEP's links lead to "
+                + ", ".join(origins)
+                + ": if that is the MEP's public origin, set --mep-public-url "
+                "(MEP_AGENT_MEP_PUBLIC_URL) to it",
             }
-        if self._reconciler is not None:
-            checks["sync"] = self._reconciler.view()
+        checks["sync"] = parts.reconciler.view()
+        paused = parts.budget.paused_until - self._clock.seconds()
+        checks["pace"] = {"ok": paused <= 0, "pausedFor": round(max(0.0, paused), 3)}
         return checks
 
     def _startup_checks(self) -> dict[str, dict[str, Any]]:
+        tokens = self._parts.tokens
         checks: dict[str, dict[str, Any]] = {
-            "token": {"ok": self._tokens.tokens_obtained > 0, "state": self._tokens.state.value}
+            "token": {"ok": tokens.tokens_obtained > 0, "state": tokens.state.value}
         }
-        for name, state in self._registrar.states.items():
-            check: dict[str, Any] = {"ok": state.registrations > 0, "status": state.status.value}
-            if state.waiting_for_token:
-                check["waitingForToken"] = True
-            checks[f"service:{name}"] = check
+        for name, keeper in self._parts.holdings.services.items():
+            checks[f"service:{name}"] = _check(keeper, _registered_once(keeper))
         return checks
 
     @app.route("/startupz", methods=["GET"])
@@ -156,22 +142,23 @@ class OpsAPI:
     @app.route("/healthz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:
         """Start-up first; then 200 while there is a valid token (MEP trouble is info)."""
-        if self._terminator is not None and self._terminator.notice is not None:
+        terminator = self._parts.terminator
+        if terminator is not None and (terminator.notice or terminator.terminated_before):
             body: dict[str, Any] = {"status": "not ready", "reason": "terminating"}
-            body["termination"] = self._terminator.view()
+            body["termination"] = terminator.view()
             return respond(request, 503, body)
         if not self.started():
             body = {"status": "not ready", "reason": "starting"}
             body["checks"] = self._startup_checks()
             return respond(request, 503, body)
-        ready = self._tokens.current() is not None
+        ready = self._parts.tokens.current() is not None
         body = {"status": "ready" if ready else "not ready"}
         if query_flag(request, "verbose") or not ready:
             body["checks"] = self.checks()
             body["mep"] = "ok" if all(c["ok"] for c in body["checks"].values()) else "trouble"
-            if self._reloader is not None:
-                error = self._reloader.last_error
-                body["config"] = {"ok": error is None, **({"error": error} if error else {})}
+            error = self._parts.reloader.last_error
+            body["config"] = {"ok": error is None, **({"error": error} if error else {})}
+            body["state"] = self._parts.owned.view()
         return respond(request, 200 if ready else 503, body)
 
     @app.route("/healthz/mep", methods=["GET"])
@@ -186,62 +173,34 @@ class OpsAPI:
     def metrics(self, request: IRequest) -> bytes:
         """Prometheus exposition."""
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self._metrics)
+        return generate_latest(self._parts.metrics)
 
     @app.route("/mep-agent/v1/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
-        """Desired versus actual, per service and subscription, and the token's state."""
-        token = self._tokens.current()
-        services = []
-        for name, state in self._registrar.states.items():
-            registration = state.registration
-            services.append(
-                {
-                    "serName": name,
-                    "desired": {
-                        "state": state.spec.body.get("state"),
-                        "livenessInterval": state.spec.body.get("livenessInterval", 0),
-                    },
-                    "status": state.status.value,
-                    "serInstanceId": registration.ser_instance_id if registration else None,
-                    "livenessInterval": registration.interval if registration else None,
-                    "registeredAt": state.registered_at,
-                    "registrations": state.registrations,
-                    "lastHeartbeat": state.last_heartbeat,
-                    "heartbeatsSent": state.heartbeats_sent,
-                    "heartbeatsFailed": state.heartbeats_failed,
-                    "consecutiveHeartbeatFailures": state.heartbeat_failures,
-                    "waitingForToken": state.waiting_for_token,
-                    "lastError": state.last_error,
-                    "mep": {"state": state.mep_state, "lastSeen": state.mep_seen_at},
-                }
-            )
+        """Desired versus actual, per service and subscription; the token, READY, the state."""
+        parts = self._parts
+        tokens = parts.tokens
+        token = tokens.current()
+        terminator = parts.terminator
         return respond(
             request,
             200,
             {
                 "token": {
-                    "state": self._tokens.state.value,
+                    "state": tokens.state.value,
                     "expires_at": token.expires_at if token else None,
-                    "refresh_failures": self._tokens.refresh_failures,
-                    "last_error": self._tokens.last_error,
+                    "refresh_failures": tokens.refresh_failures,
+                    "last_error": tokens.last_error,
                 },
-                "services": services,
-                "subscriptions": [
-                    {
-                        "index": s.index,
-                        "kind": "termination" if s.termination else "availability",
-                        "status": s.status.value,
-                        "subscriptionId": s.subscription.subscription_id
-                        if s.subscription
-                        else None,
-                        "lastError": s.last_error,
-                    }
-                    for s in self._subscriber.states
-                ],
-                "ready_confirmed": self._registrar.ready_confirmed,
-                "termination": self._terminator.view() if self._terminator else None,
-                "sync": self._reconciler.view() if self._reconciler else None,
+                "services": [_service(k) for k in parts.holdings.services.values()],
+                "subscriptions": [_subscription(k) for k in _subscriptions(parts)],
+                "leftovers": [_leftover(k) for k in parts.holdings.strays if not k.finished],
+                "ready_confirmed": parts.ready.confirmed,
+                "termination": terminator.view() if terminator else None,
+                "sync": parts.reconciler.view(),
+                "checks": {k: v for k, v in self.checks().items() if k == "links"},
+                "pace": _pace(parts, self._clock.seconds()),
+                "state": parts.owned.view(),
                 "now": self._clock.seconds(),
             },
         )
@@ -261,9 +220,10 @@ class OpsAPI:
             raise BadNotification(f"not a JSON notification: {e}") from None
         kind = body.get("notificationType") if isinstance(body, dict) else None
         if kind == TERMINATION_NOTICE and isinstance(body, dict):
-            if self._terminator is None:
+            terminator = self._parts.terminator
+            if terminator is None:
                 raise BadNotification("termination notices are not handled (--termination off)")
-            self._terminator.notified(body)
+            terminator.notified(body)
             request.setResponseCode(204)
             return b""
         if not isinstance(body, dict) or kind not in NOTIFICATION_TYPES:
@@ -273,24 +233,24 @@ class OpsAPI:
         references = body.get("serviceReferences")
         if not isinstance(references, list):
             raise BadNotification("serviceReferences must be a list")
-        if self._reconciler is not None:  # about one of ours: the MEP's truth changed
-            changed = [
-                r["serInstanceId"]
-                for r in references[:1000]
-                if isinstance(r, dict)
-                and r.get("changeType") in ("STATE_CHANGED", "REMOVED")
-                and isinstance(r.get("serInstanceId"), str)
-            ]
-            if changed:
-                self._reconciler.own_change(changed)
+        # About one of ours: the MEP's truth changed.
+        changed = [
+            r["serInstanceId"]
+            for r in references[:1000]
+            if isinstance(r, dict)
+            and r.get("changeType") in ("STATE_CHANGED", "REMOVED")
+            and isinstance(r.get("serInstanceId"), str)
+        ]
+        if changed:
+            self._parts.reconciler.own_change(changed)
         names = [
             r["serName"]
             for r in references
             if isinstance(r, dict) and isinstance(r.get("serName"), str)
         ][:1000]
-        self._discovery.invalidate(names)
-        if self._forward is not None:
-            self._forward(body)
+        self._parts.discovery.invalidate(names)
+        if self._parts.forward is not None:
+            self._parts.forward(body)
         self.log.info(
             "availability notification for {names}",
             names=names[:20],
@@ -298,3 +258,81 @@ class OpsAPI:
         )
         request.setResponseCode(204)
         return b""
+
+
+def _registered_once(keeper: Keeper) -> bool:
+    return keeper.counts.created > 0 or keeper.held is not None
+
+
+def _subscriptions(parts: AgentParts) -> list[Keeper]:
+    holdings = parts.holdings
+    return holdings.subscriptions + ([holdings.termination] if holdings.termination else [])
+
+
+def _check(keeper: Keeper, ok: bool) -> dict[str, Any]:
+    check: dict[str, Any] = {"ok": ok, "status": keeper.phase.value}
+    if keeper.waiting_for_token:
+        check["waitingForToken"] = True
+    if keeper.last_error:
+        check["lastError"] = keeper.last_error
+    return check
+
+
+def _service(keeper: Keeper) -> dict[str, Any]:
+    held = keeper.held
+    body = keeper.body or {}
+    beats = keeper.beats
+    return {
+        "serName": keeper.key,
+        "desired": {
+            "state": body.get("state"),
+            "livenessInterval": body.get("livenessInterval", 0),
+        },
+        "status": keeper.phase.value,
+        "serInstanceId": keeper.kind.ref(held) if held is not None else None,
+        "livenessInterval": getattr(held, "interval", None),
+        "registeredAt": keeper.held_since,
+        "registrations": keeper.counts.created,
+        "repairs": keeper.counts.repaired,
+        "lastHeartbeat": beats.last_good,
+        "heartbeatsSent": beats.sent,
+        "heartbeatsFailed": beats.failed,
+        "consecutiveHeartbeatFailures": beats.failures,
+        "waitingForToken": keeper.waiting_for_token,
+        "lastError": keeper.last_error or beats.last_error,
+        "mep": {"state": keeper.mep_state, "lastSeen": keeper.mep_seen_at},
+    }
+
+
+def _subscription(keeper: Keeper) -> dict[str, Any]:
+    held = keeper.held
+    return {
+        "index": int(keeper.key) if keeper.key.isdigit() else -1,
+        "kind": "termination" if keeper.key == "termination" else "availability",
+        "status": keeper.phase.value,
+        "subscriptionId": getattr(held, "subscription_id", None),
+        "lastError": keeper.last_error,
+    }
+
+
+def _leftover(keeper: Keeper) -> dict[str, Any]:
+    held = keeper.held
+    return {
+        "kind": keeper.kind.label,
+        "of": keeper.key,
+        "ref": keeper.kind.ref(held) if held is not None else None,
+        "status": keeper.phase.value,
+        "lastError": keeper.last_error,
+    }
+
+
+def _pace(parts: AgentParts, now: float) -> dict[str, Any]:
+    budget = parts.budget
+    return {
+        "rate": budget.rate,
+        "burst": budget.burst,
+        "available": round(budget.available(), 3),
+        "queued": budget.queued,
+        "pausedFor": round(max(0.0, budget.paused_until - now), 3),
+        "throttled": budget.throttled,
+    }

@@ -1,24 +1,32 @@
-"""Tests for Registrar: registration, per-service heartbeats, repair, readiness, shutdown."""
+"""
+The keepers at work (core/keeper.py, core/beats.py): registration, per-service heartbeats
+on their schedule and within their limit, repair, and deletion at stop -- the whole agent
+as production builds it, against the in-memory emulator on a clock.
+"""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config.model import SubscriptionSpec
+from mep_agent.core.beats import PER_INTERVAL, RETRY_GAP
+from mep_agent.core.keeper import Phase
 from mep_agent.core.liveness import BeatSchedule, stagger
-from mep_agent.core.registration import REGISTRATION_CONCURRENCY, REJECTED_RETRY, ServiceStatus
+from mep_agent.mp1.client import Registration
 from mep_agent.mp1.dialect import mepserver_grace, no_grace
-from mep_agent.mp1.http import pooled_agent
+from mep_agent.mp1.http import POOL_SIZE, pooled_agent
 from mep_agent.util.tasks import UNEXPECTED_PAUSE
 from mep_emulator.memory import InMemoryMep
 from mep_emulator.registry import suspension_grace
 
 from .agent_harness import BEAT, BEAT_EVERY, AgentTestCase, spec
+from .helpers import SECRETS
 
 
 class BeatScheduleTests(SynchronousTestCase):
@@ -85,13 +93,10 @@ class BeatScheduleTests(SynchronousTestCase):
 
 
 class BeatTimingTests(AgentTestCase):
-    """The schedule in the Registrar, against the in-memory MEP's own suspension clock."""
+    """The schedule in the keepers, against the in-memory MEP's own suspension clock."""
 
     def use_interval(self, interval: int) -> None:
-        self.mep = InMemoryMep.create(liveness_interval=interval)
-        self.clock = self.mep.clock
-        self.emulator = self.mep.emulator
-        self.registry = self.emulator.registry
+        self.use_mep(InMemoryMep.create(clock=MemoryReactorClock(), liveness_interval=interval))
 
     def watch(self, seconds: float) -> set[str]:
         """Advance in 0.1 s steps; every state the MEP's records were seen in."""
@@ -110,8 +115,8 @@ class BeatTimingTests(AgentTestCase):
         self.assertEqual(self.watch(30), {"ACTIVE"})
         for record in self.registry.services.values():
             self.assertGreaterEqual(record.heartbeats, 10)
-        for state in self.registrar.states.values():
-            self.assertEqual(state.heartbeats_failed, 0)
+        for keeper in self.holdings.services.values():
+            self.assertEqual(keeper.beats.failed, 0)
 
     def test_one_beat_per_interval_when_fast(self) -> None:
         """A quick MEP at 3 s: about one beat per interval, never suspended."""
@@ -134,12 +139,12 @@ class BeatTimingTests(AgentTestCase):
         started = self.clock.seconds()
         self.start()
         self.advance(1.0, step=0.1)
-        (state,) = self.registrar.states.values()
-        self.assertEqual((state.beat_reference, state.registered_at), (started, started + 1.0))
+        keeper = self.keeper("a")
+        self.assertEqual((keeper.beats.reference, keeper.held_since), (started, started + 1.0))
         self.assertEqual(self.watch(10), {"ACTIVE"})
-        self.assertEqual(state.heartbeats_failed, 0)
-        assert state.beat_reference is not None and state.last_heartbeat is not None
-        latency = state.last_heartbeat - state.beat_reference  # 0.5 s, in 0.1 s steps
+        self.assertEqual(keeper.beats.failed, 0)
+        assert keeper.beats.reference is not None and keeper.beats.last_good is not None
+        latency = keeper.beats.last_good - keeper.beats.reference  # 0.5 s, in 0.1 s steps
         self.assertTrue(0.5 - 1e-9 <= latency < 0.7, latency)
 
 
@@ -170,10 +175,10 @@ class ConnectionReuseTests(AgentTestCase):
         self.assertEqual(stagger(60, 0, 1), 0)
 
     def test_pool_keeps_what_registrations_use(self) -> None:
-        """The MEP connection pool keeps as many connections as registrations in flight."""
+        """The MEP connection pool keeps as many connections as creations in flight."""
         _, pool = pooled_agent(self.clock, None, 5)
-        self.assertEqual(pool.maxPersistentPerHost, REGISTRATION_CONCURRENCY)
-        self.assertEqual(REGISTRATION_CONCURRENCY, 4)
+        self.assertEqual(pool.maxPersistentPerHost, POOL_SIZE)
+        self.assertEqual(POOL_SIZE, 4)
 
     def test_registrations_four_at_a_time(self) -> None:
         """Fifty services register with at most four registrations in flight."""
@@ -204,8 +209,8 @@ class ConnectionReuseTests(AgentTestCase):
         for t in beats[50:]:  # past the first (staggered) beat of each
             per_second[int(t)] = per_second.get(int(t), 0) + 1
         self.assertLessEqual(max(per_second.values()), 2)
-        for state in self.registrar.states.values():
-            self.assertEqual(state.heartbeats_failed, 0)
+        for keeper in self.holdings.services.values():
+            self.assertEqual(keeper.beats.failed, 0)
         for record in self.registry.services.values():
             self.assertEqual(record.state, "ACTIVE")
 
@@ -222,38 +227,40 @@ class RegistrationTests(AgentTestCase):
         for record in self.registry.services.values():
             self.assertEqual(record.state, "ACTIVE")
             self.assertEqual(record.heartbeats, 5)  # 59.5, 119, 178.5, 238, 297.5 s
-        for state in self.registrar.states.values():
-            self.assertTrue(state.healthy)
+        for keeper in self.holdings.services.values():
+            self.assertTrue(keeper.healthy)
 
-    def test_body_and_headers(self) -> None:
+    def test_body_is_the_file_entry(self) -> None:
         """The registration body is the YAML entry, sent as JSON with a bearer token."""
-        service = spec("a", serCategory={"id": "cat1"})
-        self.build((service,))
+        self.build((spec("a", serCategory={"id": "cat1"}),))
         self.start()
         record = self.instances("a")[0]
         self.assertEqual(record.body["serCategory"], {"id": "cat1"})
         self.assertEqual(self.sid("a"), record.ser_instance_id)
 
     def test_transient_failures_back_off(self) -> None:
-        """5xx and dropped registrations are retried 1, 2, 4 s later."""
+        """
+        5xx and dropped registrations are retried 1, 2, 4 s later; before the one after a
+        lost answer the agent reads what the MEP holds (the POST may have made one).
+        """
         self.fault(kind="register", status=502, count=2)
         self.fault(kind="register", drop=True)
         self.build((spec("a"),))
         self.start()
+        syncs = len(self.requests("sync"))
         self.advance(6.5)
-        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.FAILING)
+        self.assertEqual(self.keeper("a").phase, Phase.WANTED)
         self.advance(0.5)
-        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.REGISTERED)
+        self.assertEqual(self.keeper("a").phase, Phase.HELD)
         self.assertEqual(self.requests("register"), [502, 502, 0, 201])
+        self.assertEqual(len(self.requests("sync")), syncs + 1)
 
-    def test_refused_registration_retried_slowly(self) -> None:
-        """A 4xx answer is retried only after REJECTED_RETRY seconds, with the MEP's detail."""
+    def test_refused_registration_is_not_parked(self) -> None:
+        """A 4xx answer is retried with the same back-off (never parked for minutes)."""
         self.fault(kind="register", status=400, body={"detail": "quota"})
         self.build((spec("a"),))
         self.start()
-        self.assertIn("quota", self.registrar.states["a"].last_error)
-        self.advance(REJECTED_RETRY - 1, step=10)
-        self.assertEqual(self.requests("register"), [400])
+        self.assertIn("quota", self.keeper("a").last_error or "")
         self.advance(1)
         self.assertEqual(self.requests("register"), [400, 201])
 
@@ -263,12 +270,12 @@ class RegistrationTests(AgentTestCase):
         self.start()
         self.advance(200, step=10)
         self.assertEqual(self.requests("heartbeat"), [])
-        self.assertTrue(self.registrar.states["quiet"].healthy)
+        self.assertTrue(self.keeper("quiet").healthy)
 
     def test_patch_heartbeat_option(self) -> None:
         """With the PATCH option, heartbeats use PATCH (ETSI MEC 011 v2.2.1)."""
         self.emulator.accept_patch = True
-        self.build((spec("a"),), client_options={"heartbeat_method": "PATCH"})
+        self.build((spec("a"),), heartbeat_method="PATCH")
         self.start()
         self.advance(BEAT + 1)
         self.assertEqual(self.requests("heartbeat"), [204])
@@ -280,7 +287,7 @@ class RegistrationTests(AgentTestCase):
         """READY is confirmed before the registrations; settled once all are registered."""
         self.fault(kind="register", status=503)
         self.build((spec("a"), spec("b")))
-        settled = self.registrar.when_settled()
+        settled = self.holdings.when_settled()
         self.start()
         kinds = [r.kind for r in self.emulator.requests if r.kind in ("confirm_ready", "register")]
         self.assertEqual(kinds[0], "confirm_ready")
@@ -288,7 +295,7 @@ class RegistrationTests(AgentTestCase):
             self.emulator.apps[next(iter(self.emulator.apps))].app_instance_id, self.registry.ready
         )
         self.assertNoResult(settled)  # one registration still failing
-        self.advance(1)
+        self.advance(2)  # the 503 paused everything a moment
         self.assertEqual(self.successResultOf(settled), True)
         self.assertEqual(self.requests("confirm_ready"), [204])
 
@@ -300,21 +307,37 @@ class RegistrationTests(AgentTestCase):
 
 
 class HeartbeatFailureTests(AgentTestCase):
-    def test_failed_beats_never_stop_the_loop(self) -> None:
-        """Failing beats are retried sooner and beating goes on after recovery."""
+    def test_failed_beats_at_most_twice_per_interval(self) -> None:
+        """
+        A failed beat is tried once more a second later; then nothing until the interval
+        since the first attempt has passed, whatever the MEP answers; beating goes on after.
+        """
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=500, count=3)
-        self.advance(BEAT + 1 + 2 + 4)
+        self.advance(BEAT + RETRY_GAP + 1)
+        self.assertEqual(self.requests("heartbeat"), [500, 500])
+        self.advance(60 - RETRY_GAP - 2)
+        self.assertEqual(self.requests("heartbeat"), [500, 500])
+        self.advance(3)
         self.assertEqual(self.requests("heartbeat"), [500, 500, 500, 204])
-        self.assertTrue(self.registrar.states["a"].healthy)
-        self.advance(BEAT)
-        self.assertEqual(self.requests("heartbeat")[-1], 204)
-        self.assertEqual(self.instances("a")[0].state, "ACTIVE")
+        self.assertTrue(self.keeper("a").healthy)
+        self.assertEqual(self.instances("a")[0].state, "ACTIVE")  # revived by the beat
+
+    def test_a_storm_of_refusals_is_no_storm_of_beats(self) -> None:
+        """Ten minutes of 500s: at most two beats in any interval (60 s)."""
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="heartbeat", status=500, count=1000)
+        self.advance(600, step=1)
+        beats = [r for r in self.emulator.requests if r.kind == "heartbeat"]
+        times = [float(n) for n in range(len(beats))]
+        self.assertLessEqual(len(beats), 2 * 600 / 60 + PER_INTERVAL)
+        self.assertGreater(len(times), 10)
 
     def test_slow_beat_times_out_and_never_overlaps(self) -> None:
         """A hung beat is abandoned after its timeout; beats are never concurrent."""
-        in_flight = []
+        in_flight: list[int] = []
         self.build((spec("a"),))
         self.start()
         original = self.mep_wire.http.request
@@ -332,16 +355,19 @@ class HeartbeatFailureTests(AgentTestCase):
         self.mep_wire.http.request = counting  # type: ignore[method-assign,assignment]
         self.fault(kind="heartbeat", delay=30, count=3)
         self.advance(BEAT + 10)  # the first beat: sent at 52.5 s, abandoned 10 s later
-        self.assertEqual(self.registrar.states["a"].last_error, "heartbeat: no answer: timed out")
+        self.assertEqual(self.keeper("a").last_error, "heartbeat: no answer: timed out")
         self.advance(150, step=0.5)
         self.assertEqual(max(calls), 1)
-        self.assertGreaterEqual(self.registrar.states["a"].heartbeats_failed, 3)
+        self.assertGreaterEqual(self.keeper("a").beats.failed, 3)
         self.assertEqual(self.instances("a")[0].state, "ACTIVE")
 
 
 class RepairTests(AgentTestCase):
     def test_lost_registration_registered_again(self) -> None:
-        """After the MEP forgets everything, a 404 beat re-registers at once, once."""
+        """
+        After the MEP forgets everything, a 404 beat has the instance read, then the list;
+        once both say it is gone it is registered again at once, once.
+        """
         self.build((spec("a"), spec("b")))
         self.start()
         old = {s.ser_instance_id for s in self.registry.services.values()}
@@ -350,11 +376,34 @@ class RepairTests(AgentTestCase):
         names = sorted(s.body["serName"] for s in self.registry.services.values())
         self.assertEqual(names, ["a", "b"])
         self.assertFalse(old & set(self.registry.services))
+        self.assertIn(404, self.requests("service"))  # the instance read back first
         self.advance(100, step=5)
         self.assertEqual(len(self.registry.services), 2)
-        self.assertEqual(self.registrar.states["a"].registrations, 2)
+        self.assertEqual(self.keeper("a").counts.created, 2)
         for record in self.registry.services.values():
             self.assertGreater(record.heartbeats, 0)
+
+    def test_a_404_the_instance_read_denies_changes_nothing(self) -> None:
+        """A 404 on a beat while the MEP still holds the instance: no new registration."""
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="heartbeat", status=404)
+        self.advance(BEAT + 1)
+        self.assertEqual(self.requests("register"), [201])
+        self.assertEqual(self.requests("service"), [200])
+        self.assertEqual(len(self.instances("a")), 1)
+        self.assertEqual(self.keeper("a").phase, Phase.HELD)
+
+    def test_a_404_a_list_denies_changes_nothing(self) -> None:
+        """A 404 on the beat and on the read, but the list shows it: kept, not made twice."""
+        self.build((spec("a"),))
+        self.start()
+        self.fault(kind="heartbeat", status=404)
+        self.fault(kind="service", status=404)
+        self.advance(BEAT + 1)
+        self.assertEqual(self.requests("register"), [201])
+        self.assertEqual(len(self.instances("a")), 1)
+        self.assertEqual(self.keeper("a").phase, Phase.HELD)
 
     def test_ready_confirmed_again_after_loss(self) -> None:
         """READY is confirmed again after a MEP data loss is repaired."""
@@ -373,12 +422,12 @@ class RepairTests(AgentTestCase):
         self.assertEqual(len(self.registry.services), 5)
         self.assertEqual(self.requests("confirm_ready"), [204, 204])
         self.emulator.registry.restart()  # a second loss after the re-confirm asks again
-        self.advance(BEAT + 1)
+        self.advance(BEAT_EVERY + 1)
         self.assertEqual(self.requests("confirm_ready"), [204, 204, 204])
 
     def test_inactive_restored(self) -> None:
-        """A 409 (INACTIVE) is repaired by PUTting the service again; the id is kept."""
-        self.build((spec("a"),))
+        """A 409 (INACTIVE) on a beat is repaired by PUTting the service; the id is kept."""
+        self.build((spec("a"),), sync_interval=0)
         self.start()
         sid = self.sid("a")
         self.registry.set_state(sid, "INACTIVE")
@@ -388,6 +437,39 @@ class RepairTests(AgentTestCase):
         self.assertEqual(self.registry.services[sid].state, "ACTIVE")
         self.advance(BEAT)
         self.assertEqual(self.requests("heartbeat"), [409, 204])
+
+    def test_refused_repair_falls_back_to_a_new_registration(self) -> None:
+        """INACTIVE, and the platform refuses the update (501): deleted and made anew."""
+        self.build((spec("a"),), sync_interval=0)
+        self.start()
+        sid = self.sid("a")
+        self.registry.set_state(sid, "INACTIVE")
+        self.fault(kind="update", status=501, count=10)
+        self.advance(BEAT + 1)
+        self.assertEqual(self.requests("update"), [501])
+        self.assertEqual(self.requests("deregister"), [204])
+        self.assertEqual(self.requests("register"), [201, 201])
+        (record,) = self.instances("a")
+        self.assertNotEqual(record.ser_instance_id, sid)
+        self.assertEqual(record.state, "ACTIVE")
+        self.advance(300, step=5)
+        self.assertEqual(self.requests("update"), [501])  # never repeated in a loop
+
+    def test_restore_keeps_liveness_link(self) -> None:
+        """An update answer without a liveness link keeps the one already known."""
+        self.build((spec("a"),))
+        self.start()
+        sid = self.sid("a")
+        link = self.registration("a").liveness_path
+
+        async def bare_update(ser_instance_id: str, body: Any) -> Registration:
+            return Registration(ser_instance_id, None, 0)
+
+        self.patch(self.client, "update", bare_update)
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(BEAT)
+        self.assertEqual(self.registration("a").liveness_path, link)
+        self.assertEqual(self.registration("a").interval, 60)
 
 
 class SubscriptionLifecycleTests(AgentTestCase):
@@ -408,7 +490,7 @@ class SubscriptionLifecycleTests(AgentTestCase):
         self.build(subscriptions=self.subscriptions(), notify_url="http://10.0.0.5:9090/n")
         self.start()
         (record,) = self.registry.subscriptions.values()
-        self.assertEqual(record.body["callbackReference"], "http://10.0.0.5:9090/n")
+        self.assertTrue(record.body["callbackReference"].startswith("http://10.0.0.5:9090/n/"))
 
     def test_placeholder_callback_skipped(self) -> None:
         """A non-URI callback without a notify URL is not sent."""
@@ -423,10 +505,10 @@ class SubscriptionLifecycleTests(AgentTestCase):
         self.registry.restart()
         self.advance(BEAT + 1)
         self.assertEqual(len(self.registry.subscriptions), 1)
-        self.assertEqual(self.subscriber.states[0].creations, 2)
+        self.assertEqual(self.holdings.subscriptions[0].counts.created, 2)
 
     def test_recreated_by_periodic_check(self) -> None:
-        """Without services to notice a loss, the periodic check re-creates subscriptions."""
+        """Without services to notice a loss, a periodic sync re-creates subscriptions."""
         self.build(subscriptions=self.subscriptions())
         self.start()
         self.registry.subscriptions.clear()
@@ -435,56 +517,41 @@ class SubscriptionLifecycleTests(AgentTestCase):
 
 
 class ShutdownTests(AgentTestCase):
-    def stop(self) -> tuple[Deferred[list[bool]], Deferred[list[bool]]]:
-        """Stop as the agent does: registrations first, the token keeper after them."""
-        d1 = self.registrar.stopService()
-        d2 = self.subscriber.stopService()
-        self.advance(1)  # a new token, if one is needed, comes at most a second later
-        self.tokens.stopService()
-        self.settle()
-        return d1, d2
-
     def test_everything_deleted(self) -> None:
         """Stopping deletes every service and subscription; nothing stays registered."""
-        self.build(
-            (spec("a"), spec("b")),
-            subscriptions=(
-                SubscriptionSpec(
-                    0,
-                    {
-                        "callbackReference": "http://x/cb",
-                        "subscriptionType": "SerAvailabilityNotificationSubscription",
-                    },
-                ),
-            ),
+        subscription = SubscriptionSpec(
+            0,
+            {
+                "callbackReference": "http://x/cb",
+                "subscriptionType": "SerAvailabilityNotificationSubscription",
+            },
         )
+        self.build((spec("a"), spec("b")), subscriptions=(subscription,))
         self.start()
-        d1, d2 = self.stop()
-        self.assertEqual(self.successResultOf(d1), [True, True])
-        self.assertEqual(self.successResultOf(d2), [True])
+        self.stop()
         self.assertEqual(self.registry.services, {})
         self.assertEqual(self.registry.subscriptions, {})
         self.assertEqual(self.requests("deregister"), [204, 204])
-        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.DEREGISTERED)
+        self.assertEqual(self.keeper("a").held, None)
 
     def test_bounded_in_time(self) -> None:
         """A MEP that does not answer cannot hold the stop beyond the timeout."""
         self.build((spec("a"), spec("b")), shutdown_timeout=3)
         self.start()
         self.fault(kind="deregister", delay=60, count=2)
-        d1, _ = self.stop()
-        self.assertNoResult(d1)
-        self.advance(3)
-        self.assertEqual(self.successResultOf(d1), [False, False])
+        started = self.clock.seconds()
+        self.stop()
+        self.assertLessEqual(self.clock.seconds() - started, 3.2)
 
     def test_parallel(self) -> None:
         """Deregistrations run in parallel: two 2-second deletes end after 2 s."""
         self.build((spec("a"), spec("b")))
         self.start()
         self.fault(kind="deregister", delay=2, count=2)
-        d1, _ = self.stop()
-        self.advance(2)
-        self.assertEqual(self.successResultOf(d1), [True, True])
+        started = self.clock.seconds()
+        self.stop()
+        self.assertLessEqual(self.clock.seconds() - started, 2.2)
+        self.assertEqual(self.registry.services, {})
 
     def test_stop_without_valid_token(self) -> None:
         """With the token expired, a new one is fetched to deregister."""
@@ -494,8 +561,18 @@ class ShutdownTests(AgentTestCase):
         self.fault(kind="token", status=500, count=100)
         self.advance(150, step=5)
         self.emulator.faults.clear()
-        d1, _ = self.stop()
-        self.assertEqual(self.successResultOf(d1), [True])
+        self.stop()
+        self.assertEqual(self.registry.services, {})
+
+    def test_nothing_held_stops_at_once(self) -> None:
+        """An unreachable MEP and nothing registered: the stop does not wait at all."""
+        self.fault(kind="any", drop=True, count=10_000)
+        self.build((spec("a"),))
+        self.start()
+        self.advance(20)
+        started = self.clock.seconds()
+        self.stop()
+        self.assertLess(self.clock.seconds() - started, 0.15)
 
 
 class UnexpectedErrorTests(AgentTestCase):
@@ -518,11 +595,11 @@ class UnexpectedErrorTests(AgentTestCase):
         self.build((spec("a"),))
         self.start()
         self.break_once("heartbeat")
-        self.advance(BEAT + 5 + 45)
+        self.advance(BEAT + UNEXPECTED_PAUSE + 45)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(self.requests("register"), [201])
         self.assertEqual(self.requests("heartbeat"), [204])
-        self.assertTrue(self.registrar.states["a"].healthy)
+        self.assertTrue(self.keeper("a").healthy)
 
     def test_registration_bug_retried(self) -> None:
         """A bug while registering is logged and the registration retried."""
@@ -531,7 +608,7 @@ class UnexpectedErrorTests(AgentTestCase):
         self.start()
         self.advance(UNEXPECTED_PAUSE)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.REGISTERED)
+        self.assertEqual(self.keeper("a").phase, Phase.HELD)
 
     def test_token_bug_retried(self) -> None:
         """A bug while fetching the token is logged and the fetch retried."""
@@ -542,46 +619,21 @@ class UnexpectedErrorTests(AgentTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertIsNotNone(self.tokens.current())
 
-    def test_restore_keeps_liveness_link(self) -> None:
-        """An update answer without a liveness link keeps the one already known."""
-        from mep_agent.mp1.client import Registration
-
-        self.build((spec("a"),))
-        self.start()
-        sid = self.sid("a")
-        link = self.registration("a").liveness_path
-
-        async def bare_update(ser_instance_id: str, body: Any) -> Registration:
-            return Registration(ser_instance_id, None, 0)
-
-        self.patch(self.client, "update", bare_update)
-        self.registry.set_state(sid, "INACTIVE")
-        self.advance(BEAT)
-        self.assertEqual(self.registration("a").liveness_path, link)
-        self.assertEqual(self.registration("a").interval, 60)
-
 
 class LogEventTests(AgentTestCase):
     def test_state_changes_logged_with_named_fields_and_no_secret(self) -> None:
         """Each state change is one event with an 'event' name and fields, no credential."""
-        from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
-
-        from .helpers import SECRETS
-
-        events: list[LogEvent] = []
-        observer = cast(ILogObserver, events.append)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        events = self.capture_events()
         self.emulator.token_lifetime = 100
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=500)
-        self.advance(BEAT + 1)  # one failed beat, then a good one
-        self.advance(80 - (BEAT + 1))  # token refresh at 80 s
+        self.advance(BEAT + 2)  # one failed beat, then a good one
+        self.advance(80 - (BEAT + 2))  # token refresh at 80 s
         self.registry.restart()
-        self.advance(BEAT)  # lost, re-registered
-        self.registrar.stopService()
-        self.settle()
+        self.advance(BEAT_EVERY)  # lost, re-registered
+        token = self.token_value()
+        self.stop()
         names = [e["event"] for e in events if "event" in e]
         for expected in (
             "token.obtained",
@@ -596,8 +648,7 @@ class LogEventTests(AgentTestCase):
         ):
             self.assertIn(expected, names)
         registered = next(e for e in events if e.get("event") == "service.registered")
-        self.assertEqual((registered["ser_name"], registered["interval"]), ("a", 60))
-        token = self.token_value()
+        self.assertEqual((registered["kind"], registered["key"]), ("service", "a"))
         for event in events:
             text = formatEvent(event) + repr(event)
             for secret in (*SECRETS, token):

@@ -1,0 +1,289 @@
+"""
+Holdings: everything the agent keeps at the MEP, one keeper (keeper.py) per object -- each
+service of app_instance_info.yaml, each availability subscription, the termination
+subscription -- and one per object to be removed (a dead run's leftover, a service the file
+no longer names, a duplicate). It starts them, hands them what the file wants now (reload),
+withdraws them when the platform terminates the app, closes them at stop (deleting what they
+hold, all within --shutdown-timeout), and answers what status, metrics and one-shot mode ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from attrs import evolve, frozen
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.logger import Logger
+
+from mep_agent.config.model import ServiceSpec
+from mep_agent.core.budget import Budget
+from mep_agent.core.keeper import Keeper, KeeperContext, Phase
+from mep_agent.core.kinds import Held, Listed, MepKind, Services, Subscriptions
+from mep_agent.util.tasks import wait_at_most
+
+
+@frozen
+class Kinds:
+    """The kinds of object kept, each over the MEP client."""
+
+    services: Services
+    subscriptions: Subscriptions
+    termination: Subscriptions
+
+
+@frozen
+class Wanted:
+    """What the file (and the termination setting) wants kept."""
+
+    services: tuple[ServiceSpec, ...]
+    subscriptions: tuple[tuple[str, dict[str, Any]], ...]  # (label, body)
+    termination: dict[str, Any] | None = None
+
+
+class Holdings(Service):
+    """Every keeper; see the module."""
+
+    name = "holdings"
+    log = Logger()
+
+    def __init__(
+        self,
+        ctx: KeeperContext,
+        kinds: Kinds,
+        wanted: Wanted,
+        budget: Budget,
+        shutdown_timeout: float,
+        delete_on_stop: bool = True,
+    ) -> None:
+        """@param delete_on_stop: False in one-shot mode, where the registrations outlive us."""
+        ctx = evolve(ctx, changed=self.changed)
+        self.ctx = self._ctx = ctx
+        self.kinds = kinds
+        self._budget = budget
+        self._shutdown_timeout = shutdown_timeout
+        self._delete_on_stop = delete_on_stop
+        self.services: dict[str, Keeper] = {}
+        self.subscriptions: list[Keeper] = []
+        self.termination: Keeper | None = None
+        self.strays: list[Keeper] = []
+        self.withdrawn = False  # the platform terminates the app: nothing is wanted
+        self._settled: bool | None = None
+        self._settle_waiters: list[Deferred[bool]] = []
+        for spec in wanted.services:
+            self.services[spec.name] = Keeper(kinds.services, spec.name, ctx, spec.body)
+        for label, body in wanted.subscriptions:
+            self.subscriptions.append(Keeper(kinds.subscriptions, label, ctx, body))
+        if wanted.termination is not None:
+            self.termination = Keeper(kinds.termination, "termination", ctx, wanted.termination)
+        self._resized()
+        ctx.ready.on_settled(lambda ok: self.changed())
+
+    # -- the service ---------------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start every keeper (each waits for the first sync before it makes anything)."""
+        super().startService()
+        for keeper in self.keepers():
+            keeper.start()
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Let creations under way finish, then delete everything held, in parallel, all within
+        --shutdown-timeout (one-shot mode: stop without deleting anything).
+        """
+        super().stopService()
+        until = self._ctx.clock.seconds() + self._shutdown_timeout
+        return ensureDeferred(self.close(until, delete=self._delete_on_stop))
+
+    async def close(self, until: float, delete: bool, termination_too: bool = True) -> bool:
+        """Close every keeper (but the termination one unless C{termination_too})."""
+        closing = [k for k in self.keepers() if termination_too or k is not self.termination]
+        done = DeferredList(
+            [ensureDeferred(k.close(until, delete)) for k in closing], consumeErrors=True
+        )
+        await wait_at_most(self._ctx.clock, done, until - self._ctx.clock.seconds())
+        return all(k.held is None for k in closing) if delete else True
+
+    # -- what the file, the reload and the termination change ----------------------------
+
+    def apply(self, wanted: Wanted) -> dict[str, list[str]]:
+        """
+        Make the MEP hold what the reloaded file wants: new services and subscriptions are
+        made, removed ones deleted, changed services updated in place (or made anew where
+        the platform refuses the change); unchanged ones are left alone. The names by change.
+        """
+        changes: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+        if self.withdrawn:
+            return changes  # the app is being terminated: no file brings anything back
+        names = {spec.name: spec for spec in wanted.services}
+        for name in [n for n in self.services if n not in names]:
+            self._retire(self.services.pop(name))
+            changes["removed"].append(name)
+        for name, spec in names.items():
+            keeper = self.services.get(name)
+            if keeper is None:
+                keeper = self.services[name] = Keeper(
+                    self.kinds.services, name, self._ctx, spec.body
+                )
+                changes["added"].append(name)
+                self._started(keeper)
+            elif keeper.body != spec.body:
+                keeper.want(spec.body)
+                changes["changed"].append(name)
+        self._apply_subscriptions(wanted.subscriptions, changes)
+        self._resized()
+        return changes
+
+    def _apply_subscriptions(
+        self, wanted: tuple[tuple[str, dict[str, Any]], ...], changes: dict[str, list[str]]
+    ) -> None:
+        unmatched = list(wanted)
+        kept = []
+        for keeper in self.subscriptions:
+            match = next((w for w in unmatched if w[1] == keeper.body), None)
+            if match is None:
+                self._retire(keeper)
+                changes["removed"].append(f"subscription {keeper.key}")
+                continue
+            unmatched.remove(match)
+            keeper.key = match[0]
+            kept.append(keeper)
+        for label, body in unmatched:
+            keeper = Keeper(self.kinds.subscriptions, label, self._ctx, body)
+            kept.append(keeper)
+            changes["added"].append(f"subscription {label}")
+            self._started(keeper)
+        self.subscriptions = kept
+
+    async def withdraw(self, until: float, termination_too: bool) -> None:
+        """
+        The platform terminates the app: from now on nothing is wanted (a reloaded file
+        brings nothing back); everything is deleted by C{until}, the termination
+        subscription too when C{termination_too} (it goes once the termination is confirmed).
+        """
+        self.withdrawn = True
+        await self.close(until, delete=True, termination_too=termination_too)
+        self.services, self.subscriptions = {}, []
+        self.strays = [k for k in self.strays if not k.finished]
+        if termination_too:
+            self.termination = None
+
+    def stray(self, kind: MepKind, listed: Listed, key: str, held: Held) -> bool:
+        """
+        Delete C{held} (a dead run's leftover, an orphan, a duplicate), unless some keeper
+        already holds or deletes it. True when a keeper was set to it.
+        """
+        if self.holder(listed.ref) is not None or not self.running:
+            return False
+        keeper = Keeper(kind, key, self._ctx, None, held)
+        self.strays = [k for k in self.strays if not k.finished] + [keeper]
+        keeper.start()
+        return True
+
+    def trade(self, keeper: Keeper, listed: Listed) -> None:
+        """
+        C{keeper} takes C{listed} (a copy just like what it holds, with a lesser link) and
+        what it held is deleted: two pods that made the same subscription keep one.
+        """
+        old = keeper.held
+        keeper.release()
+        if old is not None:
+            self.stray(keeper.kind, Listed(keeper.kind.ref(old)), keeper.key, old)
+        keeper.adopt(listed)
+
+    def _retire(self, keeper: Keeper) -> None:
+        """C{keeper}'s object is no longer wanted: deleted, then forgotten."""
+        keeper.unwant()
+        self.strays = [k for k in self.strays if not k.finished] + [keeper]
+
+    def _started(self, keeper: Keeper) -> None:
+        if self.running:
+            keeper.start()
+
+    def _resized(self) -> None:
+        """The burst follows the number of objects; heartbeats are spread over a period."""
+        services = list(self.services.values())
+        for index, keeper in enumerate(services):
+            keeper.slot = (index, len(services))
+        objects = len(services) + len(self.subscriptions) + (1 if self.termination else 0)
+        self._budget.resize(objects)
+
+    # -- what the Reconciler reads -------------------------------------------------------
+
+    def keepers(self) -> Iterator[Keeper]:
+        """Every keeper: services, subscriptions, the termination one, then the strays."""
+        yield from self.services.values()
+        yield from self.subscriptions
+        if self.termination is not None:
+            yield self.termination
+        yield from self.strays
+
+    def holder(self, ref: str) -> Keeper | None:
+        """The keeper that holds C{ref}, if any."""
+        for keeper in self.keepers():
+            if keeper.held is not None and keeper.kind.ref(keeper.held) == ref:
+                return keeper
+        return None
+
+    def wanted_subscriptions(self, kind: MepKind) -> list[Keeper]:
+        """The keepers of subscriptions of C{kind} that something is wanted of."""
+        if kind is self.kinds.termination:
+            return [self.termination] if self.termination is not None else []
+        return list(self.subscriptions)
+
+    # -- what status, metrics and one-shot mode ask --------------------------------------
+
+    def changed(self) -> None:
+        """Something was made or READY settled: are we settled?"""
+        if self._settled is not None:
+            return
+        ready = self._ctx.ready
+        if ready.enabled and ready.refused is not None and not ready.confirmed:
+            self._settle(False)
+            return
+        made = all(k.counts.created or k.held is not None for k in self.services.values())
+        if made and (ready.confirmed or not ready.enabled):
+            self._settle(True)
+
+    def when_settled(self) -> Deferred[bool]:
+        """
+        Fires once every service was registered and READY confirmed (when enabled): True;
+        False when the MEP refused confirm_ready.
+        """
+        self.changed()
+        if self._settled is not None:
+            return succeed(self._settled)
+        waiter: Deferred[bool] = Deferred()
+        self._settle_waiters.append(waiter)
+        return waiter
+
+    def _settle(self, ok: bool) -> None:
+        self._settled = ok
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for waiter in waiters:
+            waiter.callback(ok)
+
+    def last_error(self) -> str | None:
+        """The last error of any service, for a one-line summary."""
+        for name, keeper in self.services.items():
+            if keeper.last_error:
+                return f"service {name}: {keeper.last_error}"
+        return None
+
+    def unusable_links(self) -> list[str]:
+        """Links the MEP gave that lead to another origin (a failing health check each)."""
+        found = []
+        for keeper in self.keepers():
+            link = getattr(keeper.held, "refused_link", None)
+            if keeper.held is not None and link:
+                found.append(link)
+        return found
+
+    def phases(self) -> dict[str, int]:
+        """How many keepers stand in each phase (metrics)."""
+        counts = {phase.value: 0 for phase in Phase}
+        for keeper in self.keepers():
+            counts[keeper.phase.value] += 1
+        return counts
