@@ -80,6 +80,8 @@ class Seams:
     earlier: Snapshot | None = None  # what the state directory held at start
     state_problem: str | None = None  # why nothing outlives this life, if it cannot
     rng: Callable[[], float] = random.random
+    #: What tells the application of notifications (None: --app-notify-url's forwarder).
+    forward: Callable[[dict[str, Any]], None] | None = None
 
 
 class AgentService(MultiService):
@@ -401,7 +403,7 @@ def core(cfg: AgentConfig, reactor: Any, seams: Seams) -> Core:
     """Everything but the web side, each part made before the parts that use it."""
     metrics = CollectorRegistry()
     way = link(cfg, reactor, seams, metrics)
-    forward = forwarder(cfg, reactor)
+    forward = seams.forward or forwarder(cfg, reactor)
     kept = keeping(cfg, reactor, way, seams, forward)
     discovery = DiscoveryCache(
         MepDiscovery(way.access.tokens, way.access.client, cfg.discovery_ttl, reactor),

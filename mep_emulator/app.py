@@ -467,7 +467,7 @@ class MepEmulator:
         return self._subscribe(request, app_id, termination=False)
 
     @app.route(f"{MGMT}/applications/<app_id>/subscriptions", methods=["GET"])
-    @fault_point("subscribe")
+    @fault_point("sync")
     def subscriptions(self, request: Request, app_id: str) -> bytes:
         """mepserver: the app's availability subscriptions."""
         return self._list_subscriptions(request, app_id, termination=False)
@@ -485,7 +485,7 @@ class MepEmulator:
         return self._subscribe(request, app_id, termination=True)
 
     @app.route(f"{SUPPORT}/applications/<app_id>/subscriptions", methods=["GET"])
-    @fault_point("subscribe")
+    @fault_point("sync")
     def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
         """mepserver: the app's termination subscriptions."""
         return self._list_subscriptions(request, app_id, termination=True)

@@ -288,7 +288,7 @@ class EtsiMep:
         records = [r for r in self.core.registry.services.values() if r.app_instance_id == app_id]
         return write_json(request, 200, [self._view(request, r) for r in records])
 
-    @fault_point("subscribe")
+    @fault_point("sync")
     def subscriptions(self, request: Request, app_id: str) -> bytes:
         """GET the app's availability subscriptions: a SubscriptionLinkList."""
         self._authorize(request, app_id)
@@ -445,7 +445,7 @@ class EtsiMep:
         """POST an AppTerminationNotificationSubscription: 201 with absolute links."""
         return self._create_subscription(request, app_id, termination=True)
 
-    @fault_point("subscribe")
+    @fault_point("sync")
     def termination_subscriptions(self, request: Request, app_id: str) -> bytes:
         """GET the app's termination subscriptions: a SubscriptionLinkList (none: empty)."""
         self._authorize(request, app_id)

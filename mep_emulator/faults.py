@@ -2,8 +2,9 @@
 Fault injection for the emulator: fail, delay or drop the next N requests of a kind.
 
 Kinds name what the agent does: token, register, heartbeat, deregister, discovery,
-subscribe, unsubscribe, update, service (other per-service reads), confirm_ready,
-confirm_termination, or any.
+subscribe (creating a subscription, or reading one), unsubscribe, update, service (other
+per-service reads), sync (the lists of the app's services and subscriptions),
+confirm_ready, confirm_termination, or any.
 """
 
 from __future__ import annotations

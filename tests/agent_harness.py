@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import yaml
 from treq.testing import StubTreq
@@ -25,6 +26,7 @@ from mep_agent.core.keeper import Keeper
 from mep_agent.core.liveness import BeatSchedule
 from mep_agent.core.owned import Snapshot, StateStore
 from mep_agent.mp1.client import Registration
+from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.dialect import mepserver_grace, no_grace
 from mep_agent.mp1.http import MepHttp
 from mep_agent.util.retry import backoff
@@ -39,6 +41,7 @@ BASE = "https://127.0.0.1:8443"
 CONF = "/conf"
 INFO = f"{CONF}/app_instance_info.yaml"
 CA = "/ca.pem"
+API_TOKEN = "/secrets/api-token"
 # When a service registered at 0 with the MEP's 60 s interval sends its first heartbeat
 # (52.5 s: 63 s deadline, the whole 10 s request timeout while no latency is known, 0.5 s
 # safety); the same on a MEC 011 platform, which gives no grace (49.5 s). Later beats to a
@@ -72,6 +75,15 @@ def ca_pem() -> bytes:
 def exact_backoff() -> Iterator[float]:
     """The production policy at the top of its jitter, so tests know every delay."""
     return backoff(rng=lambda: 1.0)
+
+
+def credentials(sk: str | None = None) -> Credentials:
+    """The emulator's development app's credentials (SK replaced when given)."""
+    return Credentials(
+        Secret(DEV_APP.access_key),
+        Secret(sk or DEV_APP.secret_key),
+        Secret(DEV_APP.app_instance_id),
+    )
 
 
 def spec(name: str = "svc1", interval: int = 60, **extra: Any) -> ServiceSpec:
@@ -158,6 +170,11 @@ class AgentTestCase(SynchronousTestCase):
         earlier: Snapshot | None = None,
         rng: Callable[[], float] = lambda: 1.0,
         sk: str | None = None,
+        forward: Callable[[dict[str, Any]], None] | None = None,
+        wait_app: bool = False,
+        api_token: Secret | None = None,
+        ttl: float | None = None,
+        stale: float | None = None,
         **settings: Any,
     ) -> None:
         """
@@ -171,6 +188,12 @@ class AgentTestCase(SynchronousTestCase):
             environ["SK"] = sk
         settings.setdefault("notify_url", notify_url)
         settings.setdefault("termination", "auto" if termination else "off")
+        settings.setdefault("termination_wait_app", wait_app)
+        settings.setdefault("discovery_ttl", ttl)
+        settings.setdefault("discovery_stale", stale)
+        if api_token is not None:
+            self.files[API_TOKEN] = api_token.reveal().encode()
+            settings.setdefault("api_token_file", API_TOKEN)
         self.cfg = self.configure(settings, environ)
         self.state = state
         self.seams = Seams(
@@ -180,6 +203,7 @@ class AgentTestCase(SynchronousTestCase):
             state=state,
             earlier=earlier,
             rng=rng,
+            forward=forward,
         )
         self.finished: list[int] = []
         self.service: AgentService = build(self.cfg, self.clock, self.seams, self.finished.append)
@@ -193,7 +217,9 @@ class AgentTestCase(SynchronousTestCase):
             core.discovery,
             core.reloader,
         )
-        self.api: Any = StubTreq(self.service.front.api.resource())
+        self.agent_api = self.service.front.api
+        self.front: Any = self.agent_api.resource()
+        self.api: Any = StubTreq(self.front)
         self.ops: Any = StubTreq(self.service.front.ops.resource())
 
     def read(self, path: str) -> Deferred[bytes]:
@@ -275,6 +301,15 @@ class AgentTestCase(SynchronousTestCase):
 
     def requests(self, kind: str) -> list[int]:
         return [r.status for r in self.emulator.requests if r.kind == kind]
+
+    @property
+    def discovery_calls(self) -> list[str]:
+        """The names the agent asked the MEP to discover, in order."""
+        names = []
+        for r in self.emulator.requests:
+            if r.kind == "discovery" and r.path.endswith("/services"):
+                names.extend(parse_qs(r.query).get("ser_name", []))
+        return names
 
     def instances(self, name: str) -> list[Any]:
         return [s for s in self.registry.services.values() if s.body["serName"] == name]

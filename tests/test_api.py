@@ -171,9 +171,9 @@ class EndpointFastPathTests(ApiTestCase):
 class EndpointFastPathTokenTests(ApiTestCase):
     def test_api_token_checked(self) -> None:
         """With --api-token, the fast path answers only a caller that sent it."""
-        self.build((spec("httpbin"),), api_token=Secret("s3cret"))
+        self.build((spec("httpbin"),), api_token=Secret("s3cret-app-token-1234"))
         self.start()
-        auth = {"Authorization": "Bearer s3cret"}
+        auth = {"Authorization": "Bearer s3cret-app-token-1234"}
         self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin", headers=auth)[0], 200)
         self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin", headers=auth)[0], 200)
         self.assertEqual(self.get_json(self.api, f"{ENDPOINT}/httpbin")[0], 401)

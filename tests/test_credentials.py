@@ -8,11 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import fail, succeed
-
-from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.token import TokenState
-from mep_agent.mp1.credentials import Credentials
 from mep_agent.util.secret import Secret
 
 from .agent_harness import AgentTestCase, credentials, spec
@@ -23,32 +19,18 @@ NEW_SK = "N" * 64
 
 
 class CredentialFilesTests(AgentTestCase):
-    watcher: CredentialFiles
+    """The agent as production builds it, its AK and SK read from files (AK_FILE, SK_FILE)."""
+
+    def environ(self) -> dict[str, str]:
+        environ = super().environ()
+        del environ["AK"], environ["SK"]
+        return dict(environ, AK_FILE="/secrets/accesskey", SK_FILE="/secrets/secretkey")
 
     def start(self) -> None:
         self.files = {"/secrets/accesskey": AK.encode(), "/secrets/secretkey": SK.encode()}
-
-        def read(path: str) -> Any:
-            if path not in self.files:
-                return fail(OSError(2, "No such file or directory"))
-            return succeed(self.files[path])
-
-        def changed(new: Credentials) -> None:
-            self.mep_wire.set_credentials(new)
-            self.tokens.credentials_changed()
-
-        self.build((spec("a"),), on_refused=lambda: self.watcher.check_now())
-        self.watcher = CredentialFiles(
-            (("ak", "/secrets/accesskey"), ("sk", "/secrets/secretkey")),
-            read,
-            credentials(),
-            changed,
-            self.clock,
-            10,
-        )
+        self.build((spec("a"),))
+        self.watcher = self.core.link.credential_files
         super().start()
-        self.watcher.startService()
-        self.addCleanup(self.watcher.stopService)
 
     def rotate(self) -> None:
         """The platform switches the app to the new pair (the old AK is unknown now)."""
@@ -66,7 +48,9 @@ class CredentialFilesTests(AgentTestCase):
         self.tokens.invalidate(token, _refused())
 
     def swap_files(self) -> None:
-        self.files = {"/secrets/accesskey": NEW_AK.encode(), "/secrets/secretkey": NEW_SK.encode()}
+        self.files.update(
+            {"/secrets/accesskey": NEW_AK.encode(), "/secrets/secretkey": NEW_SK.encode()}
+        )
 
     def test_a_refused_key_reads_the_files_and_signs_anew_at_once(self) -> None:
         """401 for the old key: the files are read at once; the new pair, no 160 s wait."""
@@ -79,7 +63,7 @@ class CredentialFilesTests(AgentTestCase):
         self.assertEqual(self.tokens.state, TokenState.VALID)
         self.assertEqual(self.watcher.changes, 1)
         self.advance(600, step=5)
-        self.assertTrue(all(s.healthy for s in self.registrar.states.values()))
+        self.assertTrue(all(k.healthy for k in self.holdings.services.values()))
 
     def test_a_changed_file_is_used_before_any_refusal(self) -> None:
         """Polled: the new pair is taken before the next token request; no 401 at all."""
@@ -108,7 +92,7 @@ class CredentialFilesTests(AgentTestCase):
     def test_a_half_swapped_file_is_not_taken(self) -> None:
         """An invalid or missing file: one log line, the old credentials stay."""
         self.start()
-        self.files = {"/secrets/accesskey": b"short", "/secrets/secretkey": SK.encode()}
+        self.files.update({"/secrets/accesskey": b"short", "/secrets/secretkey": SK.encode()})
         self.advance(30)
         self.assertEqual(self.watcher.changes, 0)
         self.assertEqual(self.watcher.current, credentials())

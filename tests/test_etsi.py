@@ -15,6 +15,7 @@ from typing import Any, cast
 import yaml
 from openapi_schema_validator import OAS30Validator, OAS31Validator
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config.model import ServiceSpec, SubscriptionSpec, parse_app_instance_info
@@ -30,7 +31,7 @@ from mep_agent.util.secret import Secret
 from mep_emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.memory import InMemoryMep
 
-from .agent_harness import ETSI_BEAT, ETSI_BEAT_EVERY, ApiTestCase
+from .agent_harness import ETSI_BEAT, ETSI_BEAT_EVERY, AgentTestCase
 from .helpers import DATA
 
 ROOT = "/sbx1/mep"
@@ -66,64 +67,36 @@ def etsi_spec(name: str = "rnis.v2", **extra: Any) -> ServiceSpec:
     return ServiceSpec(name, etsi_service(name, **extra))
 
 
-class EtsiTestCase(ApiTestCase):
-    """ApiTestCase with the emulator's ETSI face under ROOT and an OAuth2 agent."""
+class EtsiTestCase(AgentTestCase):
+    """The agent on the emulator's ETSI face under ROOT, with OAuth2 client credentials."""
 
     secret = DEV_CLIENT_SECRET
+    public_url: str | None = None
 
     def setUp(self) -> None:
-        self.mep = InMemoryMep.create(dialect="etsi", api_root=ROOT)
-        self.clock = self.mep.clock
-        self.emulator = self.mep.emulator
-        self.registry = self.emulator.registry
-
-    def build(  # type: ignore[override]
-        self,
-        services: tuple[ServiceSpec, ...] = (),
-        subscriptions: tuple[SubscriptionSpec, ...] = (),
-        notify_url: str | None = None,
-        public_origins: frozenset[Any] = frozenset(),
-        **registrar_options: Any,
-    ) -> None:
-        credentials = Credentials(
-            None,
-            None,
-            Secret(DEV_APP.app_instance_id),
-            OAuth2Client(TOKEN_URL, Secret(DEV_CLIENT_ID), Secret(self.secret)),
+        self.use_mep(
+            InMemoryMep.create(
+                clock=MemoryReactorClock(),
+                dialect="etsi",
+                api_root=ROOT,
+                public_url=self.public_url,
+                liveness_interval=self.liveness,
+            )
         )
-        super().build(
-            services,
-            subscriptions=subscriptions,
-            notify_url=notify_url,
-            client_options={
-                "api_root": ROOT,
-                "links_under_root": ETSI.links_under_root,
-                "public_origins": public_origins,
-            },
-            client_credentials=credentials,
-            oauth2=True,
-            **{
-                "liveness_grace": ETSI.liveness_grace,
-                "ready_first": ETSI.ready_first,
-                **registrar_options,
-            },
-        )
-        self.rebuild_apis()
 
-    def rebuild_apis(self) -> None:
-        from prometheus_client import CollectorRegistry
-        from treq.testing import StubTreq
+    liveness: int | None = 60
 
-        from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
-        from mep_agent.web.api import AgentAPI
-
-        source = MepDiscovery(self.tokens, self.client, 30, self.clock)
-        self.discovery = DiscoveryCache(source, self.clock, 30, 300, deadline=11)
-        self.metrics = CollectorRegistry()
-        self.api = StubTreq(
-            AgentAPI(
-                self.tokens, self.discovery, self.clock, None, ETSI, self.terminator
-            ).resource()
+    def environ(self) -> dict[str, str]:
+        environ = super().environ()
+        del environ["AK"], environ["SK"]
+        return dict(
+            environ,
+            MEP_AGENT_DIALECT="etsi",
+            MEP_AGENT_API_ROOT=ROOT,
+            MEP_AGENT_AUTH="oauth2",
+            MEP_AGENT_OAUTH2_TOKEN_URL=TOKEN_URL,
+            MEP_AGENT_OAUTH2_CLIENT_ID=DEV_CLIENT_ID,
+            MEP_AGENT_OAUTH2_CLIENT_SECRET=self.secret,
         )
 
     def sent(self, kind: str) -> list[Any]:
@@ -191,7 +164,7 @@ class StartupTests(EtsiTestCase):
         self.build((etsi_spec(),), subscriptions=(subscription,))
         self.start()
         self.assertEqual((self.requests("register"), self.requests("subscribe")), ([], []))
-        self.advance(1)  # confirm_ready's backoff: 1 s, then everything else
+        self.advance(2)  # the 503 paused every request 2 s; then confirm_ready, then the rest
         self.assertEqual(self.requests("confirm_ready"), [503, 204])
         self.assertEqual((self.requests("register"), self.requests("subscribe")), ([201], [201]))
 
@@ -209,10 +182,10 @@ class ReadyLostTests(EtsiTestCase):
         beats = self.requests("heartbeat")
         self.assertEqual(beats[:2], [403, 204], "the beat again at once, answered")
         self.assertEqual(set(beats[2:]), {204})
-        self.assertEqual([s.heartbeats_failed for s in self.registrar.states.values()], [0, 0])
+        self.assertEqual([k.beats.failed for k in self.holdings.services.values()], [0, 0])
 
-    def test_not_ready_on_a_subscription_is_not_a_300_s_wait(self) -> None:
-        """A subscription refused "not ready" is created right after confirm_ready."""
+    def test_not_ready_on_a_sync_is_not_a_wait(self) -> None:
+        """A sync refused "not ready": READY confirmed, a lost subscription made at once."""
         subscription = SubscriptionSpec(
             0,
             {
@@ -224,10 +197,15 @@ class ReadyLostTests(EtsiTestCase):
         self.start()
         self.registry.ready.clear()
         self.registry.subscriptions.clear()
-        self.subscriber.check_now()
-        self.advance(301, step=10)
-        # the check: "not ready"; READY confirmed; checked again: gone; created at once
-        self.assertEqual(self.requests("subscribe")[1:], [403, 404, 201])
+        self.reconciler.soon("a test")
+        self.advance(6)  # READY is confirmed again no sooner than 5 s after the last time
+        # the sync: "not ready"; READY confirmed; the lists read again: gone; made at once
+        kinds = [(r.kind, r.status) for r in self.emulator.requests]
+        at = kinds.index(("sync", 403))
+        self.assertEqual(
+            kinds[at + 1 : at + 4], [("confirm_ready", 204), ("sync", 200), ("sync", 200)]
+        )
+        self.assertEqual(kinds[at + 4], ("subscribe", 201))
         created = [r for r in self.emulator.requests if r.kind == "subscribe"]
         ready = [r for r in self.emulator.requests if r.kind == "confirm_ready"]
         self.assertEqual(len(ready), 2)
@@ -287,12 +265,11 @@ class LivenessTests(EtsiTestCase):
         self.advance(ETSI_BEAT)
         self.assertEqual(self.requests("heartbeat"), [415, 204])
         self.assertEqual(self.client._patch_type, "application/merge-patch+json")
-        self.assertTrue(self.registrar.states["rnis.v2"].healthy)
+        self.assertTrue(self.keeper("rnis.v2").healthy)
 
     def test_put_refused_by_the_platform(self) -> None:
         """Forcing PUT on an ETSI platform fails (405), which is why auto follows the link."""
-        self.build((etsi_spec(),))
-        self.client._heartbeat_method = "PUT"
+        self.build((etsi_spec(),), heartbeat_method="PUT")
         self.start()
         self.advance(ETSI_BEAT)
         self.assertEqual(self.requests("heartbeat"), [405])
@@ -306,7 +283,7 @@ class LivenessTests(EtsiTestCase):
 
     def test_inactive_repair_sends_the_servers_info(self) -> None:
         """409: PUT the ServiceInfo the MEP returned, only state changed (the server's rule)."""
-        self.build((etsi_spec(),))
+        self.build((etsi_spec(),), sync_interval=0)
         self.start()
         sid = self.sid("rnis.v2")
         self.registry.set_state(sid, "INACTIVE")
@@ -368,7 +345,7 @@ class ForeignLinkTests(EtsiTestCase):
             _links={"liveness": {"href": "https://evil.example/liveness"}},
         )
         self.fault(kind="register", status=201, raw=json.dumps(answer))
-        self.build((etsi_spec(),))
+        self.build((etsi_spec(),), sync_interval=0)  # the MEP does not hold that answer's id
         from twisted.logger import ILogObserver, globalLogPublisher
 
         events: list[Any] = []
@@ -418,14 +395,9 @@ class PublicOriginTests(EtsiTestCase):
     """A platform that builds every link from its public URL (AdvantEDGE's MEEP_HOST_URL)."""
 
     PUBLIC = "https://mep.public.example:9443"
+    public_url = PUBLIC
 
-    def setUp(self) -> None:
-        self.mep = InMemoryMep.create(dialect="etsi", api_root=ROOT, public_url=self.PUBLIC)
-        self.clock = self.mep.clock
-        self.emulator = self.mep.emulator
-        self.registry = self.emulator.registry
-
-    def start_with(self, public_origins: frozenset[Any]) -> None:
+    def start_with(self, public_url: str | None) -> None:
         subscription = SubscriptionSpec(
             0,
             {
@@ -434,30 +406,40 @@ class PublicOriginTests(EtsiTestCase):
             },
         )
         self.build(
-            (etsi_spec("rnis.v2"),), subscriptions=(subscription,), public_origins=public_origins
+            (etsi_spec("rnis.v2"),), subscriptions=(subscription,), mep_public_url=public_url
         )
         self.start()
 
-    def test_without_the_setting_its_links_are_refused(self) -> None:
-        """As before: links to the public origin are not followed (no beats, no delete)."""
-        self.start_with(frozenset())
+    def test_without_the_setting_its_links_are_refused_and_health_says_so(self) -> None:
+        """
+        Links to the public origin are not followed (no beats, no delete); /healthz/mep and
+        status fail a check that names the origin and the setting.
+        """
+        self.start_with(None)
         self.assertTrue(self.registration("rnis.v2").refused_link)
         self.advance(ETSI_BEAT + 1)
         self.assertEqual(self.requests("heartbeat"), [])
-        self.subscriber.stopService()
-        self.settle()
-        self.assertEqual(self.requests("unsubscribe"), [], "the subscription leaks")
+        code, health, _ = self.get_json(self.ops, "/healthz/mep")
+        self.assertEqual(code, 503)
+        check = health["checks"]["links"]
+        self.assertEqual((check["ok"], check["refused"]), (False, [self.PUBLIC]))
+        self.assertIn("--mep-public-url", check["fix"])
+        _, status, _ = self.get_json(self.ops, "/mep-agent/v1/status")
+        self.assertEqual(status["checks"]["links"]["refused"], [self.PUBLIC])
+        self.stop()
+        self.assertEqual(self.requests("unsubscribe"), [], "it cannot be deleted")
 
     def test_public_origin_followed_on_the_dialed_address(self) -> None:
         """--mep-public-url: beats and the subscription's delete go to the dialed MEP."""
-        self.start_with(frozenset({links.public_origin(self.PUBLIC)}))
+        self.start_with(self.PUBLIC)
         registration = self.registration("rnis.v2")
         self.assertIsNone(registration.refused_link)
         self.assertTrue(str(registration.liveness_path).startswith(f"{BASE}{ROOT}/"))
         self.advance(ETSI_BEAT + 1)
         self.assertEqual(self.requests("heartbeat"), [204])
-        self.subscriber.stopService()
-        self.settle()
+        _, health, _ = self.get_json(self.ops, "/healthz/mep")
+        self.assertNotIn("links", health["checks"])
+        self.stop()
         self.assertEqual(self.requests("unsubscribe"), [204])
         self.assertEqual(self.registry.subscriptions, {})
 
@@ -474,12 +456,9 @@ class SubscriptionTests(EtsiTestCase):
         )
         self.build(subscriptions=(subscription,))
         self.start()
-        state = self.subscriber.states[0]
-        assert state.subscription is not None
-        self.assertTrue(str(state.subscription.url).startswith(f"{BASE}{MGMT}/applications/"))
-        stopped = self.subscriber.stopService()
-        self.settle()
-        self.assertEqual(self.successResultOf(stopped), [True])
+        held = self.holdings.subscriptions[0].held
+        self.assertTrue(str(getattr(held, "url", "")).startswith(f"{BASE}{MGMT}/applications/"))
+        self.stop()
         deletes = [r for r in self.emulator.requests if r.kind == "unsubscribe"]
         self.assertEqual([(r.status, r.path.startswith(MGMT)) for r in deletes], [(204, True)])
         self.assertEqual(self.registry.subscriptions, {})

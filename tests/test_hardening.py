@@ -1,7 +1,7 @@
 """
-Issue #9's findings, one test each (the number in each class name is the finding's):
-the agent against a MEP that rotates keys, refuses, redirects, floods, lies about
-lifetimes, and against callers that send odd requests. Clock + in-memory emulator.
+The agent against a MEP that rotates keys, refuses, redirects, floods, lies about
+lifetimes, and against callers that send odd requests: the whole agent on a clock against
+the in-memory emulator.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.core.discovery import DiscoveryCache
-from mep_agent.core.registration import ServiceStatus
+from mep_agent.core.keeper import Phase
 from mep_agent.core.token import TokenState
 from mep_agent.mp1.auth import lifetime
 from mep_agent.mp1.errors import MepError
@@ -28,6 +28,7 @@ from mep_agent.util import jsontext
 from mep_agent.web.site import LimitedRequest, serve
 from mep_emulator.auth import App
 from mep_emulator.dev import DEV_APP
+from mep_emulator.memory import InMemoryMep
 
 from .agent_harness import BASE, BEAT, NOTIFICATIONS, ApiTestCase, spec
 from .helpers import SECRETS
@@ -65,10 +66,10 @@ class HardeningTestCase(ApiTestCase):
                 self.assertNotIn(secret, text)
 
 
-class Finding1GatewayRefusalTests(HardeningTestCase):
+class GatewayRefusalTests(HardeningTestCase):
     def test_invalid_signature_renews_token(self) -> None:
         """A key rotation (403 "Invalid signature") replaces the token; beats resume."""
-        self.build((spec("a"),))
+        self.build((spec("a"),), sync_interval=0)
         self.start()
         old = self.tokens.current()
         assert old is not None
@@ -78,13 +79,13 @@ class Finding1GatewayRefusalTests(HardeningTestCase):
         self.assertIsNone(self.tokens.current())
         code, body, _ = self.get_json(self.api, TOKEN)
         self.assertEqual(code, 503)  # the refused token is never served
-        self.advance(1)  # backoff, a new token, and the beat is retried once
+        self.advance(2)  # the 503's pause, a new token, and the beat is retried once
         self.assertEqual(self.requests("heartbeat"), [403, 204])
         new = self.tokens.current()
         assert new is not None
         self.assertNotEqual(new.access_token.reveal(), old.access_token.reveal())
         self.assertEqual(self.requests("token"), [200, 503, 200])
-        self.assertTrue(self.registrar.states["a"].healthy)
+        self.assertTrue(self.keeper("a").healthy)
         code, body, _ = self.get_json(self.api, TOKEN)
         self.assertEqual((code, body["access_token"]), (200, new.access_token.reveal()))
 
@@ -98,7 +99,7 @@ class Finding1GatewayRefusalTests(HardeningTestCase):
         self.assertEqual(self.requests("heartbeat").count(204), 50)
 
 
-class Finding2StopNeverLocksTests(HardeningTestCase):
+class StopNeverLocksTests(HardeningTestCase):
     def test_stop_after_sk_rotation_sends_at_most_two_signatures(self) -> None:
         """Stopping 50 services with a refused SK never locks the AK."""
         self.emulator.token_lifetime = 100
@@ -106,10 +107,7 @@ class Finding2StopNeverLocksTests(HardeningTestCase):
         self.start()
         self.rotate_sk()
         self.advance(110)  # the refresh at 80 s is refused; the token expired at 100 s
-        registrar_stopped = self.registrar.stopService()
-        self.advance(6)
-        self.successResultOf(registrar_stopped)
-        self.tokens.stopService()
+        self.stop()
         refused = [s for s in self.requests("token") if s == 401]
         self.assertLessEqual(len(refused), 2)
         self.assertFalse(self.emulator.lockout.is_locked(DEV_APP.access_key, self.clock.seconds()))
@@ -141,7 +139,7 @@ class Finding2StopNeverLocksTests(HardeningTestCase):
         self.assertIn("check AK/SK", formatEvent(locked[0]))
 
 
-class Finding3DeadlineTests(HardeningTestCase):
+class DeadlineTests(HardeningTestCase):
     def test_endpoint_answers_within_deadline(self) -> None:
         """With the token refused and renewal failing, discovery answers 503 in time."""
         self.build((spec("httpbin"),))
@@ -163,7 +161,7 @@ class Finding3DeadlineTests(HardeningTestCase):
         self.assertEqual(self.successResultOf(d).code, 503)
 
 
-class Finding4RedirectTests(HardeningTestCase):
+class RedirectTests(HardeningTestCase):
     def test_discovery_redirect_not_followed(self) -> None:
         """A discovery 302 to another origin is a MEP error (502), never followed."""
         self.build((spec("httpbin"),))
@@ -185,12 +183,12 @@ class Finding4RedirectTests(HardeningTestCase):
         self.start()
         self.fault(kind="heartbeat", status=303, headers={"Location": "/elsewhere"}, raw="")
         self.advance(BEAT)
-        state = self.registrar.states["a"]
-        self.assertEqual((state.heartbeats_failed, state.last_heartbeat), (1, None))
-        self.assertIn("HTTP 303", state.last_error or "")
+        keeper = self.keeper("a")
+        self.assertEqual((keeper.beats.failed, keeper.beats.last_good), (1, None))
+        self.assertIn("HTTP 303", keeper.last_error or "")
 
 
-class Finding5BoundedBodyTests(HardeningTestCase):
+class BoundedBodyTests(HardeningTestCase):
     def test_huge_discovery_answer_refused(self) -> None:
         """An answer over the limit is a 502 and is not kept."""
         self.build((spec("httpbin"),))
@@ -269,7 +267,7 @@ class CacheBoundsTests(SynchronousTestCase):
         self.assertEqual(cache.size, (0, 0))
 
 
-class Finding6LifetimeTests(HardeningTestCase):
+class LifetimeTests(HardeningTestCase):
     def test_lifetime_sanitised(self) -> None:
         """expires_in: finite, positive, clamped to 1 s .. 24 h; anything else refused."""
         self.assertEqual(lifetime(3600), 3600)
@@ -304,14 +302,13 @@ class Finding6LifetimeTests(HardeningTestCase):
     def test_huge_lifetime_still_refreshed(self) -> None:
         """A lifetime of 1e12 s is clamped to a day: refreshed after 80 % of it."""
         self.token_answer('{"access_token": "x", "expires_in": 1000000000000}')
-        self.build(confirm_ready=False)  # nothing uses the fake token
+        self.build(confirm_ready=False)
         self.start()
-        token = self.tokens.current()
-        assert token is not None
-        self.assertEqual(token.expires_in, 86400)
+        (obtained,) = [e for e in self.events if e.get("event") == "token.obtained"][:1]
+        self.assertEqual(obtained["expires_in"], 86400)
 
 
-class Finding7ClassificationTests(HardeningTestCase):
+class ClassificationTests(HardeningTestCase):
     def test_401_then_malformed_token_answer_uses_normal_backoff(self) -> None:
         """A 401 on a beat, then a malformed token answer: back within seconds, not 160."""
         self.build((spec("a"),))
@@ -339,7 +336,7 @@ class Finding7ClassificationTests(HardeningTestCase):
         self.fault(kind="token", status=503, count=100)
         self.build((spec("a"),))
         self.start()
-        self.advance(11)
+        self.advance(21)  # the first sync's wait for a token, then the registration's
         _, status, _ = self.get_json(self.ops, "/mep-agent/v1/status")
         self.assertTrue(status["services"][0]["waitingForToken"])
         _, ready, _ = self.get_json(self.ops, "/readyz?verbose")
@@ -348,7 +345,7 @@ class Finding7ClassificationTests(HardeningTestCase):
         self.assertIn(b'mep_agent_service_waiting_for_token{ser_name="a"} 1.0', raw)
 
 
-class Finding8NotificationTests(HardeningTestCase):
+class ForgedNotificationTests(HardeningTestCase):
     def test_forged_notifications_404(self) -> None:
         """Without the per-process secret, the notification route does not exist."""
         self.build()
@@ -361,7 +358,7 @@ class Finding8NotificationTests(HardeningTestCase):
         self.assertEqual(response.code, 204)
 
 
-class Finding9OddRequestTests(HardeningTestCase):
+class OddRequestTests(HardeningTestCase):
     def test_odd_paths_and_hosts_are_json_4xx(self) -> None:
         """Double slashes, odd hosts and deep JSON bodies: JSON 4xx, never a 500."""
         self.build((spec("httpbin"),))
@@ -385,7 +382,7 @@ class Finding9OddRequestTests(HardeningTestCase):
         self.assertRaises(ValueError, jsontext.loads, b"[NaN]")
 
 
-class Finding10ListenerTests(SynchronousTestCase):
+class ListenerLimitTests(SynchronousTestCase):
     def connect(self, clock: Clock, max_connections: int = 4) -> tuple[Any, Any]:
         from twisted.web.resource import Resource
 
@@ -455,7 +452,7 @@ class ConnectionErrorTests(HardeningTestCase):
         self.assertIn("(connecting to 127.0.0.1:8443)", self.tokens.last_error or "")
 
 
-class Finding11RedactionTests(HardeningTestCase):
+class RedactionTests(HardeningTestCase):
     def test_app_instance_id_not_in_errors(self) -> None:
         """A redirect naming the app instance id leaves no trace of it in logs or status."""
         self.build((spec("a"),))
@@ -478,12 +475,12 @@ class Finding11RedactionTests(HardeningTestCase):
             kind="heartbeat", status=500, raw=f'{{"echo": "{token.access_token.reveal()}"}}'
         )
         self.advance(BEAT)
-        self.assertNotIn(token.access_token.reveal(), self.registrar.states["a"].last_error or "")
+        self.assertNotIn(token.access_token.reveal(), self.keeper("a").last_error or "")
         for event in self.events:
             self.assertNotIn(token.access_token.reveal(), formatEvent(event) + repr(event))
 
 
-class Finding12DiscoveryAnswerTests(HardeningTestCase):
+class DiscoveryAnswerTests(HardeningTestCase):
     def test_malformed_answers_are_502_not_cached(self) -> None:
         """Invalid JSON, null, an object, a wrong content type: 502, nothing cached."""
         self.build((spec("httpbin"),))
@@ -504,15 +501,15 @@ class Finding12DiscoveryAnswerTests(HardeningTestCase):
         self.assertEqual(code, 200)
 
     def test_last_error_cleared_on_recovery(self) -> None:
-        """A failed beat sets lastError; the next good one clears it."""
+        """A failed beat sets lastError; the next good one (after the 503's pause) clears it."""
         self.build((spec("a"),))
         self.start()
         self.fault(kind="heartbeat", status=503)
         self.advance(BEAT)
-        self.assertIsNotNone(self.registrar.states["a"].last_error)
-        self.advance(1)
-        self.assertIsNone(self.registrar.states["a"].last_error)
-        self.assertEqual(self.registrar.states["a"].status, ServiceStatus.REGISTERED)
+        self.assertIsNotNone(self.keeper("a").last_error)
+        self.advance(2)
+        self.assertIsNone(self.keeper("a").last_error)
+        self.assertEqual(self.keeper("a").phase, Phase.HELD)
 
 
 class MepErrorClassificationTests(SynchronousTestCase):
@@ -540,7 +537,7 @@ class FaultRunTests(HardeningTestCase):
         self.start()
         self.advance(600, step=5)
         self.assertEqual(len(self.registry.services), 5)
-        self.assertTrue(all(s.healthy for s in self.registrar.states.values()))
+        self.assertTrue(all(k.healthy for k in self.holdings.services.values()))
 
     def test_restart_storm(self) -> None:
         """Ten MEP restarts in a row: every service back once, no duplicate."""
@@ -562,9 +559,7 @@ class FaultRunTests(HardeningTestCase):
             "MEP answers 503": {"kind": "any", "status": 503, "count": 1000},
         }
         for name, fault in setups.items():
-            self.mep = type(self.mep).create()
-            self.clock, self.emulator = self.mep.clock, self.mep.emulator
-            self.registry = self.emulator.registry
+            self.use_mep(InMemoryMep.create(clock=MemoryReactorClock()))
             if fault["kind"] != "deregister":
                 self.fault(**fault)
             self.build(tuple(spec(f"s{i}") for i in range(3)))
@@ -572,12 +567,11 @@ class FaultRunTests(HardeningTestCase):
             self.advance(5)
             if fault["kind"] == "deregister":
                 self.fault(**fault)
-            stopped = self.registrar.stopService()
-            self.advance(5)  # the default --shutdown-timeout
-            outcome = self.successResultOf(stopped)  # fired: the stop was bounded
+            started = self.clock.seconds()
+            self.stop()
+            self.assertLessEqual(self.clock.seconds() - started, 5.1, name)  # --shutdown-timeout
             if name == "deregistration hangs":
-                self.assertEqual(outcome, [False, False, False], name)
-            self.tokens.stopService()
+                self.assertEqual(len(self.registry.services), 3, name)
 
 
 class HostileInputTests(HardeningTestCase):

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import MepClient, Urgency
 from mep_agent.mp1.errors import MepError, NoToken, Verdict
+from mep_agent.mp1.gate import retry_after
 from mep_agent.mp1.http import MepHttp
 from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
 from mep_agent.util.secret import Secret
+from mep_emulator.faults import Fault
 from mep_emulator.memory import InMemoryMep
 
 from .agent_harness import credentials
@@ -60,7 +62,9 @@ class ScriptedTokens:
         self.refused.append(token)
 
 
-class TokenSeamTests(SynchronousTestCase):
+class WireTestCase(SynchronousTestCase):
+    """A wire to the in-memory emulator and a good token for it."""
+
     def setUp(self) -> None:
         self.mep = InMemoryMep.create()
         self.wire = MepWire(
@@ -80,6 +84,8 @@ class TokenSeamTests(SynchronousTestCase):
     def statuses(self, kind: str) -> list[int]:
         return [r.status for r in self.mep.emulator.requests if r.kind == kind]
 
+
+class TokenSeamTests(WireTestCase):
     def test_refused_token_reported_and_call_made_once_more(self) -> None:
         """A 401 to the token: the source is told, and the call goes again with a new one."""
         tokens = ScriptedTokens(self.bad, self.good)
@@ -110,3 +116,42 @@ class TokenSeamTests(SynchronousTestCase):
         d = self.run_call(tokens, lambda client: client.deregister("x", Urgency(7, hurry=True)))
         self.failureResultOf(d, MepError)  # no such instance: the MEP's 404
         self.assertEqual(tokens.asked, [(10, False), (7, True)])
+
+
+class RecordingGate:
+    """A RequestGate that admits everything and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.admitted: list[tuple[str, float | None]] = []
+        self.heard: list[tuple[str, int | None, float | None]] = []
+
+    def admit(self, operation: str, urgent_until: float | None) -> Any:
+        self.admitted.append((operation, urgent_until))
+        return succeed(None)
+
+    def answered(self, operation: str, status: int | None, retry_after: float | None) -> None:
+        self.heard.append((operation, status, retry_after))
+
+
+class GateSeamTests(WireTestCase):
+    def test_every_exchange_is_admitted_and_heard(self) -> None:
+        """The gate admits each exchange (urgent ones with their deadline) and hears each answer."""
+        gate = RecordingGate()
+        self.wire.gate = gate
+        tokens = ScriptedTokens(self.good, self.good)
+        self.successResultOf(self.run_call(tokens, lambda client: client.own_services()))
+        d = self.run_call(tokens, lambda client: client.deregister("x", Urgency(7, hurry=True)))
+        self.failureResultOf(d, MepError)  # "x" is no serInstanceId: the MEP's 400
+        self.assertEqual(gate.admitted, [("sync", None), ("deregister", 7.0)])
+        self.assertEqual([(o, s) for o, s, _ in gate.heard], [("sync", 200), ("deregister", 400)])
+
+    def test_retry_after_reaches_the_gate(self) -> None:
+        """A 429's Retry-After (seconds or an HTTP date) is handed to the gate in seconds."""
+        gate = RecordingGate()
+        self.wire.gate = gate
+        self.mep.emulator.faults.add(Fault("sync", 429, headers=(("Retry-After", "17"),)), 1)
+        tokens = ScriptedTokens(self.good)
+        self.failureResultOf(self.run_call(tokens, lambda client: client.own_services()), MepError)
+        self.assertEqual(gate.heard, [("sync", 429, 17.0)])
+        self.assertEqual(retry_after("Thu, 01 Jan 1970 00:01:00 GMT", 30.0), 30.0)
+        self.assertIsNone(retry_after("soon", 0.0))

@@ -22,7 +22,7 @@ class ProbeTests(ApiTestCase):
         code, body, _ = self.get_json(self.ops, "/readyz")
         self.assertEqual(code, 503)
         self.assertFalse(body["checks"]["service:a"]["ok"])
-        self.advance(1)
+        self.advance(2)  # the 503 paused the agent's requests for 2 s
         code, body, _ = self.get_json(self.ops, "/readyz")
         self.assertEqual((code, body), (200, {"status": "ready"}))
         code, body, _ = self.get_json(self.ops, "/healthz?verbose")
@@ -39,7 +39,7 @@ class ProbeTests(ApiTestCase):
         self.assertEqual((code, body["status"], body["mep"]), (200, "ready", "trouble"))
         self.assertFalse(body["checks"]["service:a"]["ok"])
         self.assertEqual(self.get_json(self.ops, "/healthz/mep")[0], 503)
-        self.advance(3)
+        self.advance(61)  # two attempts failed: the third waits for the next interval
         self.assertEqual(self.get_json(self.ops, "/healthz/mep")[0], 200)
 
     def test_subscription_trouble_shown_not_unready(self) -> None:
@@ -75,7 +75,7 @@ class ProbeTests(ApiTestCase):
         code, body, _ = self.get_json(self.ops, "/startupz")
         self.assertEqual((code, body["status"]), (503, "starting"))
         self.assertFalse(body["checks"]["service:a"]["ok"] and body["checks"]["service:b"]["ok"])
-        self.advance(1)
+        self.advance(2)
         self.assertEqual(self.get_json(self.ops, "/startupz")[:2], (200, {"status": "started"}))
         self.registry.restart()  # lost later: start-up stays done
         self.advance(BEAT)
@@ -117,7 +117,7 @@ class StatusTests(ApiTestCase):
         code, body, _ = self.get_json(self.ops, "/mep-agent/v1/status")
         self.assertEqual(code, 200)
         services = {s["serName"]: s for s in body["services"]}
-        self.assertEqual(services["a"]["status"], "registered")
+        self.assertEqual(services["a"]["status"], "held")
         self.assertEqual(services["a"]["livenessInterval"], 60)
         self.assertEqual(services["b"]["desired"]["livenessInterval"], 0)
         self.assertRegex(services["a"]["serInstanceId"], "^[0-9a-f]{32}$")
@@ -174,7 +174,7 @@ class NotificationDeliveryTests(ApiTestCase):
                     },
                 ),
             ),
-            notify_url=f"http://127.0.0.1:9090{NOTIFICATIONS}",
+            notify_url="http://127.0.0.1:9090/mep-agent/v1/notifications",
         )
         self.mep.notifier.http = self.ops  # the emulator's callbacks reach the ops API
         self.start()
@@ -185,4 +185,4 @@ class NotificationDeliveryTests(ApiTestCase):
         self.assertEqual(self.mep.notifier.delivered[-1]["status"], 204)
         code, body, _ = self.get_json(self.api, "/mep-agent/v1/endpoint/httpbin")
         self.assertEqual((code, body["states"]), (404, ["SUSPENDED"]))
-        self.assertEqual(self.discovery_calls, ["httpbin", "httpbin"])
+        self.assertEqual(self.requests("discovery"), [200, 200])

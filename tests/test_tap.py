@@ -16,7 +16,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import tap
 from mep_agent.agent import AgentService
-from mep_agent.core.registration import Registrar
 from mep_agent.oneshot import OneShot
 from mep_agent.web.listeners import Listener
 from mep_emulator import certs
@@ -153,7 +152,7 @@ class SecretHandlingTests(TapTestCase):
             stages,
             [
                 ["token", "discovery", "credentials"],
-                ["registrar", "subscriber", "reload", "sync"],
+                ["ready", "holdings", "reload", "sync"],
                 # parked blocking queries are answered 503 in the first stage to stop
                 ["Listener", "parked-queries", "Listener"],
             ],
@@ -165,9 +164,7 @@ class SecretHandlingTests(TapTestCase):
         agent = self.make()
         stages = list(agent)
         self.assertIsInstance(list(stages[-1])[-1], OneShot)
-        registrar = list(stages[1])[0]
-        assert isinstance(registrar, Registrar)
-        self.assertFalse(registrar._deregister_on_stop)
+        self.assertFalse(agent.core.holdings.close_deletes)
 
     def test_bad_listen_description(self) -> None:
         """An invalid --listen description exits with one line naming it."""
@@ -207,7 +204,8 @@ class CompositionTests(TapTestCase):
             closed.append(True)
             return succeed(None)
 
-        self.patch(agent.pool, "closeCachedConnections", close)
+        assert agent.core.link.pool is not None
+        self.patch(agent.core.link.pool, "closeCachedConnections", close)
         stopped = agent.stopService()
         self.successResultOf(stopped)
         self.assertFalse(agent.running)
@@ -235,8 +233,11 @@ class HeapFreezeTests(TapTestCase):
         service = self.make()
         self.reactor.run()  # MemoryReactor: runs the start-up hooks and returns
         self.assertEqual(gc.get_freeze_count(), 0)
-        assert service.registrar is not None
-        service.registrar._settle(True)
+        assert isinstance(service, AgentService)
+        service.core.holdings.ctx.ready.confirmed = True
+        for keeper in service.core.holdings.services.values():
+            keeper.counts.created = 1
+        service.core.holdings.changed()
         self.assertGreater(gc.get_freeze_count(), 0)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.logger import LogEvent
 
+from mep_agent.core.holdings import Wanted
 from mep_agent.core.termination import TerminationPhase
 from mep_emulator.memory import DEV_APP
 from mep_emulator.registry import SubscriptionRecord
@@ -20,7 +21,8 @@ from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 from .test_etsi import EtsiTestCase, etsi_spec
 
 APP = DEV_APP.app_instance_id
-CALLBACK = f"http://127.0.0.1:9090{NOTIFICATIONS}"
+NOTIFY = "http://127.0.0.1:9090/mep-agent/v1/notifications"
+CALLBACK = f"http://127.0.0.1:9090{NOTIFICATIONS}"  # what the agent subscribes with
 OLD_CALLBACK = "http://127.0.0.1:9090/mep-agent/v1/notifications/secret-of-a-dead-process"
 
 
@@ -67,7 +69,7 @@ class EdgeGalleryTerminationTests(TerminationHarness):
     def start_agent(self, services: int = 2, **options: Any) -> None:
         self.build(
             tuple(spec(f"svc{i}") for i in range(services)),
-            notify_url=CALLBACK,
+            notify_url=NOTIFY,
             termination=True,
             **options,
         )
@@ -120,11 +122,9 @@ class EdgeGalleryTerminationTests(TerminationHarness):
         self.assertEqual((self.registry.services, self.registry.subscriptions), ({}, {}))
         self.assertEqual(self.get_json(self.ops, "/readyz")[0], 503)
         # A reloaded file brings nothing back; a stop finds nothing to delete.
-        self.assertEqual(self.registrar.apply((spec("svc0"),))["added"], [])
+        self.assertEqual(self.holdings.apply(Wanted((spec("svc0"),), ()))["added"], [])
         deletions = len(self.requests("deregister")) + len(self.requests("unsubscribe"))
-        self.registrar.stopService()
-        self.subscriber.stopService()
-        self.settle()
+        self.stop()
         self.assertEqual(
             len(self.requests("deregister")) + len(self.requests("unsubscribe")), deletions
         )
@@ -245,13 +245,18 @@ class EdgeGalleryTerminationTests(TerminationHarness):
         self.assertEqual(self.terminator.notice.phase, TerminationPhase.NOT_CONFIRMED)
 
     def test_transient_failure_retried_within_the_deadline(self) -> None:
-        """A 503 is tried again after half a second, while the deadline allows."""
+        """
+        A 503 pauses the agent's requests: the confirmation is tried again when the pause
+        ends, or at the last moment before the deadline, and arrives in time.
+        """
         self.start_agent()
         self.fault(kind="confirm_termination", status=503, count=2)
         self.deliver(self.terminate())
-        self.advance(2)
+        self.advance(4.5)
         self.assertEqual(self.requests("confirm_termination"), [503, 503, 204])
-        self.assertTrue(self.termination()["confirmed"])
+        record = self.termination()
+        self.assertTrue(record["confirmed"])
+        self.assertLess(record["confirmedAt"], record["deadline"])
 
     def test_orphans_of_earlier_runs_deleted(self) -> None:
         """Termination subscriptions of a dead process of this agent go; others stay."""
@@ -263,7 +268,7 @@ class EdgeGalleryTerminationTests(TerminationHarness):
             }
             record = SubscriptionRecord(f"old-{len(callback)}", APP, body)
             self.registry.subscriptions[record.subscription_id] = record
-        self.start_agent(sync=True)  # the Reconciler's first sync finds what a dead run left
+        self.start_agent()  # the Reconciler's first sync finds what a dead run left
         callbacks = sorted(
             s.body["callbackReference"] for s in self.registry.app_subscriptions(APP, True)
         )
@@ -275,14 +280,14 @@ class EdgeGalleryTerminationTests(TerminationHarness):
         """A termination subscription the MEP lost is created again, like every other."""
         self.start_agent()
         self.registry.subscriptions.clear()
-        self.subscriber.check_now()
-        self.advance(301, step=10)
+        self.reconciler.soon("a test")
+        self.settle()
         self.assertEqual(len(self.registry.app_subscriptions(APP, termination=True)), 1)
 
 
 class EtsiTerminationTests(TerminationHarness, EtsiTestCase):
     def start_agent(self) -> None:
-        self.build((etsi_spec("rnis.v2"),), notify_url=CALLBACK, termination=True)
+        self.build((etsi_spec("rnis.v2"),), notify_url=NOTIFY, termination=True)
         self.start()
 
     def test_notice_with_absolute_links_confirmed(self) -> None:
@@ -309,7 +314,7 @@ class TerminationSpecTests(TerminationHarness, EtsiTestCase):
         """The termination subscription and the confirmation validate against MEC 011."""
         from .test_etsi import SUPPORT_V211, validate
 
-        self.build((etsi_spec("rnis.v2"),), notify_url=CALLBACK, termination=True)
+        self.build((etsi_spec("rnis.v2"),), notify_url=NOTIFY, termination=True)
         self.start()
         self.deliver(self.terminate(maxGracefulTimeout=5))
         self.settle()

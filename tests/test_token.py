@@ -7,7 +7,7 @@ from itertools import islice
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.core.registration import ServiceStatus
+from mep_agent.core.keeper import Phase
 from mep_agent.core.token import REJECTED_RETRY, TokenState
 from mep_agent.mp1.errors import MepError
 from mep_agent.util import retry
@@ -18,15 +18,17 @@ from .agent_harness import AgentTestCase, spec
 
 class BackoffTests(SynchronousTestCase):
     def test_schedule(self) -> None:
-        """Without jitter: 1, 2, 4 ... capped at 60 s."""
-        delays = list(islice(retry.backoff(rng=lambda: 0.0), 9))
+        """At the top of the jitter: 1, 2, 4 ... capped at 60 s."""
+        delays = list(islice(retry.backoff(rng=lambda: 1.0), 9))
         self.assertEqual(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60])
 
-    def test_jitter_shortens_never_lengthens(self) -> None:
-        """Jitter takes at most 20 % off and never exceeds the cap."""
-        delays = list(islice(retry.backoff(rng=lambda: 1.0), 8))
-        self.assertEqual(delays[:2], [0.8, 1.6])
-        self.assertTrue(all(d <= 60 for d in delays))
+    def test_full_jitter_draws_below_the_ceiling(self) -> None:
+        """Each delay is drawn between 0 and its ceiling, and never exceeds the cap."""
+        policy = retry.full_jitter(rng=lambda: 0.5)
+        self.assertEqual([policy(n) for n in range(3)], [0.5, 1.0, 2.0])
+        draws = iter([0.0, 0.999999] * 50)
+        policy = retry.full_jitter(rng=lambda: next(draws))
+        self.assertTrue(all(0 <= policy(n) < 60 for n in range(100)))
 
 
 class TokenStartTests(AgentTestCase):
@@ -39,14 +41,17 @@ class TokenStartTests(AgentTestCase):
         self.assertEqual(self.requests("token"), [200])
 
     def test_transient_backoff_schedule(self) -> None:
-        """5xx answers are retried after 1, 2, 4, 8, 16 s and so on, never giving up."""
+        """
+        5xx answers are retried with the back-off, never giving up; a 503 also pauses every
+        request a growing while (2, 4, 8, 16, 30 s here), which the next attempt waits out.
+        """
         self.fault(kind="token", status=503, count=5)
         self.build()
         self.start()
-        self.advance(30.5)
+        self.advance(59.5)
         self.assertIsNone(self.tokens.current())
         self.assertEqual(self.tokens.state, TokenState.FAILING)
-        self.advance(0.5)  # t = 31 = 1 + 2 + 4 + 8 + 16
+        self.advance(0.5)  # t = 60 = 2 + 4 + 8 + 16 + 30
         self.assertEqual(self.requests("token"), [503] * 5 + [200])
         self.assertIsNotNone(self.tokens.current())
 
@@ -137,7 +142,7 @@ class RefreshTests(AgentTestCase):
         self.advance(1)  # the new token: at most one request a second
         self.assertEqual(self.requests("register"), [401, 201])
         self.assertEqual(self.emulator.tokens_issued, 2)
-        self.assertEqual(self.registrar.states["svc1"].status, ServiceStatus.REGISTERED)
+        self.assertEqual(self.keeper("svc1").phase, Phase.HELD)
 
 
 class ExpiredTokenTests(SynchronousTestCase):
@@ -155,7 +160,7 @@ class ExpiredTokenTests(SynchronousTestCase):
         clock = Clock()
         answers: list[Deferred[Token]] = []
 
-        def fetch() -> Deferred[Token]:
+        def fetch(urgent_until: float | None) -> Deferred[Token]:
             answers.append(Deferred())
             return answers[-1]
 

@@ -11,7 +11,7 @@ liveness.py (as late as the MEP's deadline allows), and never faster than the ME
 * an answer that is no heartbeat's business ends the beats and hands over to the keeper: 409
   (the instance is INACTIVE: it needs a repair, which no beat can do) and 404 (the instance
   may be gone: it is read before anything is registered again). A 403 "not ready" has READY
-  confirmed again, then the beat is tried again.
+  confirmed again, then the beat is tried again at once (within the limit above).
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ class Beats:
             return False
         except MepError as e:
             if e.verdict is Verdict.NOT_READY:
-                record.attempts.pop()  # READY was lost, not this beat: not counted
-                record.sent -= 1
+                # READY was lost, not this beat: not a failure, but an attempt all the same
+                # (a MEP that keeps saying so gets two beats an interval, not a storm).
                 await self._ready.lost()
                 self._due = self._clock.seconds()
                 return False

@@ -63,7 +63,7 @@ class Holdings(Service):
         self.kinds = kinds
         self._budget = budget
         self._shutdown_timeout = shutdown_timeout
-        self._delete_on_stop = delete_on_stop
+        self.close_deletes = delete_on_stop
         self.services: dict[str, Keeper] = {}
         self.subscriptions: list[Keeper] = []
         self.termination: Keeper | None = None
@@ -95,7 +95,7 @@ class Holdings(Service):
         """
         super().stopService()
         until = self._ctx.clock.seconds() + self._shutdown_timeout
-        return ensureDeferred(self.close(until, delete=self._delete_on_stop))
+        return ensureDeferred(self.close(until, delete=self.close_deletes))
 
     async def close(self, until: float, delete: bool, termination_too: bool = True) -> bool:
         """Close every keeper (but the termination one unless C{termination_too})."""

@@ -252,8 +252,8 @@ class Keeper:
         made anew -- unless it was made after the read began.
         """
         held = self.held
-        if held is None or self.held_since is None or self.held_since >= started:
-            return False  # made after (or as) the read began: the list could not show it
+        if held is None or self.held_since is None or self.held_since > started:
+            return False  # made after the read began: the list could not show it
         if not self.kind.usable(held):
             return False  # its link leads elsewhere: no list of the MEP's shows it
         self.log.warn(

@@ -117,6 +117,8 @@ class Ready(Service):
         if self.confirmed:
             self.confirmed = False
             self.on_lost()  # the platform lost its state: what else did it lose?
+        if self.confirmed or not self.running:
+            return  # confirmed again meanwhile (the sync asked first)
         waiter: Deferred[None] = Deferred(self._waiters.remove)
         self._waiters.append(waiter)
         self._start()
@@ -133,6 +135,8 @@ class Ready(Service):
 
     def _start(self) -> None:
         if self.enabled and not self.ended and self.running and self._task is None:
+            if self.confirmed:
+                return
             self.started_at = self._clock.seconds()
             task = supervise(self._clock, "confirm_ready", self._confirm)
             self._task = None if task.called else task  # it may be over already
