@@ -304,7 +304,7 @@ def core(
         cfg.app_instance_info_path,
         read,
         lambda text: parse_app_instance_info(
-            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation, reload=True
+            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation
         ),
         registrar,
         subscriber,

@@ -406,6 +406,39 @@ class DialectTests(SynchronousTestCase):
             self.assertEqual(len(model.parse_app_instance_info("f", text, etsi).services), 2)
 
 
+class WholeFileRuleTests(SynchronousTestCase):
+    """Issue 26: one rule for app_instance_info.yaml, at start as at reload."""
+
+    def test_empty_file_refused_at_start(self) -> None:
+        """A 0-byte or keyless file stops load() with one line naming the file."""
+        for text in ("", "serAvailabilityNotificationSubscriptions: []\n"):
+            error = self.assertRaises(
+                ConfigError, load, reader=files(**{"./conf/app_instance_info.yaml": text})
+            )
+            self.assertTrue(str(error).startswith("./conf/app_instance_info.yaml: "), error)
+            self.assertIn("to register no services write serviceInfoPosts: []", str(error))
+
+    def test_explicit_empty_list_starts_with_no_services(self) -> None:
+        """serviceInfoPosts: [] is how a file says "no services"."""
+        reader = files(**{"./conf/app_instance_info.yaml": "serviceInfoPosts: []\n"})
+        self.assertEqual(load(reader=reader).app.services, ())
+
+    def test_shipped_files_pass_the_rule(self) -> None:
+        """conf/, the tests' seed file and the benchmarks' generated files all pass."""
+        from benchmarks.soak import services_yaml
+        from mep_agent.config import model
+
+        texts = [data_text("../../conf/app_instance_info.yaml")]
+        texts.append(data_text("seed_app_instance_info.yaml"))
+        for count in (0, 2):
+            path = self.mktemp()
+            services_yaml(path, count)
+            with open(path, encoding="utf-8") as f:
+                texts.append(f.read())
+        for text in texts:
+            model.parse_app_instance_info("f", text)
+
+
 class NewSettingsTests(SynchronousTestCase):
     def test_mep_public_url(self) -> None:
         """MEP_AGENT_MEP_PUBLIC_URL: origins, comma-separated; a path is one clear error."""

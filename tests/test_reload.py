@@ -8,7 +8,8 @@ import yaml
 from twisted.internet.defer import succeed
 from twisted.logger import formatEvent
 
-from mep_agent.config.model import parse_app_instance_info
+from mep_agent.config.errors import ConfigError
+from mep_agent.config.model import NO_SERVICES_HINT, parse_app_instance_info
 from mep_agent.core.reload import STABLE_FOR, ConfigReloader, digest
 
 from .agent_harness import BEAT, ApiTestCase
@@ -44,7 +45,7 @@ class ReloadTestCase(ApiTestCase):
         self.reloader = ConfigReloader(
             PATH,
             read,
-            lambda text: parse_app_instance_info(PATH, text, reload=True),
+            lambda text: parse_app_instance_info(PATH, text),
             self.registrar,
             self.subscriber,
             self.clock,
@@ -161,7 +162,8 @@ class WholeFilesOnlyTests(ReloadTestCase):
             self.assertEqual(sorted(self.registrar.states), ["a", "b"])
             _, body, _ = self.get_json(self.ops, "/readyz?verbose")
             self.assertFalse(body["config"]["ok"])
-            self.assertIn("the file is empty", body["config"]["error"])
+            self.assertIn(f"{PATH}: is empty", body["config"]["error"])
+            self.assertIn(NO_SERVICES_HINT, body["config"]["error"])
         _, raw = self.request(self.ops, "GET", "/metrics")
         self.assertIn(b"mep_agent_config_valid 0.0", raw)
 
@@ -197,6 +199,13 @@ class WholeFilesOnlyTests(ReloadTestCase):
         self.rewrite(b"serviceInfoPosts: []\n")
         self.assertEqual(self.deregistrations(), [204, 204])
         self.assertEqual(list(self.registrar.states), [])
+
+    def test_empty_file_refused_like_at_start(self) -> None:
+        """Reload refuses an empty file with the very line start-up and --check give."""
+        self.start_with(document("a"))
+        self.rewrite(b"")
+        error = self.assertRaises(ConfigError, parse_app_instance_info, PATH, "")
+        self.assertEqual(self.reloader.last_error, str(error))
 
     def test_alias_bomb_refused_at_reload(self) -> None:
         """A YAML alias bomb at reload is refused at once; the old state stays."""

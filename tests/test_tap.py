@@ -131,6 +131,29 @@ class StartupErrorTests(TapTestCase):
         error = self.assertRaises(SystemExit, self.make, "--check")
         self.assertIn("serviceInfoPosts[1].serName", error.code)
 
+    def test_empty_services_file_one_line_exit(self) -> None:
+        """A 0-byte app_instance_info.yaml stops start-up with one line naming the file."""
+        self.write("app_instance_info.yaml", "")
+        error = self.assertRaises(SystemExit, self.make)
+        self.assert_no_services_line(error.code)
+
+    def test_empty_services_file_fails_check(self) -> None:
+        """--check refuses a 0-byte or keyless file: exit 1 with the same one line."""
+        environ = dict(self.environ)
+        for text in ("", "serAvailabilityNotificationSubscriptions: []\n"):
+            self.environ = dict(environ)  # each start-up removes the secrets it read
+            self.write("app_instance_info.yaml", text)
+            error = self.assertRaises(SystemExit, self.make, "--check")
+            self.assert_no_services_line(error.code)  # a message: twistd exits 1
+            self.assertEqual(self.stdout.getvalue(), "")
+
+    def assert_no_services_line(self, code: object) -> None:
+        assert isinstance(code, str), code
+        self.assertEqual(code.count("\n"), 0)
+        path = os.path.join(self.dir, "conf", "app_instance_info.yaml")
+        self.assertIn(f"configuration error: {path}: ", code)
+        self.assertIn("to register no services write serviceInfoPosts: []", code)
+
 
 class SecretHandlingTests(TapTestCase):
     def test_secrets_removed_from_environment(self) -> None:

@@ -7,9 +7,10 @@ line naming the YAML path, and the old state stays.
 
 A change is applied only when it is whole, because applying a file deregisters whatever
 it no longer names: the new content must read the same twice, L{STABLE_FOR} seconds apart
-(an editor or a slow copy caught mid-write reads differently the second time), an empty or
-blank file is refused, and so is a file without C{serviceInfoPosts} (removing every service
-takes an explicit C{serviceInfoPosts: []}).
+(an editor or a slow copy caught mid-write reads differently the second time), and the
+file must pass the same whole-file rule as at start (model.parse_app_instance_info): an
+empty or blank file, or one without C{serviceInfoPosts}, is refused (removing every
+service takes an explicit C{serviceInfoPosts: []}).
 """
 
 from __future__ import annotations
@@ -122,14 +123,8 @@ class ConfigReloader(Service):
             return
         if not self._stable(version):
             return
-        text = data.decode("utf-8", "replace")
         try:
-            if not text.strip():
-                raise ConfigError(
-                    self._path,
-                    "the file is empty; to remove every service write serviceInfoPosts: []",
-                )
-            info = self._parse(text)
+            info = self._parse(data.decode("utf-8", "replace"))
         except ConfigError as e:
             self._refused_version = version
             self._refused(str(e))
