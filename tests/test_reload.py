@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 from twisted.internet.defer import succeed
-from twisted.logger import formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 
 from mep_agent.config.errors import ConfigError
 from mep_agent.config.model import NO_SERVICES_HINT, parse_app_instance_info
@@ -216,3 +216,74 @@ class WholeFilesOnlyTests(ReloadTestCase):
         self.assertIn("expands to more than", self.reloader.last_error or "")
         self.assertEqual(list(self.registrar.states), ["a"])
         self.assertEqual(self.deregistrations(), [])
+
+
+class RevertTests(ReloadTestCase):
+    """Issue 26: readiness and mep_agent_config_valid describe the file on disk now."""
+
+    def config_state(self) -> tuple[dict[str, Any], bytes]:
+        _, body, _ = self.get_json(self.ops, "/readyz?verbose")
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        return body["config"], raw
+
+    def assert_valid(self) -> None:
+        config, raw = self.config_state()
+        self.assertEqual(config, {"ok": True})
+        self.assertIsNone(self.reloader.last_error)
+        self.assertIn(b"mep_agent_config_valid 1.0", raw)
+
+    def assert_refused(self, part: str) -> None:
+        config, raw = self.config_state()
+        self.assertFalse(config["ok"])
+        self.assertIn(part, config["error"])
+        self.assertIn(b"mep_agent_config_valid 0.0", raw)
+
+    def test_restored_file_clears_the_error(self) -> None:
+        """An empty file or an alias bomb refused, then the original bytes back: valid again."""
+        from .test_safety import bombed_services
+
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)  # type: ignore[arg-type]
+        original = document("a", "b")
+        self.start_with(original)
+        for bad, part in ((b"", "is empty"), (bombed_services().encode(), "expands to more")):
+            self.files[PATH] = bad
+            self.reloader.check_now()  # SIGHUP
+            self.advance(STABLE_FOR)
+            self.assert_refused(part)
+            self.files[PATH] = original
+            self.reloader.check_now()  # SIGHUP
+            self.settle()
+            self.assert_valid()
+        self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+        self.assertEqual(self.requests("deregister"), [])
+        restored = [e for e in events if e.get("event") == "config.reload_restored"]
+        self.assertEqual(len(restored), 2)  # one line each time the error is cleared
+
+    def test_readable_again_clears_the_error(self) -> None:
+        """A file unreadable for a while, then back unchanged: the error is cleared."""
+        self.start_with(document("a"))
+        data = self.files.pop(PATH)
+        self.advance(10)
+        self.assert_refused("cannot read")
+        self.files[PATH] = data
+        self.advance(10)
+        self.assert_valid()
+
+    def test_refused_version_read_again_keeps_its_error(self) -> None:
+        """The refused file back on disk, after the original or an unreadable spell: refused."""
+        original = document("a")
+        self.start_with(original)
+        self.rewrite(b"")
+        self.rewrite(original)
+        self.assert_valid()
+        self.rewrite(b"")  # read again: refused at once, without a second read
+        self.assert_refused("is empty")
+        del self.files[PATH]
+        self.advance(10)
+        self.assert_refused("cannot read")
+        self.files[PATH] = b""
+        self.advance(10)
+        self.assert_refused("is empty")
+        self.assertEqual(list(self.registrar.states), ["a"])
