@@ -439,6 +439,23 @@ class WholeFileRuleTests(SynchronousTestCase):
             model.parse_app_instance_info("f", text)
 
 
+class SummaryTests(SynchronousTestCase):
+    def test_summary_holds_plain_values(self) -> None:
+        """summary() holds only plain str, numbers, booleans, lists and dicts: no enums."""
+
+        def plain(value: Any) -> bool:
+            if isinstance(value, dict):
+                return all(type(k) is str and plain(v) for k, v in value.items())
+            if isinstance(value, list):
+                return all(plain(v) for v in value)
+            return type(value) in (str, int, float, bool, type(None))
+
+        for auth in ("aksk", "none"):
+            summary = load(env=seed_environ(MEP_AGENT_AUTH=auth)).summary()
+            self.assertTrue(plain(summary), summary)
+            self.assertEqual(summary["auth"], auth)
+
+
 class NewSettingsTests(SynchronousTestCase):
     def test_mep_public_url(self) -> None:
         """MEP_AGENT_MEP_PUBLIC_URL: origins, comma-separated; a path is one clear error."""

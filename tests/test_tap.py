@@ -10,13 +10,14 @@ from typing import Any, cast
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import tap
 from mep_agent.agent import AgentService
 from mep_agent.core.registration import Registrar
+from mep_agent.logs import event_json
 from mep_agent.oneshot import OneShot
 from mep_agent.web.listeners import Listener
 from mep_emulator import certs
@@ -207,6 +208,36 @@ class SecretHandlingTests(TapTestCase):
             text = formatEvent(event) + repr(event)
             for secret in SECRETS:
                 self.assertNotIn(secret, text)
+
+
+class StartupLineTests(TapTestCase):
+    """Issue 26: the start-up line and --check show values as the user wrote them."""
+
+    def starting_event(self) -> LogEvent:
+        self.make("--heartbeat-method", "auto")
+        [event] = [e for e in self.events if e.get("event") == "agent.starting"]
+        return event
+
+    def test_text_line_has_plain_values(self) -> None:
+        """The text line says 'auth': 'aksk', not an enum's repr."""
+        line = formatEvent(self.starting_event())
+        self.assertIn("'auth': 'aksk'", line)
+        self.assertIn("'heartbeat_method': 'auto'", line)
+        self.assertNotIn("<", line)
+
+    def test_json_line_has_plain_values(self) -> None:
+        """The JSON line's message and summary field hold the same plain values."""
+        record = json.loads(event_json(self.starting_event()))
+        for text in (record["message"], record["summary"]):
+            self.assertIn("'auth': 'aksk'", text)
+            self.assertNotIn("<", text)
+
+    def test_check_has_plain_values(self) -> None:
+        """--check prints auth and heartbeat_method as their text."""
+        self.environ["MEP_AGENT_HEARTBEAT_METHOD"] = "patch"
+        self.assertRaises(SystemExit, self.make, "--check")
+        config = json.loads(self.stdout.getvalue())["config"]
+        self.assertEqual((config["auth"], config["heartbeat_method"]), ("aksk", "PATCH"))
 
 
 class CompositionTests(TapTestCase):
