@@ -536,3 +536,52 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(BY_KEY["ak"].requirement(), "with --auth aksk (or --ak-file)")
         self.assertEqual(BY_KEY["mep_ip"].requirement(), "")
         self.assertIsNone(BY_KEY["mep_port"].requirement())
+
+
+class HelpTextTests(SynchronousTestCase):
+    """Issue 26: each corrected help text says what the code does (--help, README)."""
+
+    def help(self, key: str) -> str:
+        from mep_agent.config.settings import BY_KEY
+
+        return BY_KEY[key].help
+
+    def test_confirm_ready_goes_first(self) -> None:
+        """--confirm-ready's help says READY is confirmed before registering, not after."""
+        self.assertIn("at start, before registering", self.help("confirm_ready"))
+        self.assertNotIn("once every service is registered", self.help("confirm_ready"))
+
+    def test_api_root_none_is_a_slash(self) -> None:
+        """An empty --api-root is the default /mep and '/' is none, as the help says."""
+        self.assertEqual(load(cli={"api_root": ""}).api_root, "/mep")
+        self.assertEqual(load(cli={"api_root": "/"}).api_root, "")
+        self.assertIn("'/' for none", self.help("api_root"))
+        self.assertNotIn("'' for none", self.help("api_root"))
+
+    def test_log_level_leaves_logfile(self) -> None:
+        """Another --log-level replaces twistd's logger (so --logfile): both helps say so."""
+        from twisted.scripts.twistd import ServerOptions
+
+        from mep_agent import tap
+
+        for level, replaced in (("info", False), ("warn", True)):
+            options, twistd = tap.Options(), ServerOptions()
+            options.parent = twistd  # as twistd sets it for a plugin's options
+            options.parseOptions(["--log-level", level])
+            self.assertEqual(twistd["logger"] is not None, replaced)
+        self.assertIn("--logfile applies only with --log-level info", self.help("log_format"))
+        self.assertIn("--logfile does not apply", self.help("log_level"))
+
+    def test_termination_not_in_one_shot(self) -> None:
+        """One-shot mode subscribes to no termination notice, as --termination's help says."""
+        env = seed_environ(MEP_AGENT_NOTIFY_URL="http://10.0.0.1:9090/n", ENABLE_WAIT="false")
+        self.assertFalse(load(env=env).handles_termination)
+        self.assertIn("not in one-shot mode", self.help("termination"))
+
+    def test_other_corrected_helps(self) -> None:
+        """One-shot keeps registrations; notices and credential files are named."""
+        self.assertNotIn("daemon", self.help("enable_wait"))
+        self.assertIn("leaving the registrations in place", self.help("enable_wait"))
+        self.assertIn("app termination notice", self.help("app_notify_url"))
+        self.assertIn("credential files", self.help("reload_interval"))
+        self.assertIn("deleting the subscriptions", self.help("shutdown_timeout"))
