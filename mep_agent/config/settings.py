@@ -127,8 +127,9 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_OAUTH2_TOKEN_URL",
         None,
         "OAuth 2.0 token endpoint (http or https). https is verified with CA_CERT's "
-        "certificates, suites and minimum version against the URL's own host name (with "
-        "EG_PROTOCOL=http: against the system's CAs).",
+        "certificates, suites and minimum version against the URL's own host name "
+        "(CA_CERT_DOMAIN_NAME when that host is MEP_IP); with EG_PROTOCOL=http, against "
+        "the system's CAs.",
         required=Condition.WITH_OAUTH2,
         parse=p.url,
     ),
