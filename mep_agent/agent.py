@@ -424,7 +424,7 @@ def reloading(cfg: AgentConfig, reactor: Any, holdings: Holdings, seams: Seams) 
         cfg.app_instance_info_path,
         seams.read,
         lambda text: parse_app_instance_info(
-            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation, reload=True
+            cfg.app_instance_info_path, text, cfg.dialect.etsi_validation
         ),
         lambda info: holdings.apply(wanted(cfg, info, seams.notify_secret)),
         reactor,

@@ -43,8 +43,9 @@ class Options(OneLineOptions):
 
     synopsis = "[options]"
     longdesc = (
-        "Sidecar for ETSI MEC applications: gets a token from the MEP with AK/SK, registers "
-        "the services of app_instance_info.yaml, keeps them alive, deregisters them on stop, "
+        "Sidecar for ETSI MEC applications: gets a token from the MEP (AK/SK, OAuth 2.0 or "
+        "none, see --auth), registers the services of app_instance_info.yaml, keeps them "
+        "alive, deregisters them on stop, "
         "and serves the application a local API. Every option can also be set by the "
         "environment variable shown; the command line wins."
     )

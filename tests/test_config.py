@@ -406,6 +406,56 @@ class DialectTests(SynchronousTestCase):
             self.assertEqual(len(model.parse_app_instance_info("f", text, etsi).services), 2)
 
 
+class WholeFileRuleTests(SynchronousTestCase):
+    """Issue 26: one rule for app_instance_info.yaml, at start as at reload."""
+
+    def test_empty_file_refused_at_start(self) -> None:
+        """A 0-byte or keyless file stops load() with one line naming the file."""
+        for text in ("", "serAvailabilityNotificationSubscriptions: []\n"):
+            error = self.assertRaises(
+                ConfigError, load, reader=files(**{"./conf/app_instance_info.yaml": text})
+            )
+            self.assertTrue(str(error).startswith("./conf/app_instance_info.yaml: "), error)
+            self.assertIn("to register no services write serviceInfoPosts: []", str(error))
+
+    def test_explicit_empty_list_starts_with_no_services(self) -> None:
+        """serviceInfoPosts: [] is how a file says "no services"."""
+        reader = files(**{"./conf/app_instance_info.yaml": "serviceInfoPosts: []\n"})
+        self.assertEqual(load(reader=reader).app.services, ())
+
+    def test_shipped_files_pass_the_rule(self) -> None:
+        """conf/, the tests' seed file and the benchmarks' generated files all pass."""
+        from benchmarks.soak import services_yaml
+        from mep_agent.config import model
+
+        texts = [data_text("../../conf/app_instance_info.yaml")]
+        texts.append(data_text("seed_app_instance_info.yaml"))
+        for count in (0, 2):
+            path = self.mktemp()
+            services_yaml(path, count)
+            with open(path, encoding="utf-8") as f:
+                texts.append(f.read())
+        for text in texts:
+            model.parse_app_instance_info("f", text)
+
+
+class SummaryTests(SynchronousTestCase):
+    def test_summary_holds_plain_values(self) -> None:
+        """summary() holds only plain str, numbers, booleans, lists and dicts: no enums."""
+
+        def plain(value: Any) -> bool:
+            if isinstance(value, dict):
+                return all(type(k) is str and plain(v) for k, v in value.items())
+            if isinstance(value, list):
+                return all(plain(v) for v in value)
+            return type(value) in (str, int, float, bool, type(None))
+
+        for auth in ("aksk", "none"):
+            summary = load(env=seed_environ(MEP_AGENT_AUTH=auth)).summary()
+            self.assertTrue(plain(summary), summary)
+            self.assertEqual(summary["auth"], auth)
+
+
 class NewSettingsTests(SynchronousTestCase):
     def test_mep_public_url(self) -> None:
         """MEP_AGENT_MEP_PUBLIC_URL: origins, comma-separated; a path is one clear error."""
@@ -486,3 +536,52 @@ class TableTests(SynchronousTestCase):
         self.assertEqual(BY_KEY["ak"].requirement(), "with --auth aksk (or --ak-file)")
         self.assertEqual(BY_KEY["mep_ip"].requirement(), "")
         self.assertIsNone(BY_KEY["mep_port"].requirement())
+
+
+class HelpTextTests(SynchronousTestCase):
+    """Issue 26: each corrected help text says what the code does (--help, README)."""
+
+    def help(self, key: str) -> str:
+        from mep_agent.config.settings import BY_KEY
+
+        return BY_KEY[key].help
+
+    def test_confirm_ready_goes_first(self) -> None:
+        """--confirm-ready's help says READY is confirmed before registering, not after."""
+        self.assertIn("at start, before registering", self.help("confirm_ready"))
+        self.assertNotIn("once every service is registered", self.help("confirm_ready"))
+
+    def test_api_root_none_is_a_slash(self) -> None:
+        """An empty --api-root is the default /mep and '/' is none, as the help says."""
+        self.assertEqual(load(cli={"api_root": ""}).api_root, "/mep")
+        self.assertEqual(load(cli={"api_root": "/"}).api_root, "")
+        self.assertIn("'/' for none", self.help("api_root"))
+        self.assertNotIn("'' for none", self.help("api_root"))
+
+    def test_log_level_leaves_logfile(self) -> None:
+        """Another --log-level replaces twistd's logger (so --logfile): both helps say so."""
+        from twisted.scripts.twistd import ServerOptions
+
+        from mep_agent import tap
+
+        for level, replaced in (("info", False), ("warn", True)):
+            options, twistd = tap.Options(), ServerOptions()
+            options.parent = twistd  # as twistd sets it for a plugin's options
+            options.parseOptions(["--log-level", level])
+            self.assertEqual(twistd["logger"] is not None, replaced)
+        self.assertIn("--logfile applies only with --log-level info", self.help("log_format"))
+        self.assertIn("--logfile does not apply", self.help("log_level"))
+
+    def test_termination_not_in_one_shot(self) -> None:
+        """One-shot mode subscribes to no termination notice, as --termination's help says."""
+        env = seed_environ(MEP_AGENT_NOTIFY_URL="http://10.0.0.1:9090/n", ENABLE_WAIT="false")
+        self.assertFalse(load(env=env).handles_termination)
+        self.assertIn("not in one-shot mode", self.help("termination"))
+
+    def test_other_corrected_helps(self) -> None:
+        """One-shot keeps registrations; notices and credential files are named."""
+        self.assertNotIn("daemon", self.help("enable_wait"))
+        self.assertIn("leaving the registrations in place", self.help("enable_wait"))
+        self.assertIn("app termination notice", self.help("app_notify_url"))
+        self.assertIn("credential files", self.help("reload_interval"))
+        self.assertIn("deleting the subscriptions", self.help("shutdown_timeout"))

@@ -84,15 +84,19 @@ class ValidTests(SynchronousTestCase):
         self.assertEqual(body["_links"], {"self": {"liveness": ""}})
         self.assertNotIn("transportId", body)
 
-    def test_empty_documents(self) -> None:
-        """An empty file or null lists register nothing."""
-        self.assertEqual(model.parse_app_instance_info("f", ""), model.AppInstanceInfo((), ()))
-        self.assertEqual(parse({"serviceInfoPosts": None}).services, ())
+    def test_explicit_empty_lists(self) -> None:
+        """serviceInfoPosts: [] (or null, as the seed writes it) registers nothing."""
+        nothing = model.AppInstanceInfo((), ())
+        self.assertEqual(model.parse_app_instance_info("f", "serviceInfoPosts: []\n"), nothing)
+        self.assertEqual(parse({"serviceInfoPosts": None}), nothing)
 
     def test_subscription_type_defaulted(self) -> None:
         """A subscription without subscriptionType gets the only valid one."""
         info = parse(
-            {"serAvailabilityNotificationSubscriptions": [{"callbackReference": "http://x/cb"}]}
+            {
+                "serviceInfoPosts": [],
+                "serAvailabilityNotificationSubscriptions": [{"callbackReference": "http://x/cb"}],
+            }
         )
         self.assertEqual(
             info.subscriptions[0].body["subscriptionType"],
@@ -205,6 +209,25 @@ class InvalidTests(SynchronousTestCase):
         self.assert_invalid(
             with_service(links={}, _links={}), "serviceInfoPosts[0].links", "given twice"
         )
+
+    def test_file_naming_no_services_refused(self) -> None:
+        """Empty, blank, comment-only or keyless: one line naming the file and the way out."""
+        for text in ("", "  \n\t\n", "# services to come\n", "~\n", "---\n"):
+            error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", text)
+            self.assertEqual(error.where, "f.yaml")
+            self.assertIn("to register no services write serviceInfoPosts: []", str(error))
+            self.assertNotIn("\n", str(error))
+        keyless = "serAvailabilityNotificationSubscriptions: []\n"
+        error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", keyless)
+        self.assertEqual(
+            str(error),
+            "f.yaml: serviceInfoPosts: missing; to register no services write "
+            "serviceInfoPosts: []",
+        )
+
+    def test_misspelt_key_named_before_missing_one(self) -> None:
+        """A misspelt serviceInfoPosts is named as an unknown key, not only as missing."""
+        self.assert_invalid({"serviceInfoPost": []}, "serviceInfoPost", "unknown key")
 
     def test_malformed_yaml(self) -> None:
         """A YAML syntax error names the file and the position."""

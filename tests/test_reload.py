@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from twisted.internet.defer import succeed
-from twisted.logger import formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 
-from mep_agent.config.model import parse_app_instance_info
-from mep_agent.core.reload import STABLE_FOR, ConfigReloader, digest
+from mep_agent.config.errors import ConfigError
+from mep_agent.config.model import NO_SERVICES_HINT, parse_app_instance_info
+from mep_agent.core.reload import STABLE_FOR
 
 from .agent_harness import BEAT, ApiTestCase
 from .emulator_client import service
@@ -33,28 +33,8 @@ class ReloadTestCase(ApiTestCase):
 
     def start_with(self, data: bytes) -> None:
         self.files = {PATH: data}
-        info = parse_app_instance_info(PATH, data.decode())
-        self.build(info.services, subscriptions=info.subscriptions)
-
-        def read(path: str) -> Any:
-            if path not in self.files:
-                raise OSError(2, "No such file or directory")
-            return succeed(self.files[path])
-
-        self.reloader = ConfigReloader(
-            PATH,
-            read,
-            lambda text: parse_app_instance_info(PATH, text, reload=True),
-            self.registrar,
-            self.subscriber,
-            self.clock,
-            10,
-            digest(data),
-        )
+        self.build()  # the file read at start is C{data}; the agent's reloader follows it
         self.start()
-        self.reloader.startService()
-        self.addCleanup(self.reloader.stopService)
-        self.wire_ops(self.reloader)
 
     def rewrite(self, data: bytes) -> None:
         """Write C{data}; let the next poll see it and, a second later, apply it."""
@@ -81,12 +61,12 @@ class ReloadTests(ReloadTestCase):
         self.assertEqual(self.sid("b"), ids["b"])
         self.assertEqual(self.registry.services[ids["b"]].body["version"], "2.0")
         self.assertEqual(self.sid("a"), ids["a"])
-        self.assertEqual(sorted(self.registrar.states), ["a", "b", "d"])
+        self.assertEqual(sorted(self.holdings.services), ["a", "b", "d"])
         self.assertEqual(
             sorted(s.body["serName"] for s in self.registry.services.values()), ["a", "b", "d"]
         )
         self.advance(BEAT + 1)  # every service still beats, the changed one on its new link
-        self.assertTrue(all(s.healthy for s in self.registrar.states.values()))
+        self.assertTrue(all(s.healthy for s in self.holdings.services.values()))
 
     def test_invalid_file_refused_old_state_kept(self) -> None:
         """An invalid file: one line naming the YAML path; nothing changes; then a fix works."""
@@ -103,7 +83,7 @@ class ReloadTests(ReloadTestCase):
         self.assertEqual(len(refused), 1)
         self.assertIn(f"{PATH}: serviceInfoPosts[1].serName", formatEvent(refused[0]))
         self.assertEqual([r.kind for r in list(self.emulator.requests)[before:]], [])
-        self.assertEqual(list(self.registrar.states), ["a"])
+        self.assertEqual(list(self.holdings.services), ["a"])
         _, body, _ = self.get_json(self.ops, "/readyz?verbose")
         self.assertFalse(body["config"]["ok"])
         self.assertIn("serName", body["config"]["error"])
@@ -111,16 +91,16 @@ class ReloadTests(ReloadTestCase):
         self.assertIn(b"mep_agent_config_reload_failures_total 1.0", raw)
         self.assertIn(b"mep_agent_config_valid 0.0", raw)
         self.rewrite(document("a", "b"))
-        self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+        self.assertEqual(sorted(self.holdings.services), ["a", "b"])
         self.assertIsNone(self.reloader.last_error)
 
     def test_subscriptions_follow_the_file(self) -> None:
         """Subscriptions too: added ones created, removed ones deleted, kept ones kept."""
         self.start_with(document("a", subscriptions=2))
-        kept = self.subscriber.states[0].subscription
+        kept = self.holdings.subscriptions[0].held
         self.rewrite(document("a", subscriptions=1))
         self.assertEqual(self.requests("unsubscribe"), [204])
-        self.assertEqual(self.subscriber.states[0].subscription, kept)
+        self.assertEqual(self.holdings.subscriptions[0].held, kept)
         self.rewrite(document("a", subscriptions=3))
         self.assertEqual(self.requests("subscribe"), [201] * 4)
         self.assertEqual(len(self.registry.subscriptions), 3)
@@ -131,16 +111,16 @@ class ReloadTests(ReloadTestCase):
         self.files[PATH] = document("a", "b")
         self.reloader.check_now()
         self.settle()
-        self.assertEqual(sorted(self.registrar.states), ["a"])  # read once: not yet whole
+        self.assertEqual(sorted(self.holdings.services), ["a"])  # read once: not yet whole
         self.advance(STABLE_FOR)  # read again, the same: applied
-        self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+        self.assertEqual(sorted(self.holdings.services), ["a", "b"])
 
     def test_unreadable_file_keeps_state(self) -> None:
         """A file that disappears (a ConfigMap being swapped) is refused, not applied."""
         self.start_with(document("a"))
         del self.files[PATH]
         self.advance(10)
-        self.assertEqual(list(self.registrar.states), ["a"])
+        self.assertEqual(list(self.holdings.services), ["a"])
         self.assertIn("cannot read", self.reloader.last_error or "")
 
 
@@ -158,10 +138,11 @@ class WholeFilesOnlyTests(ReloadTestCase):
             self.reloader.check_now()
             self.advance(STABLE_FOR)
             self.assertEqual(self.deregistrations(), [])
-            self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+            self.assertEqual(sorted(self.holdings.services), ["a", "b"])
             _, body, _ = self.get_json(self.ops, "/readyz?verbose")
             self.assertFalse(body["config"]["ok"])
-            self.assertIn("the file is empty", body["config"]["error"])
+            self.assertIn(f"{PATH}: is empty", body["config"]["error"])
+            self.assertIn(NO_SERVICES_HINT, body["config"]["error"])
         _, raw = self.request(self.ops, "GET", "/metrics")
         self.assertIn(b"mep_agent_config_valid 0.0", raw)
 
@@ -173,9 +154,9 @@ class WholeFilesOnlyTests(ReloadTestCase):
         self.advance(0.5)
         self.files[PATH] = document("a", "b", "c", "d")  # ... and done
         self.advance(STABLE_FOR)  # the second read differs: it becomes the candidate
-        self.assertEqual(sorted(self.registrar.states), ["a", "b", "c"])
+        self.assertEqual(sorted(self.holdings.services), ["a", "b", "c"])
         self.advance(STABLE_FOR)
-        self.assertEqual(sorted(self.registrar.states), ["a", "b", "c", "d"])
+        self.assertEqual(sorted(self.holdings.services), ["a", "b", "c", "d"])
         self.assertEqual(self.deregistrations(), [])
 
     def test_file_that_keeps_changing_is_not_applied(self) -> None:
@@ -184,7 +165,7 @@ class WholeFilesOnlyTests(ReloadTestCase):
         for i in range(5):
             self.files[PATH] = document("a", f"x{i}")
             self.advance(STABLE_FOR)
-        self.assertEqual(sorted(self.registrar.states), ["a", "b"])
+        self.assertEqual(sorted(self.holdings.services), ["a", "b"])
         self.assertEqual(self.deregistrations(), [])
 
     def test_removing_every_service_needs_an_explicit_list(self) -> None:
@@ -196,7 +177,14 @@ class WholeFilesOnlyTests(ReloadTestCase):
         self.assertIn("serviceInfoPosts: []", self.reloader.last_error or "")
         self.rewrite(b"serviceInfoPosts: []\n")
         self.assertEqual(self.deregistrations(), [204, 204])
-        self.assertEqual(list(self.registrar.states), [])
+        self.assertEqual(list(self.holdings.services), [])
+
+    def test_empty_file_refused_like_at_start(self) -> None:
+        """Reload refuses an empty file with the very line start-up and --check give."""
+        self.start_with(document("a"))
+        self.rewrite(b"")
+        error = self.assertRaises(ConfigError, parse_app_instance_info, PATH, "")
+        self.assertEqual(self.reloader.last_error, str(error))
 
     def test_alias_bomb_refused_at_reload(self) -> None:
         """A YAML alias bomb at reload is refused at once; the old state stays."""
@@ -205,5 +193,76 @@ class WholeFilesOnlyTests(ReloadTestCase):
         self.start_with(document("a"))
         self.rewrite(bombed_services().encode())
         self.assertIn("expands to more than", self.reloader.last_error or "")
-        self.assertEqual(list(self.registrar.states), ["a"])
+        self.assertEqual(list(self.holdings.services), ["a"])
         self.assertEqual(self.deregistrations(), [])
+
+
+class RevertTests(ReloadTestCase):
+    """Issue 26: readiness and mep_agent_config_valid describe the file on disk now."""
+
+    def config_state(self) -> tuple[dict[str, Any], bytes]:
+        _, body, _ = self.get_json(self.ops, "/readyz?verbose")
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        return body["config"], raw
+
+    def assert_valid(self) -> None:
+        config, raw = self.config_state()
+        self.assertEqual(config, {"ok": True})
+        self.assertIsNone(self.reloader.last_error)
+        self.assertIn(b"mep_agent_config_valid 1.0", raw)
+
+    def assert_refused(self, part: str) -> None:
+        config, raw = self.config_state()
+        self.assertFalse(config["ok"])
+        self.assertIn(part, config["error"])
+        self.assertIn(b"mep_agent_config_valid 0.0", raw)
+
+    def test_restored_file_clears_the_error(self) -> None:
+        """An empty file or an alias bomb refused, then the original bytes back: valid again."""
+        from .test_safety import bombed_services
+
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)  # type: ignore[arg-type]
+        original = document("a", "b")
+        self.start_with(original)
+        for bad, part in ((b"", "is empty"), (bombed_services().encode(), "expands to more")):
+            self.files[PATH] = bad
+            self.reloader.check_now()  # SIGHUP
+            self.advance(STABLE_FOR)
+            self.assert_refused(part)
+            self.files[PATH] = original
+            self.reloader.check_now()  # SIGHUP
+            self.settle()
+            self.assert_valid()
+        self.assertEqual(sorted(self.holdings.services), ["a", "b"])
+        self.assertEqual(self.requests("deregister"), [])
+        restored = [e for e in events if e.get("event") == "config.reload_restored"]
+        self.assertEqual(len(restored), 2)  # one line each time the error is cleared
+
+    def test_readable_again_clears_the_error(self) -> None:
+        """A file unreadable for a while, then back unchanged: the error is cleared."""
+        self.start_with(document("a"))
+        data = self.files.pop(PATH)
+        self.advance(10)
+        self.assert_refused("cannot read")
+        self.files[PATH] = data
+        self.advance(10)
+        self.assert_valid()
+
+    def test_refused_version_read_again_keeps_its_error(self) -> None:
+        """The refused file back on disk, after the original or an unreadable spell: refused."""
+        original = document("a")
+        self.start_with(original)
+        self.rewrite(b"")
+        self.rewrite(original)
+        self.assert_valid()
+        self.rewrite(b"")  # read again: refused at once, without a second read
+        self.assert_refused("is empty")
+        del self.files[PATH]
+        self.advance(10)
+        self.assert_refused("cannot read")
+        self.files[PATH] = b""
+        self.advance(10)
+        self.assert_refused("is empty")
+        self.assertEqual(list(self.holdings.services), ["a"])

@@ -10,12 +10,13 @@ from typing import Any, cast
 from twisted.application.service import IServiceMaker
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import tap
 from mep_agent.agent import AgentService
+from mep_agent.logs import event_json
 from mep_agent.oneshot import OneShot
 from mep_agent.web.listeners import Listener
 from mep_emulator import certs
@@ -130,6 +131,29 @@ class StartupErrorTests(TapTestCase):
         error = self.assertRaises(SystemExit, self.make, "--check")
         self.assertIn("serviceInfoPosts[1].serName", error.code)
 
+    def test_empty_services_file_one_line_exit(self) -> None:
+        """A 0-byte app_instance_info.yaml stops start-up with one line naming the file."""
+        self.write("app_instance_info.yaml", "")
+        error = self.assertRaises(SystemExit, self.make)
+        self.assert_no_services_line(error.code)
+
+    def test_empty_services_file_fails_check(self) -> None:
+        """--check refuses a 0-byte or keyless file: exit 1 with the same one line."""
+        environ = dict(self.environ)
+        for text in ("", "serAvailabilityNotificationSubscriptions: []\n"):
+            self.environ = dict(environ)  # each start-up removes the secrets it read
+            self.write("app_instance_info.yaml", text)
+            error = self.assertRaises(SystemExit, self.make, "--check")
+            self.assert_no_services_line(error.code)  # a message: twistd exits 1
+            self.assertEqual(self.stdout.getvalue(), "")
+
+    def assert_no_services_line(self, code: object) -> None:
+        assert isinstance(code, str), code
+        self.assertEqual(code.count("\n"), 0)
+        path = os.path.join(self.dir, "conf", "app_instance_info.yaml")
+        self.assertIn(f"configuration error: {path}: ", code)
+        self.assertIn("to register no services write serviceInfoPosts: []", code)
+
 
 class SecretHandlingTests(TapTestCase):
     def test_secrets_removed_from_environment(self) -> None:
@@ -145,7 +169,7 @@ class SecretHandlingTests(TapTestCase):
         self.assertNotIn("SK", self.environ)
 
     def test_builds_the_agent(self) -> None:
-        """makeService composes the stages: token and cache, registrar and subscriber, API."""
+        """makeService composes the stages: token and cache, READY and the keepers, API."""
         agent = self.make()
         stages = [[s.name or type(s).__name__ for s in stage] for stage in agent]
         self.assertEqual(
@@ -181,6 +205,36 @@ class SecretHandlingTests(TapTestCase):
             text = formatEvent(event) + repr(event)
             for secret in SECRETS:
                 self.assertNotIn(secret, text)
+
+
+class StartupLineTests(TapTestCase):
+    """Issue 26: the start-up line and --check show values as the user wrote them."""
+
+    def starting_event(self) -> LogEvent:
+        self.make("--heartbeat-method", "auto")
+        [event] = [e for e in self.events if e.get("event") == "agent.starting"]
+        return event
+
+    def test_text_line_has_plain_values(self) -> None:
+        """The text line says 'auth': 'aksk', not an enum's repr."""
+        line = formatEvent(self.starting_event())
+        self.assertIn("'auth': 'aksk'", line)
+        self.assertIn("'heartbeat_method': 'auto'", line)
+        self.assertNotIn("<", line)
+
+    def test_json_line_has_plain_values(self) -> None:
+        """The JSON line's message and summary field hold the same plain values."""
+        record = json.loads(event_json(self.starting_event()))
+        for text in (record["message"], record["summary"]):
+            self.assertIn("'auth': 'aksk'", text)
+            self.assertNotIn("<", text)
+
+    def test_check_has_plain_values(self) -> None:
+        """--check prints auth and heartbeat_method as their text."""
+        self.environ["MEP_AGENT_HEARTBEAT_METHOD"] = "patch"
+        self.assertRaises(SystemExit, self.make, "--check")
+        config = json.loads(self.stdout.getvalue())["config"]
+        self.assertEqual((config["auth"], config["heartbeat_method"]), ("aksk", "PATCH"))
 
 
 class CompositionTests(TapTestCase):

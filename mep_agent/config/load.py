@@ -126,7 +126,10 @@ class AgentConfig:
         return self.termination == "auto" and bool(self.notify_url) and self.enable_wait
 
     def summary(self) -> dict[str, Any]:
-        """Everything an operator may see (no secrets), for --check and the start-up log."""
+        """
+        Everything an operator may see (no secrets), for --check and the start-up log, in
+        plain values: a choice as its text (C{aksk}), never an enum's repr.
+        """
         return {
             "mep": self.base_url,
             "tls": None
@@ -144,11 +147,11 @@ class AgentConfig:
             "request_timeout": self.request_timeout,
             "dialect": self.dialect.name,
             "api_root": self.api_root,
-            "auth": self.auth,
+            "auth": self.auth.value,
             "oauth2_token_url": self.credentials.oauth2.token_url
             if self.credentials.oauth2
             else None,
-            "heartbeat_method": self.heartbeat_method,
+            "heartbeat_method": self.heartbeat_method.value,
             "confirm_ready": self.confirm_ready,
             "notify_url": self.notify_url,
             "mep_public_origins": [

@@ -289,26 +289,29 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def parse_app_instance_info(
-    where: str, text: str, etsi: bool = False, reload: bool = False
-) -> AppInstanceInfo:
+#: What every refusal of a file that names no services says: the way to say "none".
+NO_SERVICES_HINT = "to register no services write serviceInfoPosts: []"
+
+
+def parse_app_instance_info(where: str, text: str, etsi: bool = False) -> AppInstanceInfo:
     """
     Validate app_instance_info.yaml text with mepserver's rules, or with MEC 011 v2.2.1's
-    ServiceInfoPost when C{etsi}; ConfigError paths are YAML paths. A C{reload} must name
-    C{serviceInfoPosts}: without it every registered service would be deleted.
+    ServiceInfoPost when C{etsi}; ConfigError paths are YAML paths. The same rule holds at
+    start, in --check and at reload: the file must name C{serviceInfoPosts}. An empty,
+    blank or comment-only file, or one without that key, is refused (a file cut to 0 bytes
+    must not start an agent with no services, nor deregister every service at reload);
+    C{serviceInfoPosts: []} says "no services".
     """
-    document = load_yaml(where, text)
+    # Blank first: a tab alone is a YAML syntax error, and a blank file is not one.
+    document = load_yaml(where, text) if text.strip() else None
     if document is None:
-        document = {}
-    if reload and isinstance(document, dict) and "serviceInfoPosts" not in document:
-        raise ConfigError(
-            f"{where}: serviceInfoPosts",
-            "missing; to remove every service write serviceInfoPosts: []",
-        )
+        raise ConfigError(where, f"is empty (or blank, or only comments); {NO_SERVICES_HINT}")
     try:
         parsed = (_ETSI_DOCUMENT if etsi else _EDGEGALLERY_DOCUMENT)("", document)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e.where}", e.problem) from None
+    if "serviceInfoPosts" not in document:  # a mapping now; a typo was named just above
+        raise ConfigError(f"{where}: serviceInfoPosts", f"missing; {NO_SERVICES_HINT}")
     services = tuple(
         ServiceSpec(body["serName"], body) for body in parsed.get("serviceInfoPosts", [])
     )

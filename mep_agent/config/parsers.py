@@ -199,10 +199,10 @@ def url(text: str, where: str) -> str:
 
 
 def api_root(text: str, where: str) -> str:
-    """A path such as /mep, without the trailing slash ('' for none)."""
+    """A path such as /mep, without the trailing slash ('/' for none)."""
     root = text.rstrip("/")
     if root and not _API_ROOT.fullmatch(root):
-        raise ConfigError(where, f"{root[:60]!r} must be a path such as /mep (or empty)")
+        raise ConfigError(where, f"{root[:60]!r} must be a path such as /mep (or / for none)")
     return root
 
 

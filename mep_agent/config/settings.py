@@ -90,14 +90,16 @@ SETTINGS: tuple[Setting, ...] = (
         "edgegallery",
         "'edgegallery' (EdgeGallery's MEP) or 'etsi' (a platform following ETSI MEC 011 "
         "v2.2.1): the defaults of --auth, the validation of app_instance_info.yaml, the "
-        "service names discovery accepts, how the MEP's links are read.",
+        "service names discovery accepts, how the MEP's links are read, whether the "
+        "other Mp1 calls wait for confirm_ready (etsi) and how late a heartbeat may be.",
         parse=p.dialect,
     ),
     Setting(
         "api_root",
         "MEP_AGENT_API_ROOT",
         "/mep",
-        "Path before mec_service_mgmt/v1 and mec_app_support/v1 on the MEP ('' for none).",
+        "Path before mec_service_mgmt/v1 and mec_app_support/v1 on the MEP; '/' for none "
+        "(an empty value counts as unset: the default).",
         parse=p.api_root,
     ),
     Setting(
@@ -124,7 +126,10 @@ SETTINGS: tuple[Setting, ...] = (
         "oauth2_token_url",
         "MEP_AGENT_OAUTH2_TOKEN_URL",
         None,
-        "OAuth 2.0 token endpoint (http or https; https verified like the MEP).",
+        "OAuth 2.0 token endpoint (http or https). https is verified with CA_CERT's "
+        "certificates, suites and minimum version against the URL's own host name "
+        "(CA_CERT_DOMAIN_NAME when that host is MEP_IP); with EG_PROTOCOL=http, against "
+        "the system's CAs.",
         required=Condition.WITH_OAUTH2,
         parse=p.url,
     ),
@@ -210,8 +215,10 @@ SETTINGS: tuple[Setting, ...] = (
         "enable_wait",
         "ENABLE_WAIT",
         "true",
-        "'true': run as a daemon; 'false': one-shot (get a token, register, exit 0 "
-        "on success, non-zero on failure).",
+        "'true': keep running (heartbeats, the application API) until stopped, then "
+        "deregister; 'false': one-shot: get a token, confirm READY and register every "
+        "service, then exit 0 leaving the registrations in place (non-zero when the MEP "
+        "refuses confirm_ready or after --oneshot-timeout).",
         parse=p.boolean,
     ),
     Setting(
@@ -276,7 +283,10 @@ SETTINGS: tuple[Setting, ...] = (
         "confirm_ready",
         "MEP_AGENT_CONFIRM_READY",
         "true",
-        "Send confirm_ready (READY) once every service is registered.",
+        "Send confirm_ready (READY) at start, before registering (with the etsi dialect "
+        "no other Mp1 call goes out until it is confirmed: MEC 011 v2.2.1 platforms refuse "
+        "them), and again when the MEP answers 403 'not ready' or has lost a service. "
+        "'false': never sent.",
         parse=p.boolean,
     ),
     Setting(
@@ -293,8 +303,9 @@ SETTINGS: tuple[Setting, ...] = (
         "app_notify_url",
         "MEP_AGENT_APP_NOTIFY_URL",
         None,
-        "Where the agent also POSTs each availability notification it receives (the "
-        "MEP's JSON as is; 3 attempts, never holding up the agent). Unset: not forwarded.",
+        "Where the agent also POSTs each availability notification and app termination "
+        "notice it receives (the MEP's JSON as is; 3 attempts, never holding up the agent). "
+        "Unset: not forwarded.",
         parse=p.url,
     ),
     Setting(
@@ -331,9 +342,10 @@ SETTINGS: tuple[Setting, ...] = (
         "termination",
         "MEP_AGENT_TERMINATION",
         "auto",
-        "'auto': with --notify-url, subscribe to the platform's app termination notices and "
-        "leave when one comes (not ready, services deregistered, the application told, "
-        "confirm_termination within maxGracefulTimeout); 'off': do not subscribe.",
+        "'auto': with --notify-url and not in one-shot mode (ENABLE_WAIT=false), subscribe "
+        "to the platform's app termination notices and leave when one comes (not ready, "
+        "services deregistered, the application told, confirm_termination within "
+        "maxGracefulTimeout); 'off': do not subscribe.",
         parse=p.choice(p.Termination),
     ),
     Setting(
@@ -363,15 +375,16 @@ SETTINGS: tuple[Setting, ...] = (
         "shutdown_timeout",
         "MEP_AGENT_SHUTDOWN_TIMEOUT",
         "5",
-        "Seconds that deregistration on stop may take in all.",
+        "Seconds that deregistering the services and deleting the subscriptions on stop "
+        "may take in all (side by side).",
         parse=p.seconds(0.1, 300),
     ),
     Setting(
         "oneshot_timeout",
         "MEP_AGENT_ONESHOT_TIMEOUT",
         "120",
-        "With ENABLE_WAIT=false: seconds to get a token and register everything "
-        "before exiting non-zero.",
+        "With ENABLE_WAIT=false: seconds to get a token, register every service and "
+        "confirm READY before exiting non-zero.",
         parse=p.seconds(1, 3600),
     ),
     Setting(
@@ -414,23 +427,28 @@ SETTINGS: tuple[Setting, ...] = (
         "reload_interval",
         "MEP_AGENT_RELOAD_INTERVAL",
         "10",
-        "Seconds between checks of app_instance_info.yaml for changes, applied without a "
-        "restart (SIGHUP checks at once; 0: only on SIGHUP).",
+        "Seconds between checks of app_instance_info.yaml and of the credential files "
+        "(AK_FILE, SK_FILE, the OAuth 2.0 client secret file) for changes, applied without "
+        "a restart. SIGHUP checks app_instance_info.yaml at once; 0: it is checked only on "
+        "SIGHUP, and the credential files only when the MEP refuses the key.",
         parse=p.seconds(0, 86400),
     ),
     Setting(
         "log_format",
         "MEP_AGENT_LOG_FORMAT",
         "text",
-        "'text' (twistd's lines; --logfile applies) or 'json' (one JSON object per line on "
-        "stdout: time, level, event, message and the event's fields).",
+        "'text' (twistd's lines; twistd's --logfile applies only with --log-level info, "
+        "another level writes them to stdout) or 'json' (one JSON object per line on "
+        "stdout, whatever --logfile says: time, level, event, message and the event's "
+        "fields).",
         parse=p.choice(p.LogFormat),
     ),
     Setting(
         "log_level",
         "MEP_AGENT_LOG_LEVEL",
         "info",
-        "The least severe level written: debug, info, warn or error.",
+        "The least severe level written: debug, info, warn or error (other than info: "
+        "on stdout, twistd's --logfile does not apply).",
         parse=p.choice(p.LogLevel),
     ),
     Setting(

@@ -2,14 +2,18 @@
 Hot reload of app_instance_info.yaml: on SIGHUP, and by polling the file's content every
 --reload-interval seconds (Kubernetes swaps a ConfigMap directory's symlink, so what is
 watched is what the path resolves to now, by content). A valid new file is applied as a
-difference (Holdings.apply); an invalid one is refused with one log
-line naming the YAML path, and the old state stays.
+difference (Holdings.apply); an invalid one is refused with one log line naming the YAML
+path, and the old state stays. L{ConfigReloader.last_error} (what /readyz?verbose and
+C{mep_agent_config_valid} show) describes the file on disk now against the one applied: a
+refused version read again keeps its error, and the applied version read again (a bad edit
+reverted) clears it.
 
 A change is applied only when it is whole, because applying a file deregisters whatever
 it no longer names: the new content must read the same twice, L{STABLE_FOR} seconds apart
-(an editor or a slow copy caught mid-write reads differently the second time), an empty or
-blank file is refused, and so is a file without C{serviceInfoPosts} (removing every service
-takes an explicit C{serviceInfoPosts: []}).
+(an editor or a slow copy caught mid-write reads differently the second time), and the
+file must pass the same whole-file rule as at start (model.parse_app_instance_info): an
+empty or blank file, or one without C{serviceInfoPosts}, is refused (removing every
+service takes an explicit C{serviceInfoPosts: []}).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class ConfigReloader(Service):
         self._poll.clock = clock
         self._checking: Deferred[None] | None = None
         self._refused_version: str | None = None
+        self._refused_error: str | None = None  # why that version was refused
         # A changed content seen once: (digest, when), applied if it reads the same later.
         self._candidate: tuple[str, float] | None = None
         self._confirm: IDelayedCall | None = None
@@ -114,21 +119,20 @@ class ConfigReloader(Service):
             self._refused(f"{self._path}: cannot read: {e.strerror or e}")
             return
         version = digest(data)
-        if version in (self._current, self._refused_version):
+        if version == self._current:
             self._candidate = None
+            self._back_to_running()
+            return
+        if version == self._refused_version:
+            self._candidate = None
+            self.last_error = self._refused_error  # still on disk, whatever came between
             return
         if not self._stable(version):
             return
-        text = data.decode("utf-8", "replace")
         try:
-            if not text.strip():
-                raise ConfigError(
-                    self._path,
-                    "the file is empty; to remove every service write serviceInfoPosts: []",
-                )
-            info = self._parse(text)
+            info = self._parse(data.decode("utf-8", "replace"))
         except ConfigError as e:
-            self._refused_version = version
+            self._refused_version, self._refused_error = version, str(e)
             self._refused(str(e))
             return
         changes = self._apply(info)
@@ -160,6 +164,16 @@ class ConfigReloader(Service):
             self._confirm.cancel()
         self._confirm = self._clock.callLater(STABLE_FOR, self.check_now)
         return False
+
+    def _back_to_running(self) -> None:
+        """The file on disk is the applied version again: nothing is refused any more."""
+        if self.last_error is not None:
+            self.log.info(
+                "{path} is the running configuration again; the reload error is cleared",
+                path=self._path,
+                event="config.reload_restored",
+            )
+        self.last_error = None
 
     def _refused(self, error: str) -> None:
         self.failures += 1
