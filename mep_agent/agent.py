@@ -497,15 +497,14 @@ def build(
         root.add_stage(parts.terminator)
     front = web(cfg, reactor, root.front, root.listeners)
     if not cfg.enable_wait:
+
+        def last_error() -> str | None:
+            if parts.tokens.last_error:
+                return f"token: {parts.tokens.last_error}"
+            return parts.holdings.last_error()
+
         front.append(
-            OneShot(
-                parts.holdings,
-                reactor,
-                cfg.oneshot_timeout,
-                finish,
-                set_code=set_code,
-                last_error=parts.holdings.last_error,
-            )
+            OneShot(parts.holdings, reactor, cfg.oneshot_timeout, finish, set_code, last_error)
         )
     root.add_stage(*front)
     return root

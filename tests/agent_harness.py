@@ -220,7 +220,8 @@ class AgentTestCase(SynchronousTestCase):
         self.agent_api = self.service.front.api
         self.front: Any = self.agent_api.resource()
         self.api: Any = StubTreq(self.front)
-        self.ops: Any = StubTreq(self.service.front.ops.resource())
+        self.ops_resource: Any = self.service.front.ops.resource()
+        self.ops: Any = StubTreq(self.ops_resource)
 
     def read(self, path: str) -> Deferred[bytes]:
         """The agent's file reads (reloads, credential files), from C{self.files}."""

@@ -24,7 +24,6 @@ from mep_agent.mp1 import links
 from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import Registration
 from mep_agent.mp1.credentials import Credentials, OAuth2Client
-from mep_agent.mp1.dialect import ETSI
 from mep_agent.mp1.http import MepHttp
 from mep_agent.mp1.wire import MepWire
 from mep_agent.util.secret import Secret

@@ -385,7 +385,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
         fault = {"kind": "register", "status": 503, "count": 1000}
         self.assertEqual(await post_json(f"{self.control}/faults", fault), 201)
         agent = self.spawn("mep-agent", [], self.agent_env(ENABLE_WAIT='"false"'))
-        await agent.wait_for(rb"registering \w+ failed")
+        await agent.wait_for(rb"service \w+: create failed")
         self.assertEqual(await agent.stop(), 1)
         self.assertIn("one-shot: stopped before everything was registered", agent.output.decode())
 

@@ -135,7 +135,7 @@ class RecordingGate:
 
 class GateSeamTests(WireTestCase):
     def test_every_exchange_is_admitted_and_heard(self) -> None:
-        """The gate admits each exchange (urgent ones with their deadline) and hears each answer."""
+        """The gate admits each exchange (urgent ones with their deadline), hears each answer."""
         gate = RecordingGate()
         self.wire.gate = gate
         tokens = ScriptedTokens(self.good, self.good)

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import __version__, logs, tap
 from mep_agent.config.model import SubscriptionSpec
-from mep_agent.core.subscriptions import effective_body
+from mep_agent.core.bodies import effective_body
 
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
 

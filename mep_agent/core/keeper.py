@@ -29,7 +29,7 @@ from typing import Any
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from mep_agent.core.beats import BeatRecord, Beats, Outcomes
@@ -258,8 +258,7 @@ class Keeper:
             return False  # its link leads elsewhere: no list of the MEP's shows it
         self.log.warn(
             "the MEP no longer holds {kind} {key} ({ref}); making it anew",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             ref=self.kind.ref(held),
             event=f"{self._event_prefix}.lost",
         )
@@ -397,8 +396,7 @@ class Keeper:
             self._update = True  # the file changed while it was being made
         self.log.info(
             "{kind} {key} {what} as {ref}",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             what=self._words[1] if again else self._words[0],
             ref=ref,
             event=f"{self._event_prefix}.{self._events[1] if again else self._events[0]}",
@@ -415,8 +413,8 @@ class Keeper:
             self.log.failure(
                 "{kind} {key}: unexpected error",
                 failure,
-                kind=self.kind.label,
-                key=self.key,
+                LogLevel.error,
+                **self._names,
                 event="agent.bug",
             )
             self._ctx.owned.unsent(intent)
@@ -452,8 +450,7 @@ class Keeper:
         self._beat_at_once = True  # its last beat was an earlier run's: when, nobody knows
         self.log.info(
             "{kind} {key}: adopted {ref}, which {who} made",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             ref=listed.ref,
             who="a creation whose answer was lost" if intent else "an earlier run",
             event=f"{self._event_prefix}.adopted",
@@ -509,8 +506,7 @@ class Keeper:
         self._succeeded()
         self.log.info(
             "{kind} {key} {what}d ({ref})",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             what=what,
             ref=self.kind.ref(mended),
             event=f"{self._event_prefix}.{'updated' if what == 'update' else 'restored'}",
@@ -519,8 +515,7 @@ class Keeper:
     def _refused_update(self, error: MepError) -> None:
         self.log.info(
             "{kind} {key}: the MEP refused to change it ({error}); deleting it and making it anew",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             error=str(error),
             event=f"{self._event_prefix}.update_refused",
             status=error.status,
@@ -550,8 +545,7 @@ class Keeper:
         self._succeeded()
         self.log.info(
             "{kind} {key} {what} ({ref})",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             what=self._words[2],
             ref=self.kind.ref(held),
             event=f"{self._event_prefix}.{self._events[2]}",
@@ -587,8 +581,7 @@ class Keeper:
     def _beat_inactive(self, error: MepError) -> None:
         self.log.warn(
             "{kind} {key} is INACTIVE on the MEP; restoring {state}",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             state=(self.body or {}).get("state"),
             event=f"{self._event_prefix}.inactive",
         )
@@ -646,8 +639,7 @@ class Keeper:
         status = error.status if isinstance(error, MepError) else None
         self.log.warn(
             "{kind} {key}: {what} failed ({error}); trying again with back-off",
-            kind=self.kind.label,
-            key=self.key,
+            **self._names,
             what=what,
             error=error.reason if isinstance(error, NoToken) else str(error),
             event=f"{self._event_prefix}.{what}_failed",
@@ -673,11 +665,18 @@ class Keeper:
             self.log.warn(
                 "{kind} {key}: the MEP's link {link} leads to another origin than the MEP; it "
                 "is not followed (set --mep-public-url to that origin if it is the MEP's)",
-                kind=self.kind.label,
-                key=self.key,
+                **self._names,
                 link=getattr(held, "refused_link", None),
                 event=f"{self._event_prefix}.link_refused",
             )
+
+    @property
+    def _names(self) -> dict[str, str]:
+        """The fields that name it in a log event (services: ser_name too)."""
+        names = {"kind": self.kind.label, "key": self.key}
+        if self.kind.kind == "service":
+            names["ser_name"] = self.key
+        return names
 
     @property
     def _event_prefix(self) -> str:
