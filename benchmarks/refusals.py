@@ -1,13 +1,19 @@
 """
 Every refusal is an answer (issue 26), against a real `twistd mep-agent`, run by hand and
-bounded in time; it ends only the processes it started, and talks to 127.0.0.1 only.
+bounded in time; it ends only the processes it started, and talks to 127.0.0.1 only (from
+127.0.0.1, the application's address, and from 127.0.0.2, another peer).
 
-    .venv/bin/python -m benchmarks.refusals [--connections 2000] [--out refusals.json]
+    .venv/bin/python -m benchmarks.refusals [--connections 2000] [--header-timeout 60]
+        [--out refusals.json]
 
-1. Flood: --connections concurrent `GET /mep-agent/v1/token` from one address (127.0.0.1,
-   the application's), all connections opened and kept open until every one has an answer
-   or the deadline passed: answered 200, answered 503 with a JSON body and Retry-After,
-   answered otherwise, closed without an answer, no answer within the deadline.
+1. Flood: --connections concurrent `GET /mep-agent/v1/token` from 127.0.0.1, all opened at
+   once and kept open until every one has an answer or the deadline passed: answered 200,
+   answered 503 with a JSON body and Retry-After, answered otherwise, closed without an
+   answer, no answer within the deadline; and what a /token from 127.0.0.2 gets meanwhile.
+   The agent runs with --header-timeout 60 (default here) so that the connections answered
+   200 stay open through the flood: at the agent's 5 s it drops them while connections
+   whose SYN the full listen backlog (50) dropped are still being retried by the kernel
+   (1, 3, 7, 15 s ...), and those late ones then find a free place and get a 200.
 2. Requests the HTTP parser refuses, one connection each (a URL over 16 KB, a header over
    16 KB, 20 KB of headers, 10,000 headers, garbage bytes, Content-Length together with
    Transfer-Encoding): what came back (status and Content-Type) or "closed, no answer".
@@ -30,6 +36,7 @@ from typing import Any
 
 from benchmarks.soak import services_yaml, start_agent, start_emulator, write_report
 
+OTHER_PEER = "127.0.0.2"  # another loopback address: a peer of its own, as in hostile.py
 FLOOD_DEADLINE = 60.0  # seconds for every flood connection to get its answer or lose it
 ANSWER_DEADLINE = 8.0  # seconds for a refused request's answer (the header deadline is 5)
 TOKEN = b"GET /mep-agent/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -127,12 +134,30 @@ def flood(port: int, count: int) -> dict[str, Any]:
     took = time.monotonic() - started
     for key in list(selector.get_map().values()):
         outcomes[key.fileobj] = kind(key.data, ended=False)  # type: ignore[index]
+    other = other_peer(port)  # while the flood's connections are still open
     for s in sockets:
         s.close()
     report: dict[str, Any] = {"flood_connections": count, "flood_seconds": round(took, 2)}
+    report["another_peer_meanwhile"] = other
     for outcome in sorted(set(outcomes.values())):
         report[f"flood_{outcome}"] = sum(o == outcome for o in outcomes.values())
     return report
+
+
+def other_peer(port: int) -> str:
+    """What a /token from OTHER_PEER gets (the kubelet is a peer of its own), or why none."""
+    s = socket.create_connection(("127.0.0.1", port), ANSWER_DEADLINE, (OTHER_PEER, 0))
+    received = b""
+    try:
+        s.sendall(TOKEN)
+        while answer_of(received) is None and (data := s.recv(65536)):
+            received += data
+    except OSError as e:
+        return f"no answer ({type(e).__name__})"
+    finally:
+        s.close()
+    answer = answer_of(received)
+    return "closed, no answer" if answer is None else str(answer[0])
 
 
 def refused(port: int, raw: bytes) -> str:
@@ -164,6 +189,7 @@ def refused(port: int, raw: bytes) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--header-timeout", default="60", help="the agent's, in seconds")
     parser.add_argument("--out", default="refusals.json")
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -175,10 +201,15 @@ def main() -> None:
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     emulator = start_emulator(work, base)
     agent = None
-    report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "date": time.ctime()}
+    report: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores",
+        "date": time.ctime(),
+        "header_timeout_s": options.header_timeout,
+    }
     try:
         emulator.wait_for(rb"serving https://127.0.0.1:(\d+)")
-        agent, api, _ = start_agent(work, base, conf)
+        env = dict(base, MEP_AGENT_HEADER_TIMEOUT=options.header_timeout)
+        agent, api, _ = start_agent(work, env, conf)
         report.update(flood(api, options.connections))
         for name, raw in MALFORMED.items():
             report[name] = refused(api, raw)
