@@ -25,7 +25,7 @@ from mep_agent.mp1.auth import lifetime
 from mep_agent.mp1.errors import MepError
 from mep_agent.mp1.records import Discovered, ServiceInstance
 from mep_agent.util import jsontext
-from mep_agent.web.site import LimitedRequest, serve
+from mep_agent.web.site import DeadlineChannel, LimitedRequest, Turnaway, serve
 from mep_emulator.auth import App
 from mep_emulator.dev import DEV_APP
 from mep_emulator.memory import InMemoryMep
@@ -431,16 +431,16 @@ class ListenerLimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
 
     def test_connections_capped(self) -> None:
-        """Past the cap a new connection is refused."""
+        """Past the cap a new connection is turned away (answered 503, see test_refusals)."""
         factory, _ = self.connect(Clock(), max_connections=2)
         protocols = [factory.buildProtocol(("127.0.0.1", n)) for n in range(3)]
         for protocol in protocols[:2]:
             protocol.makeConnection(StringTransport())
-        self.assertIsNone(protocols[2])
+        self.assertIsInstance(protocols[2], Turnaway)
         protocols[0].connectionLost(Failure(ConnectionDone()))
         again = factory.buildProtocol(("127.0.0.1", 4))
-        self.assertIsNotNone(again, "a closed connection still counted")
-        self.assertIsNone(factory.buildProtocol(("127.0.0.1", 5)))
+        self.assertIsInstance(again, DeadlineChannel, "a closed connection still counted")
+        self.assertIsInstance(factory.buildProtocol(("127.0.0.1", 5)), Turnaway)
 
 
 class ConnectionErrorTests(HardeningTestCase):

@@ -272,19 +272,22 @@ class BackPressureTests(ApiTestCase):
 
 class PerPeerCapTests(SynchronousTestCase):
     def test_one_peer_cannot_take_every_connection(self) -> None:
-        """Past the per-peer cap a peer's connections are refused; other peers still get in."""
+        """Past the per-peer cap a peer's connections are turned away; other peers get in."""
         from twisted.internet.task import Clock
         from twisted.web.resource import Resource
+
+        from mep_agent.web.site import DeadlineChannel, Turnaway
 
         site = serve(Resource(), Clock(), max_connections=100, max_per_peer=3)
         flood = [site.buildProtocol(("10.9.9.9", n)) for n in range(5)]
         for channel in flood[:3]:
             channel.makeConnection(StringTransport())
-        self.assertEqual(flood[3:], [None, None])
+        self.assertEqual([type(p) for p in flood[3:]], [Turnaway, Turnaway])
         probe = site.buildProtocol(("10.1.1.1", 1))
-        self.assertIsNotNone(probe)
+        self.assertIsInstance(probe, DeadlineChannel)
         flood[0].connectionLost(None)
-        self.assertIsNotNone(site.buildProtocol(("10.9.9.9", 9)), "a closed one freed a place")
+        again = site.buildProtocol(("10.9.9.9", 9))
+        self.assertIsInstance(again, DeadlineChannel, "a closed one freed a place")
         self.assertEqual(site.refused, 2)
 
     def test_header_deadline_default_is_short(self) -> None:

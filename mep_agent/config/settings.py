@@ -391,9 +391,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max_connections",
         "MEP_AGENT_MAX_CONNECTIONS",
         "1024",
-        "Most connections each listener keeps open at once (further ones are closed at "
-        "once); raise it, --max-connections-per-peer and the open-files limit for many "
-        "blocking discovery requests.",
+        "Most connections each listener keeps open at once (further ones are answered a "
+        "JSON 503 with Retry-After: 1 and closed); raise it, --max-connections-per-peer and "
+        "the open-files limit for many blocking discovery requests.",
         parse=p.integer(1, 1000000),
     ),
     Setting(
@@ -401,9 +401,9 @@ SETTINGS: tuple[Setting, ...] = (
         "MEP_AGENT_MAX_CONNECTIONS_PER_PEER",
         "256",
         "Most connections each listener keeps open from one peer address (further ones are "
-        "closed at once), so that one abusive client cannot starve the kubelet's probes; "
-        "raise it with --max-connections for many blocking discovery requests from the "
-        "application.",
+        "answered a JSON 503 with Retry-After: 1 and closed), so that one abusive client "
+        "cannot starve the kubelet's probes; raise it with --max-connections for many "
+        "blocking discovery requests from the application.",
         parse=p.integer(1, 1000000),
     ),
     Setting(
