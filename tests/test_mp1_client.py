@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mep_agent.mp1.auth import MepAuth
 from mep_agent.mp1.client import MepClient, Urgency
 from mep_agent.mp1.errors import MepError, NoToken, Verdict
-from mep_agent.mp1.gate import retry_after
+from mep_agent.mp1.gate import Pace, retry_after
 from mep_agent.mp1.http import MepHttp
 from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
@@ -125,8 +125,8 @@ class RecordingGate:
         self.admitted: list[tuple[str, float | None]] = []
         self.heard: list[tuple[str, int | None, float | None]] = []
 
-    def admit(self, operation: str, urgent_until: float | None) -> Any:
-        self.admitted.append((operation, urgent_until))
+    def admit(self, operation: str, pace: Pace) -> Any:
+        self.admitted.append((operation, pace.urgent_until))
         return succeed(None)
 
     def answered(self, operation: str, status: int | None, retry_after: float | None) -> None:

@@ -70,6 +70,47 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.assertEqual(len(self.registry.services), 2)
         self.assertEqual(self.requests("deregister"), [204] * SERVICES_MAX)
 
+    def test_a_full_platform_of_dead_active_instances(self) -> None:
+        """
+        50 instances of runs that died a moment ago (still ACTIVE): the registration is
+        refused (the cap), the instances are looked at again once their liveness deadline
+        has passed, deleted, and the registration follows the first deletion at once.
+        """
+        for i in range(SERVICES_MAX):
+            self.leave_behind("ab"[i % 2], "ACTIVE")
+        self.start_agent("a")
+        self.assertEqual(self.requests("register"), [400])  # mepserver's "status 12"
+        self.assertTrue(self.keeper("a").cap_full)
+        self.advance(63, step=1)
+        self.assertEqual(self.requests("deregister"), [])  # not yet past their deadline
+        self.advance(3, step=1)
+        self.assertEqual(self.requests("register")[-1], 201)
+        first_delete = next(
+            i for i, r in enumerate(self.emulator.requests) if r.kind == "deregister"
+        )
+        registered = next(
+            i
+            for i, r in enumerate(self.emulator.requests)
+            if r.kind == "register" and r.status == 201
+        )
+        self.assertLess(first_delete, registered)
+        self.advance(60, step=1)
+        self.assertEqual(len(self.instances("a")), 1)  # the 25 dead ones gone, ours kept
+        self.assertEqual(len(self.instances("b")), 25)  # not wanted here: not ours to judge
+
+    def test_a_dead_runs_active_instance_goes_after_its_deadline(self) -> None:
+        """
+        A run killed a moment before the start left an ACTIVE instance: looked at again
+        once interval + grace have passed, and deleted then (no sync interval later).
+        """
+        dead = self.registry.register(APP, service("a", 60)).ser_instance_id
+        self.start_agent("a", sync_interval=600)
+        self.assertIn(dead, self.registry.services)
+        self.advance(65, step=1)
+        self.assertNotIn(dead, self.registry.services)
+        self.assertEqual(len(self.instances("a")), 1)
+        self.assertEqual(self.reconciler.repaired["leftover"], 1)
+
     def test_a_live_siblings_instance_is_left_alone(self) -> None:
         """An ACTIVE instance of our name that another agent keeps alive is never touched."""
         sibling = self.registry.register(APP, service("a", 60)).ser_instance_id

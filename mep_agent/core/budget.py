@@ -21,6 +21,9 @@ answers a refusal by asking again at once locks every app out. So (docs/architec
   them) but are not sent during a pause: the application gets a stale answer or a 503 at once.
 * Urgent calls (deletions at stop or at a termination, confirm_termination) take no token
   and never queue: they wait out a pause that ends in their time, else go at the last moment.
+  Clean-up (the deletion of what a dead run left) queues behind every other request: what
+  the application needs goes first (a registration the full platform refused goes as soon as
+  one leftover is gone, not after all of them).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from mep_agent.mp1.errors import MepError, Verdict
+from mep_agent.mp1.gate import Pace
 from mep_agent.util.retry import full_jitter
 
 DEFAULT_RATE = 1.0  # requests a second besides heartbeats (--request-rate)
@@ -72,6 +76,7 @@ class Budget:
         self._tokens = burst
         self._stamp = clock.seconds()
         self._queue: deque[Deferred[None]] = deque()
+        self._later: deque[Deferred[None]] = deque()  # clean-up: after everything else
         self._timer: IDelayedCall | None = None
         self._unavailable = full_jitter(initial=2.0, maximum=30.0, rng=rng)
         self._throttled_in_a_row = 0
@@ -83,9 +88,10 @@ class Budget:
 
     # -- the gate (mp1/gate.py) ----------------------------------------------------------
 
-    def admit(self, operation: str, urgent_until: float | None) -> Deferred[None]:
+    def admit(self, operation: str, pace: Pace) -> Deferred[None]:
         """Fire when C{operation} may go; MepError for an application request in a pause."""
         now = self._clock.seconds()
+        urgent_until = pace.urgent_until
         if operation in SCHEDULED:
             self.sent["scheduled"] += 1
             return succeed(None)
@@ -103,7 +109,7 @@ class Budget:
             return self._urgent(now, urgent_until)
         waiter: Deferred[None] = Deferred(self._forget)
         waiter.addCallback(self._record_wait, now)
-        self._queue.append(waiter)
+        (self._later if pace.background else self._queue).append(waiter)
         self._serve()
         return waiter
 
@@ -136,7 +142,7 @@ class Budget:
     @property
     def queued(self) -> int:
         """Requests waiting for their turn."""
-        return len(self._queue)
+        return len(self._queue) + len(self._later)
 
     def available(self) -> float:
         """Tokens in the bucket now."""
@@ -176,17 +182,17 @@ class Budget:
     def _serve(self) -> None:
         now = self._clock.seconds()
         self._refill(now)
-        while self._queue and now >= self.paused_until and self._tokens >= 1 - 1e-9:
+        while self.queued and now >= self.paused_until and self._tokens >= 1 - 1e-9:
             self._tokens -= 1
             self.sent["paced"] += 1
-            self._queue.popleft().callback(None)
+            (self._queue or self._later).popleft().callback(None)
         self._reschedule()
 
     def _reschedule(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if not self._queue:
+        if not self.queued:
             return
         now = self._clock.seconds()
         self._refill(now)
@@ -194,9 +200,10 @@ class Budget:
         self._timer = self._clock.callLater(wait, self._serve)
 
     def _forget(self, waiter: Deferred[None]) -> None:
-        if waiter in self._queue:
-            self._queue.remove(waiter)
-            self._reschedule()
+        for queue in (self._queue, self._later):
+            if waiter in queue:
+                queue.remove(waiter)
+                self._reschedule()
 
     def _record_wait(self, result: None, queued_at: float) -> None:
         self.waited += self._clock.seconds() - queued_at

@@ -26,6 +26,7 @@ from mep_agent.config.load import CREDENTIAL_RULES
 from mep_agent.config.settings import BY_KEY
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.util.secret import Secret
+from mep_agent.util.tasks import follow
 
 
 class CredentialFiles(Service):
@@ -66,11 +67,12 @@ class CredentialFiles(Service):
         if self._files and self._interval > 0:
             self._poll.start(self._interval, now=False)
 
-    def stopService(self) -> None:  # noqa: N802
-        """Stop reading."""
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        """Stop reading; a read under way is let finish."""
         super().stopService()
         if self._poll.running:
             self._poll.stop()
+        return follow(self._checking) if self._checking is not None else succeed(None)
 
     def check_now(self) -> Deferred[None]:
         """Read the files now (one read at a time); the MEP refused the key, or a poll."""

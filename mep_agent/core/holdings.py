@@ -58,7 +58,7 @@ class Holdings(Service):
         delete_on_stop: bool = True,
     ) -> None:
         """@param delete_on_stop: False in one-shot mode, where the registrations outlive us."""
-        ctx = evolve(ctx, changed=self.changed)
+        ctx = evolve(ctx, changed=self.changed, freed=self._freed)
         self.ctx = self._ctx = ctx
         self.kinds = kinds
         self._budget = budget
@@ -192,6 +192,12 @@ class Holdings(Service):
         if old is not None:
             self.stray(keeper.kind, Listed(keeper.kind.ref(old)), keeper.key, old)
         keeper.adopt(listed)
+
+    def _freed(self) -> None:
+        """Something was deleted: creations the full platform refused go again at once."""
+        for keeper in self.keepers():
+            if keeper.cap_full:
+                keeper.kick(now=True)
 
     def _retire(self, keeper: Keeper) -> None:
         """C{keeper}'s object is no longer wanted: deleted, then forgotten."""

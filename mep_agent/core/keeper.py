@@ -85,6 +85,7 @@ class KeeperContext:
     policy: Policy
     liveness: Liveness | None = None
     changed: Callable[[], object] = lambda: None  # told when something was made or adopted
+    freed: Callable[[], object] = lambda: None  # told when something was deleted
     #: Whether a creation on the wire now may have reached the MEP (else a stop cancels it).
     reached: Callable[[], bool] = lambda: True
     #: What every keeper did, by (kind, action): created, adopted, repaired, replaced, deleted.
@@ -529,7 +530,9 @@ class Keeper:
         self.phase = Phase.DELETING
         held = self.held
         assert held is not None
-        if await self._attempt("delete", lambda: self.kind.delete(held, None)) is _FAILED:
+        # A leftover's deletion is clean-up: it waits behind what is wanted (the budget).
+        urgency = Urgency(background=self.body is None)
+        if await self._attempt("delete", lambda: self.kind.delete(held, urgency)) is _FAILED:
             return
         self._deleted(held)
         if self._replace:
@@ -538,6 +541,7 @@ class Keeper:
 
     def _deleted(self, held: Held) -> None:
         self._ctx.owned.gone(self.kind.ref(held))
+        self._ctx.freed()  # a creation refused for a full platform may go now
         if self.held is held:
             self._forget_held()
         self.counts.deleted += 1

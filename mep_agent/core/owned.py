@@ -33,6 +33,8 @@ from attrs import evolve, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from mep_agent.util.tasks import follow
+
 FORMAT = 1
 FILE_NAME = "mep-agent-state.json"
 MAX_RECORDS = 500  # instances + subscriptions + intents (the MEP keeps 50 + 50 per app)
@@ -292,9 +294,9 @@ class Owned:
     def saved(self) -> Deferred[None]:
         """Fires once every change so far is on disk (at once without a file)."""
         if self._next is not None:
-            return _follow(self._next)
+            return follow(self._next)
         if self._writing is not None:
-            return _follow(self._writing)
+            return follow(self._writing)
         return succeed(None)
 
     # -- inside --------------------------------------------------------------------------
@@ -339,15 +341,3 @@ class Owned:
         waiting, self._next = self._next, None
         if waiting is not None:
             waiting.callback(None)
-
-
-def _follow(d: Deferred[None]) -> Deferred[None]:
-    """A Deferred that fires when C{d} does, without touching C{d}'s result."""
-    follower: Deferred[None] = Deferred()
-
-    def fired(result: object) -> object:
-        follower.callback(None)
-        return result
-
-    d.addBoth(fired)
-    return follower

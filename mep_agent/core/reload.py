@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from mep_agent.config.errors import ConfigError
 from mep_agent.config.model import AppInstanceInfo
+from mep_agent.util.tasks import follow
 
 # Seconds a changed file must keep the same content before it is applied.
 STABLE_FOR = 1.0
@@ -88,13 +89,14 @@ class ConfigReloader(Service):
         if self._interval > 0:
             self._poll.start(self._interval, now=False)
 
-    def stopService(self) -> None:
-        """Stop polling."""
+    def stopService(self) -> Deferred[None]:
+        """Stop polling; a check under way is let finish (it may be applying a change)."""
         super().stopService()
         if self._poll.running:
             self._poll.stop()
         if self._confirm is not None and self._confirm.active():
             self._confirm.cancel()
+        return follow(self._checking) if self._checking is not None else succeed(None)
 
     def check_now(self) -> Deferred[None]:
         """Read the file now and apply it if it changed (one check at a time)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, succeed
 
 from mep_agent.core.owned import SERVICE
+from mep_agent.util.tasks import follow
 
 
 class SyncRequests:
@@ -28,7 +29,7 @@ class SyncRequests:
 
     def first(self) -> Deferred[None]:
         """Fires once the first sync was tried (done or failed): creations may begin."""
-        return succeed(None) if self._first.called else _follow(self._first)
+        return succeed(None) if self._first.called else follow(self._first)
 
     def soon(self, reason: str) -> Deferred[None]:
         """Ask for a sync of everything now; fires once one begun after this has ended."""
@@ -75,16 +76,3 @@ class SyncRequests:
         """No more syncs (a stop, a termination): everyone waiting goes on."""
         self.open = False
         self.answered(self.take())
-
-
-def _follow(d: Deferred[None]) -> Deferred[None]:
-    """A Deferred that fires when C{d} does, leaving C{d}'s own result alone."""
-    follower: Deferred[None] = Deferred()
-
-    def fired(result: object) -> object:
-        if not follower.called:
-            follower.callback(None)
-        return result
-
-    d.addBoth(fired)
-    return follower

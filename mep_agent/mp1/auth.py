@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from mep_agent.mp1 import signing
+from mep_agent.mp1.gate import Pace
 from mep_agent.mp1.tokens import Token
 from mep_agent.mp1.wire import MepWire
 from mep_agent.util.secret import Secret
@@ -58,7 +59,7 @@ class MepAuth:
             f"{self._root}/token",
         )
         _, body, _ = await self._wire.call(
-            "token", "POST", f"{self._root}/token", (200,), headers, urgent_until=urgent_until
+            "token", "POST", f"{self._root}/token", (200,), headers, pace=Pace(urgent_until)
         )
         return self._token("token", body)
 
@@ -86,7 +87,7 @@ class MepAuth:
             (200,),
             headers,
             urlencode(form).encode(),
-            urgent_until=urgent_until,
+            pace=Pace(urgent_until),
         )
         return self._token("token", body)
 

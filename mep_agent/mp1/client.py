@@ -15,6 +15,7 @@ from twisted.web.iweb import IResponse
 
 from mep_agent.mp1 import links
 from mep_agent.mp1.errors import MepError, Verdict
+from mep_agent.mp1.gate import Pace
 from mep_agent.mp1.records import (
     ECHOED_MEMBERS,
     Discovered,
@@ -32,12 +33,15 @@ MAX_LISTED = 100  # links read from a MEP's subscription list (it holds at most 
 @frozen
 class Urgency:
     """
-    How long a call may wait for a token, and whether the token keeper should cut its
-    backoff short for it (deletions at stop, a termination's confirmation).
+    How long a call may wait for a token (None: the request timeout), whether it cannot
+    wait at all (deletions at stop, a termination's confirmation: the token keeper cuts its
+    back-off short, and the gate lets it go first), or whether it is clean-up that waits
+    behind everything else (a leftover's deletion).
     """
 
-    token_wait: float
+    token_wait: float | None = None
     hurry: bool = False
+    background: bool = False
 
 
 class MepClient:
@@ -89,22 +93,25 @@ class MepClient:
         when the MEP refuses the token, it is reported and the call made once more with a
         new one.
         """
-        urgency = urgency or Urgency(timeout if timeout is not None else self._wire.timeout)
-        wait, hurry = urgency.token_wait, urgency.hurry
+        urgency = urgency or Urgency()
+        wait = urgency.token_wait
+        if wait is None:
+            wait = timeout if timeout is not None else self._wire.timeout
         # A call that cannot wait goes before the others and is not paced (the gate).
-        until = self._wire.clock.seconds() + wait if hurry else None
-        token = await self._tokens.get(wait, hurry)
+        until = self._wire.clock.seconds() + wait if urgency.hurry else None
+        pace = Pace(until, urgency.background)
+        token = await self._tokens.get(wait, urgency.hurry)
         try:
             return await self._wire.call(
-                operation, method, path, expected, headers, body, timeout, token, until
+                operation, method, path, expected, headers, body, timeout, token, pace
             )
         except MepError as e:
             if e.verdict is not Verdict.TOKEN_REFUSED:
                 raise
             self._tokens.invalidate(token, e)
-        token = await self._tokens.get(wait, hurry)
+        token = await self._tokens.get(wait, urgency.hurry)
         return await self._wire.call(
-            operation, method, path, expected, headers, body, timeout, token, until
+            operation, method, path, expected, headers, body, timeout, token, pace
         )
 
     def _unexpected(self, operation: str, status: int, detail: str) -> MepError:

@@ -12,18 +12,29 @@ from collections.abc import Awaitable
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+from attrs import frozen
 from twisted.internet.defer import succeed
 
 MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is taken as this many seconds
 
 
+@frozen
+class Pace:
+    """How a request is to be admitted."""
+
+    #: The caller must be done by then (a stop, a termination): it goes first, unpaced.
+    urgent_until: float | None = None
+    #: Clean-up (a leftover's deletion): it waits behind every other request.
+    background: bool = False
+
+
 class RequestGate(Protocol):
     """Admits each request to the MEP and hears each answer."""
 
-    def admit(self, operation: str, urgent_until: float | None) -> Awaitable[None]:
+    def admit(self, operation: str, pace: Pace) -> Awaitable[None]:
         """
-        Fire when C{operation} may be sent (MepError when it may not be sent at all);
-        C{urgent_until}: the caller must be done by then (a stop, a termination).
+        Fire when C{operation} may be sent (MepError when it may not be sent at all), as
+        C{pace} says.
         """
         ...
 
@@ -35,7 +46,7 @@ class RequestGate(Protocol):
 class OpenGate:
     """A gate that lets everything through at once (tools, and tests of the wire)."""
 
-    def admit(self, operation: str, urgent_until: float | None) -> Awaitable[None]:
+    def admit(self, operation: str, pace: Pace) -> Awaitable[None]:
         """At once."""
         return succeed(None)
 

@@ -20,13 +20,14 @@ from twisted.web.iweb import IResponse
 
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.errors import MepError, Verdict
-from mep_agent.mp1.gate import OpenGate, RequestGate, retry_after
+from mep_agent.mp1.gate import OpenGate, Pace, RequestGate, retry_after
 from mep_agent.mp1.http import MAX_BODY, BadBody, MepHttp
 from mep_agent.mp1.tokens import Token
 from mep_agent.util import jsontext
 from mep_agent.util.secret import redact
 
 _MAX_DETAIL = 400
+PACED = Pace()  # an ordinary request: in its turn
 
 #: Told (operation, HTTP status or None, seconds) after every exchange: metrics.
 Observer = Callable[[str, "int | None", float], None]
@@ -99,14 +100,14 @@ class MepWire:
         body: Any = None,
         timeout: float | None = None,
         token: Token | None = None,
-        urgent_until: float | None = None,
+        pace: Pace = PACED,
     ) -> tuple[IResponse, Any, int]:
         """
         One exchange: C{(response, parsed JSON or None, body size)} when the status is
-        one of C{expected}, else a MepError. The gate admits it first (C{urgent_until}: it
-        must be done by then) and hears the answer.
+        one of C{expected}, else a MepError. The gate admits it first, as C{pace} says, and
+        hears the answer.
         """
-        await self.gate.admit(operation, urgent_until)
+        await self.gate.admit(operation, pace)
         authorization = token.authorization() if token is not None else None
         if authorization is not None:
             headers = dict(headers, Authorization=authorization)

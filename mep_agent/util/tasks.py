@@ -146,3 +146,16 @@ async def stop_and_clean_up(
     for task in tasks:
         task.cancel()
     return await bounded(clock, max(0.0, deadline - clock.seconds()), clean_up())
+
+
+def follow(watched: Deferred[Any]) -> Deferred[None]:
+    """A Deferred that fires (with None) when C{watched} does, leaving its result alone."""
+    follower: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        if not follower.called:
+            follower.callback(None)
+        return result
+
+    watched.addBoth(fired)
+    return follower
