@@ -108,15 +108,33 @@ class MemoryState:
         self.data: bytes | None = None
         self.writes = 0
         self.fail = False
+        self.frozen = False  # the process died: nothing is written any more
 
     def save(self, data: bytes) -> Deferred[None]:
         if self.fail:
             from twisted.internet.defer import fail
 
             return fail(OSError(30, "Read-only file system"))
-        self.data = data
-        self.writes += 1
+        if not self.frozen:
+            self.data = data
+            self.writes += 1
         return succeed(None)
+
+    def snapshot(self) -> Snapshot | None:
+        """What a restarted container reads from it."""
+        from mep_agent.core.owned import decode
+
+        return None if self.data is None else decode(self.data, DEV_APP.app_instance_id)
+
+
+class _Dead:
+    """The gate of a dead process: nothing goes out any more."""
+
+    def admit(self, operation: str, pace: Any) -> Deferred[None]:
+        return Deferred()
+
+    def answered(self, operation: str, status: int | None, retry_after: float | None) -> None:
+        pass
 
 
 def stop_if_running(service: Any) -> None:
@@ -175,6 +193,7 @@ class AgentTestCase(SynchronousTestCase):
         api_token: Secret | None = None,
         ttl: float | None = None,
         stale: float | None = None,
+        notify_secret: Secret = NOTIFY_SECRET,
         **settings: Any,
     ) -> None:
         """
@@ -197,7 +216,7 @@ class AgentTestCase(SynchronousTestCase):
         self.cfg = self.configure(settings, environ)
         self.state = state
         self.seams = Seams(
-            NOTIFY_SECRET,
+            notify_secret,
             read=self.read,
             http=MepHttp(self.mep.agent),
             state=state,
@@ -248,6 +267,21 @@ class AgentTestCase(SynchronousTestCase):
                 break
             self.advance(0.1, step=0.1)
         self.assertTrue(d.called, "the stop did not end")
+
+    def crash(self) -> None:
+        """
+        The process dies at once (kill -9, an OOM kill): nothing more is written to the
+        state directory and nothing is deleted; its timers and requests are dropped.
+        """
+        if isinstance(self.state, MemoryState):
+            self.state.frozen = True
+        self.core.link.wire.gate = _Dead()
+        self.holdings.close_deletes = False
+        d = self.service.stopService()
+        for _ in range(100):
+            if d.called:
+                break
+            self.clock.advance(0.1)
 
     def settle(self) -> None:
         for _ in range(5):

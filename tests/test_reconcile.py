@@ -210,6 +210,59 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.assertGreaterEqual(kinds.count("sync"), 3 * 4)  # every list, every 5th sync
 
 
+class IdenticalSubscriptionTests(ReconcileHarness):
+    """Subscriptions whose callback is the file's (no --notify-url): identical is the same."""
+
+    BODY = {
+        "subscriptionType": "SerAvailabilityNotificationSubscription",
+        "callbackReference": "http://app.local/cb",
+        "filteringCriteria": {"serNames": ["a"]},
+    }
+
+    def copy(self, subscription_id: str) -> None:
+        record = SubscriptionRecord(subscription_id, APP, dict(self.BODY))
+        self.registry.subscriptions[subscription_id] = record
+
+    def start_agent(self) -> None:
+        from mep_agent.config.model import SubscriptionSpec
+
+        self.build((spec("a"),), subscriptions=(SubscriptionSpec(0, dict(self.BODY)),))
+        self.start()
+
+    def test_an_identical_one_is_adopted_not_duplicated(self) -> None:
+        """A dead run's copy of the wanted subscription: taken over, nothing POSTed."""
+        self.copy("5-left-by-a-dead-run")
+        self.start_agent()
+        self.assertEqual(list(self.registry.subscriptions), ["5-left-by-a-dead-run"])
+        self.assertEqual(
+            [r for r in self.emulator.requests if r.kind == "subscribe" and r.method == "POST"], []
+        )
+        self.assertEqual(self.reconciler.repaired["adopted"], 1)
+
+    def test_extra_identical_copies_are_deleted(self) -> None:
+        """Three identical copies: the one with the least link kept, the others deleted."""
+        for name in ("7-copy", "3-copy", "9-copy"):
+            self.copy(name)
+        self.start_agent()
+        self.advance(5)
+        self.assertEqual(list(self.registry.subscriptions), ["3-copy"])
+        held = self.holdings.subscriptions[0].held
+        self.assertTrue(str(getattr(held, "url", "")).endswith("/3-copy"))
+
+    def test_a_lesser_copy_made_elsewhere_is_taken_over(self) -> None:
+        """
+        Another pod made the same subscription with a lesser link: this agent keeps that one
+        and deletes its own, so that two pods wanting the same one converge on one.
+        """
+        self.start_agent()
+        (own,) = list(self.registry.subscriptions)
+        self.copy("0-made-by-a-sibling")
+        self.reconciler.soon("a test")
+        self.advance(5)
+        self.assertEqual(list(self.registry.subscriptions), ["0-made-by-a-sibling"])
+        self.assertNotIn(own, self.registry.subscriptions)
+
+
 class NoLivenessPlatformTests(ReconcileHarness, EtsiTestCase):
     """A MEC 011 platform without liveness (AdvantEDGE 1.9.2): the sync is the only signal."""
 

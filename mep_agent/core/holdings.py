@@ -182,17 +182,6 @@ class Holdings(Service):
         keeper.start()
         return True
 
-    def trade(self, keeper: Keeper, listed: Listed) -> None:
-        """
-        C{keeper} takes C{listed} (a copy just like what it holds, with a lesser link) and
-        what it held is deleted: two pods that made the same subscription keep one.
-        """
-        old = keeper.held
-        keeper.release()
-        if old is not None:
-            self.stray(keeper.kind, Listed(keeper.kind.ref(old)), keeper.key, old)
-        keeper.adopt(listed)
-
     def _freed(self) -> None:
         """Something was deleted: creations the full platform refused go again at once."""
         for keeper in self.keepers():

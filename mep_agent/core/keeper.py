@@ -282,10 +282,22 @@ class Keeper:
         self.kick(now=True)
         return True
 
-    def release(self) -> None:
-        """Stop holding what it holds, without deleting it (another keeper deletes it)."""
-        self._forget_held()
+    def swap(self, listed: Listed) -> None:
+        """
+        Take C{listed} instead of what it holds or was about to adopt (which it lets go of
+        without deleting it: the caller has a stray delete it).
+        """
+        if self.held is not None:
+            self._forget_held()
+        self._adoptee = listed
         self.kick(now=True)
+
+    @property
+    def claimed(self) -> str | None:
+        """The ref of what it holds, or of what it is about to adopt."""
+        if self.held is not None:
+            return self.kind.ref(self.held)
+        return self._adoptee.ref if self._adoptee is not None else None
 
     def resolving(self) -> Intent | None:
         """The creation whose answer was lost, while it waits for a list to say."""

@@ -392,16 +392,20 @@ class Reconciler(Service):
 
     def _identical(self, kind: Subscriptions, keeper: Keeper, item: Listed) -> None:
         """C{item} is just what C{keeper} wants: adopted, or of two copies the least kept."""
-        held = keeper.held
-        if held is None:
+        claimed = keeper.claimed
+        if claimed is None:
             if keeper.adopt(item):
                 self._repaired("adopted", f"{kind.label} {keeper.key} ({item.ref})")
             return
-        if kind.usable(held) and item.ref < kind.ref(held):
-            self._holdings.trade(keeper, item)
-            self._repaired("duplicate-subscription", f"{kind.label} {keeper.key}")
-        elif self._holdings.stray(kind, item, keeper.key, _subscription(item)):
-            self._repaired("duplicate-subscription", f"{kind.label} {keeper.key} ({item.ref})")
+        if item.ref < claimed and keeper.held is not None and not kind.usable(keeper.held):
+            claimed = item.ref  # what it holds cannot be seen or deleted: leave both alone
+        if item.ref < claimed:
+            extra = Listed(claimed)
+            keeper.swap(item)  # two pods that made the same one converge on one
+        else:
+            extra = item
+        if self._holdings.stray(kind, extra, keeper.key, _subscription(extra)):
+            self._repaired("duplicate-subscription", f"{kind.label} {keeper.key} ({extra.ref})")
 
     # -- records and logs ------------------------------------------------------------------
 
