@@ -48,7 +48,7 @@ SUBSCRIPTION = SubscriptionSpec(
 class RestartMixin:
     """Lives of one container: each starts with the state the last one left."""
 
-    state: MemoryState
+    pod_state: MemoryState
 
     def life(self: Any, **options: Any) -> None:
         """Start the next life of the container (a new notification secret each time)."""
@@ -57,8 +57,8 @@ class RestartMixin:
         getattr(self, "files", {}).pop(INFO, None)  # this life's file: what it is given
         self.build(
             options.pop("services", (spec("a"), spec("b"))),
-            state=self.state,
-            earlier=self.state.snapshot(),
+            state=self.pod_state,
+            earlier=self.pod_state.snapshot(),
             notify_secret=Secret(f"secret-of-life-{lives}"),
             **options,
         )
@@ -68,7 +68,7 @@ class RestartMixin:
 class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.state = MemoryState()
+        self.pod_state = MemoryState()
 
     def test_five_kills_leave_one_instance_each(self) -> None:
         """Killed five times: the sixth life holds one instance per service, adopted."""
@@ -170,7 +170,7 @@ class NoLivenessRestartTests(RestartMixin, EtsiTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.state = MemoryState()
+        self.pod_state = MemoryState()
 
     def test_five_kills_leave_one_active_instance_each(self) -> None:
         """Without the state directory six ACTIVE instances each; with it, one."""
