@@ -43,4 +43,5 @@ ENV PATH=/opt/mep-agent/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
     PYTHONUNBUFFERED=1
 USER 10001:10001
 EXPOSE 8080 9090
-ENTRYPOINT ["twistd", "-n", "--pidfile=", "mep-agent"]
+# twistd -n --pidfile= mep-agent, with SIGTERM taken before Twisted loads (mep_agent/run.py)
+ENTRYPOINT ["mep-agent"]

@@ -64,6 +64,9 @@ setup(
         "prometheus_client>=0.19",
     ],
     extras_require={"test": TEST, "dev": TEST + LINT},
+    # `mep-agent` is `twistd -n --pidfile= mep-agent` with the stop signals taken before
+    # Twisted loads (mep_agent/run.py): the image's entry point.
+    entry_points={"console_scripts": ["mep-agent = mep_agent.run:main"]},
     classifiers=[
         "Framework :: Twisted",
         "Programming Language :: Python :: 3",

@@ -30,7 +30,7 @@ from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
 from mep_agent.core.forward import NotificationForwarder
 from mep_agent.core.holdings import Holdings, Kinds, Wanted
-from mep_agent.core.keeper import KeeperContext, Liveness
+from mep_agent.core.keeping import Discipline, Hooks, KeeperContext, Liveness
 from mep_agent.core.kinds import Services, Subscriptions
 from mep_agent.core.owned import Owned, Snapshot, StateStore
 from mep_agent.core.ready import Ready
@@ -323,10 +323,9 @@ def keepers(cfg: AgentConfig, reactor: Any, link: Link, owned: Owned, seams: Sea
         ready,
         owned,
         SyncRequests(),
-        DeferredSemaphore(POOL_SIZE),
-        full_jitter(rng=seams.rng),
+        Discipline(full_jitter(rng=seams.rng), DeferredSemaphore(POOL_SIZE)),
         Liveness(mep, link.budget, cfg.request_timeout, cfg.dialect.liveness_grace),
-        reached=lambda: link.wire.may_have_received(("register", "subscribe")),
+        Hooks(reached=lambda: link.wire.may_have_received(("register", "subscribe"))),
     )
     kinds = Kinds(Services(mep), Subscriptions(mep), Subscriptions(mep, termination=True))
     want = wanted(cfg, cfg.app, seams.notify_secret)

@@ -4,6 +4,9 @@ The process's exit status under twistd, which has no public way to set one.
 - SIGTERM and SIGINT stop the agent cleanly (it deregisters) and exit 0. twistd would
   re-raise the signal after a stop and so report "killed", so the agent takes those two
   signals itself once the reactor runs (with signal.signal; no private reactor state).
+  Before the reactor runs (while twistd parses the options, the configuration is read and
+  the service tree is built) nothing has been sent to the MEP yet: a stop signal then ends
+  the process at once with 0 (L{exit_early_on_stop_signals}).
 - A second signal while stopping exits at once (128 + signal): an operator who insists
   must not wait for the deregistration deadline.
 - SIGHUP re-reads app_instance_info.yaml (the hot reload).
@@ -21,6 +24,18 @@ from types import FrameType
 from typing import Any
 
 from twisted.logger import Logger
+
+from mep_agent.run import exit_at_once
+
+
+def exit_early_on_stop_signals() -> None:
+    """
+    From now until the reactor runs, SIGTERM and SIGINT end the process with 0 at once:
+    nothing was sent to the MEP, so there is nothing to clean up (Kubernetes deleting a pod
+    that has only just started must not see it "killed").
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_at_once)
 
 
 class ProcessExit:

@@ -27,7 +27,7 @@ from mep_agent.config.errors import ConfigError
 from mep_agent.config.load import AgentConfig, load, setting_value
 from mep_agent.config.parsers import LogFormat, LogLevel
 from mep_agent.config.settings import SETTINGS
-from mep_agent.exits import ProcessExit
+from mep_agent.exits import ProcessExit, exit_early_on_stop_signals
 from mep_agent.logs import factory_name
 from mep_agent.util.secret import Secret
 
@@ -75,9 +75,12 @@ class Options(OneLineOptions):
 
     def postOptions(self) -> None:  # noqa: N802 (twisted.python.usage's name)
         """
-        --log-format/--log-level replace twistd's logger: they must be known before twistd
-        starts logging, which is before makeService runs.
+        Under twistd: a stop signal from now until the reactor runs exits 0 at once (nothing
+        has been sent yet). --log-format/--log-level replace twistd's logger: they must be
+        known before twistd starts logging, which is before makeService runs.
         """
+        if getattr(self, "parent", None) is not None:
+            exit_early_on_stop_signals()
         try:  # through the settings table, as load() reads them
             log_format = setting_value("log_format", self.cli_values(), os.environ)
             level = setting_value("log_level", self.cli_values(), os.environ)

@@ -19,6 +19,8 @@ from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+#: The image's entry point: twistd with the stop signals taken first (mep_agent/run.py).
+MEP_AGENT = os.path.join(os.path.dirname(sys.executable), "mep-agent")
 # The code under test is this checkout's, also when an older copy is installed.
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +33,10 @@ class TwistdProcess(ProcessProtocol):
         self._watchers: list[tuple[re.Pattern[bytes], Deferred[re.Match[bytes]]]] = []
         self.ended: Deferred[int] = Deferred()
         self.exit_code: int | None = None
-        argv = [sys.executable, TWISTD, "-n", "--pidfile=", plugin, *args]
+        if plugin == "mep-agent-command":
+            argv = [sys.executable, MEP_AGENT, *args]
+        else:
+            argv = [sys.executable, TWISTD, "-n", "--pidfile=", plugin, *args]
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
         base["PYTHONPATH"] = CHECKOUT
         self.transport = reactor.spawnProcess(

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.core.discovery import DiscoveryCache
-from mep_agent.core.keeper import Phase
+from mep_agent.core.keeping import Phase
 from mep_agent.core.token import TokenState
 from mep_agent.mp1.auth import lifetime
 from mep_agent.mp1.errors import MepError

@@ -340,6 +340,51 @@ class AgentAgainstEmulator(EmulatorProcesses):
         state = await self.state()
         self.assertEqual((state["services"], state["subscriptions"]), ([], []))
 
+    async def test_five_kills_with_a_state_directory_adopt(self) -> None:
+        """
+        The container killed five times and restarted with its state directory: each life
+        adopts what the last one made, so the MEP never holds more than one of each.
+        """
+        ops = _free_port()
+        env = {
+            "MEP_AGENT_OPS_LISTEN": f"tcp:{ops}:interface=127.0.0.1",
+            "MEP_AGENT_NOTIFY_URL": f"http://127.0.0.1:{ops}/mep-agent/v1/notifications",
+            "MEP_AGENT_STATE_DIR": os.path.join(self.dir, "state"),
+        }
+        os.makedirs(env["MEP_AGENT_STATE_DIR"])
+        await self.start_emulator()
+        first: set[str] = set()
+        for life in range(6):
+            agent = await self.start_agent(**env)
+            await agent.wait_for(rb"subscription termination created")
+            if life == 0:
+                await agent.wait_for(rb"(?s)(registered as .*){3}")
+                first = {s["serInstanceId"] for s in (await self.state())["services"]}
+            else:
+                await agent.wait_for(rb"(?s)(adopted .*){3}")
+            state = await self.state()
+            self.assertEqual({s["serInstanceId"] for s in state["services"]}, first)
+            self.assertEqual(len(state["subscriptions"]), 1, state["subscriptions"])
+            if life < 5:
+                agent.signal("KILL")
+                await agent.ended
+        self.assertEqual(await agent.stop(), 0)
+        state = await self.state()
+        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+
+    async def test_sigterm_while_starting_exits_zero(self) -> None:
+        """
+        SIGTERM the moment the configuration is read (before the reactor runs): exit 0 at
+        once, and nothing is left at the MEP.
+        """
+        await self.start_emulator()
+        agent = self.spawn("mep-agent-command", [], self.agent_env())
+        await agent.wait_for(rb"mep-agent configured")
+        agent.signal("TERM")
+        self.assertEqual(await agent.ended, 0)
+        state = await self.state()
+        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+
     async def _all_registered(self) -> bool:
         return len(await self.services()) == 3
 

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.config.model import SubscriptionSpec
 from mep_agent.core.beats import PER_INTERVAL, RETRY_GAP
-from mep_agent.core.keeper import Phase
+from mep_agent.core.keeping import Phase
 from mep_agent.core.liveness import BeatSchedule, stagger
 from mep_agent.mp1.client import Registration
 from mep_agent.mp1.dialect import mepserver_grace, no_grace

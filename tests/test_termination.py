@@ -309,6 +309,78 @@ class EtsiTerminationTests(TerminationHarness, EtsiTestCase):
         self.assertEqual(self.registry.services, {}, "nothing registered again")
 
 
+class AdvantEdgeLinkTests(TerminationHarness, EtsiTestCase):
+    """AdvantEDGE 1.9.2's notice names …/mec_app_support/v1/confirm_termination: a 404."""
+
+    def start_agent(self) -> None:
+        self.build((etsi_spec("rnis.v2"),), notify_url=NOTIFY, termination=True)
+        self.start()
+
+    def test_a_404_link_falls_back_to_the_standard_resource(self) -> None:
+        """The link answers 404: confirmed at once on …/applications/{id}/confirm_termination."""
+        self.start_agent()
+        notice = self.terminate(maxGracefulTimeout=10)
+        href = notice["_links"]["confirmTermination"]["href"]
+        wrong = href.replace(f"/applications/{APP}/confirm_termination", "/confirm_termination")
+        notice["_links"]["confirmTermination"]["href"] = wrong
+        self.assertEqual(self.deliver(notice)[0], 204)
+        self.settle()
+        (failed,) = self.events_named("termination.link_failed")  # the link's 404
+        self.assertEqual(failed["url"], wrong)
+        confirms = [(r.path, r.status) for r in self.emulator.requests if "confirm_term" in r.path]
+        self.assertEqual(len(confirms), 1)
+        self.assertTrue(confirms[0][0].endswith(f"/applications/{APP}/confirm_termination"))
+        record = self.termination()
+        self.assertTrue(record["confirmed"])
+        self.assertLess(record["confirmedAt"], record["deadline"])
+
+
+class StopDuringTerminationTests(TerminationHarness):
+    def start_agent(self) -> None:
+        self.build((spec("a"), spec("b")), notify_url=NOTIFY, termination=True)
+        self.start()
+
+    def test_sigterm_during_slow_deletions_finishes_the_termination(self) -> None:
+        """
+        Deletions take a second each, the notice gives 30 s, SIGTERM 0.3 s after it: the
+        stop deletes everything and confirms, within --shutdown-timeout.
+        """
+        self.start_agent()
+        self.fault(kind="deregister", delay=1, count=2)
+        self.deliver(self.terminate(maxGracefulTimeout=30))
+        self.advance(0.3, step=0.1)
+        started = self.clock.seconds()
+        self.stop()
+        self.assertLessEqual(self.clock.seconds() - started, 5.0)
+        self.assertEqual(self.registry.services, {})
+        self.assertEqual(self.requests("confirm_termination"), [204])
+        self.assertTrue(self.termination()["confirmed"])
+
+    def test_sigterm_at_once_after_the_notice_still_confirms(self) -> None:
+        """A SIGTERM 5 ms after the notice, deletions under way: deleted and confirmed."""
+        self.start_agent()
+        self.fault(kind="deregister", delay=0.01, count=2)
+        notice = self.terminate(maxGracefulTimeout=30)
+        self.request(self.ops, "POST", NOTIFICATIONS, json=notice)
+        self.clock.advance(0.005)
+        self.stop()
+        self.assertEqual(self.registry.services, {})
+        self.assertEqual(self.requests("confirm_termination"), [204])
+
+    def test_a_terminated_agent_leaves_the_mep_alone(self) -> None:
+        """After the termination: no READY, no registration, no subscription, no sync read."""
+        self.start_agent()
+        self.deliver(self.terminate())
+        self.settle()
+        before = len(self.emulator.requests)
+        self.registry.terminations.clear()  # the platform creates the app instance again
+        self.advance(600, step=5)
+        kinds = {r.kind for r in list(self.emulator.requests)[before:]}
+        self.assertEqual(kinds - {"token"}, set())
+        _, status, _ = self.get_json(self.ops, "/mep-agent/v1/status")
+        self.assertFalse(status["sync"]["reading"])
+
+
 class TerminationSpecTests(TerminationHarness, EtsiTestCase):
     def test_bodies_match_the_specs(self) -> None:
         """The termination subscription and the confirmation validate against MEC 011."""

@@ -7,7 +7,7 @@ from itertools import islice
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.core.keeper import Phase
+from mep_agent.core.keeping import Phase
 from mep_agent.core.token import REJECTED_RETRY, TokenState
 from mep_agent.mp1.errors import MepError
 from mep_agent.util import retry

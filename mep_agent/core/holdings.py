@@ -19,7 +19,8 @@ from twisted.logger import Logger
 
 from mep_agent.config.model import ServiceSpec
 from mep_agent.core.budget import Budget
-from mep_agent.core.keeper import Keeper, KeeperContext, Phase
+from mep_agent.core.keeper import Keeper
+from mep_agent.core.keeping import KeeperContext, Phase
 from mep_agent.core.kinds import Held, Listed, MepKind, Services, Subscriptions
 from mep_agent.util.tasks import wait_at_most
 
@@ -58,7 +59,7 @@ class Holdings(Service):
         delete_on_stop: bool = True,
     ) -> None:
         """@param delete_on_stop: False in one-shot mode, where the registrations outlive us."""
-        ctx = evolve(ctx, changed=self.changed, freed=self._freed)
+        ctx = evolve(ctx, hooks=evolve(ctx.hooks, changed=self.changed, freed=self._freed))
         self.ctx = self._ctx = ctx
         self.kinds = kinds
         self._budget = budget

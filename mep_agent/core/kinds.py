@@ -36,6 +36,18 @@ class MepKind(Protocol):
 
     kind: str  # owned.SERVICE or owned.SUBSCRIPTION
     label: str  # for logs: "service", "subscription", "termination subscription"
+    event: str  # the first part of its log events' names
+    event_key: str  # the log field that names it (ser_name, subscription)
+    words: tuple[str, str, str]  # made, made again, deleted: as logs say it
+    events: tuple[str, str, str]  # the same as log event names
+
+    def stub(self, ref: str, interval: int = 0) -> Held:
+        """A held object known only by its ref (from a list), to read it back whole."""
+        ...
+
+    def refused_for_room(self, error: MepError) -> bool:
+        """Whether a creation was refused because the platform holds too many already."""
+        ...
 
     def ref(self, held: Held) -> str:
         """What names C{held} at the MEP (and in the state file)."""
@@ -70,10 +82,21 @@ class Services:
     """Service instances: POST/GET/PUT/DELETE …/applications/{id}/services[/{serInstanceId}]."""
 
     kind = SERVICE
-    label = "service"
+    label = event = "service"
+    event_key = "ser_name"
+    words = ("registered", "re-registered", "deregistered")
+    events = ("registered", "reregistered", "deregistered")
 
     def __init__(self, mep: MepClient) -> None:
         self._mep = mep
+
+    def stub(self, ref: str, interval: int = 0) -> Held:
+        """An instance known by its serInstanceId."""
+        return Registration(ref, None, interval)
+
+    def refused_for_room(self, error: MepError) -> bool:
+        """mepserver's "registered services have achieve the limit" (internal code 12)."""
+        return _no_room(error, 12)
 
     def ref(self, held: Held) -> str:
         """The serInstanceId."""
@@ -141,11 +164,22 @@ class Subscriptions:
     """
 
     kind = SUBSCRIPTION
+    event = event_key = "subscription"
+    words = ("created", "created again", "deleted")
+    events = ("created", "created", "deleted")
 
     def __init__(self, mep: MepClient, termination: bool = False) -> None:
         self._mep = mep
         self._termination = termination
         self.label = "termination subscription" if termination else "subscription"
+
+    def stub(self, ref: str, interval: int = 0) -> Held:
+        """A subscription known by its link."""
+        return Subscription(_last(ref), ref)
+
+    def refused_for_room(self, error: MepError) -> bool:
+        """mepserver's "subscriptions have achieve the limit" (internal code 15)."""
+        return _no_room(error, 15)
 
     def ref(self, held: Held) -> str:
         """Its link (or, when it leads elsewhere, the link as given)."""
@@ -190,6 +224,14 @@ class Subscriptions:
     async def body(self, listed: Listed) -> dict[str, Any] | None:
         """What a listed subscription holds (None: gone meanwhile)."""
         return await self._mep.subscription_body(Subscription(_last(listed.ref), listed.ref))
+
+
+def _no_room(error: MepError, code: int) -> bool:
+    """A 400 that says the app holds as many as the platform allows (mepserver's C{code})."""
+    body = error.body
+    if error.status != 400 or not isinstance(body, dict):
+        return False
+    return body.get("status") == code or "limit" in str(body.get("detail", "")).lower()
 
 
 def _last(url: str) -> str:

@@ -159,7 +159,7 @@ class AgentCollector(Collector):
             "repaired, replaced, deleted).",
             labels=["kind", "action"],
         )
-        for (kind, action), count in sorted(holdings.ctx.actions.items()):
+        for (kind, action), count in sorted(holdings.ctx.hooks.actions.items()):
             actions.add_metric([kind, action], count)
         yield actions
         yield GaugeMetricFamily(

@@ -1,0 +1,35 @@
+"""
+The `mep-agent` command (the image's entry point): `twistd -n --pidfile= mep-agent [options]`,
+with the stop signals taken before anything else is loaded. Until the reactor runs nothing
+has been sent to the MEP, so a SIGTERM or SIGINT then ends the process at once with 0 (under
+plain `twistd`, the agent takes them only once its options are parsed, after Python has
+loaded Twisted and the agent: a few hundred milliseconds in which a stop signal kills it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+
+def exit_at_once(signum: int, frame: FrameType | None) -> None:
+    """A stop signal before the reactor runs: nothing to clean up, exit 0 now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def main() -> None:
+    """Take the stop signals, then run twistd with the agent's plugin in the foreground."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_at_once)
+    from twisted.scripts.twistd import run
+
+    sys.argv = ["twistd", "-n", "--pidfile=", "mep-agent", *sys.argv[1:]]
+    run()
+
+
+if __name__ == "__main__":
+    main()
