@@ -30,6 +30,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from mep_emulator.auth import App, Lockout, TokenIssuer, verify_token_request
 from mep_emulator.dev import DEV_APP
 from mep_emulator.faults import BadFault, Fault, FaultPlan
+from mep_emulator.kong import CONSUMER, RATE_LIMITED, MinuteLimit
 from mep_emulator.registry import (
     MGMT,
     SUPPORT,
@@ -186,6 +187,12 @@ class MepEmulator:
     # How a termination notification's _links look: mepserver's paths, unless a face
     # (the ETSI one) builds its own absolute links.
     termination_links: TerminationLinks = edgegallery_termination_links
+    # Kong's rate-limiting as EdgeGallery configures it (mep_emulator.kong), EdgeGallery face
+    # only: the Mp1 routes per calendar minute for all apps together, the token route per
+    # client address. A limit of 0 is none (the default).
+    mp1_limit: MinuteLimit = field(factory=MinuteLimit)
+    token_limit: MinuteLimit = field(factory=MinuteLimit)
+    retry_after: bool = False  # add Retry-After to a 429 (Kong, as EdgeGallery sets it: none)
 
     app = Klein()
 
@@ -195,9 +202,17 @@ class MepEmulator:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def handle(self, request: Request, kind: str, handler: Callable[[], Any]) -> Any:
-        """Apply an injected fault, run the handler, record the outcome."""
+    async def handle(
+        self, request: Request, kind: str, handler: Callable[[], Any], kong: bool = True
+    ) -> Any:
+        """
+        Apply Kong's rate limits (C{kong}: the EdgeGallery face) and an injected fault, run
+        the handler, record the outcome.
+        """
         self.registry.check_liveness()
+        if kong and self._over_rate_limit(request, kind):
+            self._record(request, kind, 429)
+            return RATE_LIMITED
         fault = self.faults.take(kind)
         if fault is not None and fault.delay:
             await deferLater(self.clock, fault.delay, lambda: None)
@@ -227,6 +242,33 @@ class MepEmulator:
                 )
         self._record(request, kind, request.code)
         return result
+
+    def _over_rate_limit(self, request: Request, kind: str) -> bool:
+        """
+        Kong's rate-limiting plugin on the route of C{kind}; over the limit, its 429 is set
+        on C{request}. Kong's jwt plugin runs first: a request whose token it refuses is
+        neither limited nor counted (the handler answers it).
+        """
+        now = self.clock.seconds()
+        if kind == "token":
+            limit, identity = self.token_limit, self._client_host(request)
+        elif self.issuer.check(_header(request, "authorization"), now).app_instance_id is None:
+            return False
+        else:
+            limit, identity = self.mp1_limit, CONSUMER
+        reset = limit.admit(identity, now)
+        if reset is None:
+            return False
+        request.setResponseCode(429)
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        if self.retry_after:
+            request.setHeader(b"Retry-After", str(reset).encode())
+        return True
+
+    @staticmethod
+    def _client_host(request: Request) -> str:
+        """The peer address, as Kong's C{get_forwarded_ip} without trusted_ips."""
+        return str(getattr(request.getClientAddress(), "host", ""))
 
     def _record(self, request: Request, kind: str, status: int) -> None:
         self.requests.append(
@@ -555,6 +597,7 @@ class MepEmulator:
                 "tokens_issued": self.tokens_issued,
                 "connections": dict(self.connections),
                 "token_lifetime": self.token_lifetime,
+                "settings": self.settings_view(),
                 "faults": self.faults.describe(),
                 "notifications": self.notifications[-100:],
                 "requests": [
@@ -582,30 +625,49 @@ class MepEmulator:
 
     @app.route("/_emulator/settings", methods=["POST"])
     def settings(self, request: Request) -> bytes:
-        """Control API: change the token lifetime or the imposed liveness interval."""
+        """
+        Control API: change settings, C{{name: value}} for any of SETTINGS (all or none are
+        applied); answers every setting.
+        """
         try:
             body = json.loads(read_body(request) or b"null")
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not set(body) <= {"token_lifetime", "liveness_interval"}:
-            return write_json(
-                request, 400, {"error": "expected {token_lifetime, liveness_interval}"}
-            )
+        if not isinstance(body, dict) or not set(body) <= set(SETTINGS):
+            expected = ", ".join(SETTINGS)
+            return write_json(request, 400, {"error": f"expected some of {{{expected}}}"})
         for key, value in body.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                return write_json(request, 400, {"error": f"{key} must be a positive integer"})
-        self.token_lifetime = body.get("token_lifetime", self.token_lifetime)
-        self.registry.liveness_interval = body.get(
-            "liveness_interval", self.registry.liveness_interval
-        )
-        return write_json(
-            request,
-            200,
-            {
-                "token_lifetime": self.token_lifetime,
-                "liveness_interval": self.registry.liveness_interval,
-            },
-        )
+            check, expected = SETTINGS[key]
+            if not check(value):
+                return write_json(request, 400, {"error": f"{key} must be {expected}"})
+        for key, value in body.items():
+            self._apply_setting(key, value)
+        return write_json(request, 200, self.settings_view())
+
+    @app.route("/_emulator/settings", methods=["GET"])
+    def get_settings(self, request: Request) -> bytes:
+        """Control API: every setting."""
+        return write_json(request, 200, self.settings_view())
+
+    def _apply_setting(self, key: str, value: Any) -> None:
+        if key == "liveness_interval":
+            self.registry.liveness_interval = value
+        elif key == "rate_limit":
+            self.mp1_limit.limit = value
+        elif key == "token_rate_limit":
+            self.token_limit.limit = value
+        else:  # an attribute of the same name
+            setattr(self, key, value)
+
+    def settings_view(self) -> dict[str, Any]:
+        """Every setting the control API changes, by name."""
+        return {
+            "token_lifetime": self.token_lifetime,
+            "liveness_interval": self.registry.liveness_interval,
+            "rate_limit": self.mp1_limit.limit,
+            "token_rate_limit": self.token_limit.limit,
+            "retry_after": self.retry_after,
+        }
 
     @app.route("/_emulator/flush", methods=["POST"])
     def flush(self, request: Request) -> bytes:
@@ -690,6 +752,24 @@ class MepEmulator:
             self.termination_links,
         )
         return write_json(request, 200, termination.view())
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: What /_emulator/settings takes: name -> (check, what the check wants).
+SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "token_lifetime": (_positive_int, "a positive integer"),
+    "liveness_interval": (_positive_int, "a positive integer"),
+    "rate_limit": (_count, "an integer >= 0 (0: none)"),
+    "token_rate_limit": (_count, "an integer >= 0 (0: none)"),
+    "retry_after": (lambda v: isinstance(v, bool), "true or false"),
+}
 
 
 def _body_start(request: Request) -> bytes:

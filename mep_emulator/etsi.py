@@ -169,8 +169,8 @@ class EtsiMep:
     # -- what the fault_point decorator and the handlers use ---------------------------
 
     async def handle(self, request: Request, kind: str, handler: Any) -> Any:
-        """Run a handler with the core's fault points and error answers."""
-        return await self.core.handle(request, kind, handler)
+        """Run a handler with the core's fault points and error answers (no Kong here)."""
+        return await self.core.handle(request, kind, handler, kong=False)
 
     def _base(self, request: Request) -> str:
         host = (request.getHeader(b"host") or b"127.0.0.1").decode("latin-1")

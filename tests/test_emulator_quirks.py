@@ -1,0 +1,182 @@
+"""
+Tests of what the emulator reproduces of the real platforms (EdgeGallery's Kong, mepauth and
+mepserver; AdvantEDGE), each switchable, through its HTTP API.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from mep_emulator.dev import DEV_CLIENT_ID, DEV_CLIENT_SECRET
+from mep_emulator.kong import MinuteLimit
+from mep_emulator.memory import DEV_APP, OTHER_APP, InMemoryMep
+
+from .emulator_client import BASE, MGMT, SUPPORT, EmulatorTestCase, Reply, service
+
+APP = DEV_APP.app_instance_id
+CONTROL = f"{BASE}/_emulator"
+RATE_LIMITED = b'{"message":"API rate limit exceeded"}'
+
+
+class QuirkTestCase(EmulatorTestCase):
+    def settings(self, **values: Any) -> Reply:
+        return self.call("POST", f"{CONTROL}/settings", values)
+
+    def discover(self, headers: dict[str, str], query: str = "") -> Reply:
+        return self.call("GET", f"{MGMT}/services{query}", headers=headers)
+
+    def token_reply(self, app: Any = DEV_APP) -> Reply:
+        return self.call("POST", f"{BASE}/mep/token", headers=self.token_headers(app))
+
+    def state(self) -> Any:
+        return self.call("GET", f"{CONTROL}/state").json
+
+    def terminate(self, **options: Any) -> None:
+        reply = self.call("POST", f"{CONTROL}/terminate/{APP}", options)
+        self.assertEqual(reply.code, 200, reply.raw)
+
+
+class RateLimitTests(QuirkTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.mep.clock.advance(30)  # half-way through the calendar minute 0
+
+    def test_off_by_default(self) -> None:
+        """Without a limit set, 150 Mp1 and 150 token requests in one minute all pass."""
+        headers = self.bearer()
+        for _ in range(150):
+            self.assertEqual(self.discover(headers).code, 200)
+            self.assertEqual(self.token_reply().code, 200)
+
+    def test_shared_by_all_apps_per_calendar_minute(self) -> None:
+        """Over rate_limit Mp1 requests of all apps in one calendar minute: Kong's 429."""
+        self.assertEqual(self.settings(rate_limit=3).json["rate_limit"], 3)
+        mine, other = self.bearer(), self.bearer(OTHER_APP)
+        self.assertEqual([self.discover(h).code for h in (mine, other, mine)], [200] * 3)
+        refused = self.discover(other)
+        self.assertEqual((refused.code, refused.raw), (429, RATE_LIMITED))
+        self.assertEqual(
+            refused.headers.getRawHeaders("content-type"), ["application/json; charset=utf-8"]
+        )
+        names = {name.lower() for name, _ in refused.headers.getAllRawHeaders()}
+        self.assertNotIn(b"retry-after", names)
+        self.assertFalse([n for n in names if b"ratelimit" in n])
+        self.assertEqual(self.register(service(), headers=mine).code, 429)
+        self.mep.clock.advance(30)  # a new calendar minute, 30 s after the first request
+        self.assertEqual(self.discover(mine).code, 200)
+        kinds = [(r["kind"], r["status"]) for r in self.state()["requests"]]
+        self.assertIn(("register", 429), kinds)
+
+    def test_refused_requests_are_not_counted(self) -> None:
+        """Requests answered 429 use none of the minute's budget: a raised limit admits them."""
+        self.settings(rate_limit=2)
+        headers = self.bearer()
+        codes = [self.discover(headers).code for _ in range(5)]
+        self.assertEqual(codes, [200, 200, 429, 429, 429])
+        self.settings(rate_limit=4)
+        codes = [self.discover(headers).code for _ in range(3)]
+        self.assertEqual(codes, [200, 200, 429])
+
+    def test_tokens_kong_refuses_are_not_counted(self) -> None:
+        """A request Kong's jwt plugin refuses (401) is answered before the limit is counted."""
+        self.settings(rate_limit=1)
+        for _ in range(3):
+            self.assertEqual(self.discover({"Authorization": "Bearer x.y.z"}).code, 401)
+        headers = self.bearer()
+        self.assertEqual([self.discover(headers).code for _ in range(2)], [200, 429])
+
+    def test_token_route_limited_apart(self) -> None:
+        """POST /mep/token has its own per-minute limit; Mp1 requests do not use it up."""
+        self.settings(rate_limit=1, token_rate_limit=2)
+        headers = self.bearer()  # the first token request
+        self.assertEqual(self.discover(headers).code, 200)
+        self.assertEqual(self.token_reply().code, 200)
+        refused = self.token_reply()
+        self.assertEqual((refused.code, refused.raw), (429, RATE_LIMITED))
+        self.mep.clock.advance(30)
+        self.assertEqual(self.token_reply(OTHER_APP).code, 200)
+
+    def test_token_limit_per_client_address(self) -> None:
+        """The token route's limit counts each client address apart (it has no consumer)."""
+        limit = MinuteLimit(1)
+        self.assertEqual((limit.admit("127.0.0.1", 0), limit.admit("127.0.0.2", 1)), (None, None))
+        self.assertEqual(limit.admit("127.0.0.1", 45.5), 15)
+
+    def test_retry_after_when_asked(self) -> None:
+        """With retry_after, a 429 says when the calendar minute ends."""
+        self.settings(rate_limit=1, retry_after=True)
+        headers = self.bearer()
+        self.discover(headers)
+        self.mep.clock.advance(15)
+        refused = self.discover(headers)
+        self.assertEqual(refused.code, 429)
+        self.assertEqual(refused.headers.getRawHeaders("retry-after"), ["15"])
+
+    def test_set_at_creation(self) -> None:
+        """InMemoryMep.create takes the limits (the twistd options pass them the same way)."""
+        self.mep = InMemoryMep.create(rate_limit=1, token_rate_limit=2, retry_after=True)
+        settings = self.call("GET", f"{CONTROL}/settings").json
+        self.assertEqual(
+            (settings["rate_limit"], settings["token_rate_limit"], settings["retry_after"]),
+            (1, 2, True),
+        )
+        headers = self.bearer()
+        self.assertEqual([self.discover(headers).code for _ in range(2)], [200, 429])
+
+    def test_etsi_face_has_no_kong(self) -> None:
+        """The ETSI face is not behind Kong: its requests are never rate-limited."""
+        self.mep = InMemoryMep.create(dialect="etsi", rate_limit=1, token_rate_limit=1)
+        headers = {}
+        for _ in range(3):
+            headers = _etsi_bearer(self)
+        ready = f"{SUPPORT}/applications/{APP}/confirm_ready"
+        self.assertEqual(self.call("POST", ready, {"indication": "READY"}, headers).code, 204)
+        self.assertEqual([self.discover(headers).code for _ in range(3)], [200] * 3)
+
+    def test_twistd_options(self) -> None:
+        """twistd mep-emulator takes --rate-limit, --token-rate-limit and --retry-after."""
+        from mep_emulator import tap
+
+        options = tap.Options()
+        options.parseOptions(["--rate-limit", "1000", "--token-rate-limit", "100"])
+        tap.validate(options)
+        self.assertEqual((options["rate-limit"], options["retry-after"]), (1000, "kong"))
+        for argv, part in (
+            (["--rate-limit", "-1"], "--rate-limit"),
+            (["--retry-after", "never"], "--retry-after"),
+        ):
+            options = tap.Options()
+            options.parseOptions(argv)
+            self.assertIn(part, self.assertRaises(SystemExit, tap.validate, options).code)
+
+
+class SettingsTests(QuirkTestCase):
+    def test_bad_settings_change_nothing(self) -> None:
+        """An unknown setting or a bad value answers 400 and applies none of the body."""
+        bodies: list[Any] = [
+            {"rate_limit": -1},
+            {"rate_limit": True},
+            {"retry_after": 1},
+            {"nope": 1},
+            [],
+            {"token_lifetime": 5, "retry_after": "no"},
+        ]
+        for body in bodies:
+            self.assertEqual(self.call("POST", f"{CONTROL}/settings", body).code, 400, body)
+        self.assertEqual(self.call("GET", f"{CONTROL}/settings").json["token_lifetime"], 3600)
+        self.assertEqual(self.state()["settings"]["retry_after"], False)
+
+
+def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
+    """A bearer token from the ETSI face's OAuth 2.0 token endpoint."""
+    pair = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
+    headers = {
+        "Authorization": f"Basic {pair}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    reply = case.call(
+        "POST", f"{BASE}/oauth2/token", headers=headers, raw=b"grant_type=client_credentials"
+    )
+    case.assertEqual(reply.code, 200, reply.raw)
+    return {"Authorization": f"Bearer {reply.json['access_token']}"}
