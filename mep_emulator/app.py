@@ -193,6 +193,7 @@ class MepEmulator:
     mp1_limit: MinuteLimit = field(factory=MinuteLimit)
     token_limit: MinuteLimit = field(factory=MinuteLimit)
     retry_after: bool = False  # add Retry-After to a 429 (Kong, as EdgeGallery sets it: none)
+    refuse_updates: int | None = None  # 501 or 405 for every PUT .../services/{id}
 
     app = Klein()
 
@@ -365,8 +366,19 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
     @fault_point("update")
     def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
-        """mepserver: PUT a service's ServiceInfo (restores its state)."""
+        """
+        mepserver: PUT a service's ServiceInfo (restores its state). With the setting
+        refuse_updates, every PUT is refused: 405 as a gateway that lets no PUT through
+        (before any token check), 501 as a server without the operation (behind Kong's).
+        Neither kit does this (mepserver 971f2d0 has serviceUpdate, mp1/controller.go; the
+        Kong stand-in routes every method): it stands for deployments that do.
+        """
+        if self.refuse_updates == 405:
+            request.setHeader(b"Allow", b"GET, DELETE")
+            raise Problem(405, "Method Not Allowed", "PUT is not allowed here")
         self._authorize(request, app_id)
+        if self.refuse_updates == 501:
+            raise Problem(501, "Not Implemented", "updating a service is not implemented")
         record = self.registry.update(app_id, ser_id, self._json_body(request))
         return write_json(request, 200, record.view())
 
@@ -667,6 +679,7 @@ class MepEmulator:
             "rate_limit": self.mp1_limit.limit,
             "token_rate_limit": self.token_limit.limit,
             "retry_after": self.retry_after,
+            "refuse_updates": self.refuse_updates,
         }
 
     @app.route("/_emulator/flush", methods=["POST"])
@@ -769,6 +782,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rate_limit": (_count, "an integer >= 0 (0: none)"),
     "token_rate_limit": (_count, "an integer >= 0 (0: none)"),
     "retry_after": (lambda v: isinstance(v, bool), "true or false"),
+    "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
 }
 
 

@@ -157,6 +157,7 @@ class SettingsTests(QuirkTestCase):
         bodies: list[Any] = [
             {"rate_limit": -1},
             {"rate_limit": True},
+            {"refuse_updates": 500},
             {"retry_after": 1},
             {"nope": 1},
             [],
@@ -166,6 +167,32 @@ class SettingsTests(QuirkTestCase):
             self.assertEqual(self.call("POST", f"{CONTROL}/settings", body).code, 400, body)
         self.assertEqual(self.call("GET", f"{CONTROL}/settings").json["token_lifetime"], 3600)
         self.assertEqual(self.state()["settings"]["retry_after"], False)
+
+
+class RefusedUpdateTests(QuirkTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.headers = self.bearer()
+        self.sid = self.register(service(), headers=self.headers).json["serInstanceId"]
+        self.url = f"{MGMT}/applications/{APP}/services/{self.sid}"
+
+    def test_not_implemented(self) -> None:
+        """refuse_updates 501: every PUT of a service is 501 until the setting is null."""
+        self.settings(refuse_updates=501)
+        for _ in range(2):
+            reply = self.call("PUT", self.url, service(), self.headers)
+            self.assertEqual((reply.code, reply.json["status"]), (501, 501))
+        self.assertEqual(self.call("GET", self.url, headers=self.headers).code, 200)
+        self.settings(refuse_updates=None)
+        self.assertEqual(self.call("PUT", self.url, service(), self.headers).code, 200)
+
+    def test_method_not_allowed(self) -> None:
+        """refuse_updates 405: a PUT is refused before any token check, with Allow."""
+        self.settings(refuse_updates=405)
+        reply = self.call("PUT", self.url, service())
+        self.assertEqual(reply.code, 405)
+        self.assertEqual(reply.headers.getRawHeaders("allow"), ["GET, DELETE"])
+        self.assertEqual(self.call("DELETE", self.url, headers=self.headers).code, 204)
 
 
 def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
