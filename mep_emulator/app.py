@@ -194,6 +194,7 @@ class MepEmulator:
     token_limit: MinuteLimit = field(factory=MinuteLimit)
     retry_after: bool = False  # add Retry-After to a 429 (Kong, as EdgeGallery sets it: none)
     refuse_updates: int | None = None  # 501 or 405 for every PUT .../services/{id}
+    termination_link: str = "standard"  # the ETSI face's confirmTermination link: or "advantedge"
 
     app = Klein()
 
@@ -680,6 +681,7 @@ class MepEmulator:
             "token_rate_limit": self.token_limit.limit,
             "retry_after": self.retry_after,
             "refuse_updates": self.refuse_updates,
+            "termination_link": self.termination_link,
         }
 
     @app.route("/_emulator/flush", methods=["POST"])
@@ -783,6 +785,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "token_rate_limit": (_count, "an integer >= 0 (0: none)"),
     "retry_after": (lambda v: isinstance(v, bool), "true or false"),
     "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
+    "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import urlsplit
 
 from mep_emulator.dev import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.kong import MinuteLimit
@@ -158,6 +159,7 @@ class SettingsTests(QuirkTestCase):
             {"rate_limit": -1},
             {"rate_limit": True},
             {"refuse_updates": 500},
+            {"termination_link": "etsi"},
             {"retry_after": 1},
             {"nope": 1},
             [],
@@ -207,3 +209,52 @@ def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
     )
     case.assertEqual(reply.code, 200, reply.raw)
     return {"Authorization": f"Bearer {reply.json['access_token']}"}
+
+
+class AdvantedgeTerminationLinkTests(QuirkTestCase):
+    def setUp(self) -> None:
+        self.mep = InMemoryMep.create(dialect="etsi")
+        self.headers = _etsi_bearer(self)
+        support = f"{SUPPORT}/applications/{APP}"
+        self.assertEqual(
+            self.call(
+                "POST", f"{support}/confirm_ready", {"indication": "READY"}, self.headers
+            ).code,
+            204,
+        )
+        body = {
+            "subscriptionType": "AppTerminationNotificationSubscription",
+            "callbackReference": "http://127.0.0.1:8080/term",
+            "appInstanceId": APP,
+        }
+        self.assertEqual(
+            self.call("POST", f"{support}/subscriptions", body, self.headers).code, 201
+        )
+
+    def confirm_link(self) -> str:
+        self.terminate(maxGracefulTimeout=30)
+        href: str = self.mep.notifier.delivered[-1]["body"]["_links"]["confirmTermination"]["href"]
+        return href
+
+    def test_standard_by_default(self) -> None:
+        """By default the link is the app's own confirm_termination, and it answers 204."""
+        href = self.confirm_link()
+        self.assertEqual(
+            urlsplit(href).path, f"/mep/mec_app_support/v1/applications/{APP}/confirm_termination"
+        )
+        reply = self.call("POST", href, {"operationAction": "TERMINATING"}, self.headers)
+        self.assertEqual(reply.code, 204)
+
+    def test_advantedge_link_answers_404(self) -> None:
+        """termination_link advantedge: the link lacks applications/{id}/ and answers 404."""
+        self.assertEqual(self.settings(termination_link="advantedge").code, 200)
+        href = self.confirm_link()
+        self.assertEqual(urlsplit(href).path, "/mep/mec_app_support/v1/confirm_termination")
+        reply = self.call("POST", href, {"operationAction": "TERMINATING"}, self.headers)
+        self.assertEqual((reply.code, reply.raw), (404, b"404 page not found\n"))
+        self.assertEqual(
+            reply.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"]
+        )
+        url = f"{SUPPORT}/applications/{APP}/confirm_termination"
+        reply = self.call("POST", url, {"operationAction": "TERMINATING"}, self.headers)
+        self.assertEqual(reply.code, 204)
