@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from attrs import define, field
+from attrs import define, evolve, field
 from klein import Klein
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from mep_emulator.auth import App, Lockout, TokenIssuer, verify_token_request
+from mep_emulator.auth import ACCESS_KEY, App, Lockout, TokenIssuer, verify_token_request
 from mep_emulator.dev import DEV_APP
 from mep_emulator.faults import BadFault, Fault, FaultPlan
 from mep_emulator.kong import CONSUMER, RATE_LIMITED, MinuteLimit
@@ -272,6 +272,10 @@ class MepEmulator:
         """The peer address, as Kong's C{get_forwarded_ip} without trusted_ips."""
         return str(getattr(request.getClientAddress(), "host", ""))
 
+    def _app(self, app_id: str) -> App | None:
+        """The app instance's mepauth record, None when it has none."""
+        return next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
+
     def _record(self, request: Request, kind: str, status: int) -> None:
         self.requests.append(
             RequestRecord(
@@ -431,9 +435,20 @@ class MepEmulator:
     @app.route(f"{MGMT}/services", methods=["GET"])
     @fault_point("discovery")
     def discover(self, request: Request) -> bytes:
-        """mepserver: discovery by ser_name or the other filters."""
-        self._authorize(request, None)
-        return write_json(request, 200, self.registry.discover(_query(request)))
+        """
+        mepserver: discovery by ser_name or the other filters, answering only instances of
+        the names in the calling app's requiredServices as mepauth keeps them (none when
+        mepauth has no record of the app): a known name outside
+        them answers 200 []; a name nobody registered is still 400012. From
+        mepserver/mp1/plan_svc_discover.go (Mp1CvtSrvAuthenDiscover), and observed on the
+        interop kit with EG_REQUIRED_SERVICES=svc-a and after a termination.
+        """
+        app_id = self._authorize(request, None)
+        found = self.registry.discover(_query(request))
+        app = self._app(app_id)
+        return write_json(
+            request, 200, [s for s in found if app is not None and app.may_discover(s["serName"])]
+        )
 
     @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
     @fault_point("discovery")
@@ -611,6 +626,13 @@ class MepEmulator:
                 "connections": dict(self.connections),
                 "token_lifetime": self.token_lifetime,
                 "settings": self.settings_view(),
+                "apps": [
+                    {
+                        "appInstanceId": a.app_instance_id,
+                        "requiredServices": _listed(a.required_services),
+                    }
+                    for a in self.apps.values()
+                ],
                 "faults": self.faults.describe(),
                 "notifications": self.notifications[-100:],
                 "requests": [
@@ -720,12 +742,55 @@ class MepEmulator:
         old = next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
         if old is None:
             return write_json(request, 404, {"error": "no such app instance"})
-        alphabet = string.ascii_letters + string.digits
-        access_key = options.get("ak") or "".join(secrets.choice(alphabet) for _ in range(20))
-        secret_key = options.get("sk") or "".join(secrets.choice(alphabet) for _ in range(64))
+        access_key = options.get("ak") or _generated(20)
+        secret_key = options.get("sk") or _generated(64)
         del self.apps[old.access_key]
-        self.apps[access_key] = App(access_key, secret_key, app_id)
+        self.apps[access_key] = evolve(old, access_key=access_key, secret_key=secret_key)
         return write_json(request, 200, {"ak": access_key, "sk": secret_key})
+
+    @app.route("/_emulator/provision", methods=["POST"])
+    def provision(self, request: Request) -> bytes:
+        """
+        Control API: provision an app's mepauth record, as MECM does with mepauth's PUT
+        .../applications/{id}/confs: C{{"app_instance_id", "ak", "sk",
+        "required_services"}}. ak and sk default to the app's present ones, else new ones;
+        required_services is a list of names or null (every service), unchanged when not
+        given. Answers the record, SK included.
+        """
+        options = _options(request)
+        error = _provision_error(options)
+        if options is None or error is not None:
+            return write_json(request, 400, {"error": error})
+        app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
+        base = self._app(app_id)
+        access_key = options.get("ak") or (base.access_key if base else _generated(20))
+        holder = self.apps.get(access_key)
+        if holder is not None and holder.app_instance_id != app_id:
+            return write_json(request, 409, {"error": "ak belongs to another app instance"})
+        required = (
+            _tuple(options["required_services"])
+            if "required_services" in options
+            else (base.required_services if base else None)
+        )
+        app = App(
+            access_key,
+            options.get("sk") or (base.secret_key if base else _generated(64)),
+            app_id,
+            required,
+        )
+        for old in [a for a in self.apps.values() if a.app_instance_id == app_id]:
+            del self.apps[old.access_key]
+        self.apps[access_key] = app
+        return write_json(
+            request,
+            200,
+            {
+                "app_instance_id": app_id,
+                "ak": app.access_key,
+                "sk": app.secret_key,
+                "required_services": _listed(required),
+            },
+        )
 
     @app.route("/_emulator/unlock", methods=["POST"])
     def unlock(self, request: Request) -> bytes:
@@ -787,6 +852,39 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
     "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
 }
+
+
+def _provision_error(options: dict[str, Any] | None) -> str | None:
+    """What is wrong with a /_emulator/provision body, None when nothing."""
+    if options is None:
+        return "the body must be a JSON object"
+    app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
+    if not isinstance(app_id, str) or not UUID.match(app_id):
+        return "app_instance_id must be a lower-case UUID"
+    ak, sk = options.get("ak"), options.get("sk")
+    if ak is not None and not (isinstance(ak, str) and ACCESS_KEY.fullmatch(ak)):
+        return "ak must be 20 characters of A-Z a-z 0-9 _ + / ="
+    if sk is not None and not (isinstance(sk, str) and sk):
+        return "sk must be a non-empty string"
+    required = options.get("required_services")
+    if required is not None and not (
+        isinstance(required, list) and all(isinstance(n, str) for n in required)
+    ):
+        return "required_services must be a list of service names or null"
+    return None
+
+
+def _generated(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _tuple(names: list[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(names)
+
+
+def _listed(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
 
 
 def _body_start(request: Request) -> bytes:

@@ -197,6 +197,60 @@ class RefusedUpdateTests(QuirkTestCase):
         self.assertEqual(self.call("DELETE", self.url, headers=self.headers).code, 204)
 
 
+class RequiredServicesTests(QuirkTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        other = self.bearer(OTHER_APP)
+        for name in ("svc-a", "svc-b"):
+            self.assertEqual(self.register(service(name), OTHER_APP, other).code, 201)
+
+    def provision(self, **body: Any) -> Reply:
+        return self.call("POST", f"{CONTROL}/provision", body)
+
+    def names(self, query: str = "") -> Any:
+        reply = self.discover(self.bearer(), query)
+        if reply.code != 200:
+            return reply.code, reply.json.get("errorCode")
+        return sorted(s["serName"] for s in reply.json)
+
+    def test_every_service_by_default(self) -> None:
+        """An app provisioned without requiredServices discovers every name."""
+        self.assertEqual(self.names(), ["svc-a", "svc-b"])
+        self.assertEqual(self.state()["apps"][0]["requiredServices"], None)
+
+    def test_only_required_names(self) -> None:
+        """Discovery answers only the app's requiredServices: a known name outside them is []."""
+        reply = self.provision(app_instance_id=APP, required_services=["svc-a"])
+        self.assertEqual((reply.code, reply.json["required_services"]), (200, ["svc-a"]))
+        self.assertEqual(self.names("?ser_name=svc-a"), ["svc-a"])
+        self.assertEqual(self.names("?ser_name=svc-b"), [])
+        self.assertEqual(self.names(""), ["svc-a"])
+        self.assertEqual(self.names("?scope_of_locality=MEC_HOST"), ["svc-a"])
+        self.assertEqual(self.names("?ser_name=nope"), (400, "400012"))
+        self.assertEqual(self.token_reply().code, 200)  # the AK/SK are unchanged
+
+    def test_service_discovery_means_all(self) -> None:
+        """A required name holding "service-discovery" lets the app discover every name."""
+        self.provision(required_services=["my-service-discovery"])
+        self.assertEqual(self.names(), ["svc-a", "svc-b"])
+        self.provision(required_services=[])
+        self.assertEqual(self.names(), [])
+        self.provision(required_services=None)
+        self.assertEqual(self.names(), ["svc-a", "svc-b"])
+
+    def test_bad_provisioning(self) -> None:
+        """Provisioning refuses a bad app id, AK, SK or list, and another app's AK."""
+        for body, status in (
+            ({"app_instance_id": "X"}, 400),
+            ({"ak": "short"}, 400),
+            ({"sk": ""}, 400),
+            ({"required_services": "svc-a"}, 400),
+            ({"required_services": [1]}, 400),
+            ({"ak": OTHER_APP.access_key}, 409),
+        ):
+            self.assertEqual(self.provision(**body).code, status, body)
+
+
 def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
     """A bearer token from the ETSI face's OAuth 2.0 token endpoint."""
     pair = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
