@@ -195,8 +195,15 @@ class MepEmulator:
     retry_after: bool = False  # add Retry-After to a 429 (Kong, as EdgeGallery sets it: none)
     refuse_updates: int | None = None  # 501 or 405 for every PUT .../services/{id}
     termination_link: str = "standard"  # the ETSI face's confirmTermination link: or "advantedge"
+    termination_deletes_credentials: bool = True  # as mepserver's termination does at mepauth
+    # The mepauth records (AK/SK, requiredServices) terminations deleted, by app instance id:
+    # /_emulator/provision puts them back, as MECM's provisioning PUTs them again.
+    retired: dict[str, App] = field(factory=dict)
 
     app = Klein()
+
+    def __attrs_post_init__(self) -> None:
+        self.registry.termination_listeners.append(self._termination_ended)
 
     def resource(self) -> IResource:
         """The resource to serve."""
@@ -275,6 +282,23 @@ class MepEmulator:
     def _app(self, app_id: str) -> App | None:
         """The app instance's mepauth record, None when it has none."""
         return next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
+
+    def _termination_ended(self, app_id: str) -> None:
+        """
+        The termination of C{app_id} is over: as EdgeGallery's, delete its AK/SK (and so its
+        requiredServices) from mepauth. mepserver's AppInstanceTermination handler does
+        (mepserver/mm5/plans/app_instance_termination.go, DeleteFromMepauth: DELETE
+        .../{id}/confs); on the interop kit a token request with that AK then answers 401
+        "Invalid access or signature." until the AK/SK are provisioned again, while tokens
+        issued before stay valid until they expire. mepserver does it within that request
+        (the kit: about 0.5 s after the notification, the graceful window still open); the
+        emulator does it when its termination ends, with the rest of its clean-up.
+        """
+        if not self.termination_deletes_credentials:
+            return
+        for app in [a for a in self.apps.values() if a.app_instance_id == app_id]:
+            del self.apps[app.access_key]
+            self.retired[app_id] = app
 
     def _record(self, request: Request, kind: str, status: int) -> None:
         self.requests.append(
@@ -438,7 +462,7 @@ class MepEmulator:
         """
         mepserver: discovery by ser_name or the other filters, answering only instances of
         the names in the calling app's requiredServices as mepauth keeps them (none when
-        mepauth has no record of the app): a known name outside
+        mepauth has no record of the app, e.g. after a termination): a known name outside
         them answers 200 []; a name nobody registered is still 400012. From
         mepserver/mp1/plan_svc_discover.go (Mp1CvtSrvAuthenDiscover), and observed on the
         interop kit with EG_REQUIRED_SERVICES=svc-a and after a termination.
@@ -633,6 +657,7 @@ class MepEmulator:
                     }
                     for a in self.apps.values()
                 ],
+                "retired": sorted(self.retired),
                 "faults": self.faults.describe(),
                 "notifications": self.notifications[-100:],
                 "requests": [
@@ -704,6 +729,7 @@ class MepEmulator:
             "retry_after": self.retry_after,
             "refuse_updates": self.refuse_updates,
             "termination_link": self.termination_link,
+            "termination_deletes_credentials": self.termination_deletes_credentials,
         }
 
     @app.route("/_emulator/flush", methods=["POST"])
@@ -753,16 +779,16 @@ class MepEmulator:
         """
         Control API: provision an app's mepauth record, as MECM does with mepauth's PUT
         .../applications/{id}/confs: C{{"app_instance_id", "ak", "sk",
-        "required_services"}}. ak and sk default to the app's present ones, else new ones;
-        required_services is a list of names or null (every service), unchanged when not
-        given. Answers the record, SK included.
+        "required_services"}}. ak and sk default to the app's present ones, else to those a
+        termination deleted, else new ones; required_services is a list of names or null
+        (every service), unchanged when not given. Answers the record, SK included.
         """
         options = _options(request)
         error = _provision_error(options)
         if options is None or error is not None:
             return write_json(request, 400, {"error": error})
         app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
-        base = self._app(app_id)
+        base = self._app(app_id) or self.retired.get(app_id)
         access_key = options.get("ak") or (base.access_key if base else _generated(20))
         holder = self.apps.get(access_key)
         if holder is not None and holder.app_instance_id != app_id:
@@ -780,6 +806,7 @@ class MepEmulator:
         )
         for old in [a for a in self.apps.values() if a.app_instance_id == app_id]:
             del self.apps[old.access_key]
+        self.retired.pop(app_id, None)
         self.apps[access_key] = app
         return write_json(
             request,
@@ -851,6 +878,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "retry_after": (lambda v: isinstance(v, bool), "true or false"),
     "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
     "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
+    "termination_deletes_credentials": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 

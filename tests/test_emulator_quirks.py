@@ -251,6 +251,66 @@ class RequiredServicesTests(QuirkTestCase):
             self.assertEqual(self.provision(**body).code, status, body)
 
 
+class TerminationCredentialTests(QuirkTestCase):
+    def subscribe_and_register(self, headers: dict[str, str]) -> str:
+        body = {
+            "subscriptionType": "AppTerminationNotificationSubscription",
+            "callbackReference": "http://127.0.0.1:8080/term",
+            "appInstanceId": APP,
+        }
+        url = f"{SUPPORT}/applications/{APP}/subscriptions"
+        self.assertEqual(self.call("POST", url, body, headers).code, 201)
+        reply = self.register(service("svc-a"), headers=headers)
+        link: str = reply.json["_links"]["self"]["liveness"]
+        return f"{BASE}{link}"
+
+    def test_deadline_deletes_the_ak(self) -> None:
+        """After an unconfirmed termination's deadline the AK is unknown: 401, as mepauth."""
+        headers = self.bearer()
+        liveness = self.subscribe_and_register(headers)
+        self.terminate(maxGracefulTimeout=5)
+        self.mep.advance(4)
+        self.assertEqual(self.token_reply().code, 200)
+        self.mep.advance(2)
+        refused = self.token_reply()
+        self.assertEqual((refused.code, refused.json), (401, "Invalid access or signature."))
+        self.assertEqual(self.state()["retired"], [APP])
+        # as on the kit: the old token still passes Kong; the instances are gone, READY
+        # is nothing mepserver keeps, and the app discovers nothing without a mepauth record
+        beat = self.call("PUT", liveness, {"state": "ACTIVE"}, headers)
+        self.assertEqual((beat.code, beat.json["status"]), (404, 3))
+        ready = self.call(
+            "POST", f"{SUPPORT}/applications/{APP}/confirm_ready", {"indication": "READY"}, headers
+        )
+        self.assertEqual(ready.code, 204)
+        self.register(service("svc-a"), OTHER_APP)
+        self.assertEqual(self.discover(headers, "?ser_name=svc-a").json, [])
+
+    def test_confirmation_deletes_the_ak_and_provisioning_restores_it(self) -> None:
+        """A confirmed termination deletes the AK too; /_emulator/provision puts it back."""
+        headers = self.bearer()
+        self.subscribe_and_register(headers)
+        self.terminate()
+        url = f"{SUPPORT}/applications/{APP}/confirm_termination"
+        confirm = self.call("POST", url, {"operationAction": "TERMINATING"}, headers)
+        self.assertEqual(confirm.code, 204)
+        self.assertEqual(self.token_reply().code, 401)
+        self.assertEqual(self.token_reply(OTHER_APP).code, 200)
+        reply = self.call("POST", f"{CONTROL}/provision", {"app_instance_id": APP})
+        self.assertEqual(
+            (reply.json["ak"], reply.json["sk"]), (DEV_APP.access_key, DEV_APP.secret_key)
+        )
+        self.assertEqual(self.token_reply().code, 200)
+        self.assertEqual(self.state()["retired"], [])
+
+    def test_switched_off(self) -> None:
+        """With termination_deletes_credentials false, the AK outlives the termination."""
+        self.settings(termination_deletes_credentials=False)
+        self.terminate(maxGracefulTimeout=1)
+        self.mep.advance(2)
+        self.assertEqual(self.token_reply().code, 200)
+
+
 def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
     """A bearer token from the ETSI face's OAuth 2.0 token endpoint."""
     pair = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
