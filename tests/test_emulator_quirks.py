@@ -311,6 +311,18 @@ class TerminationCredentialTests(QuirkTestCase):
         self.assertEqual(self.token_reply().code, 200)
 
 
+class LivenessIntervalTests(QuirkTestCase):
+    def test_any_interval_asked_is_sixty(self) -> None:
+        """Any non-zero livenessInterval asked is granted 60, as EdgeGallery's mepserver does."""
+        headers = self.bearer()
+        for asked in (1, 5, 59, 61, 3600):
+            reply = self.register(service(f"s{asked}", interval=asked), headers=headers)
+            self.assertEqual(reply.json["livenessInterval"], 60, asked)
+        self.assertEqual(
+            self.register(service("s0", interval=0), headers=headers).json["livenessInterval"], 0
+        )
+
+
 def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
     """A bearer token from the ETSI face's OAuth 2.0 token endpoint."""
     pair = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
