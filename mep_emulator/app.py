@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from attrs import define, field
+from attrs import define, evolve, field
 from klein import Klein
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -27,9 +27,10 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from mep_emulator.auth import App, Lockout, TokenIssuer, verify_token_request
+from mep_emulator.auth import ACCESS_KEY, App, Lockout, TokenIssuer, verify_token_request
 from mep_emulator.dev import DEV_APP
 from mep_emulator.faults import BadFault, Fault, FaultPlan
+from mep_emulator.kong import CONSUMER, RATE_LIMITED, MinuteLimit
 from mep_emulator.registry import (
     MGMT,
     SUPPORT,
@@ -186,8 +187,23 @@ class MepEmulator:
     # How a termination notification's _links look: mepserver's paths, unless a face
     # (the ETSI one) builds its own absolute links.
     termination_links: TerminationLinks = edgegallery_termination_links
+    # Kong's rate-limiting as EdgeGallery configures it (mep_emulator.kong), EdgeGallery face
+    # only: the Mp1 routes per calendar minute for all apps together, the token route per
+    # client address. A limit of 0 is none (the default).
+    mp1_limit: MinuteLimit = field(factory=MinuteLimit)
+    token_limit: MinuteLimit = field(factory=MinuteLimit)
+    retry_after: bool = False  # add Retry-After to a 429 (Kong, as EdgeGallery sets it: none)
+    refuse_updates: int | None = None  # 501 or 405 for every PUT .../services/{id}
+    termination_link: str = "standard"  # the ETSI face's confirmTermination link: or "advantedge"
+    termination_deletes_credentials: bool = True  # as mepserver's termination does at mepauth
+    # The mepauth records (AK/SK, requiredServices) terminations deleted, by app instance id:
+    # /_emulator/provision puts them back, as MECM's provisioning PUTs them again.
+    retired: dict[str, App] = field(factory=dict)
 
     app = Klein()
+
+    def __attrs_post_init__(self) -> None:
+        self.registry.termination_listeners.append(self._termination_ended)
 
     def resource(self) -> IResource:
         """The resource to serve."""
@@ -195,9 +211,17 @@ class MepEmulator:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def handle(self, request: Request, kind: str, handler: Callable[[], Any]) -> Any:
-        """Apply an injected fault, run the handler, record the outcome."""
+    async def handle(
+        self, request: Request, kind: str, handler: Callable[[], Any], kong: bool = True
+    ) -> Any:
+        """
+        Apply Kong's rate limits (C{kong}: the EdgeGallery face) and an injected fault, run
+        the handler, record the outcome.
+        """
         self.registry.check_liveness()
+        if kong and self._over_rate_limit(request, kind):
+            self._record(request, kind, 429)
+            return RATE_LIMITED
         fault = self.faults.take(kind)
         if fault is not None and fault.delay:
             await deferLater(self.clock, fault.delay, lambda: None)
@@ -227,6 +251,54 @@ class MepEmulator:
                 )
         self._record(request, kind, request.code)
         return result
+
+    def _over_rate_limit(self, request: Request, kind: str) -> bool:
+        """
+        Kong's rate-limiting plugin on the route of C{kind}; over the limit, its 429 is set
+        on C{request}. Kong's jwt plugin runs first: a request whose token it refuses is
+        neither limited nor counted (the handler answers it).
+        """
+        now = self.clock.seconds()
+        if kind == "token":
+            limit, identity = self.token_limit, self._client_host(request)
+        elif self.issuer.check(_header(request, "authorization"), now).app_instance_id is None:
+            return False
+        else:
+            limit, identity = self.mp1_limit, CONSUMER
+        reset = limit.admit(identity, now)
+        if reset is None:
+            return False
+        request.setResponseCode(429)
+        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+        if self.retry_after:
+            request.setHeader(b"Retry-After", str(reset).encode())
+        return True
+
+    @staticmethod
+    def _client_host(request: Request) -> str:
+        """The peer address, as Kong's C{get_forwarded_ip} without trusted_ips."""
+        return str(getattr(request.getClientAddress(), "host", ""))
+
+    def _app(self, app_id: str) -> App | None:
+        """The app instance's mepauth record, None when it has none."""
+        return next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
+
+    def _termination_ended(self, app_id: str) -> None:
+        """
+        The termination of C{app_id} is over: as EdgeGallery's, delete its AK/SK (and so its
+        requiredServices) from mepauth. mepserver's AppInstanceTermination handler does
+        (mepserver/mm5/plans/app_instance_termination.go, DeleteFromMepauth: DELETE
+        .../{id}/confs); on the interop kit a token request with that AK then answers 401
+        "Invalid access or signature." until the AK/SK are provisioned again, while tokens
+        issued before stay valid until they expire. mepserver does it within that request
+        (the kit: about 0.5 s after the notification, the graceful window still open); the
+        emulator does it when its termination ends, with the rest of its clean-up.
+        """
+        if not self.termination_deletes_credentials:
+            return
+        for app in [a for a in self.apps.values() if a.app_instance_id == app_id]:
+            del self.apps[app.access_key]
+            self.retired[app_id] = app
 
     def _record(self, request: Request, kind: str, status: int) -> None:
         self.requests.append(
@@ -323,8 +395,19 @@ class MepEmulator:
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
     @fault_point("update")
     def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
-        """mepserver: PUT a service's ServiceInfo (restores its state)."""
+        """
+        mepserver: PUT a service's ServiceInfo (restores its state). With the setting
+        refuse_updates, every PUT is refused: 405 as a gateway that lets no PUT through
+        (before any token check), 501 as a server without the operation (behind Kong's).
+        Neither kit does this (mepserver 971f2d0 has serviceUpdate, mp1/controller.go; the
+        Kong stand-in routes every method): it stands for deployments that do.
+        """
+        if self.refuse_updates == 405:
+            request.setHeader(b"Allow", b"GET, DELETE")
+            raise Problem(405, "Method Not Allowed", "PUT is not allowed here")
         self._authorize(request, app_id)
+        if self.refuse_updates == 501:
+            raise Problem(501, "Not Implemented", "updating a service is not implemented")
         record = self.registry.update(app_id, ser_id, self._json_body(request))
         return write_json(request, 200, record.view())
 
@@ -376,9 +459,20 @@ class MepEmulator:
     @app.route(f"{MGMT}/services", methods=["GET"])
     @fault_point("discovery")
     def discover(self, request: Request) -> bytes:
-        """mepserver: discovery by ser_name or the other filters."""
-        self._authorize(request, None)
-        return write_json(request, 200, self.registry.discover(_query(request)))
+        """
+        mepserver: discovery by ser_name or the other filters, answering only instances of
+        the names in the calling app's requiredServices as mepauth keeps them (none when
+        mepauth has no record of the app, e.g. after a termination): a known name outside
+        them answers 200 []; a name nobody registered is still 400012. From
+        mepserver/mp1/plan_svc_discover.go (Mp1CvtSrvAuthenDiscover), and observed on the
+        interop kit with EG_REQUIRED_SERVICES=svc-a and after a termination.
+        """
+        app_id = self._authorize(request, None)
+        found = self.registry.discover(_query(request))
+        app = self._app(app_id)
+        return write_json(
+            request, 200, [s for s in found if app is not None and app.may_discover(s["serName"])]
+        )
 
     @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
     @fault_point("discovery")
@@ -555,6 +649,15 @@ class MepEmulator:
                 "tokens_issued": self.tokens_issued,
                 "connections": dict(self.connections),
                 "token_lifetime": self.token_lifetime,
+                "settings": self.settings_view(),
+                "apps": [
+                    {
+                        "appInstanceId": a.app_instance_id,
+                        "requiredServices": _listed(a.required_services),
+                    }
+                    for a in self.apps.values()
+                ],
+                "retired": sorted(self.retired),
                 "faults": self.faults.describe(),
                 "notifications": self.notifications[-100:],
                 "requests": [
@@ -582,30 +685,52 @@ class MepEmulator:
 
     @app.route("/_emulator/settings", methods=["POST"])
     def settings(self, request: Request) -> bytes:
-        """Control API: change the token lifetime or the imposed liveness interval."""
+        """
+        Control API: change settings, C{{name: value}} for any of SETTINGS (all or none are
+        applied); answers every setting.
+        """
         try:
             body = json.loads(read_body(request) or b"null")
         except ValueError:
             body = None
-        if not isinstance(body, dict) or not set(body) <= {"token_lifetime", "liveness_interval"}:
-            return write_json(
-                request, 400, {"error": "expected {token_lifetime, liveness_interval}"}
-            )
+        if not isinstance(body, dict) or not set(body) <= set(SETTINGS):
+            expected = ", ".join(SETTINGS)
+            return write_json(request, 400, {"error": f"expected some of {{{expected}}}"})
         for key, value in body.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                return write_json(request, 400, {"error": f"{key} must be a positive integer"})
-        self.token_lifetime = body.get("token_lifetime", self.token_lifetime)
-        self.registry.liveness_interval = body.get(
-            "liveness_interval", self.registry.liveness_interval
-        )
-        return write_json(
-            request,
-            200,
-            {
-                "token_lifetime": self.token_lifetime,
-                "liveness_interval": self.registry.liveness_interval,
-            },
-        )
+            check, expected = SETTINGS[key]
+            if not check(value):
+                return write_json(request, 400, {"error": f"{key} must be {expected}"})
+        for key, value in body.items():
+            self._apply_setting(key, value)
+        return write_json(request, 200, self.settings_view())
+
+    @app.route("/_emulator/settings", methods=["GET"])
+    def get_settings(self, request: Request) -> bytes:
+        """Control API: every setting."""
+        return write_json(request, 200, self.settings_view())
+
+    def _apply_setting(self, key: str, value: Any) -> None:
+        if key == "liveness_interval":
+            self.registry.liveness_interval = value
+        elif key == "rate_limit":
+            self.mp1_limit.limit = value
+        elif key == "token_rate_limit":
+            self.token_limit.limit = value
+        else:  # an attribute of the same name
+            setattr(self, key, value)
+
+    def settings_view(self) -> dict[str, Any]:
+        """Every setting the control API changes, by name."""
+        return {
+            "token_lifetime": self.token_lifetime,
+            "liveness_interval": self.registry.liveness_interval,
+            "rate_limit": self.mp1_limit.limit,
+            "token_rate_limit": self.token_limit.limit,
+            "retry_after": self.retry_after,
+            "refuse_updates": self.refuse_updates,
+            "termination_link": self.termination_link,
+            "termination_deletes_credentials": self.termination_deletes_credentials,
+        }
 
     @app.route("/_emulator/flush", methods=["POST"])
     def flush(self, request: Request) -> bytes:
@@ -643,12 +768,56 @@ class MepEmulator:
         old = next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
         if old is None:
             return write_json(request, 404, {"error": "no such app instance"})
-        alphabet = string.ascii_letters + string.digits
-        access_key = options.get("ak") or "".join(secrets.choice(alphabet) for _ in range(20))
-        secret_key = options.get("sk") or "".join(secrets.choice(alphabet) for _ in range(64))
+        access_key = options.get("ak") or _generated(20)
+        secret_key = options.get("sk") or _generated(64)
         del self.apps[old.access_key]
-        self.apps[access_key] = App(access_key, secret_key, app_id)
+        self.apps[access_key] = evolve(old, access_key=access_key, secret_key=secret_key)
         return write_json(request, 200, {"ak": access_key, "sk": secret_key})
+
+    @app.route("/_emulator/provision", methods=["POST"])
+    def provision(self, request: Request) -> bytes:
+        """
+        Control API: provision an app's mepauth record, as MECM does with mepauth's PUT
+        .../applications/{id}/confs: C{{"app_instance_id", "ak", "sk",
+        "required_services"}}. ak and sk default to the app's present ones, else to those a
+        termination deleted, else new ones; required_services is a list of names or null
+        (every service), unchanged when not given. Answers the record, SK included.
+        """
+        options = _options(request)
+        error = _provision_error(options)
+        if options is None or error is not None:
+            return write_json(request, 400, {"error": error})
+        app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
+        base = self._app(app_id) or self.retired.get(app_id)
+        access_key = options.get("ak") or (base.access_key if base else _generated(20))
+        holder = self.apps.get(access_key)
+        if holder is not None and holder.app_instance_id != app_id:
+            return write_json(request, 409, {"error": "ak belongs to another app instance"})
+        required = (
+            _tuple(options["required_services"])
+            if "required_services" in options
+            else (base.required_services if base else None)
+        )
+        app = App(
+            access_key,
+            options.get("sk") or (base.secret_key if base else _generated(64)),
+            app_id,
+            required,
+        )
+        for old in [a for a in self.apps.values() if a.app_instance_id == app_id]:
+            del self.apps[old.access_key]
+        self.retired.pop(app_id, None)
+        self.apps[access_key] = app
+        return write_json(
+            request,
+            200,
+            {
+                "app_instance_id": app_id,
+                "ak": app.access_key,
+                "sk": app.secret_key,
+                "required_services": _listed(required),
+            },
+        )
 
     @app.route("/_emulator/unlock", methods=["POST"])
     def unlock(self, request: Request) -> bytes:
@@ -690,6 +859,60 @@ class MepEmulator:
             self.termination_links,
         )
         return write_json(request, 200, termination.view())
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: What /_emulator/settings takes: name -> (check, what the check wants).
+SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "token_lifetime": (_positive_int, "a positive integer"),
+    "liveness_interval": (_positive_int, "a positive integer"),
+    "rate_limit": (_count, "an integer >= 0 (0: none)"),
+    "token_rate_limit": (_count, "an integer >= 0 (0: none)"),
+    "retry_after": (lambda v: isinstance(v, bool), "true or false"),
+    "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
+    "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
+    "termination_deletes_credentials": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _provision_error(options: dict[str, Any] | None) -> str | None:
+    """What is wrong with a /_emulator/provision body, None when nothing."""
+    if options is None:
+        return "the body must be a JSON object"
+    app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
+    if not isinstance(app_id, str) or not UUID.match(app_id):
+        return "app_instance_id must be a lower-case UUID"
+    ak, sk = options.get("ak"), options.get("sk")
+    if ak is not None and not (isinstance(ak, str) and ACCESS_KEY.fullmatch(ak)):
+        return "ak must be 20 characters of A-Z a-z 0-9 _ + / ="
+    if sk is not None and not (isinstance(sk, str) and sk):
+        return "sk must be a non-empty string"
+    required = options.get("required_services")
+    if required is not None and not (
+        isinstance(required, list) and all(isinstance(n, str) for n in required)
+    ):
+        return "required_services must be a list of service names or null"
+    return None
+
+
+def _generated(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _tuple(names: list[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(names)
+
+
+def _listed(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
 
 
 def _body_start(request: Request) -> bytes:

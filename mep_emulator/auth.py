@@ -26,6 +26,8 @@ AUTH_HEADER = re.compile(
     r"^SDK-HMAC-SHA256 Access=([\w=+/]{20}), SignedHeaders=([^, ]{28}), Signature=([^, ]{64})$",
     re.ASCII,
 )
+#: An access key mepauth accepts in the Authorization header.
+ACCESS_KEY = re.compile(r"[A-Za-z0-9_=+/]{20}")
 _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
@@ -111,11 +113,27 @@ def valid_sdk_date(value: str) -> bool:
 
 @frozen
 class App:
-    """One application instance known to the MEP, with its AK/SK."""
+    """
+    One application instance known to the MEP, with its AK/SK and the requiredServices
+    mepauth keeps beside them (None: every service, as EdgeGallery's ["service-discovery"]).
+    """
 
     access_key: str
     secret_key: str = field(repr=False)
     app_instance_id: str
+    required_services: tuple[str, ...] | None = None
+
+    def may_discover(self, name: str) -> bool:
+        """
+        Whether mepserver's discovery answers this app instances of C{name}: only names in
+        its requiredServices, unless one of them holds "service-discovery" (mepserver tests
+        the stored JSON text for that substring; mepserver/mp1/plan_svc_discover.go,
+        Mp1CvtSrvAuthenDiscover).
+        """
+        required = self.required_services
+        if required is None or any("service-discovery" in r for r in required):
+            return True
+        return name in required
 
 
 @frozen

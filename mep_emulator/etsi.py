@@ -26,7 +26,15 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
-from mep_emulator.app import MepEmulator, Problem, Unauthorized, fault_point, read_body, write_json
+from mep_emulator.app import (
+    MepEmulator,
+    Problem,
+    RequestRecord,
+    Unauthorized,
+    fault_point,
+    read_body,
+    write_json,
+)
 from mep_emulator.registry import ServiceRecord, SubscriptionRecord
 from mep_emulator.rules import Rejected
 
@@ -150,6 +158,7 @@ class EtsiMep:
                 ["GET", "DELETE"],
                 self.termination_subscription,
             ),
+            (f"{support}/confirm_termination", ["GET", "POST", "PUT"], self.unrouted),
         ]
         for path, methods, handler in routes:
             self.app.route(path, methods=methods)(handler)
@@ -169,8 +178,8 @@ class EtsiMep:
     # -- what the fault_point decorator and the handlers use ---------------------------
 
     async def handle(self, request: Request, kind: str, handler: Any) -> Any:
-        """Run a handler with the core's fault points and error answers."""
-        return await self.core.handle(request, kind, handler)
+        """Run a handler with the core's fault points and error answers (no Kong here)."""
+        return await self.core.handle(request, kind, handler, kong=False)
 
     def _base(self, request: Request) -> str:
         host = (request.getHeader(b"host") or b"127.0.0.1").decode("latin-1")
@@ -179,12 +188,39 @@ class EtsiMep:
         return base
 
     def _termination_links(self, app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
-        """MEC 011 v2.2.1's AppTerminationNotification links: absolute {"href"}s."""
-        support = f"{self._mp1_base}{self.api_root}/mec_app_support/v1/applications/{app_id}"
+        """
+        MEC 011 v2.2.1's AppTerminationNotification links: absolute {"href"}s. With the
+        setting termination_link "advantedge", confirmTermination is AdvantEDGE 1.9.2's
+        C{{base}}/mec_app_support/v1/confirm_termination, without C{applications/{id}/}
+        (meep-app-enablement/server/app-support/app-support.go builds it from basePath +
+        "confirm_termination"; seen in its notification on the interop kit), a path that
+        answers 404.
+        """
+        support = f"{self._mp1_base}{self.api_root}/mec_app_support/v1"
+        app = f"{support}/applications/{app_id}"
+        confirm = support if self.core.termination_link == "advantedge" else app
         return {
-            "subscription": {"href": f"{support}/subscriptions/{sub.subscription_id}"},
-            "confirmTermination": {"href": f"{support}/confirm_termination"},
+            "subscription": {"href": f"{app}/subscriptions/{sub.subscription_id}"},
+            "confirmTermination": {"href": f"{confirm}/confirm_termination"},
         }
+
+    def unrouted(self, request: Request) -> bytes:
+        """
+        {root}/mec_app_support/v1/confirm_termination, which AdvantEDGE links to and has no
+        route for: its gorilla/mux router's 404, plain text (observed on the interop kit).
+        """
+        self.core.requests.append(
+            RequestRecord(
+                request.method.decode(),
+                request.path.decode("utf-8", "replace"),
+                "confirm_termination",
+                404,
+            )
+        )
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return b"404 page not found\n"
 
     def _authorize(self, request: Request, app_id: str | None, ready: bool = True) -> None:
         """

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock, LoopingCall
 from mep_emulator.app import MepEmulator
 from mep_emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET, OTHER_APP
 from mep_emulator.etsi import EtsiMep, OAuth2Client
+from mep_emulator.kong import MinuteLimit
 from mep_emulator.notifier import Notifier
 from mep_emulator.registry import Registry
 
@@ -42,10 +43,16 @@ class InMemoryMep:
         dialect: str = "edgegallery",
         api_root: str = "/mep",
         public_url: str | None = None,
+        rate_limit: int = 0,
+        token_rate_limit: int = 0,
+        retry_after: bool = False,
     ) -> InMemoryMep:
         """
         A fresh emulator; C{callback_http} delivers its notifications (None: recorded).
         With C{dialect="etsi"} the ETSI MEC 011 v2.2.1 face is served under C{api_root}.
+        C{rate_limit} and C{token_rate_limit} are Kong's per-minute limits on the EdgeGallery
+        face (0: none; EdgeGallery sets 1000 and 100), C{retry_after} adds Retry-After to
+        their 429s.
         """
         clock = clock or Clock()
         notifier = Notifier(callback_http, clock)
@@ -57,6 +64,9 @@ class InMemoryMep:
             token_lifetime=token_lifetime,
             accept_patch=accept_patch,
             notifications=notifier.delivered,
+            mp1_limit=MinuteLimit(rate_limit),
+            token_limit=MinuteLimit(token_rate_limit),
+            retry_after=retry_after,
         )
         sweep = LoopingCall(registry.check_liveness)  # mepserver's 1 s liveness sweep
         sweep.clock = clock

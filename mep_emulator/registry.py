@@ -167,6 +167,8 @@ class Registry:
     subscriptions: dict[str, SubscriptionRecord] = field(factory=dict)
     ready: set[str] = field(factory=set)
     terminations: dict[str, Termination] = field(factory=dict)  # by app instance id
+    # Told the app instance id when a termination is over (the MEP's other parts clean up).
+    termination_listeners: list[Callable[[str], None]] = field(factory=list)
 
     # -- services ------------------------------------------------------------------------
 
@@ -425,7 +427,11 @@ class Registry:
         self._end_termination(termination)
 
     def _end_termination(self, termination: Termination) -> None:
-        """Delete the app's services (notifying REMOVED) and subscriptions, and READY."""
+        """
+        Delete the app's services (notifying REMOVED) and subscriptions, and READY (which
+        only the ETSI face keeps: mepserver's confirm_ready keeps nothing); tell the
+        listeners.
+        """
         app_id = termination.app_instance_id
         termination.ended_at = self.clock.seconds()
         for record in [s for s in self.services.values() if s.app_instance_id == app_id]:
@@ -433,6 +439,8 @@ class Registry:
         for sub in [s for s in self.subscriptions.values() if s.app_instance_id == app_id]:
             del self.subscriptions[sub.subscription_id]
         self.ready.discard(app_id)
+        for listener in self.termination_listeners:
+            listener(app_id)
 
     def restart(self) -> None:
         """Forget every registration and subscription, as a MEP that lost its data."""

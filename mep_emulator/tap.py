@@ -25,6 +25,7 @@ from mep_emulator.app import MepEmulator
 from mep_emulator.auth import App
 from mep_emulator.dev import DEV_APP, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.etsi import EtsiMep, OAuth2Client
+from mep_emulator.kong import MinuteLimit
 from mep_emulator.notifier import Notifier
 from mep_emulator.registry import Registry
 from mep_emulator.rules import UUID
@@ -96,6 +97,29 @@ class Options(OneLineOptions):
             "requested one).",
             int,
         ],
+        [
+            "rate-limit",
+            None,
+            0,
+            "Mp1 requests per calendar minute, all apps together, as EdgeGallery's Kong "
+            "limits them (it sets 1000); over it a 429 (0: no limit).",
+            int,
+        ],
+        [
+            "token-rate-limit",
+            None,
+            0,
+            "Token requests per calendar minute per client address, as EdgeGallery's Kong "
+            "limits them (it sets 100); over it a 429 (0: no limit).",
+            int,
+        ],
+        [
+            "retry-after",
+            None,
+            "kong",
+            "'kong': 429s without Retry-After, as Kong with EdgeGallery's settings; "
+            "'always': with it.",
+        ],
     ]
 
 
@@ -114,6 +138,11 @@ def validate(options: Options) -> None:
     for name in ("token-lifetime", "liveness-interval"):
         if options[name] < (1 if name == "token-lifetime" else 0):
             problems.append(f"--{name}: must be a positive number of seconds")
+    for name in ("rate-limit", "token-rate-limit"):
+        if options[name] < 0:
+            problems.append(f"--{name}: must be a number of requests (0: no limit)")
+    if options["retry-after"] not in ("kong", "always"):
+        problems.append("--retry-after: must be kong or always")
     if options["dialect"] not in ("edgegallery", "etsi"):
         problems.append("--dialect: must be edgegallery or etsi")
     root = options["api-root"].rstrip("/")
@@ -252,6 +281,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N80
         token_lifetime=options["token-lifetime"],
         accept_patch=options["accept-patch"],
         notifications=notifier.delivered,
+        mp1_limit=MinuteLimit(options["rate-limit"]),
+        token_limit=MinuteLimit(options["token-rate-limit"]),
+        retry_after=options["retry-after"] == "always",
     )
     resource = emulator.resource()
     if options["dialect"] == "etsi":

@@ -289,8 +289,9 @@ class SubscriptionTests(EmulatorTestCase):
 
 
 class AppSupportTests(EmulatorTestCase):
-    def post(self, path: str, body: Any) -> int:
-        return self.call("POST", f"{SUPPORT}/applications/{APP}/{path}", body, self.bearer()).code
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> int:
+        url = f"{SUPPORT}/applications/{APP}/{path}"
+        return self.call("POST", url, body, headers or self.bearer()).code
 
     def test_confirm_ready(self) -> None:
         """READY answers 204 and is remembered; anything else 400."""
@@ -342,6 +343,7 @@ class AppSupportTests(EmulatorTestCase):
             201,
         )
         self.subscribe_termination()
+        headers = self.bearer()  # the AK/SK go with the termination; the token stays valid
         options = {"operationAction": "STOPPING", "maxGracefulTimeout": 3}
         reply = self.call("POST", f"https://127.0.0.1:8443/_emulator/terminate/{APP}", options)
         self.assertEqual((reply.json["operationAction"], reply.json["deadline"]), ("STOPPING", 3))
@@ -356,7 +358,8 @@ class AppSupportTests(EmulatorTestCase):
         self.assertFalse(termination["confirmed"])
         self.assertGreaterEqual(termination["endedAt"], 3)
         # over: a late confirmation finds nothing pending
-        self.assertEqual(self.post("confirm_termination", {"operationAction": "STOPPING"}), 409)
+        late = self.post("confirm_termination", {"operationAction": "STOPPING"}, headers)
+        self.assertEqual(late, 409)
 
     def test_confirmation_ends_the_termination_at_once(self) -> None:
         """Confirmed: the clean-up comes at once, and the state says when it was confirmed."""
