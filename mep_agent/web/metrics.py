@@ -339,6 +339,12 @@ class AgentCollector(Collector):
             "Seconds since the last good read of what the MEP holds (-1: none yet).",
             value=now - last if last is not None else -1.0,
         )
+        yield GaugeMetricFamily(
+            "mep_agent_sync_interval_seconds",
+            "Seconds between periodic syncs (--sync-interval; 0: only at start and on signs "
+            "of divergence). /healthz/mep fails a sync older than three of them.",
+            value=reconciler.interval,
+        )
         yield CounterMetricFamily(
             "mep_agent_syncs", "Good reads of what the MEP holds.", value=reconciler.syncs
         )
