@@ -122,12 +122,11 @@ class FastPath(Resource):
             elif path.startswith(ENDPOINT_PREFIX):
                 answer = self._api.endpoint_fast(request, path[len(ENDPOINT_PREFIX) :], self)
                 if answer is not None:
-                    if answer is NOT_DONE_YET:
-                        pass  # parked: counted when it is answered (answer_routed)
-                    elif request.code == 200:
-                        self._endpoint_ok.inc()
-                    else:
-                        self._observe.answered("endpoint", request.code)
+                    if answer is not NOT_DONE_YET:  # a parked query: counted once answered
+                        if request.code == 200:
+                            self._endpoint_ok.inc()
+                        else:  # a 404 from the cache
+                            self._observe.answered("endpoint", request.code)
                     return answer
         return self._counted(request, self._routed.render(request))
 
