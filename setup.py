@@ -23,6 +23,7 @@ TEST = [
     "openapi-schema-validator>=0.6",
     "jsonschema>=4.18",
     "kubernetes-validate>=1.28",
+    "promql-parser>=0.11",  # deploy/'s dashboard and alerting rules checked as PromQL
 ]
 LINT = [
     "mypy>=1.8",

@@ -51,7 +51,7 @@ from mep_agent.util.retry import backoff, full_jitter
 from mep_agent.util.secret import Secret
 from mep_agent.web.api import AgentAPI, ParkedQueries
 from mep_agent.web.listeners import Listener
-from mep_agent.web.metrics import AgentCollector, MepObserver
+from mep_agent.web.metrics import AgentCollector, ApiObserver, MepObserver
 from mep_agent.web.ops import OpsAPI
 from mep_agent.web.site import serve
 
@@ -435,7 +435,13 @@ def reloading(cfg: AgentConfig, reactor: Any, holdings: Holdings, seams: Seams) 
 def resources(cfg: AgentConfig, reactor: Any, parts: Core, seams: Seams) -> Front:
     """What the two listeners serve (the tests serve them in memory)."""
     api = AgentAPI(
-        parts.tokens, parts.discovery, reactor, cfg.api_token, cfg.dialect, parts.terminator
+        parts.tokens,
+        parts.discovery,
+        reactor,
+        cfg.api_token,
+        cfg.dialect,
+        parts.terminator,
+        ApiObserver(parts.metrics),
     )
     ops = OpsAPI(reactor, parts, seams.notify_secret)
     return Front(api, ops)

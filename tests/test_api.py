@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -388,3 +389,83 @@ class BugTests(ApiTestCase):
         response, raw = self.request(self.api, "GET", f"{ENDPOINT}/httpbin")
         self.assertEqual((response.code, raw), (500, b'{"error": "internal error"}'))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ApiRequestMetricTests(ApiTestCase):
+    """mep_agent_api_requests_total{route,code}: every answer, the fast path's included."""
+
+    def answers(self) -> dict[tuple[str, str], float]:
+        """The counter's samples by (route, code), from GET /metrics."""
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        return {
+            (sample.labels["route"], sample.labels["code"]): sample.value
+            for family in text_string_to_metric_families(raw.decode())
+            for sample in family.samples
+            if sample.name == "mep_agent_api_requests_total"
+        }
+
+    def test_every_answer_counted_by_route_and_status(self) -> None:
+        """Fast and routed answers alike, by route and folded status; 0 before any."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.assertEqual(self.answers(), {("token", "200"): 0, ("endpoint", "200"): 0})
+        for _ in range(2):
+            self.request(self.api, "GET", "/mep-agent/v1/token")  # fast
+            self.request(self.api, "GET", f"{ENDPOINT}/httpbin")  # a miss, then fast
+            self.request(self.api, "GET", f"{ENDPOINT}/nosuch")  # routed, then cached
+        self.request(self.api, "POST", "/mep-agent/v1/token")  # 405, folded
+        self.request(self.api, "GET", "/mep-agent/v1/termination")  # off: 404
+        self.request(self.api, "GET", "/mep-agent/v1/nowhere")
+        self.assertEqual(
+            self.answers(),
+            {
+                ("token", "200"): 2,
+                ("token", "4xx"): 1,
+                ("endpoint", "200"): 2,
+                ("endpoint", "404"): 2,
+                ("termination", "404"): 1,
+                ("other", "404"): 1,
+            },
+        )
+
+    def test_refusals_before_the_routes_are_counted(self) -> None:
+        """A 401 (wrong API token) and a 412 (no token yet) are counted on their route."""
+        self.fault(kind="token", status=503, count=100)
+        self.build(api_token=Secret("s3cret-app-token-1234"))
+        self.start()
+        auth = {"Authorization": "Bearer s3cret-app-token-1234"}
+        self.request(self.api, "GET", "/mep-agent/v1/token")
+        self.request(self.api, "GET", "/mep-agent/v1/token", headers=auth)
+        answers = self.answers()
+        self.assertEqual((answers[("token", "401")], answers[("token", "412")]), (1, 1))
+
+    def test_a_parked_query_is_counted_once_answered(self) -> None:
+        """A blocking query counts nothing while it waits, and once when it is answered."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.request(self.api, "GET", f"{ENDPOINT}/httpbin")
+        d = self.api.get(
+            f"http://127.0.0.1{ENDPOINT}/httpbin?wait=5s", headers={"X-Mep-Agent-Index": "1"}
+        )
+        self.advance(4)
+        self.assertNoResult(d)
+        self.assertEqual(self.answers()[("endpoint", "200")], 1)
+        self.advance(1)
+        self.assertEqual(self.successResultOf(d).code, 200)
+        self.assertEqual(self.answers()[("endpoint", "200")], 2)
+
+    def test_the_fast_path_looks_no_label_up(self) -> None:
+        """Fast answers increment children made once: no labels() lookup per request."""
+        self.build((spec("httpbin"),))
+        self.start()
+        self.request(self.api, "GET", f"{ENDPOINT}/httpbin")  # the miss: routed
+
+        def no_lookup(*labels: str) -> Any:
+            raise AssertionError(f"labels{labels} looked up on the fast path")
+
+        self.patch(self.agent_api._observe.requests, "labels", no_lookup)
+        for _ in range(3):
+            self.assertEqual(self.request(self.api, "GET", "/mep-agent/v1/token")[0].code, 200)
+            self.assertEqual(self.request(self.api, "GET", f"{ENDPOINT}/httpbin")[0].code, 200)
+        self.assertEqual(self.answers()[("token", "200")], 3)
+        self.assertEqual(self.answers()[("endpoint", "200")], 1 + 3)  # the miss, then fast

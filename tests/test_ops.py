@@ -108,6 +108,14 @@ class MetricsTests(ApiTestCase):
         for secret in SECRETS:
             self.assertNotIn(secret, text)
 
+    def test_sync_interval_beside_the_sync_age(self) -> None:
+        """The sync interval is exported, so an alert can compare the sync's age with it."""
+        self.build((spec("a"),), sync_interval=45)
+        self.start()
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        self.assertIn(b"\nmep_agent_sync_interval_seconds 45.0\n", raw)
+        self.assertIn(b"\nmep_agent_sync_age_seconds 0.0\n", raw)
+
 
 class StatusTests(ApiTestCase):
     def test_status(self) -> None:

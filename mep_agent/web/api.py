@@ -31,6 +31,7 @@ from typing import Any
 
 from attrs import frozen
 from klein import Klein
+from prometheus_client import CollectorRegistry
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
@@ -63,14 +64,25 @@ from mep_agent.web.jsonweb import (
     query_values,
     strict_routes,
 )
+from mep_agent.web.metrics import ApiObserver
 from mep_agent.web.problems import ApiProblem
 
 TOKEN_PATH = b"/mep-agent/v1/token"
 ENDPOINT_PREFIX = b"/mep-agent/v1/endpoint/"
+TERMINATION_PATHS = (b"/mep-agent/v1/termination", b"/mep-agent/v1/termination/ack")
 # A name the fast path may take as it is: no escapes, nothing werkzeug would decode.
 _PLAIN_NAME = re.compile(rb"[A-Za-z0-9._~\-]{1,128}")
 _FAST_QUERY = frozenset({"wait", "all"})
 _CACHE_HEADER = {source: source.value.upper().encode() for source in CacheSource}
+
+
+def api_route(path: bytes) -> str:
+    """The C{route} label of a path (token, endpoint, termination, other): a bounded set."""
+    if path == TOKEN_PATH:
+        return "token"
+    if path.startswith(ENDPOINT_PREFIX):
+        return "endpoint"
+    return "termination" if path in TERMINATION_PATHS else "other"
 
 
 class FastPath(Resource):
@@ -81,14 +93,20 @@ class FastPath(Resource):
     from a fresh cache entry's encoded body, and a blocking C{?wait=} query parked in the
     waiting room until it can be answered. Everything else, every answer but a 200 and
     every parked query when it wakes, goes through Klein's routes.
+
+    Every answer is counted (L{ApiObserver}): a fast 200 by one C{inc()} of a counter child
+    made once, a routed answer when it is finished.
     """
 
     isLeaf = True  # noqa: N815 (twisted.web's name)
 
-    def __init__(self, api: AgentAPI, routed: JSONGuard) -> None:
+    def __init__(self, api: AgentAPI, routed: JSONGuard, observe: ApiObserver) -> None:
         super().__init__()
         self._api = api
         self._routed = routed
+        self._observe = observe
+        self._token_ok = observe.token_ok
+        self._endpoint_ok = observe.endpoint_ok
 
     def render(self, request: Request) -> Any:
         """The answer at once, a parked query, or whatever the routes answer."""
@@ -99,21 +117,36 @@ class FastPath(Resource):
                 body = self._api.token_body(request)
                 if body is not None:
                     json_headers(request, 200)
+                    self._token_ok.inc()
                     return body
             elif path.startswith(ENDPOINT_PREFIX):
                 answer = self._api.endpoint_fast(request, path[len(ENDPOINT_PREFIX) :], self)
                 if answer is not None:
+                    if answer is not NOT_DONE_YET:  # a parked query: counted once answered
+                        if request.code == 200:
+                            self._endpoint_ok.inc()
+                        else:  # a 404 from the cache
+                            self._observe.answered("endpoint", request.code)
                     return answer
-        return self._routed.render(request)
+        return self._counted(request, self._routed.render(request))
+
+    def _counted(self, request: Request, body: Any) -> Any:
+        """Count C{body}'s answer now, or once it is finished (NOT_DONE_YET); C{body}."""
+        # Klein answers NOT_DONE_YET even when it has finished the request already.
+        if body is NOT_DONE_YET and not request.finished:
+            self._observe.when_answered(api_route(request.path), request)
+        else:
+            self._observe.answered(api_route(request.path), request.code)
+        return body
 
     def answer_routed(self, request: Request) -> None:
         """Answer a parked query, now that it woke, through the routes (503 at stop)."""
         if request.finished:
             return  # answered already (a lost connection left the room: waiting.when_gone)
         if self._api.stopping:
-            body = problem_answer(request, AgentStopping())
+            body = self._counted(request, problem_answer(request, AgentStopping()))
         else:
-            body = self._routed.render(request)
+            body = self._counted(request, self._routed.render(request))
         if body is not NOT_DONE_YET:
             request.setHeader(b"Content-Length", b"%d" % len(body))
             request.write(body)
@@ -216,7 +249,10 @@ class AgentAPI:
         api_token: Secret | None = None,
         dialect: Dialect = EDGEGALLERY,
         terminator: Terminator | None = None,
+        observe: ApiObserver | None = None,
     ) -> None:
+        """@param observe: counts the answers (None: into a registry nobody reads)."""
+        self._observe = observe or ApiObserver(CollectorRegistry())
         self._dialect = dialect
         self._terminator = terminator
         self.discovery_waits = DiscoveryWaits(discovery, clock)
@@ -236,7 +272,7 @@ class AgentAPI:
 
     def resource(self) -> IResource:
         """The resource to serve."""
-        return FastPath(self, JSONGuard(self.app.resource()))
+        return FastPath(self, JSONGuard(self.app.resource()), self._observe)
 
     def close(self) -> None:
         """The agent is stopping: every parked blocking query is answered 503 now."""

@@ -1,8 +1,9 @@
 """
 Prometheus metrics. State (registrations, heartbeats, token, cache) is read from the
 services at scrape time, so nothing is counted twice; MEP requests are counted as they
-happen through L{MepObserver}. Label sets are bounded: service names (at most 50),
-a fixed list of operations and states, and status codes folded into a fixed list.
+happen through L{MepObserver}, and the application API's answers through L{ApiObserver}.
+Label sets are bounded: service names (at most 50), a fixed list of operations, routes and
+states, and status codes folded into a fixed list.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from prometheus_client import Counter as RequestCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web.server import Request
 
 from mep_agent.core.token import TokenState
 
@@ -70,6 +73,43 @@ class MepObserver:
         """Count one exchange and its duration."""
         self.requests.labels(operation, status_label(status)).inc()
         self.seconds.labels(operation).observe(seconds)
+
+
+class ApiObserver:
+    """
+    Counts the application API's answers by route and status (folded by L{status_label}).
+    The fast path's answers cost one C{inc()} of a child made here once (L{token_ok},
+    L{endpoint_ok}); other answers look their child up in a dict, made on first use. A
+    request whose connection is lost before its answer is not counted: it got none.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = RequestCounter(
+            "mep_agent_api_requests",
+            "Answers of the application API, by route (token, endpoint, termination, other) "
+            "and status.",
+            ["route", "code"],
+            registry=registry,
+        )
+        self.token_ok = self.requests.labels("token", "200")
+        self.endpoint_ok = self.requests.labels("endpoint", "200")
+        self._children = {("token", 200): self.token_ok, ("endpoint", 200): self.endpoint_ok}
+
+    def answered(self, route: str, code: int) -> None:
+        """Count one answer of C{code} on C{route}."""
+        child = self._children.get((route, code))
+        if child is None:  # codes are the agent's own: a handful per route
+            child = self._children[(route, code)] = self.requests.labels(route, status_label(code))
+        child.inc()
+
+    def when_answered(self, route: str, request: Request) -> None:
+        """Count C{request} on C{route} once its answer is finished (routes answer later)."""
+
+        def finished(result: object) -> None:
+            if not isinstance(result, Failure):  # a lost connection: no answer to count
+                self.answered(route, request.code)
+
+        request.notifyFinish().addBoth(finished)
 
 
 class AgentCollector(Collector):
@@ -298,6 +338,12 @@ class AgentCollector(Collector):
             "mep_agent_sync_age_seconds",
             "Seconds since the last good read of what the MEP holds (-1: none yet).",
             value=now - last if last is not None else -1.0,
+        )
+        yield GaugeMetricFamily(
+            "mep_agent_sync_interval_seconds",
+            "Seconds between periodic syncs (--sync-interval; 0: only at start and on signs "
+            "of divergence). /healthz/mep fails a sync older than three of them.",
+            value=reconciler.interval,
         )
         yield CounterMetricFamily(
             "mep_agent_syncs", "Good reads of what the MEP holds.", value=reconciler.syncs
