@@ -18,7 +18,7 @@ from mep_emulator.memory import DEV_APP
 from mep_emulator.registry import SubscriptionRecord
 
 from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
-from .test_etsi import EtsiTestCase, etsi_spec
+from .test_etsi import ROOT, EtsiTestCase, etsi_spec
 
 APP = DEV_APP.app_instance_id
 NOTIFY = "http://127.0.0.1:9090/mep-agent/v1/notifications"
@@ -318,18 +318,23 @@ class AdvantEdgeLinkTests(TerminationHarness, EtsiTestCase):
 
     def test_a_404_link_falls_back_to_the_standard_resource(self) -> None:
         """The link answers 404: confirmed at once on …/applications/{id}/confirm_termination."""
+        d = self.mep.http.post(
+            "https://127.0.0.1:8443/_emulator/settings",
+            data=json.dumps({"termination_link": "advantedge"}).encode(),
+        )
+        self.mep.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)
         self.start_agent()
         notice = self.terminate(maxGracefulTimeout=10)
         href = notice["_links"]["confirmTermination"]["href"]
-        wrong = href.replace(f"/applications/{APP}/confirm_termination", "/confirm_termination")
-        notice["_links"]["confirmTermination"]["href"] = wrong
+        self.assertTrue(href.endswith(f"{ROOT}/mec_app_support/v1/confirm_termination"), href)
         self.assertEqual(self.deliver(notice)[0], 204)
         self.settle()
-        (failed,) = self.events_named("termination.link_failed")  # the link's 404
-        self.assertEqual(failed["url"], wrong)
         confirms = [(r.path, r.status) for r in self.emulator.requests if "confirm_term" in r.path]
-        self.assertEqual(len(confirms), 1)
-        self.assertTrue(confirms[0][0].endswith(f"/applications/{APP}/confirm_termination"))
+        self.assertEqual([status for _, status in confirms], [404, 204])
+        self.assertTrue(confirms[1][0].endswith(f"/applications/{APP}/confirm_termination"))
+        (failed,) = self.events_named("termination.link_failed")
+        self.assertEqual(failed["url"], href)
         record = self.termination()
         self.assertTrue(record["confirmed"])
         self.assertLess(record["confirmedAt"], record["deadline"])
