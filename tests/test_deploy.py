@@ -312,6 +312,46 @@ class KubeletFileAccessTests(SynchronousTestCase):
         self.assertTrue(readable((10001, 10001, set()), 0, 0, 0o644))
 
 
+def writable(spec: dict[str, Any], container: dict[str, Any], path: str) -> bool:
+    """
+    Whether the agent's user may write under C{path}: only on a writable volume when the
+    root file system is read-only; an emptyDir is made 0777 by the kubelet (group fsGroup,
+    setgid, when fsGroup is set), a Secret, ConfigMap or projected volume is never writable.
+    """
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        target = mount["mountPath"].rstrip("/")
+        if path == target or path.startswith(target + "/"):
+            if mount.get("readOnly"):
+                return False
+            return "emptyDir" in volumes[mount["name"]]
+    return not container.get("securityContext", {}).get("readOnlyRootFilesystem", False)
+
+
+class StateDirectoryTests(SynchronousTestCase):
+    def test_every_agent_writes_its_state_directory(self) -> None:
+        """Each sidecar sets MEP_AGENT_STATE_DIR on an emptyDir it can write, root read-only."""
+        for name, document in documents():
+            spec = pod_spec(document)
+            for agent in agents(spec or {}):
+                assert spec is not None
+                env = {v["name"]: v.get("value") for v in agent.get("env", [])}
+                directory = env.get("MEP_AGENT_STATE_DIR")
+                self.assertTrue(directory, f"{name}: no MEP_AGENT_STATE_DIR")
+                assert directory is not None
+                self.assertTrue(writable(spec, agent, f"{directory}/mep-agent-state.json"), name)
+
+    def test_the_model_refuses_a_state_directory_on_the_root(self) -> None:
+        """The control: without the emptyDir, the read-only root file system refuses it."""
+        deployment = next(d for _, d in documents() if d["kind"] == "Deployment")
+        spec = yaml.safe_load(yaml.safe_dump(pod_spec(deployment)))
+        (agent,) = agents(spec)
+        agent["volumeMounts"] = [m for m in agent["volumeMounts"] if m["name"] != "state"]
+        self.assertFalse(writable(spec, agent, "/var/lib/mep-agent/mep-agent-state.json"))
+        agent["volumeMounts"].append({"name": "aksk", "mountPath": "/var/lib/mep-agent"})
+        self.assertFalse(writable(spec, agent, "/var/lib/mep-agent/mep-agent-state.json"))
+
+
 class PolicySelectsTests(SynchronousTestCase):
     def test_the_policy_selects_every_pod_with_the_agent(self) -> None:
         """Every pod that runs the agent carries the labels the network policy selects."""
