@@ -185,6 +185,17 @@ class NoLivenessRestartTests(RestartMixin, EtsiTestCase):
         self.stop()
         self.assertEqual(self.registry.services, {})
 
+    def test_a_stop_before_the_first_sync_deletes_what_earlier_lives_made(self) -> None:
+        """Stopped while the MEP would not list yet: the records still say what to delete."""
+        names = (etsi_spec("a"),)
+        self.life(services=names)
+        self.crash()
+        self.fault(kind="sync", status=503, count=50)
+        self.life(services=names)
+        self.assertEqual(len(self.instances("a")), 1)  # neither adopted nor made again
+        self.stop()
+        self.assertEqual(self.registry.services, {})
+
     def test_without_a_state_directory_they_pile_up(self) -> None:
         """The control: no records, so ACTIVE instances of dead runs cannot be told apart."""
         names = (etsi_spec("a"),)

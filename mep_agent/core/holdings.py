@@ -22,6 +22,7 @@ from mep_agent.core.budget import Budget
 from mep_agent.core.keeper import Keeper
 from mep_agent.core.keeping import KeeperContext, Phase
 from mep_agent.core.kinds import Held, Listed, MepKind, Services, Subscriptions
+from mep_agent.core.owned import SERVICE
 from mep_agent.util.tasks import wait_at_most
 
 
@@ -99,8 +100,14 @@ class Holdings(Service):
         return ensureDeferred(self.close(until, delete=self.close_deletes))
 
     async def close(self, until: float, delete: bool, termination_too: bool = True) -> bool:
-        """Close every keeper (but the termination one unless C{termination_too})."""
+        """
+        Close every keeper (but the termination one unless C{termination_too}); deleting,
+        also what the records say this pod made and no keeper holds (an earlier life's
+        objects that no sync could look at yet).
+        """
         closing = [k for k in self.keepers() if termination_too or k is not self.termination]
+        if delete and termination_too:
+            closing += self._unheld()
         done = DeferredList(
             [ensureDeferred(k.close(until, delete)) for k in closing], consumeErrors=True
         )
@@ -182,6 +189,20 @@ class Holdings(Service):
         self.strays = [k for k in self.strays if not k.finished] + [keeper]
         keeper.start()
         return True
+
+    def _unheld(self) -> list[Keeper]:
+        """A keeper to delete each object the records name and no keeper holds."""
+        held = {k.kind.ref(k.held) for k in self.keepers() if k.held is not None}
+        found = []
+        for made in self._ctx.owned.all_made():
+            if made.ref in held:
+                continue
+            kind: MepKind = self.kinds.services
+            if made.kind != SERVICE:  # which list a subscription was on, its key says
+                termination = made.key == "termination"
+                kind = self.kinds.termination if termination else self.kinds.subscriptions
+            found.append(Keeper(kind, made.key, self._ctx, None, kind.stub(made.ref)))
+        return found
 
     def _freed(self) -> None:
         """Something was deleted: creations the full platform refused go again at once."""

@@ -240,6 +240,10 @@ class Owned:
         """Creations of earlier lives whose answer was never recorded."""
         return [i for i in self._snapshot.intents if i.life < self.life]
 
+    def all_made(self) -> list[Made]:
+        """Everything the records say this pod made and did not delete."""
+        return list(self._snapshot.made)
+
     def made_by_this_pod(self, ref: str) -> Made | None:
         """The record of C{ref}, if some life of this pod made it."""
         return next((m for m in self._snapshot.made if m.ref == ref), None)
