@@ -504,8 +504,8 @@ def build(
     if not cfg.enable_wait:
 
         def last_error() -> str | None:
-            if parts.tokens.last_error:
-                return f"token: {parts.tokens.last_error}"
+            if parts.tokens.last_error:  # "token: …" already (the MEP error's operation)
+                return parts.tokens.last_error
             return parts.holdings.last_error()
 
         front.append(

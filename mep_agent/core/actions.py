@@ -119,7 +119,7 @@ class Actions:
         if self.body is not None and body_digest(self.body) != digest:
             self._update = True  # the file changed while it was being made
         self.log.info(
-            "{kind} {key} {what} as {ref}",
+            "{noun} {key} {what} as {ref}",
             **self._names,
             what=self.kind.words[1] if again else self.kind.words[0],
             ref=ref,
@@ -135,7 +135,7 @@ class Actions:
             return
         if not isinstance(error, MepError | NoToken):
             self.log.failure(
-                "{kind} {key}: unexpected error",
+                "{noun} {key}: unexpected error",
                 failure,
                 LogLevel.error,
                 **self._names,
@@ -175,7 +175,7 @@ class Actions:
         self._count("adopted")
         self._beat_at_once = True  # its last beat was an earlier run's: when, nobody knows
         self.log.info(
-            "{kind} {key}: adopted {ref}, which {who} made",
+            "{noun} {key}: adopted {ref}, which {who} made",
             **self._names,
             ref=listed.ref,
             who="a creation whose answer was lost" if intent else "an earlier run",
@@ -229,16 +229,16 @@ class Actions:
         self._count("repaired")
         self._succeeded()
         self.log.info(
-            "{kind} {key} {what}d ({ref})",
+            "{noun} {key} {done} ({ref})",
             **self._names,
-            what=what,
+            done="updated" if what == "update" else "restored",
             ref=self.kind.ref(mended),
             event=f"{self.kind.event}.{'updated' if what == 'update' else 'restored'}",
         )
 
     def _refused_update(self, error: MepError) -> None:
         self.log.info(
-            "{kind} {key}: the MEP refused to change it ({error}); deleting it and making it anew",
+            "{noun} {key}: the MEP refused to change it ({error}); deleting it and making it anew",
             **self._names,
             error=str(error),
             event=f"{self.kind.event}.update_refused",
@@ -271,7 +271,7 @@ class Actions:
         self._count("deleted")
         self._succeeded()
         self.log.info(
-            "{kind} {key} {what} ({ref})",
+            "{noun} {key} {what} ({ref})",
             **self._names,
             what=self.kind.words[2],
             ref=self.kind.ref(held),
@@ -312,7 +312,7 @@ class Actions:
             return  # the first failure of a run and every tenth, not every retry
         status = error.status if isinstance(error, MepError) else None
         self.log.warn(
-            "{kind} {key}: {what} failed ({error}); trying again with back-off",
+            "{noun} {key}: {what} failed ({error}); trying again with back-off",
             **self._names,
             what=what,
             error=error.reason if isinstance(error, NoToken) else str(error),
@@ -326,7 +326,7 @@ class Actions:
     def _warn_if_unusable(self, held: Held) -> None:
         if not self.kind.usable(held) or getattr(held, "refused_link", None):
             self.log.warn(
-                "{kind} {key}: the MEP's link {link} leads to another origin than the MEP; it "
+                "{noun} {key}: the MEP's link {link} leads to another origin than the MEP; it "
                 "is not followed (set --mep-public-url to that origin if it is the MEP's)",
                 **self._names,
                 link=getattr(held, "refused_link", None),
@@ -336,7 +336,12 @@ class Actions:
     @property
     def _names(self) -> dict[str, str]:
         """The fields that name it in a log event (services: ser_name too)."""
-        return {"kind": self.kind.label, "key": self.key, self.kind.event_key: self.key}
+        return {
+            "kind": self.kind.label,
+            "noun": self.kind.event,
+            "key": self.key,
+            self.kind.event_key: self.key,
+        }
 
 
 _FAILED: Any = object()
