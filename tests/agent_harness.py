@@ -214,6 +214,8 @@ class AgentTestCase(SynchronousTestCase):
             self.files[API_TOKEN] = api_token.reveal().encode()
             settings.setdefault("api_token_file", API_TOKEN)
         self.cfg = self.configure(settings, environ)
+        if isinstance(state, MemoryState):
+            state.frozen = False  # a new process: it writes again
         self.state = state
         self.seams = Seams(
             notify_secret,
