@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import random
 import secrets
 import string
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -177,6 +178,8 @@ class MepEmulator:
     lockout: Lockout = field(factory=Lockout)
     faults: FaultPlan = field(factory=FaultPlan)
     requests: deque[RequestRecord] = field(factory=lambda: deque(maxlen=500))
+    #: Every request answered, by "kind status" (the last 500 are in C{requests}).
+    counts: Counter[str] = field(factory=Counter)
     notifications: list[dict[str, Any]] = field(
         factory=list
     )  # the notifier's deliveries, for /_emulator/state
@@ -194,6 +197,8 @@ class MepEmulator:
     token_limit: MinuteLimit = field(factory=MinuteLimit)
     retry_after: bool = False  # add Retry-After to a 429 (Kong, as EdgeGallery sets it: none)
     refuse_updates: int | None = None  # 501 or 405 for every PUT .../services/{id}
+    chaos: float = 0.0  # the share of Mp1 requests refused at random (_chaos)
+    chaos_rng: random.Random = field(factory=lambda: random.Random(7), repr=False)
     termination_link: str = "standard"  # the ETSI face's confirmTermination link: or "advantedge"
     termination_deletes_credentials: bool = True  # as mepserver's termination does at mepauth
     # The mepauth records (AK/SK, requiredServices) terminations deleted, by app instance id:
@@ -222,7 +227,7 @@ class MepEmulator:
         if kong and self._over_rate_limit(request, kind):
             self._record(request, kind, 429)
             return RATE_LIMITED
-        fault = self.faults.take(kind)
+        fault = self.faults.take(kind) or self._chaos(kind)
         if fault is not None and fault.delay:
             await deferLater(self.clock, fault.delay, lambda: None)
         if fault is not None and fault.drop:
@@ -251,6 +256,21 @@ class MepEmulator:
                 )
         self._record(request, kind, request.code)
         return result
+
+    def _chaos(self, kind: str) -> Fault | None:
+        """
+        With the C{chaos} setting, that share of Mp1 requests (not token requests) answered
+        with a refusal drawn at random: 400, 403, 404, 409, 429, 500-503, a Retry-After of
+        1-10 s on half the 429s and 503s. Seeded: the same requests, the same refusals.
+        """
+        if not self.chaos or kind == "token" or self.chaos_rng.random() >= self.chaos:
+            return None
+        status = self.chaos_rng.choice(CHAOS_STATUSES)
+        headers: tuple[tuple[str, str], ...] = ()
+        if status in (429, 503) and self.chaos_rng.random() < 0.5:
+            headers = (("Retry-After", str(self.chaos_rng.randint(1, 10))),)
+        body = {"title": "Chaos", "status": status, "detail": "a refusal the emulator chose"}
+        return Fault(kind, status, body, headers=headers)
 
     def _over_rate_limit(self, request: Request, kind: str) -> bool:
         """
@@ -301,6 +321,7 @@ class MepEmulator:
             self.retired[app_id] = app
 
     def _record(self, request: Request, kind: str, status: int) -> None:
+        self.counts[f"{kind} {status}"] += 1
         self.requests.append(
             RequestRecord(
                 request.method.decode(),
@@ -647,6 +668,7 @@ class MepEmulator:
                 "ready": sorted(self.registry.ready),
                 "terminations": [t.view() for t in self.registry.terminations.values()],
                 "tokens_issued": self.tokens_issued,
+                "request_counts": dict(self.counts),
                 "connections": dict(self.connections),
                 "token_lifetime": self.token_lifetime,
                 "settings": self.settings_view(),
@@ -728,6 +750,7 @@ class MepEmulator:
             "token_rate_limit": self.token_limit.limit,
             "retry_after": self.retry_after,
             "refuse_updates": self.refuse_updates,
+            "chaos": self.chaos,
             "termination_link": self.termination_link,
             "termination_deletes_credentials": self.termination_deletes_credentials,
         }
@@ -865,6 +888,9 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+CHAOS_STATUSES = (400, 403, 404, 409, 429, 500, 501, 502, 503)
+
+
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -877,6 +903,10 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "token_rate_limit": (_count, "an integer >= 0 (0: none)"),
     "retry_after": (lambda v: isinstance(v, bool), "true or false"),
     "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
+    "chaos": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1,
+        "a number from 0 to 1",
+    ),
     "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
     "termination_deletes_credentials": (lambda v: isinstance(v, bool), "true or false"),
 }

@@ -9,6 +9,7 @@ import base64
 from typing import Any
 from urllib.parse import urlsplit
 
+from mep_emulator.app import CHAOS_STATUSES
 from mep_emulator.dev import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.kong import MinuteLimit
 from mep_emulator.memory import DEV_APP, OTHER_APP, InMemoryMep
@@ -384,3 +385,17 @@ class AdvantedgeTerminationLinkTests(QuirkTestCase):
         url = f"{SUPPORT}/applications/{APP}/confirm_termination"
         reply = self.call("POST", url, {"operationAction": "TERMINATING"}, self.headers)
         self.assertEqual(reply.code, 204)
+
+
+class ChaosTests(QuirkTestCase):
+    def test_a_share_of_mp1_requests_refused_at_random(self) -> None:
+        """chaos 0.5: about half the Mp1 requests refused (seeded), token requests never."""
+        self.assertEqual(self.settings(chaos=0.5).code, 200)
+        headers = self.bearer()
+        statuses = [self.call("GET", f"{MGMT}/services", headers=headers).code for _ in range(200)]
+        refused = [s for s in statuses if s != 200]
+        self.assertTrue(60 <= len(refused) <= 140, len(refused))
+        self.assertTrue(set(refused) <= set(CHAOS_STATUSES))
+        self.assertGreater(len(set(refused)), 3)  # a mix, not one status
+        for _ in range(20):
+            self.assertEqual(self.token_reply().code, 200)  # the token route: never
