@@ -106,8 +106,8 @@ class Holdings(Service):
         objects that no sync could look at yet).
         """
         closing = [k for k in self.keepers() if termination_too or k is not self.termination]
-        if delete and termination_too:
-            closing += self._unheld()
+        if delete and termination_too and self._ctx.owned.terminated is None:
+            closing += self._unheld()  # (after a termination the platform deletes all)
         done = DeferredList(
             [ensureDeferred(k.close(until, delete)) for k in closing], consumeErrors=True
         )
