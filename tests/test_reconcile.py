@@ -12,7 +12,7 @@ from typing import Any
 from mep_emulator.memory import DEV_APP
 from mep_emulator.registry import SERVICES_MAX, SubscriptionRecord
 
-from .agent_harness import BEAT, NOTIFICATIONS, ApiTestCase, spec
+from .agent_harness import BEAT, INFO, NOTIFICATIONS, ApiTestCase, document, spec
 from .emulator_client import service
 from .test_etsi import ROOT, EtsiTestCase, etsi_spec
 
@@ -164,6 +164,21 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.assertEqual(self.registry.services[sid].state, "ACTIVE")
         self.assertEqual(self.requests("update"), [200])
 
+    def test_a_404_to_a_deletion_is_checked_by_a_list(self) -> None:
+        """
+        A service no longer wanted, its DELETE answered 404 by something in front of the
+        registry: the record stays, the list that follows shows it, and it is deleted again.
+        """
+        self.start_agent("a", "b")
+        b = self.sid("b")
+        self.fault(kind="deregister", status=404, count=1)
+        self.files[INFO] = document((spec("a"),))
+        self.reloader.check_now()
+        self.advance(10)
+        self.assertNotIn(b, self.registry.services)
+        self.assertEqual(self.requests("deregister"), [404, 204])
+        self.assertIsNone(self.owned.made_by_this_pod(b))
+
     def test_a_body_that_drifted_is_updated(self) -> None:
         """The MEP holds another version than the file says: the sync PUTs the wanted one."""
         self.start_agent("a", sync_interval=10)
@@ -208,6 +223,20 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.assertLessEqual(len(kinds) / 20, 3.5)
         self.assertEqual(set(kinds) - {"sync", "heartbeat", "token"}, set())
         self.assertGreaterEqual(kinds.count("sync"), 3 * 4)  # every list, every 5th sync
+
+    def test_a_kept_subscription_does_not_cost_a_read_of_the_services(self) -> None:
+        """
+        With the termination subscription kept too (production's default with a notify
+        URL), the heartbeats still prove the services: the same few reads.
+        """
+        self.start_agent("a", "b", sync_interval=60, termination=True)
+        self.advance(120, step=5)
+        before = len(self.emulator.requests)
+        self.advance(1200, step=10)
+        kinds = [r.kind for r in list(self.emulator.requests)[before:]]
+        self.assertLessEqual(len(kinds) / 20, 3.0)
+        syncs = 1200 / 48  # the harness's jitter takes the whole fifth off: every 48 s
+        self.assertLess(kinds.count("sync"), syncs)  # fewer reads than syncs: most read none
 
 
 class IdenticalSubscriptionTests(ReconcileHarness):

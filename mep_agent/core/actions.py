@@ -255,15 +255,23 @@ class Actions:
         assert held is not None
         # A leftover's deletion is clean-up: it waits behind what is wanted (the budget).
         urgency = Urgency(background=self.body is None)
-        if await self._attempt("delete", lambda: self.kind.delete(held, urgency)) is _FAILED:
+        confirmed = await self._attempt("delete", lambda: self.kind.delete(held, urgency))
+        if confirmed is _FAILED:
             return
-        self._deleted(held)
+        self._deleted(held, confirmed)
+        if not confirmed:  # a 404 may be a gateway's: a list of the app's objects decides
+            self._ctx.syncs.soon(f"{self.kind.label} {self.key}: a 404 to its deletion")
         if self._replace:
             self._replace = False
             self.phase = Phase.WANTED
 
-    def _deleted(self, held: Held) -> None:
-        self._ctx.owned.gone(self.kind.ref(held))
+    def _deleted(self, held: Held, confirmed: bool) -> None:
+        """
+        C{held} was deleted; unless the MEP C{confirmed} it, its record stays until a list
+        shows it gone (or shows it there: a leftover, deleted again).
+        """
+        if confirmed:
+            self._ctx.owned.gone(self.kind.ref(held))
         self._ctx.hooks.freed()  # a creation refused for a full platform may go now
         if self.held is held:
             self._forget_held()

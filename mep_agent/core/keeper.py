@@ -150,11 +150,12 @@ class Keeper(Actions):
             return False
         self.phase = Phase.DELETING
         try:
-            await self.kind.delete(held, Urgency(max(0.0, until - clock.seconds()), hurry=True))
+            urgency = Urgency(max(0.0, until - clock.seconds()), hurry=True)
+            confirmed = await self.kind.delete(held, urgency)
         except (MepError, NoToken) as e:
             self._log_failure("delete", e)
             return False
-        self._deleted(held)
+        self._deleted(held, confirmed)
         self.body = None
         return True
 
@@ -315,7 +316,7 @@ class Keeper(Actions):
 
     def _beat_inactive(self, error: MepError) -> None:
         self.log.warn(
-            "{kind} {key} is INACTIVE on the MEP; restoring {state}",
+            "{noun} {key} is INACTIVE on the MEP; restoring {state}",
             **self._names,
             state=(self.body or {}).get("state"),
             event=f"{self.kind.event}.inactive",

@@ -69,8 +69,11 @@ class MepKind(Protocol):
         """PUT C{body} on it (MepError 405 where the kind cannot be changed)."""
         ...
 
-    async def delete(self, held: Held, urgency: Urgency | None) -> None:
-        """DELETE it (already gone counts as done)."""
+    async def delete(self, held: Held, urgency: Urgency | None) -> bool:
+        """
+        DELETE it: True when the MEP confirmed, False when it answered 404 (already gone,
+        as far as that answer goes: a gateway's 404 says nothing of the registry).
+        """
         ...
 
     async def list(self) -> list[Listed]:
@@ -122,14 +125,16 @@ class Services:
         assert isinstance(held, Registration)
         return _same_links(await self._mep.update(held.ser_instance_id, body), held)
 
-    async def delete(self, held: Held, urgency: Urgency | None) -> None:
-        """Deregister it; a 404 is what was wanted."""
+    async def delete(self, held: Held, urgency: Urgency | None) -> bool:
+        """Deregister it; a 404 is what was wanted, unconfirmed (MepKind.delete)."""
         assert isinstance(held, Registration)
         try:
             await self._mep.deregister(held.ser_instance_id, urgency)
         except MepError as e:
             if e.status != 404:
                 raise
+            return False
+        return True
 
     async def list(self) -> list[Listed]:
         """GET …/applications/{id}/services."""
@@ -204,14 +209,16 @@ class Subscriptions:
         """Subscriptions are never changed in place."""
         raise MepError("subscription", 405, "a subscription is deleted and made anew")
 
-    async def delete(self, held: Held, urgency: Urgency | None) -> None:
-        """DELETE it on its link; a 404 is what was wanted."""
+    async def delete(self, held: Held, urgency: Urgency | None) -> bool:
+        """DELETE it on its link; a 404 is what was wanted, unconfirmed (MepKind.delete)."""
         assert isinstance(held, Subscription)
         try:
             await self._mep.unsubscribe(held, urgency)
         except MepError as e:
             if e.status != 404:
                 raise
+            return False
+        return True
 
     async def list(self) -> list[Listed]:
         """The app's subscriptions of this kind, by link."""

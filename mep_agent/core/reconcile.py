@@ -221,12 +221,18 @@ class Reconciler(Service):
         self.last_error = None
 
     def _proven(self) -> bool:
-        """Whether good heartbeats since the last read already show every service held."""
+        """
+        Whether good heartbeats since the last read already show every service held: each
+        proves its instance exists and is not INACTIVE. Subscriptions have no such proof;
+        they are read every L{FULL_EVERY}th sync.
+        """
         read = self._services_read
         if read is None or self._due_watch():
             return False
         for keeper in self._holdings.keepers():
-            if keeper.kind.kind != SERVICE or keeper.resolving() is not None:
+            if keeper.kind.kind != SERVICE:
+                continue
+            if keeper.resolving() is not None:
                 return False
             held = keeper.held
             if keeper.body is not None and not (
