@@ -26,7 +26,7 @@ def report(cfg: AgentConfig) -> dict[str, Any]:
     callback = callback_url(cfg.notify_url, SECRET_PLACEHOLDER)
     subscriptions, warnings = [], []
     for sub in cfg.app.subscriptions:
-        body = effective_body(sub, callback, SECRET_PLACEHOLDER)  # as the Subscriber sends it
+        body = effective_body(sub, callback, SECRET_PLACEHOLDER)  # as its keeper sends it
         if body is None:
             warnings.append(
                 f"serAvailabilityNotificationSubscriptions[{sub.index}].callbackReference: "

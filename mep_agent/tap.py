@@ -73,7 +73,7 @@ class Options(OneLineOptions):
         sys.stdout.flush()
         raise SystemExit(0)
 
-    def postOptions(self) -> None:  # noqa: N802 (twisted.python.usage's name)
+    def postOptions(self) -> None:
         """
         Under twistd: a stop signal from now until the reactor runs exits 0 at once (nothing
         has been sent yet). --log-format/--log-level replace twistd's logger: they must be
@@ -165,7 +165,7 @@ def freeze_heap(_: object = None) -> None:
     gc.freeze()
 
 
-def makeService(  # noqa: N802 (twistd's name)
+def makeService(
     options: Options,
     environ: MutableMapping[str, str] | None = None,
     out: IO[str] | None = None,

@@ -31,7 +31,7 @@ class ServerCertificates:
 
 
 def _key() -> rsa.RSAPrivateKey:
-    # RSA, as EdgeGallery's gateway certificate: the original agent's cipher suites
+    # RSA, as EdgeGallery's gateway certificate: EdgeGallery's Go mep-agent's cipher suites
     # (ECDHE_RSA_*) cannot be negotiated with an ECDSA key.
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 

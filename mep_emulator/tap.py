@@ -215,7 +215,7 @@ class CountingSite(Site):
         self._counts = counts
         self._scheme = scheme
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (Twisted's name)
+    def buildProtocol(self, addr: Any) -> Any:
         """One more connection."""
         self._counts[self._scheme] = self._counts.get(self._scheme, 0) + 1
         return super().buildProtocol(addr)
@@ -232,7 +232,7 @@ class Announcer(Service):
         self._https = https
         self._http = http
 
-    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
+    def privilegedStartService(self) -> None:
         """Runs after the listeners bound (they come first in the parent)."""
         super().privilegedStartService()
         env = agent_environment(
@@ -262,7 +262,7 @@ def _bound_port(listener: Listener | None) -> int | None:
     return int(getattr(listener.port.getHost(), "port", 0)) or None
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:  # noqa: N802 (twistd's)
+def makeService(options: Options, reactor: Any = None) -> IService:
     """The emulator's listeners, liveness sweep and agent.env announcement."""
     if reactor is None:
         from twisted.internet import reactor

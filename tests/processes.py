@@ -89,6 +89,27 @@ class TwistdProcess(ProcessProtocol):
             )
         self.ended.callback(self.exit_code if self.exit_code is not None else -1)
 
+    async def exited(self, timeout: float = 30) -> int:
+        """The exit status, once it ends within C{timeout} seconds (else its output)."""
+        if not self.running:
+            return self.exit_code if self.exit_code is not None else -1
+        d: Deferred[int] = Deferred()
+
+        def ended(code: int) -> int:
+            if not d.called:  # not timed out
+                d.callback(code)
+            return code
+
+        self.ended.addCallback(ended)
+        d.addTimeout(timeout, reactor)
+        try:
+            return await d
+        except Exception:
+            raise AssertionError(
+                f"the process did not end within {timeout}s:\n"
+                + self.output.decode("utf-8", "replace")[-3000:]
+            ) from None
+
     @property
     def running(self) -> bool:
         return self.exit_code is None

@@ -123,7 +123,7 @@ class PrecedenceTests(SynchronousTestCase):
         self.assertIn("/usr/mep/conf/app_conf.yaml", reader.read)
 
     def test_default_ciphers_without_app_conf(self) -> None:
-        """A missing app_conf.yaml at its default path means the original's two suites."""
+        """A missing app_conf.yaml at its default path: EdgeGallery's Go mep-agent's two suites."""
         reader = files()
         del reader.files["./conf/app_conf.yaml"]
         self.assertEqual(load(reader=reader).ciphers, tls.DEFAULT_CIPHERS)
@@ -407,7 +407,7 @@ class DialectTests(SynchronousTestCase):
 
 
 class WholeFileRuleTests(SynchronousTestCase):
-    """Issue 26: one rule for app_instance_info.yaml, at start as at reload."""
+    """One rule for app_instance_info.yaml, at start as at reload."""
 
     def test_empty_file_refused_at_start(self) -> None:
         """A 0-byte or keyless file stops load() with one line naming the file."""
@@ -539,7 +539,7 @@ class TableTests(SynchronousTestCase):
 
 
 class HelpTextTests(SynchronousTestCase):
-    """Issue 26: each corrected help text says what the code does (--help, README)."""
+    """Each help text says what the code does (--help, README)."""
 
     def help(self, key: str) -> str:
         from mep_agent.config.settings import BY_KEY

@@ -1,5 +1,5 @@
 """
-Credentials follow their files (issue 18): the platform switches the app to a new AK/SK,
+Credentials follow their files: the platform switches the app to a new AK/SK,
 Kubernetes updates the mounted Secret, and the agent signs with the new pair at once.
 """
 

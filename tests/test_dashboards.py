@@ -388,7 +388,7 @@ class DashboardTests(MonitoringScenario):
         self.assertEqual(dashboard_problems(dashboard(), self.checker()), [])
 
     def test_what_an_operator_watches(self) -> None:
-        """The panels cover the list of issue 26 (item 7), the API's /token and /endpoint."""
+        """The panels cover what docs/monitoring.md lists, the API's /token and /endpoint."""
         text = json.dumps(dashboard())
         for metric in (
             "mep_agent_services_wanted",
@@ -428,7 +428,7 @@ class RulesTests(MonitoringScenario):
         self.assertEqual(rules_problems(load_yaml(RULES_FILE), self.checker()), [])
 
     def test_the_alerts_of_the_issue(self) -> None:
-        """Each alert issue 26 asks for is there, with a severity, a summary, a description."""
+        """Each alert docs/monitoring.md lists is there, with a severity, summary, description."""
         alerts = {r["alert"]: r for r in rules(load_yaml(RULES_FILE)) if "alert" in r}
         for name in (
             "MepAgentServiceNotRegistered",

@@ -1,5 +1,5 @@
 """
-scripts/demo's port check (issue #26), run for real on 127.0.0.1 with a busy port: the
+scripts/demo's port check, run for real on 127.0.0.1 with a busy port: the
 demo must stop before it starts anything, in one line naming the port and its variable.
 """
 

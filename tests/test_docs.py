@@ -18,9 +18,6 @@ README = os.path.join(CHECKOUT, "README.md")
 DOCS = os.path.join(CHECKOUT, "docs")
 CI = os.path.join(CHECKOUT, ".ci", "run")
 README_LIMIT = 15_000  # bytes: a front door, not the reference
-#: Linked from the README and docs/operations.md, written on another branch for issue 26
-#: (dashboards and alerts); a link to it may lead nowhere until that branch is merged.
-ELSEWHERE = {os.path.join(DOCS, "monitoring.md")}
 
 
 def read(path: str) -> str:
@@ -171,8 +168,6 @@ class ReferenceTests(SynchronousTestCase):
                 where = f"{os.path.relpath(path, CHECKOUT)}: {target}"
                 if not file_part:
                     linked = path
-                elif linked in ELSEWHERE and not os.path.exists(linked):
-                    continue
                 self.assertTrue(os.path.exists(linked), f"{where}: no such file")
                 if anchor and linked.endswith(".md"):
                     self.assertIn(anchor, anchors(read(linked)), f"{where}: no such anchor")

@@ -117,7 +117,7 @@ class EmulatorProcesses(TestCase):
 
     async def check_termination(self, action: str) -> None:
         """
-        The platform terminates the app (issue 20): ready turns 503, the services go, the
+        The platform terminates the app: ready turns 503, the services go, the
         application is told (forwarded and readable), the MEP receives the confirmation
         within maxGracefulTimeout, nothing comes back, and a SIGTERM deletes nothing more.
         """
@@ -302,7 +302,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
 
         await eventually(posts_arrived)
         agent.signal("TERM")
-        self.assertEqual(await agent.ended, 0)
+        self.assertEqual(await agent.exited(), 0)
         state = await self.state()
         self.assertEqual((state["services"], state["subscriptions"]), ([], []))
         kinds = [r["kind"] for r in state["requests"]]
@@ -324,7 +324,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
             await agent.wait_for(rb"(?s)(registered as .*){3}")
             await agent.wait_for(rb"subscription termination created")
             agent.signal("KILL")
-            await agent.ended
+            await agent.exited()
         left = await self.state()
         self.assertGreaterEqual(len(left["services"]), 15, "what five dead runs left")
         agent = await self.start_agent(**env)
@@ -367,7 +367,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
             self.assertEqual(len(state["subscriptions"]), 1, state["subscriptions"])
             if life < 5:
                 agent.signal("KILL")
-                await agent.ended
+                await agent.exited()
         self.assertEqual(await agent.stop(), 0)
         state = await self.state()
         self.assertEqual((state["services"], state["subscriptions"]), ([], []))
@@ -381,7 +381,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
         agent = self.spawn("mep-agent-command", [], self.agent_env())
         await agent.wait_for(rb"mep-agent configured")
         agent.signal("TERM")
-        self.assertEqual(await agent.ended, 0)
+        self.assertEqual(await agent.exited(), 0)
         state = await self.state()
         self.assertEqual((state["services"], state["subscriptions"]), ([], []))
 
@@ -396,7 +396,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
         """ENABLE_WAIT=false registers, exits 0, and leaves the services registered."""
         await self.start_emulator()
         agent = self.spawn("mep-agent", [], self.agent_env(ENABLE_WAIT='"false"'))
-        self.assertEqual(await agent.ended, 0)
+        self.assertEqual(await agent.exited(), 0)
         self.assertEqual(len((await self.state())["services"]), 3)
         self.assertIn(self.agent_env()["APPINSTID"], (await self.state())["ready"])
 
@@ -419,7 +419,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
                 CA_CERT=ca,
             ),
         )  # a port that accepts connections and never answers
-        self.assertEqual(await agent.ended, 1)
+        self.assertEqual(await agent.exited(), 1)
         self.assertIn(
             "one-shot: not registered within 2s (last error: token: ", agent.output.decode()
         )
@@ -509,7 +509,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
     async def test_configuration_error_one_line(self) -> None:
         """A configuration mistake exits 1 with one line and no traceback."""
         agent = self.spawn("mep-agent", [], self.agent_env(MEP_APIGW_PORT="99999"))
-        self.assertEqual(await agent.ended, 1)
+        self.assertEqual(await agent.exited(), 1)
         lines = [line for line in agent.output.decode().splitlines() if line.strip()]
         self.assertEqual(
             lines,
@@ -527,7 +527,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
         emulator = self.spawn(
             "mep-emulator", ["--port", str(busy.getHost().port), "--cert-dir", cert_dir], {}
         )
-        self.assertEqual(await emulator.ended, 1)
+        self.assertEqual(await emulator.exited(), 1)
         output = emulator.output.decode()
         errors = [x for x in output.splitlines() if "cannot listen" in x]
         self.assertEqual(len(errors), 1, output)  # one line, after twistd's own start lines
@@ -540,7 +540,7 @@ class AgentAgainstEmulator(EmulatorProcesses):
         await self.start_emulator()
         env = self.agent_env(MEP_AGENT_LISTEN=f"tcp:{self.http}:interface=127.0.0.1")
         agent = self.spawn("mep-agent", [], env)
-        self.assertNotEqual(await agent.ended, 0)
+        self.assertNotEqual(await agent.exited(), 0)
         output = agent.output.decode()
         self.assertIn("--listen: cannot listen on", output)
         self.assertNotIn("Traceback", output)
@@ -648,7 +648,7 @@ class _Recorder(Resource):
         super().__init__()
         self.bodies = bodies
 
-    def render_POST(self, request: Any) -> bytes:  # noqa: N802 (twisted.web's name)
+    def render_POST(self, request: Any) -> bytes:
         self.bodies.append(request.content.read())
         request.setResponseCode(204)
         return b""

@@ -76,7 +76,7 @@ class ValidTests(SynchronousTestCase):
         self.assertTrue(info.services[0].wants_heartbeat)
 
     def test_links_alias_and_nulls(self) -> None:
-        """The original's 'links' key becomes '_links'; nulls count as absent."""
+        """EdgeGallery's Go mep-agent's 'links' key becomes '_links'; nulls count as absent."""
         info = parse(
             with_service(links={"self": {"liveness": ""}}, transportId=None, scopeOfLocality=None)
         )

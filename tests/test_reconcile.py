@@ -1,5 +1,5 @@
 """
-Reconciliation with the MEP's truth (issue 18), on a Clock against the in-memory emulator:
+Reconciliation with the MEP's truth, on a Clock against the in-memory emulator:
 a dead run's leftovers, a platform that lost its state, another client's INACTIVE, a
 platform without liveness, siblings left alone, orphan subscriptions.
 """

@@ -1,5 +1,5 @@
 """
-Every refusal is an answer (issue 26): a connection past either cap gets a JSON 503 with
+Every refusal is an answer: a connection past either cap gets a JSON 503 with
 Retry-After, and a request the HTTP parser refuses gets a JSON 400, 414 or 431, where the
 agent used to close the connection without a word or write a bare 400.
 """
@@ -32,7 +32,7 @@ CHUNKED = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r
 class Counted(Resource):
     """A leaf that answers 200 with how many headers and body bytes its request had."""
 
-    isLeaf = True  # noqa: N815 (twisted.web's name)
+    isLeaf = True
 
     def render(self, request: Request) -> bytes:
         headers = sum(len(values) for _, values in request.requestHeaders.getAllRawHeaders())

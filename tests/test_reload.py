@@ -1,4 +1,4 @@
-"""Hot reload of app_instance_info.yaml (issue #11): Clock tests of every difference."""
+"""Hot reload of app_instance_info.yaml: Clock tests of every difference."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ class ReloadTests(ReloadTestCase):
 
 
 class WholeFilesOnlyTests(ReloadTestCase):
-    """Issue 19: a change is applied only when it is whole (the file read the same twice)."""
+    """A change is applied only when it is whole (the file read the same twice)."""
 
     def deregistrations(self) -> list[int]:
         return self.requests("deregister")
@@ -198,7 +198,7 @@ class WholeFilesOnlyTests(ReloadTestCase):
 
 
 class RevertTests(ReloadTestCase):
-    """Issue 26: readiness and mep_agent_config_valid describe the file on disk now."""
+    """Readiness and mep_agent_config_valid describe the file on disk now."""
 
     def config_state(self) -> tuple[dict[str, Any], bytes]:
         _, body, _ = self.get_json(self.ops, "/readyz?verbose")

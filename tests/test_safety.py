@@ -1,5 +1,5 @@
 """
-Hostile clients and files (issue 19): undecodable paths and odd Host headers answered in
+Hostile clients and files: undecodable paths and odd Host headers answered in
 JSON by both doors alike, pipelining without reading, connection floods from one peer,
 YAML expansion bombs, half-written configuration files, parked queries at stop.
 """

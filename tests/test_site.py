@@ -16,9 +16,9 @@ from mep_agent.web.site import serve
 class Ok(Resource):
     """Answers any path (a leaf: no child lookup, no NoResource)."""
 
-    isLeaf = True  # noqa: N815 (twisted.web's name)
+    isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802 (twisted.web's name)
+    def render_GET(self, request: Request) -> bytes:
         return b"ok"
 
 

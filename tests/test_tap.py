@@ -208,7 +208,7 @@ class SecretHandlingTests(TapTestCase):
 
 
 class StartupLineTests(TapTestCase):
-    """Issue 26: the start-up line and --check show values as the user wrote them."""
+    """The start-up line and --check show values as the user wrote them."""
 
     def starting_event(self) -> LogEvent:
         self.make("--heartbeat-method", "auto")

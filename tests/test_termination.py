@@ -1,5 +1,5 @@
 """
-App termination (issue 20): the platform's AppTerminationNotification, in both dialects,
+App termination: the platform's AppTerminationNotification, in both dialects,
 against the in-memory emulator on a Clock: subscribed at start (orphans of earlier runs
 deleted), not ready at once, services deregistered, the application told, confirmed on
 the notice's link before maxGracefulTimeout, nothing registered again afterwards.

@@ -125,7 +125,7 @@ def record(
     """
     A mapping with known keys. Unknown keys are errors (a typo must not be dropped
     silently); a null value counts as absent; C{aliases} maps an accepted spelling to
-    the key sent to the MEP (e.g. the original agent's C{links} for C{_links}).
+    the key sent to the MEP (e.g. EdgeGallery's Go mep-agent's C{links} for C{_links}).
     """
     aliases = aliases or {}
 

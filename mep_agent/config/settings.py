@@ -78,8 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
         "mep_port",
         "MEP_APIGW_PORT",
         "8443",
-        "Port of the MEP API gateway (also used with EG_PROTOCOL=http; the original "
-        "agent forced 8000 there).",
+        "Port of the MEP API gateway (also used with EG_PROTOCOL=http; EdgeGallery's Go "
+        "mep-agent forced 8000 there).",
         parse=p.port,
     ),
     Setting(

@@ -61,13 +61,13 @@ class CredentialFiles(Service):
         self._problem: str | None = None
         self.changes = 0
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+    def startService(self) -> None:
         """Read the files every interval, when there are files and an interval."""
         super().startService()
         if self._files and self._interval > 0:
             self._poll.start(self._interval, now=False)
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         """Stop reading; a read under way is let finish."""
         super().stopService()
         if self._poll.running:

@@ -229,7 +229,7 @@ class Terminator(Service):
 
     # -- the service -----------------------------------------------------------------------
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802 (Twisted's name)
+    def stopService(self) -> Deferred[None]:
         """
         A termination under way is finished first -- deletions, then the confirmation --
         within C{shutdown} seconds and before the platform's deadline; blocking readers get

@@ -76,7 +76,7 @@ class MepError(Exception):
     """
     A MEP call that did not succeed. C{status} is the HTTP status, or None when no answer
     arrived (connection refused, TLS failure, timeout). The message never holds a secret:
-    L{mep_agent.mep.MepClient} redacts every detail before it builds one.
+    L{mep_agent.mp1.client.MepClient} redacts every detail before it builds one.
 
     @ivar verdict: how the caller should react (L{classify}).
     @ivar body: the parsed JSON body of the answer, when there was one.

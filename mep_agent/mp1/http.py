@@ -246,7 +246,7 @@ class MepHttp:
 class _Refuse(Protocol):
     """Takes a body it will not read: drops the connection at once."""
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Stop the body's transport (a producer): the pool discards the connection."""
         transport: Any = self.transport
         transport.stopProducing()
@@ -331,11 +331,11 @@ class _Inflating(Protocol):
         bits = zlib.MAX_WBITS if encoding == b"deflate" else 16 + zlib.MAX_WBITS
         self._inflate: Any = zlib.decompressobj(bits)
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Hand the body's transport on, so that the reader can stop it."""
         self._inner.makeConnection(self.transport)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         """Inflate one read to at most the limit (max_length), else stop."""
         if self._failed:
             return
@@ -356,7 +356,7 @@ class _Inflating(Protocol):
         transport.stopProducing()
         self._inner.connectionLost(Failure(error))
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Pass the end on (unless a failure was passed on already)."""
         if not self._failed:
             self._inner.connectionLost(reason)
@@ -419,10 +419,10 @@ class QuietEndpoint:
         return self.wrapped.connect(protocolFactory)
 
 
-# Connections kept open to the MEP to begin with. Enough for the usual work: registrations
-# go at most this many at a time, and heartbeats are spread over their period
-# (registration.py, liveness.py), so fifty services share them. MepHttp grows it to the
-# most exchanges ever in flight at once (slow answers), up to MAX_POOL_SIZE.
+# Connections kept open to the MEP to begin with. Enough for the usual work: creations go
+# at most this many at a time (core/keeping.py, Discipline.creations), and heartbeats are
+# spread over their period (core/liveness.py), so fifty services share them. MepHttp grows
+# it to the most exchanges ever in flight at once (slow answers), up to MAX_POOL_SIZE.
 POOL_SIZE = 4
 MAX_POOL_SIZE = 64
 
@@ -431,8 +431,8 @@ def pooled_agent(
     reactor: IReactorTime, policy: IPolicyForHTTPS | None, connect_timeout: float
 ) -> tuple[Agent, HTTPConnectionPool]:
     """
-    An Agent with persistent connections (the original opened one per request) and the
-    MEP TLS policy. Per-request deadlines are set by the caller on each request.
+    An Agent with persistent connections (EdgeGallery's Go mep-agent opened one per
+    request) and the MEP TLS policy. Per-request deadlines are set by the caller on each request.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = POOL_SIZE

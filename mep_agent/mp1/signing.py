@@ -21,7 +21,10 @@ EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def sdk_date(seconds: float) -> str:
-    """Format a POSIX time as x-sdk-date (always UTC; the original used local time + 'Z')."""
+    """
+    Format a POSIX time as x-sdk-date (always UTC; EdgeGallery's Go mep-agent used local
+    time + 'Z').
+    """
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(seconds))
 
 

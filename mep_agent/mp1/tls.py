@@ -23,7 +23,7 @@ from twisted.internet.ssl import (
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-# IANA names (what app_conf.yaml uses, as in the original) -> OpenSSL names. Only
+# IANA names (what app_conf.yaml uses, as in EdgeGallery's Go mep-agent) -> OpenSSL names. Only
 # forward-secret AEAD suites: the CBC and static-RSA suites are refused on purpose.
 # These apply to TLS 1.2; TLS 1.3 always uses OpenSSL's (AEAD-only) TLS 1.3 suites.
 IANA_TO_OPENSSL: dict[str, str] = {
@@ -34,7 +34,7 @@ IANA_TO_OPENSSL: dict[str, str] = {
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
 }
-# The original agent's only two suites, used when app_conf.yaml is absent.
+# EdgeGallery's Go mep-agent's only two suites, used when app_conf.yaml is absent.
 DEFAULT_CIPHERS = (
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
     "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",

@@ -1,5 +1,5 @@
 """
-The API for the co-located application (the original's paths and shapes):
+The API for the co-located application (EdgeGallery's Go mep-agent's paths and shapes):
 
   GET /mep-agent/v1/token              the current MEP token, expires_in = seconds left
   GET /mep-agent/v1/endpoint/{serName} transportInfo.endpoint of the first ACTIVE instance
@@ -8,12 +8,12 @@ The API for the co-located application (the original's paths and shapes):
                                        (?wait=30s: block until it does or the wait ends)
   POST /mep-agent/v1/termination/ack   the application is ready to go (termination.py)
 
-Every answer is JSON. Status mapping (the original answered 400 for all discovery failures):
-token not yet obtained 412, no valid token (expired or refused, and renewing fails) 503,
-invalid name 400, unknown service or no ACTIVE instance 404, MEP unreachable with nothing
-cached 503, other MEP errors 502, missing/wrong API token 401, unknown path 404, wrong
-method 405. Routes raise L{ApiProblem}s or the core's errors; L{jsonweb.strict_routes} turns
-them into answers (web/problems.py).
+Every answer is JSON. Status mapping (EdgeGallery's Go mep-agent answered 400 for all
+discovery failures): token not yet obtained 412, no valid token (expired or refused, and
+renewing fails) 503, invalid name 400, unknown service or no ACTIVE instance 404, MEP
+unreachable with nothing cached 503, other MEP errors 502, missing/wrong API token 401,
+unknown path 404, wrong method 405. Routes raise L{ApiProblem}s or the core's errors;
+L{jsonweb.strict_routes} turns them into answers (web/problems.py).
 
 One front door: the fast path (L{FastPath}) answers what it can from the same checks the
 routes make (L{AgentAPI.token_answer}, L{AgentAPI.endpoint_query}); whatever they refuse
@@ -98,7 +98,7 @@ class FastPath(Resource):
     made once, a routed answer when it is finished.
     """
 
-    isLeaf = True  # noqa: N815 (twisted.web's name)
+    isLeaf = True
 
     def __init__(self, api: AgentAPI, routed: JSONGuard, observe: ApiObserver) -> None:
         super().__init__()
@@ -142,7 +142,7 @@ class FastPath(Resource):
     def answer_routed(self, request: Request) -> None:
         """Answer a parked query, now that it woke, through the routes (503 at stop)."""
         if request.finished:
-            return  # answered already (a lost connection left the room: waiting.when_gone)
+            return  # answered already (a lost connection left the room: when_gone)
         if self._api.stopping:
             body = self._counted(request, problem_answer(request, AgentStopping()))
         else:
@@ -165,7 +165,7 @@ class ParkedQueries(Service):
     def __init__(self, api: AgentAPI) -> None:
         self._api = api
 
-    def stopService(self) -> None:  # noqa: N802 (Twisted's name)
+    def stopService(self) -> None:
         """Answer the parked queries now."""
         super().stopService()
         self._api.close()

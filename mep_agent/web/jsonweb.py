@@ -143,7 +143,7 @@ class JSONGuard(Resource):
     JSON 400 too. The application API's fast path asks the same L{refusal} first.
     """
 
-    isLeaf = True  # noqa: N815 (twisted.web's name)
+    isLeaf = True
 
     def __init__(self, inner: IResource) -> None:
         super().__init__()

@@ -60,7 +60,7 @@ class Listener(Service):
             ) from None
         return cls(endpoint, factory, setting, description, program)
 
-    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
+    def privilegedStartService(self) -> None:
         """Bind now (unless L{bind} did already); one line when the port cannot be had."""
         super().privilegedStartService()
         if self.port is None:
@@ -97,7 +97,7 @@ class Listener(Service):
             event="agent.listening",
         )
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         """Stop listening."""
         super().stopService()
         port, self.port = self.port, None

@@ -104,7 +104,7 @@ class LimitedRequest(Request):
 
     max_body = MAX_BODY
     _too_large = False
-    #: Called once if the connection is lost before the answer (waiting.when_gone): a
+    #: Called once if the connection is lost before the answer (blocking.when_gone): a
     #: blocking query costs no Deferred for it.
     gone: Callable[[], object] | None = None
 
@@ -137,7 +137,7 @@ class LimitedRequest(Request):
         if not self._too_large:
             super().process()
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         """Tell whoever waits on this request that nobody will read the answer."""
         super().connectionLost(reason)
         gone, self.gone = self.gone, None
@@ -166,7 +166,7 @@ class Turnaway(Protocol):
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
+    def connectionMade(self) -> None:
         """Answer and close at once (the peer's request, if any, is never read)."""
         transport: Any = self.transport
         transport.write(self.answer)
@@ -303,7 +303,7 @@ class DeadlineChannel(AnsweringChannel):
     _write_blocked = False  # the transport's write buffer is over its bound
     _held = b""  # received, not yet parsed: waits for the peer to read our answers
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
+    def dataReceived(self, data: bytes) -> None:
         """Parse C{data} a slice at a time, holding the rest while writes are blocked."""
         if not self._held and not self._write_blocked and len(data) <= FEED_SLICE:
             super().dataReceived(data)  # the usual read: one or a few requests
@@ -334,7 +334,7 @@ class DeadlineChannel(AnsweringChannel):
         super().resumeProducing()
         self._feed()
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         """Start the clock for the first request's headers."""
         super().connectionMade()
         self._arm()
@@ -368,7 +368,7 @@ class DeadlineChannel(AnsweringChannel):
     def _requestsPending(self) -> bool:  # noqa: N802
         return bool(self.requests)
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """No deadline outlives its connection, which no longer counts against the cap."""
         self._disarm()
         self._held = b""
@@ -413,7 +413,7 @@ class HardenedSite(Site):
         if self._access_log:
             super().log(request)
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> Any:
         """A channel with this site's header deadline; a L{Turnaway} past either cap."""
         peer = addr[0] if isinstance(addr, tuple) else getattr(addr, "host", None)
         from_peer = self.per_peer.get(peer, 0)

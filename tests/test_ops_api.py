@@ -1,4 +1,4 @@
-"""Tests for the operations API: probes, metrics, status, notifications."""
+"""The operations API: probes, metrics, status, the notification route."""
 
 from __future__ import annotations
 
