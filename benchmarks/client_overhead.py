@@ -37,7 +37,7 @@ class Liveness(Resource):
 
     isLeaf = True
 
-    def render_PUT(self, request: Request) -> bytes:  # noqa: N802 (twisted.web's name)
+    def render_PUT(self, request: Request) -> bytes:
         """The body read, a small JSON answer."""
         if request.content is not None:
             request.content.read()
