@@ -18,7 +18,6 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.resource import IResource
 
 from mep_agent.check import callback_url
 from mep_agent.config.load import AgentConfig
@@ -49,11 +48,9 @@ from mep_agent.mp1.wire import MepWire
 from mep_agent.oneshot import OneShot
 from mep_agent.util.retry import backoff, full_jitter
 from mep_agent.util.secret import Secret
-from mep_agent.web.api import AgentAPI, ParkedQueries
+from mep_agent.web.front import Front, doors, listening
 from mep_agent.web.listeners import Listener
-from mep_agent.web.metrics import AgentCollector, ApiObserver, MepObserver
-from mep_agent.web.ops import OpsAPI
-from mep_agent.web.site import serve
+from mep_agent.web.metrics import AgentCollector, MepObserver
 
 #: Seconds an application request may wait beyond --request-timeout.
 DEADLINE_MARGIN = 1.0
@@ -432,54 +429,6 @@ def reloading(cfg: AgentConfig, reactor: Any, holdings: Holdings, seams: Seams) 
     )
 
 
-def resources(cfg: AgentConfig, reactor: Any, parts: Core, seams: Seams) -> Front:
-    """What the two listeners serve (the tests serve them in memory)."""
-    api = AgentAPI(
-        parts.tokens,
-        parts.discovery,
-        reactor,
-        cfg.api_token,
-        cfg.dialect,
-        parts.terminator,
-        ApiObserver(parts.metrics),
-    )
-    ops = OpsAPI(reactor, parts, seams.notify_secret)
-    return Front(api, ops)
-
-
-@frozen
-class Front:
-    """The application API and the operations API."""
-
-    api: AgentAPI
-    ops: OpsAPI
-
-
-def web(cfg: AgentConfig, reactor: Any, front: Front, listeners: list[Listener]) -> list[IService]:
-    """The last stage: both listeners (each appended to C{listeners}) and what they serve."""
-
-    def listener(resource: IResource, description: str, setting: str) -> Listener:
-        factory = serve(
-            resource,
-            reactor,
-            cfg.max_connections,
-            header_deadline=cfg.header_timeout,
-            access_log=cfg.access_log,
-            max_per_peer=cfg.max_connections_per_peer,
-        )
-        made = Listener.from_description(reactor, description, factory, setting)
-        listeners.append(made)
-        return made
-
-    services: list[IService] = [
-        listener(front.api.resource(), cfg.listen, "--listen"),
-        ParkedQueries(front.api),
-    ]
-    if cfg.ops_listen:
-        services.append(listener(front.ops.resource(), cfg.ops_listen, "--ops-listen"))
-    return services
-
-
 def build(
     cfg: AgentConfig,
     reactor: Any,
@@ -495,12 +444,12 @@ def build(
     @param set_code: the exit status of a stop that comes from elsewhere (one-shot).
     """
     parts = core(cfg, reactor, seams)
-    root = AgentService(parts, resources(cfg, reactor, parts, seams))
+    root = AgentService(parts, doors(cfg, reactor, parts, seams.notify_secret))
     root.add_stage(parts.tokens, parts.discovery, parts.link.credential_files)
     root.add_stage(parts.ready, parts.holdings, parts.reloader, parts.reconciler)
     if parts.terminator is not None:
         root.add_stage(parts.terminator)
-    front = web(cfg, reactor, root.front, root.listeners)
+    front = listening(cfg, reactor, root.front, root.listeners)
     if not cfg.enable_wait:
 
         def last_error() -> str | None:

@@ -11,7 +11,8 @@ from typing import Any, cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mep_agent.config.settings import SETTINGS, markdown_table, with_table
+from mep_agent.config.settings import SETTINGS
+from mep_agent.config.settings_table import markdown_table, with_table
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(CHECKOUT, "README.md")
@@ -107,7 +108,7 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertEqual(
             with_table(document),
             document,
-            "stale: run python -m mep_agent.config.settings --write docs/configuration.md",
+            "stale: run python -m mep_agent.config.settings_table --write docs/configuration.md",
         )
         self.assertIn(markdown_table(), document)
 
