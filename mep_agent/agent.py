@@ -44,7 +44,7 @@ from mep_agent.mp1.client import MepClient
 from mep_agent.mp1.credentials import Credentials
 from mep_agent.mp1.http import POOL_SIZE, MepHttp, pooled_agent
 from mep_agent.mp1.tokens import Token
-from mep_agent.mp1.wire import MepWire
+from mep_agent.mp1.wire import MepWire, WireHooks
 from mep_agent.oneshot import OneShot
 from mep_agent.util.retry import backoff, full_jitter
 from mep_agent.util.secret import Secret
@@ -235,10 +235,8 @@ def mep_wire(
         cfg.host_header,
         cfg.credentials,
         cfg.request_timeout,
-        observe=MepObserver(metrics),
-        max_body=cfg.max_response_bytes,
-        explain=policy.explain if policy is not None else None,
-        gate=budget,
+        cfg.max_response_bytes,
+        WireHooks(MepObserver(metrics), policy.explain if policy is not None else None, budget),
     )
     return wire, pool
 

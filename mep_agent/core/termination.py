@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -79,10 +79,11 @@ class Notice:
     received_at: float
     confirm_url: str | None  # None: the notice named none usable (the standard one is used)
     body: dict[str, Any]
-    phase: TerminationPhase = TerminationPhase.DEREGISTERING
-    acknowledged_at: float | None = None
-    confirmed_at: float | None = None
-    error: str | None = None
+    # How far the agent got: not constructor arguments, a notice begins where it begins.
+    phase: TerminationPhase = field(default=TerminationPhase.DEREGISTERING, init=False)
+    acknowledged_at: float | None = field(default=None, init=False)
+    confirmed_at: float | None = field(default=None, init=False)
+    error: str | None = field(default=None, init=False)
 
     @property
     def deadline(self) -> float:

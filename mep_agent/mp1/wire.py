@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from attrs import frozen
 from twisted.internet.defer import CancelledError, TimeoutError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IResponse
@@ -33,6 +34,15 @@ PACED = Pace()  # an ordinary request: in its turn
 Observer = Callable[[str, "int | None", float], None]
 
 
+@frozen
+class WireHooks:
+    """What watches and paces a wire's exchanges (each optional)."""
+
+    observe: Observer | None = None  # told every exchange's outcome (metrics)
+    explain: Callable[[str], str | None] | None = None  # a failure's text -> advice (TLS)
+    gate: RequestGate | None = None  # admits every exchange, hears every answer (the budget)
+
+
 class MepWire:
     """Exchanges with one MEP, signed with the current credentials."""
 
@@ -44,25 +54,20 @@ class MepWire:
         host_header: str,
         credentials: Credentials,
         timeout: float,
-        observe: Observer | None = None,
         max_body: int = MAX_BODY,
-        explain: Callable[[str], str | None] | None = None,
-        gate: RequestGate | None = None,
+        hooks: WireHooks = WireHooks(),
     ) -> None:
-        """
-        @param explain: turns a failure's text into advice (TLS: which setting to check).
-        @param gate: admits every exchange and hears every answer (the core's budget).
-        """
+        """@param hooks: metrics, advice on failures, the budget (L{WireHooks})."""
         self.http = http
         self.clock = clock
         self.base = base_url
         self.host = host_header
         self.credentials = credentials
         self.timeout = timeout
-        self.observe: Observer = observe or (lambda operation, status, seconds: None)
+        self.observe: Observer = hooks.observe or (lambda operation, status, seconds: None)
         self._max_body = max_body
-        self._explain = explain or (lambda text: None)
-        self.gate: RequestGate = gate or OpenGate()
+        self._explain = hooks.explain or (lambda text: None)
+        self.gate: RequestGate = hooks.gate or OpenGate()
         #: Exchanges on the wire now, by operation (admitted and sent, not yet answered).
         self.sending: Counter[str] = Counter()
         self.answers = 0  # HTTP answers heard (any status): the MEP was reached
