@@ -138,6 +138,15 @@ class StopNeverLocksTests(HardeningTestCase):
         locked = [e for e in self.events if e.get("event") == "token.locked"]
         self.assertIn("check AK/SK", formatEvent(locked[0]))
 
+    def test_a_403_that_is_no_lock_is_retried_soon(self) -> None:
+        """A 403 to the token request that does not say the AK is locked: back-off, not 900 s."""
+        self.fault(kind="token", status=403, count=1)
+        self.build()
+        self.start()
+        self.assertEqual(self.tokens.state, TokenState.FAILING)
+        self.advance(30, step=1)
+        self.assertEqual(self.requests("token"), [403, 200])
+
 
 class DeadlineTests(HardeningTestCase):
     def test_endpoint_answers_within_deadline(self) -> None:
@@ -521,7 +530,9 @@ class MepErrorClassificationTests(SynchronousTestCase):
         server = MepError("register", 403, "x", {"title": "Forbidden", "status": 20})
         self.assertEqual(kong.verdict, Verdict.TOKEN_REFUSED)
         self.assertEqual(server.verdict, Verdict.REFUSED)
-        self.assertEqual(MepError("token", 403, "locked").verdict, Verdict.LOCKED)
+        locked = MepError("token", 403, "x", "Access is locked.")  # mepauth's JSON string
+        self.assertEqual(locked.verdict, Verdict.LOCKED)
+        self.assertEqual(MepError("token", 403, "x", {"message": "no"}).verdict, Verdict.REFUSED)
         self.assertEqual(MepError("token", 401, "bad").verdict, Verdict.CREDENTIALS_REFUSED)
         self.assertEqual(MepError("token", 400, "bad").verdict, Verdict.REFUSED)
         self.assertEqual(MepError("discovery", 302, "r").verdict, Verdict.UNEXPECTED)

@@ -34,10 +34,12 @@ def classify(operation: str, status: int | None, body: Any) -> Verdict:
     """
     The verdict for an answer with C{status} (None: no answer) to C{operation}.
 
-    mepauth (operation "token") answers 401 to a bad signature and 403 only when the AK is
-    locked. On Mp1 calls Kong answers 401 for a missing, expired or foreign token and 403
-    with its C{{"message": ...}} body for a token it cannot verify (a MEP that rotated its
-    key); mepserver's own 403s are ProblemDetails and mean something else.
+    mepauth (operation "token") answers 401 to a bad signature and 403 with the JSON string
+    "Access is locked." when the AK is locked; a 403 that does not say so (another gateway's,
+    a proxy's) is a refusal like any other, retried with back-off, not a 900 s wait. On Mp1
+    calls Kong answers 401 for a missing, expired or foreign token and 403 with its
+    C{{"message": ...}} body for a token it cannot verify (a MEP that rotated its key);
+    mepserver's own 403s are ProblemDetails and mean something else.
     """
     if status is None or status >= 500 or status in (408, 429):
         return Verdict.TRANSIENT
@@ -46,7 +48,7 @@ def classify(operation: str, status: int | None, body: Any) -> Verdict:
     if operation == "token":
         if status == 401:
             return Verdict.CREDENTIALS_REFUSED
-        if status == 403:
+        if status == 403 and _says_locked(body):
             return Verdict.LOCKED
         return Verdict.UNEXPECTED if status < 300 else Verdict.REFUSED
     if status == 401:
@@ -58,6 +60,13 @@ def classify(operation: str, status: int | None, body: Any) -> Verdict:
     if 400 <= status < 500:
         return Verdict.REFUSED
     return Verdict.UNEXPECTED
+
+
+def _says_locked(body: Any) -> bool:
+    # mepauth: the JSON string "Access is locked." (docs/protocol.md, the token request)
+    if isinstance(body, dict):
+        body = " ".join(str(body.get(k, "")) for k in ("message", "title", "detail"))
+    return isinstance(body, str) and "locked" in body.lower()
 
 
 def _is_gateway_body(body: Any) -> bool:
