@@ -14,9 +14,11 @@ answers a refusal by asking again at once locks every app out. So (docs/architec
   whatever the MEP answers.
 * A 429 or 503 pauses the budget for everyone: for the answer's Retry-After when it gives
   one; without one, a 429 until the next calendar minute has begun (a gateway's fixed window:
-  Kong counts per calendar minute and, as EdgeGallery configures it, sends no Retry-After), a
-  503 for a growing, jittered pause. Heartbeats wait out a pause unless that would make them
-  miss their liveness deadline (liveness.py).
+  Kong counts per calendar minute and, as EdgeGallery configures it, sends no Retry-After)
+  and a random part of its first L{WINDOW_SPREAD} seconds, a 503 for a growing, jittered
+  pause. The bucket holds at most one token when a pause ends: one request, then the rate.
+  Heartbeats wait out a pause unless that would make them miss their liveness deadline
+  (liveness.py).
 * The application's discovery requests take no token (the cache and the coalescing bound
   them) but are not sent during a pause: the application gets a stale answer or a 503 at once.
 * Urgent calls (deletions at stop or at a termination, confirm_termination) take no token
@@ -47,6 +49,9 @@ MIN_PAUSE = 1.0
 MAX_PAUSE = 300.0  # a longer Retry-After is taken as this
 LAST_CHANCE = 1.0  # an urgent call goes this long before its deadline, paused or not
 MINUTE = 60.0
+#: After a 429 without Retry-After, agents resume at random over this many seconds of the
+#: gateway's next window, not all in its first second.
+WINDOW_SPREAD = 10.0
 #: Sent at their own schedule (liveness.py), never queued here.
 SCHEDULED = frozenset({"heartbeat"})
 #: The application's: no token, but never sent during a pause.
@@ -127,10 +132,16 @@ class Budget:
 
     def pause(self, seconds: float) -> None:
         """Send nothing paced for C{seconds} (bounded) from now; a longer pause stays."""
-        until = self._clock.seconds() + min(max(seconds, MIN_PAUSE), MAX_PAUSE)
+        now = self._clock.seconds()
+        until = now + min(max(seconds, MIN_PAUSE), MAX_PAUSE)
         if until > self.paused_until:
             self.paused_until = until
             self.pauses += 1
+            # The bucket holds at most one token when the pause ends: a burst is what the
+            # gateway refused, and a fleet resuming with full buckets is refused together
+            # again. (It fills as ever, from below: it may stand below zero meanwhile.)
+            self._refill(now)
+            self._tokens = min(self._tokens, 1.0 - self.rate * (until - now))
         self._reschedule()
 
     def resize(self, objects: int) -> None:
@@ -147,7 +158,7 @@ class Budget:
     def available(self) -> float:
         """Tokens in the bucket now."""
         self._refill(self._clock.seconds())
-        return self._tokens
+        return max(0.0, self._tokens)
 
     # -- inside --------------------------------------------------------------------------
 
@@ -155,8 +166,8 @@ class Budget:
         if retry_after is not None:
             return retry_after
         now = self._clock.seconds()
-        if status == 429:  # until the gateway's next window, spread over its first second
-            return (math.floor(now / MINUTE) + 1) * MINUTE - now + self._rng()
+        if status == 429:  # until the gateway's next window, spread over its first part
+            return (math.floor(now / MINUTE) + 1) * MINUTE - now + WINDOW_SPREAD * self._rng()
         return self._unavailable(self._throttled_in_a_row - 1)
 
     def _urgent(self, now: float, deadline: float) -> Deferred[None]:
