@@ -205,10 +205,22 @@ class InvalidTests(SynchronousTestCase):
         )
 
     def test_links_given_twice(self) -> None:
-        """'links' and '_links' together are refused."""
+        """'links' and '_links' together are refused, each message naming the other."""
         self.assert_invalid(
             with_service(links={}, _links={}), "serviceInfoPosts[0].links", "given twice"
         )
+        body = yaml.safe_dump(SERVICE, default_flow_style=True).strip()[1:-1]
+        for first, second in (("links", "_links"), ("_links", "links")):
+            text = f"serviceInfoPosts: [{{{body}, {first}: {{}}, {second}: {{}}}}]\n"
+            error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", text)
+            self.assertEqual(
+                str(error), f"f.yaml: serviceInfoPosts[0].{second}: given twice (also as {first})"
+            )
+
+    def test_a_document_that_is_no_mapping(self) -> None:
+        """A list at the top: the file named once, no empty YAML path."""
+        error = self.assertRaises(ConfigError, model.parse_app_instance_info, "f.yaml", "- a\n")
+        self.assertEqual(str(error), "f.yaml: must be a mapping, not a list")
 
     def test_file_naming_no_services_refused(self) -> None:
         """Empty, blank, comment-only or keyless: one line naming the file and the way out."""

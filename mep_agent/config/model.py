@@ -309,7 +309,7 @@ def parse_app_instance_info(where: str, text: str, etsi: bool = False) -> AppIns
     try:
         parsed = (_ETSI_DOCUMENT if etsi else _EDGEGALLERY_DOCUMENT)("", document)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e.where}", e.problem) from None
+        raise ConfigError(f"{where}: {e.where}" if e.where else where, e.problem) from None
     if "serviceInfoPosts" not in document:  # a mapping now; a typo was named just above
         raise ConfigError(f"{where}: serviceInfoPosts", f"missing; {NO_SERVICES_HINT}")
     services = tuple(

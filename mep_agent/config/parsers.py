@@ -220,16 +220,15 @@ def public_origins(text: str, where: str) -> tuple[links.Origin, ...]:
 
 
 def listener(text: str, where: str) -> str:
-    """A strports description (checked when the listener is made)."""
-    if not text:
-        raise ConfigError(where, "must not be empty")
+    """
+    A strports description (checked when the listener is made). Never empty: the loader
+    takes an empty value for unset, and the default applies.
+    """
     return text
 
 
 def ops_listener(text: str, where: str) -> str | None:
-    """A strports description, or 'none' (None: off)."""
-    if not text:
-        raise ConfigError(where, "must not be empty (use 'none' to turn it off)")
+    """A strports description, or 'none' (None: off); never empty (L{listener})."""
     return None if text.lower() == "none" else text
 
 

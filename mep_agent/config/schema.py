@@ -133,14 +133,16 @@ def record(
         if not isinstance(value, dict):
             raise ConfigError(path, f"must be a mapping, not {_kind(value)}")
         out: dict[str, Any] = {}
+        spelled: dict[str, str] = {}  # key -> the spelling it was given in
         for raw_key, item in value.items():
             key = aliases.get(raw_key, raw_key)
             where = f"{path}.{raw_key}" if path else str(raw_key)
             if key not in fields:
                 known = ", ".join(sorted(fields))
                 raise ConfigError(where, f"unknown key (known keys: {known})")
-            if key in out:
-                raise ConfigError(where, f"given twice (also as {key})")
+            if key in spelled:
+                raise ConfigError(where, f"given twice (also as {spelled[key]})")
+            spelled[key] = str(raw_key)
             if item is not None:
                 out[key] = fields[key](where, item)
         for key in sorted(required - out.keys()):
