@@ -163,8 +163,10 @@ class StartupTests(EtsiTestCase):
         self.build((etsi_spec(),), subscriptions=(subscription,))
         self.start()
         self.assertEqual((self.requests("register"), self.requests("subscribe")), ([], []))
-        self.advance(2)  # the 503 paused every request 2 s; then confirm_ready, then the rest
+        self.advance(2)  # the 503 paused every request 2 s; then confirm_ready alone
         self.assertEqual(self.requests("confirm_ready"), [503, 204])
+        self.assertEqual((self.requests("register"), self.requests("subscribe")), ([], []))
+        self.advance(6)  # then the sync's three lists and both creations, one a second
         self.assertEqual((self.requests("register"), self.requests("subscribe")), ([201], [201]))
 
 

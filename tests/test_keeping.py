@@ -295,7 +295,7 @@ class RegistrationTests(AgentTestCase):
             self.emulator.apps[next(iter(self.emulator.apps))].app_instance_id, self.registry.ready
         )
         self.assertNoResult(settled)  # one registration still failing
-        self.advance(2)  # the 503 paused everything a moment
+        self.advance(3)  # the 503 paused everything 2 s; then one request, then one a second
         self.assertEqual(self.successResultOf(settled), True)
         self.assertEqual(self.requests("confirm_ready"), [204])
 

@@ -75,7 +75,7 @@ class ProbeTests(ApiTestCase):
         code, body, _ = self.get_json(self.ops, "/startupz")
         self.assertEqual((code, body["status"]), (503, "starting"))
         self.assertFalse(body["checks"]["service:a"]["ok"] and body["checks"]["service:b"]["ok"])
-        self.advance(2)
+        self.advance(3)  # the 503 paused everything 2 s; then one request, then one a second
         self.assertEqual(self.get_json(self.ops, "/startupz")[:2], (200, {"status": "started"}))
         self.registry.restart()  # lost later: start-up stays done
         self.advance(BEAT)

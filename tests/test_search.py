@@ -26,24 +26,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 
-from mep_agent.config.model import SubscriptionSpec
 from mep_agent.core.budget import APPLICATION, SCHEDULED
 from mep_agent.mp1.gate import Pace
 from mep_agent.util.secret import Secret
-from mep_emulator.memory import DEV_APP, InMemoryMep
+from mep_emulator.memory import InMemoryMep
 
 from .agent_harness import BASE, INFO, AgentTestCase, MemoryState, document, spec
+from .test_ownership import APP, NOTIFY, SUBSCRIPTION
 
-APP = DEV_APP.app_instance_id
-NOTIFY = "http://10.1.2.3:9090/mep-agent/v1/notifications"
-SUBSCRIPTION = SubscriptionSpec(
-    0,
-    {
-        "subscriptionType": "SerAvailabilityNotificationSubscription",
-        "callbackReference": "http://app.local/cb",
-        "filteringCriteria": {"serNames": ["a"]},
-    },
-)
 FILES = {
     "ab": (spec("a"), spec("b")),
     "abc": (spec("a"), spec("b"), spec("c")),

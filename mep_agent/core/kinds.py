@@ -7,6 +7,7 @@ every kind of object). Each kind also says how its objects are named (C{ref}) an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from attrs import frozen
@@ -128,17 +129,22 @@ class Services:
     async def delete(self, held: Held, urgency: Urgency | None) -> bool:
         """Deregister it; a 404 is what was wanted, unconfirmed (MepKind.delete)."""
         assert isinstance(held, Registration)
-        try:
-            await self._mep.deregister(held.ser_instance_id, urgency)
-        except MepError as e:
-            if e.status != 404:
-                raise
-            return False
-        return True
+        return await _confirmed(self._mep.deregister(held.ser_instance_id, urgency))
 
     async def list(self) -> list[Listed]:
         """GET …/applications/{id}/services."""
         return [_listed(s) for s in await self._mep.own_services()]
+
+
+async def _confirmed(deletion: Awaitable[object]) -> bool:
+    """True once C{deletion} succeeded, False when it was answered 404 (MepKind.delete)."""
+    try:
+        await deletion
+    except MepError as e:
+        if e.status != 404:
+            raise
+        return False
+    return True
 
 
 def _listed(service: HeldService) -> Listed:
@@ -212,13 +218,7 @@ class Subscriptions:
     async def delete(self, held: Held, urgency: Urgency | None) -> bool:
         """DELETE it on its link; a 404 is what was wanted, unconfirmed (MepKind.delete)."""
         assert isinstance(held, Subscription)
-        try:
-            await self._mep.unsubscribe(held, urgency)
-        except MepError as e:
-            if e.status != 404:
-                raise
-            return False
-        return True
+        return await _confirmed(self._mep.unsubscribe(held, urgency))
 
     async def list(self) -> list[Listed]:
         """The app's subscriptions of this kind, by link."""
