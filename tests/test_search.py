@@ -255,10 +255,14 @@ class KeeperSearch(RuleBasedStateMachine):
 class KeeperSearchTests(KeeperSearch.TestCase):  # type: ignore[misc,valid-type]
     """The search, run by trial."""
 
+    # CI runs the same 12 sequences every time (derandomized: a red CI is a regression, not
+    # a lucky draw); a wider search is run by hand (docs/development.md).
     settings = settings(
         max_examples=12,
         stateful_step_count=15,
         deadline=None,
+        derandomize=True,
+        database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
 
