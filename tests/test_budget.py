@@ -123,6 +123,14 @@ class PauseTests(BudgetTestCase):
         self.budget.answered("sync", 503, None)
         self.assertEqual(self.budget.paused_until - self.clock.seconds(), 1.0)
 
+    def test_urgent_calls_count_after_a_long_quiet(self) -> None:
+        """Long after a pause, urgent calls still draw on the bucket (it was refilled first)."""
+        self.budget.answered("sync", 503, 300.0)
+        self.clock.advance(1000)
+        for _ in range(2):
+            self.budget.admit("deregister", Pace(urgent_until=2000.0))
+        self.assertEqual(self.budget.available(), 1.0)  # the full 3, less the two
+
     def test_a_pause_is_bounded(self) -> None:
         """Retry-After: 86400 pauses five minutes at most."""
         self.budget.answered("sync", 503, 86400.0)

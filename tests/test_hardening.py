@@ -533,6 +533,8 @@ class MepErrorClassificationTests(SynchronousTestCase):
         locked = MepError("token", 403, "x", "Access is locked.")  # mepauth's JSON string
         self.assertEqual(locked.verdict, Verdict.LOCKED)
         self.assertEqual(MepError("token", 403, "x", {"message": "no"}).verdict, Verdict.REFUSED)
+        for body in ("Request blocked", {"message": "Your IP is blocked"}, "account unlocked"):
+            self.assertEqual(MepError("token", 403, "x", body).verdict, Verdict.REFUSED)
         self.assertEqual(MepError("token", 401, "bad").verdict, Verdict.CREDENTIALS_REFUSED)
         self.assertEqual(MepError("token", 400, "bad").verdict, Verdict.REFUSED)
         self.assertEqual(MepError("discovery", 302, "r").verdict, Verdict.UNEXPECTED)

@@ -7,6 +7,7 @@ platform without liveness, siblings left alone, orphan subscriptions.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from mep_emulator.memory import DEV_APP
@@ -178,6 +179,69 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.assertNotIn(b, self.registry.services)
         self.assertEqual(self.requests("deregister"), [404, 204])
         self.assertIsNone(self.owned.made_by_this_pod(b))
+
+    def test_a_404_to_every_deletion_is_no_loop(self) -> None:
+        """
+        Every DELETE answered 404 while the list still shows the object: one list to check,
+        then the deletion is a failure like any other, retried with the back-off.
+        """
+        self.start_agent("a", "b", sync_interval=60)
+        b = self.sid("b")
+        self.fault(kind="deregister", status=404, count=10_000)
+        self.files[INFO] = document((spec("a"),))
+        self.reloader.check_now()
+        before = len(self.emulator.requests)
+        self.advance(120, step=1)
+        kinds = Counter(r.kind for r in list(self.emulator.requests)[before:])
+        self.assertLessEqual(kinds["deregister"], 8)  # 1, 2, 4 ... 32 s apart, then 60 s
+        self.assertLessEqual(kinds["sync"], 3 * 4)  # the one asked for, and the periodic ones
+        self.assertIn(b, self.registry.services)
+        self.mep.emulator.faults.clear()
+        self.advance(60, step=1)
+        self.assertNotIn(b, self.registry.services)
+
+    def test_a_record_whose_deletion_met_a_404_is_forgotten_by_the_next_list(self) -> None:
+        """The MEP really lost it: the list after the 404 clears the record; a stop sends none."""
+        self.start_agent("a", "b", sync_interval=10)
+        b = self.sid("b")
+        del self.registry.services[b]
+        self.files[INFO] = document((spec("a"),))
+        self.reloader.check_now()
+        self.advance(10)
+        self.assertEqual(self.requests("deregister"), [404])
+        self.assertIsNone(self.owned.made_by_this_pod(b))
+        self.stop()
+        self.assertEqual(self.requests("deregister"), [404, 204])  # "a" only
+
+    def test_a_replacement_waits_for_the_list_after_a_404(self) -> None:
+        """
+        A refused repair's deletion answered 404 by a gateway (the instance is still there):
+        nothing is made before a list looks; it shows the instance, which is taken back and
+        repaired. Never two instances.
+        """
+        self.start_agent("a", sync_interval=0)
+        self.registry.set_state(self.sid("a"), "INACTIVE")
+        self.fault(kind="update", status=501, count=1)
+        self.fault(kind="deregister", status=404, count=1)
+        self.advance(BEAT + 30)
+        kinds = [r.kind for r in self.emulator.requests]
+        after = kinds[kinds.index("deregister") :]
+        self.assertEqual(after.count("register"), 0)
+        self.assertIn("sync", after)
+        (record,) = self.instances("a")
+        self.assertEqual(record.state, "ACTIVE")
+
+    def test_a_sibling_that_leaves_is_not_watched_for_ever(self) -> None:
+        """A watched ACTIVE instance of another pod that goes away: the syncs go back to rest."""
+        sibling = self.leave_behind("a", "ACTIVE")
+        self.start_agent("a", sync_interval=60)
+        self.advance(30, step=5)
+        del self.registry.services[sibling]
+        self.advance(120, step=5)
+        before = len(self.emulator.requests)
+        self.advance(600, step=5)
+        kinds = Counter(r.kind for r in list(self.emulator.requests)[before:])
+        self.assertLessEqual(kinds["sync"], 3 * 5)  # the full reads, every fifth sync
 
     def test_a_body_that_drifted_is_updated(self) -> None:
         """The MEP holds another version than the file says: the sync PUTs the wanted one."""

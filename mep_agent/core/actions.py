@@ -258,14 +258,35 @@ class Actions:
         confirmed = await self._attempt("delete", lambda: self.kind.delete(held, urgency))
         if confirmed is _FAILED:
             return
-        self._deleted(held, confirmed)
-        if not confirmed:  # a 404 may be a gateway's: a list of the app's objects decides
-            self._ctx.syncs.soon(f"{self.kind.label} {self.key}: a 404 to its deletion")
+        if confirmed:
+            self._deleted(held)
+        elif not await self._deletion_missed(held):
+            return
         if self._replace:
             self._replace = False
             self.phase = Phase.WANTED
 
-    def _deleted(self, held: Held, confirmed: bool) -> None:
+    async def _deletion_missed(self, held: Held) -> bool:
+        """
+        The DELETE of C{held} was answered 404; False when it is to be tried again. The
+        first 404 is taken as done, but the record stays and a list of the app's objects
+        decides (a gateway's 404 says nothing of the registry; a replacement waits for that
+        list, so that two instances are not offered). Listed again after a 404, it is no
+        hiccup: a failure like any other, tried again with the back-off.
+        """
+        ref = self.kind.ref(held)
+        if self._ctx.owned.deletion_missed(ref) == 1:
+            self._deleted(held, confirmed=False)
+            asked = self._ctx.syncs.soon(f"{self.kind.label} {self.key}: a 404 to its deletion")
+            if self._replace:
+                await asked
+            return True
+        error = MepError("delete", 404, "answered 404, yet the MEP still lists it")
+        self._log_failure("delete", error)
+        self._failed(error)
+        return False
+
+    def _deleted(self, held: Held, confirmed: bool = True) -> None:
         """
         C{held} was deleted; unless the MEP C{confirmed} it, its record stays until a list
         shows it gone (or shows it there: a leftover, deleted again).

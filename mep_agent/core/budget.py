@@ -172,6 +172,7 @@ class Budget:
 
     def _urgent(self, now: float, deadline: float) -> Deferred[None]:
         self.sent["urgent"] += 1
+        self._refill(now)
         if self._tokens >= 1 - 1e-9:  # counted when there is one; never waited for
             self._tokens -= 1
         if now >= self.paused_until:

@@ -209,6 +209,9 @@ class Owned:
         self._writing: Deferred[None] | None = None
         self._next: Deferred[None] | None = None
         self.writes = 0
+        #: Objects whose DELETE was answered 404 (a gateway's, maybe): ref -> (how many
+        #: times, when last). In memory only; their records stay until a list decides.
+        self._missed: dict[str, tuple[int, float]] = {}
 
     # -- what start-up reads -------------------------------------------------------------
 
@@ -277,8 +280,20 @@ class Owned:
         """C{intent}'s creation certainly made nothing (the MEP answered an error)."""
         self._change(intents=self._without(intent))
 
+    def deletion_missed(self, ref: str) -> int:
+        """C{ref}'s DELETE was answered 404: how many times now."""
+        count = self._missed.get(ref, (0, 0.0))[0] + 1
+        self._missed[ref] = (count, self._now())
+        return count
+
+    def missed_since(self, ref: str) -> float | None:
+        """When C{ref}'s DELETE was last answered 404 (None: never)."""
+        missed = self._missed.get(ref)
+        return None if missed is None else missed[1]
+
     def gone(self, ref: str) -> None:
         """C{ref} no longer exists at the MEP (deleted, or seen missing)."""
+        self._missed.pop(ref, None)
         if any(m.ref == ref for m in self._snapshot.made):
             self._change(made=tuple(m for m in self._snapshot.made if m.ref != ref))
 

@@ -284,7 +284,8 @@ class Reconciler(Service):
                 if keeper.absent(started):
                     self._repaired("lost", f"service {keeper.key}")
                     self._again = True  # the MEP lost data: what else did it lose?
-        self._forget_gone({item.ref for item in listed}, SERVICE)
+        self._forget_gone({item.ref for item in listed}, SERVICE, started)
+        self._prune_watches({item.ref for item in listed})
 
     def _claims(self, listed: list[Listed]) -> dict[str, Made]:
         """The listed instances this pod made (recorded, or a creation whose answer was lost)."""
@@ -364,7 +365,7 @@ class Reconciler(Service):
             if keeper.held is held and keeper.kind.ref(held) not in seen:
                 if keeper.absent(started):
                     self._repaired("lost-subscription", f"{kind.label} {keeper.key}")
-        self._forget_gone({item.ref for item in listed}, kind.kind, kind)
+        self._forget_gone({item.ref for item in listed}, kind.kind, started, kind)
 
     def _ours_subscription(self, kind: Subscriptions, item: Listed, made: Made) -> None:
         for keeper in self._holdings.wanted_subscriptions(kind):
@@ -415,14 +416,29 @@ class Reconciler(Service):
 
     # -- records and logs ------------------------------------------------------------------
 
-    def _forget_gone(self, listed: set[str], kind: str, sub: Subscriptions | None = None) -> None:
-        """Records of earlier lives whose objects a good list no longer shows."""
-        for made in self._owned.earlier_made():
+    def _forget_gone(
+        self, listed: set[str], kind: str, started: float, sub: Subscriptions | None = None
+    ) -> None:
+        """
+        Records whose objects a good list no longer shows: an earlier life's, or one whose
+        DELETE was answered 404 before the list began (this life's others are its keepers').
+        """
+        owned = self._owned
+        for made in owned.all_made():
             if made.kind != kind or made.ref in listed:
                 continue
             if sub is not None and (made.key == "termination") != (sub.label != "subscription"):
                 continue  # read from the other list
-            self._owned.gone(made.ref)
+            missed = owned.missed_since(made.ref)
+            if made.life < owned.life or (missed is not None and missed < started):
+                owned.gone(made.ref)
+
+    def _prune_watches(self, listed: set[str]) -> None:
+        """Foreign instances no longer listed, or now held by a keeper, are not watched."""
+        for ref in list(self._watch):
+            if ref not in listed or self._holdings.holder(ref) is not None:
+                del self._watch[ref]
+        self._live = {r for r in self._live if r in listed and self._holdings.holder(r) is None}
 
     def _note(self, what: str | None, keeper: Keeper) -> None:
         if what is not None:

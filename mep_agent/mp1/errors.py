@@ -7,6 +7,7 @@ should react).
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any
 
 
@@ -66,7 +67,7 @@ def _says_locked(body: Any) -> bool:
     # mepauth: the JSON string "Access is locked." (docs/protocol.md, the token request)
     if isinstance(body, dict):
         body = " ".join(str(body.get(k, "")) for k in ("message", "title", "detail"))
-    return isinstance(body, str) and "locked" in body.lower()
+    return isinstance(body, str) and re.search(r"\blocked\b", body.lower()) is not None
 
 
 def _is_gateway_body(body: Any) -> bool:
