@@ -196,6 +196,27 @@ class NoLivenessRestartTests(RestartMixin, EtsiTestCase):
         self.stop()
         self.assertEqual(self.registry.services, {})
 
+    def test_killed_while_adopting_a_lost_creation(self) -> None:
+        """
+        Killed between finding an earlier life's lost creation and adopting it (its read
+        under way): the next life still knows it is this pod's. Never two, nothing left.
+        """
+        names = (etsi_spec("a"),)
+        self.fault(kind="register", delay=3, count=1)
+        self.life(services=names)
+        self.advance(1)
+        self.crash()  # the POST is carried out; its answer is lost
+        self.advance(3)
+        self.fault(kind="service", delay=5, count=1)  # the adoption's read of it, slow
+        self.life(services=names)
+        self.crash()  # killed while that read is under way
+        self.life(services=names)
+        self.advance(10)
+        self.assertEqual(len(self.instances("a")), 1)
+        self.assertEqual(self.requests("register"), [201])
+        self.stop()
+        self.assertEqual(self.registry.services, {})
+
     def test_without_a_state_directory_they_pile_up(self) -> None:
         """The control: no records, so ACTIVE instances of dead runs cannot be told apart."""
         names = (etsi_spec("a"),)

@@ -301,11 +301,20 @@ class Reconciler(Service):
         ]
         for intent in intents:
             candidates = [i for i in unknown[intent.key] if i.ref not in intent.before]
+            earlier = intent.life < owned.life
             if len(candidates) == 1:
                 only = candidates[0]
-                claimed[only.ref] = Made(SERVICE, intent.key, only.ref, intent.digest, intent.life)
                 unknown[intent.key].remove(only)
-            if intent.life < owned.life:
+                if earlier:
+                    # Recorded as this pod's at once, in the same write that drops the
+                    # intent: killed before the adoption, the next life still knows it.
+                    owned.made(intent, only.ref, SERVICE, intent.key, intent.digest)
+                    claimed[only.ref] = Made(
+                        SERVICE, intent.key, only.ref, intent.digest, owned.life
+                    )
+                    continue
+                claimed[only.ref] = Made(SERVICE, intent.key, only.ref, intent.digest, intent.life)
+            if earlier:
                 owned.resolved(intent)
         return claimed
 
