@@ -154,6 +154,10 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
         self.assertEqual(kinds - {"token"}, set())  # no READY, no POST, no reads of the MEP
         code, body, _ = self.get_json(self.ops, "/readyz")
         self.assertEqual((code, body["reason"]), (503, "terminating"))
+        _, view, _ = self.get_json(self.api, "/mep-agent/v1/termination")
+        self.assertEqual(
+            view, {"terminating": True, "operationAction": "TERMINATING", "earlierLife": True}
+        )
 
     def termination_confirmed(self) -> bool:
         (record,) = self.registry.terminations.values()

@@ -223,10 +223,20 @@ class Terminator(Service):
             hook()
 
     def view(self) -> dict[str, Any]:
-        """The termination as the application API and status show it."""
-        if self.notice is None:
-            return {"terminating": False}
-        return self.notice.view(self._clock.seconds())
+        """
+        The termination as the application API and status show it; one an earlier life of
+        this container acted on (the state directory remembers it) is still under way for
+        the application: it is to leave.
+        """
+        if self.notice is not None:
+            return self.notice.view(self._clock.seconds())
+        if self.terminated_before is not None:
+            return {
+                "terminating": True,
+                "operationAction": self.terminated_before,
+                "earlierLife": True,
+            }
+        return {"terminating": False}
 
     # -- the service -----------------------------------------------------------------------
 
