@@ -372,6 +372,22 @@ class StopDuringTerminationTests(TerminationHarness):
         self.assertEqual(self.registry.services, {})
         self.assertEqual(self.requests("confirm_termination"), [204])
 
+    def test_sigterm_while_waiting_for_the_application_confirms_at_once(self) -> None:
+        """
+        --termination-wait-app true, SIGTERM 1 s into the wait: the application will not
+        acknowledge any more (the pod is going), so the stop confirms at once.
+        """
+        self.build((spec("a"),), notify_url=NOTIFY, termination=True, wait_app=True)
+        self.start()
+        self.deliver(self.terminate(maxGracefulTimeout=30))
+        self.advance(1, step=0.1)
+        self.assertEqual(self.requests("confirm_termination"), [])  # waiting for the app
+        started = self.clock.seconds()
+        self.stop()
+        self.assertLess(self.clock.seconds() - started, 1.0)
+        self.assertEqual(self.requests("confirm_termination"), [204])
+        self.assertTrue(self.events_named("termination.stop_confirms"))
+
     def test_a_terminated_agent_leaves_the_mep_alone(self) -> None:
         """After the termination: no READY, no registration, no subscription, no sync read."""
         self.start_agent()

@@ -251,6 +251,12 @@ class Terminator(Service):
         running = [run for run in self._runs if not run.called]
         if not running or self.notice is None:
             return succeed(None)
+        if not self._acknowledged.called:  # the pod is going: the application will not ack
+            self.log.info(
+                "stopping: confirming the termination without waiting for the application",
+                event="termination.stop_confirms",
+            )
+            self._acknowledged.callback(None)
         left = min(self.shutdown, self.notice.deadline - self._clock.seconds())
         done: Deferred[Any] = DeferredList(running, consumeErrors=True)
         return ensureDeferred(wait_at_most(self._clock, done, left)).addBoth(
