@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent import statedir
@@ -131,6 +132,43 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
         self.assertEqual(len(self.instances("a")), 1)
         self.assertEqual(self.requests("register"), [201])
         self.assertEqual(self.reconciler.repaired["adopted"], 1)
+
+    def test_a_stop_writes_what_it_deleted(self) -> None:
+        """The state file is written (slowly, as on a disk) before the stop ends: no records."""
+        clock = self.clock
+        state = self.pod_state
+
+        def slow_save(data: bytes) -> Deferred[None]:
+            d: Deferred[None] = Deferred()
+
+            def written() -> None:
+                state.data = data
+                d.callback(None)
+
+            clock.callLater(0.2, written)
+            return d
+
+        self.pod_state.save = slow_save  # type: ignore[method-assign]
+        self.life()
+        self.advance(3)
+        self.assertEqual(len(self.pod_state.snapshot().made), 2)  # type: ignore[union-attr]
+        self.stop()
+        snapshot = self.pod_state.snapshot()
+        assert snapshot is not None
+        self.assertEqual(snapshot.made, ())
+
+    def test_an_earlier_lifes_subscription_in_flight_is_not_pending_for_ever(self) -> None:
+        """Killed while subscribing: once the next life read the lists, nothing is pending."""
+        self.fault(kind="subscribe", delay=3, count=2)
+        self.life(subscriptions=(SUBSCRIPTION,), notify_url=NOTIFY, termination=True)
+        self.advance(1)
+        self.crash()
+        self.advance(3)
+        self.assertGreater(self.pod_state.snapshot().intents, ())  # type: ignore[union-attr]
+        self.life(subscriptions=(SUBSCRIPTION,), notify_url=NOTIFY, termination=True)
+        self.advance(5)
+        self.assertEqual(self.owned.view()["pending"], 0)
+        self.assertEqual(self.pod_state.snapshot().intents, ())  # type: ignore[union-attr]
 
     def test_a_terminated_app_is_remembered(self) -> None:
         """After a termination, a restarted container registers, subscribes, confirms nothing."""

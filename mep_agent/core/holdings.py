@@ -25,6 +25,8 @@ from mep_agent.core.kinds import Held, Listed, MepKind, Services, Subscriptions
 from mep_agent.core.owned import SERVICE
 from mep_agent.util.tasks import wait_at_most
 
+SAVE_GRACE = 1.0  # seconds a stop waits for the state file, past --shutdown-timeout if need be
+
 
 @frozen
 class Kinds:
@@ -97,7 +99,15 @@ class Holdings(Service):
         """
         super().stopService()
         until = self._ctx.clock.seconds() + self._shutdown_timeout
-        return ensureDeferred(self.close(until, delete=self.close_deletes))
+        return ensureDeferred(self._close_and_record(until))
+
+    async def _close_and_record(self, until: float) -> None:
+        await self.close(until, delete=self.close_deletes)
+        # What the stop deleted is on disk before the process ends (the next life would
+        # find records of objects that are gone: harmless, but a DELETE each at its stop).
+        clock = self._ctx.clock
+        left = max(SAVE_GRACE, until - clock.seconds())
+        await wait_at_most(clock, self._ctx.owned.saved(), left)
 
     async def close(self, until: float, delete: bool, termination_too: bool = True) -> bool:
         """

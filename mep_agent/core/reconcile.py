@@ -375,6 +375,10 @@ class Reconciler(Service):
                 if keeper.absent(started):
                     self._repaired("lost-subscription", f"{kind.label} {keeper.key}")
         self._forget_gone({item.ref for item in listed}, kind.kind, started, kind)
+        termination = kind.label != "subscription"
+        for intent in self._owned.earlier_intents():  # read now: what they made was seen
+            if intent.kind != SERVICE and (intent.key == "termination") == termination:
+                self._owned.resolved(intent)
 
     def _ours_subscription(self, kind: Subscriptions, item: Listed, made: Made) -> None:
         for keeper in self._holdings.wanted_subscriptions(kind):
