@@ -170,6 +170,21 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
         self.assertEqual(self.owned.view()["pending"], 0)
         self.assertEqual(self.pod_state.snapshot().intents, ())  # type: ignore[union-attr]
 
+    def test_a_failed_first_sync_holds_back_what_the_records_name(self) -> None:
+        """
+        The restarted container's first list refused (the gateway's 429, as on EdgeGallery
+        during a rate-limit block): nothing the records name is made before a list succeeds,
+        and then it is adopted, never made twice.
+        """
+        self.life()
+        first = {self.sid("a"), self.sid("b")}
+        self.crash()
+        self.fault(kind="sync", status=429, count=1)
+        self.life()
+        self.advance(90, step=1)  # the 429 paused everything until the next minute and 10 s
+        self.assertEqual(self.requests("register"), [201, 201])  # the first life's only
+        self.assertEqual({self.sid("a"), self.sid("b")}, first)
+
     def test_a_terminated_app_is_remembered(self) -> None:
         """After a termination, a restarted container registers, subscribes, confirms nothing."""
         self.life(notify_url=NOTIFY, termination=True)

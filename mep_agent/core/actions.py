@@ -68,6 +68,8 @@ class Actions:
         self.phase = Phase.WANTED
         syncs = self._ctx.syncs
         await syncs.first()  # what earlier runs left is looked at before anything is added
+        if self._ctx.owned.earlier_named(self.kind.kind, self.key):
+            await syncs.good()  # an earlier life's of this name: only a list can tell
         if self._unresolved is not None:  # the last answer was lost: did it make one?
             await syncs.soon(f"{self.kind.label} {self.key}: an answer was lost")
             if self._unresolved is not None:  # no list showed it (or none was read)

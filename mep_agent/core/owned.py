@@ -243,6 +243,11 @@ class Owned:
         """Creations of earlier lives whose answer was never recorded."""
         return [i for i in self._snapshot.intents if i.life < self.life]
 
+    def earlier_named(self, kind: str, key: str) -> bool:
+        """Whether an earlier life made (or was making) an object of C{kind} for C{key}."""
+        made = any(m.kind == kind and m.key == key for m in self.earlier_made())
+        return made or any(i.kind == kind and i.key == key for i in self.earlier_intents())
+
     def all_made(self) -> list[Made]:
         """Everything the records say this pod made and did not delete."""
         return list(self._snapshot.made)

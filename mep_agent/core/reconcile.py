@@ -48,7 +48,7 @@ from mep_agent.core.owned import SERVICE, Made, Owned, body_digest
 from mep_agent.core.ready import Ready
 from mep_agent.mp1.client import Registration, Subscription
 from mep_agent.mp1.errors import MepError, Verdict
-from mep_agent.util.retry import Alarm
+from mep_agent.util.retry import Alarm, full_jitter
 from mep_agent.util.tasks import supervise
 
 JITTER = 0.2  # a sync interval is shortened by up to this fraction, at random
@@ -93,7 +93,9 @@ class Reconciler(Service):
         self._alarm = Alarm(clock)
         self._loop: Deferred[None] | None = None
         self._again = False
-        self._started_once = False
+        self._good_once = False  # a sync has read the MEP (until then every sync is full)
+        self._failures = 0  # syncs failed in a row
+        self._retry = full_jitter(rng=rng)
         self._periodic = 0
         self._next_periodic = 0.0
         self._services_read: float | None = None
@@ -169,21 +171,28 @@ class Reconciler(Service):
 
     async def _step(self) -> bool:
         now = self._clock.seconds()
-        first = not self._started_once
-        full = first or self._again
+        full = not self._good_once or self._again
         if not full and now >= self._next_periodic:
             self._periodic += 1
             full = self._periodic % FULL_EVERY == 0
         asked, self._again = self._requests.take(), False
+        good = False
         try:
             await self._sync(full)
+            good = self.last_error is None
         finally:
-            self._started_once = True
-            self._requests.answered(asked)
+            self._requests.answered(asked, good)
         if not self.reading:
             return True
-        if self._clock.seconds() >= self._next_periodic:
-            self._next_periodic = self._clock.seconds() + self._period()
+        now = self._clock.seconds()
+        if now >= self._next_periodic:
+            self._next_periodic = now + self._period()
+        if good:
+            self._good_once, self._failures = True, 0
+        else:  # tried again with the one back-off, not a whole interval later
+            self._failures += 1
+            retry = now + self._retry(self._failures - 1)
+            self._next_periodic = min(self._next_periodic, retry)
         if not self._again and not self._requests.asked:
             wake = min([self._next_periodic, *self._watch.values()])
             await self._alarm.sleep(max(0.0, wake - self._clock.seconds()))

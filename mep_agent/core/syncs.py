@@ -20,6 +20,7 @@ class SyncRequests:
 
     def __init__(self) -> None:
         self._first: Deferred[None] = Deferred()
+        self._good: Deferred[None] = Deferred()
         self._asked: list[Deferred[None]] = []
         self._listed: dict[str, tuple[str, ...]] = {}
         self._wake: Callable[[str], object] = lambda reason: None
@@ -30,6 +31,13 @@ class SyncRequests:
     def first(self) -> Deferred[None]:
         """Fires once the first sync was tried (done or failed): creations may begin."""
         return succeed(None) if self._first.called else follow(self._first)
+
+    def good(self) -> Deferred[None]:
+        """
+        Fires once a sync has read the MEP successfully (or syncs are over): what an earlier
+        life made is known then, so nothing of its name is made twice.
+        """
+        return succeed(None) if self._good.called else follow(self._good)
 
     def soon(self, reason: str) -> Deferred[None]:
         """Ask for a sync of everything now; fires once one begun after this has ended."""
@@ -60,10 +68,12 @@ class SyncRequests:
         taken, self._asked = self._asked, []
         return taken
 
-    def answered(self, waiters: list[Deferred[None]]) -> None:
-        """A sync has ended: its requests are answered (and the first one tried)."""
+    def answered(self, waiters: list[Deferred[None]], good: bool = True) -> None:
+        """A sync has ended (C{good}: it read the MEP): its requests are answered."""
         if not self._first.called:
             self._first.callback(None)
+        if good and not self._good.called:
+            self._good.callback(None)
         for waiter in waiters:
             if not waiter.called:
                 waiter.callback(None)
@@ -75,4 +85,4 @@ class SyncRequests:
     def close(self) -> None:
         """No more syncs (a stop, a termination): everyone waiting goes on."""
         self.open = False
-        self.answered(self.take())
+        self.answered(self.take(), good=True)
