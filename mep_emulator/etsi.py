@@ -9,6 +9,8 @@ AdvantEDGE (docs/protocol.md), over the same registry as the EdgeGallery face.
 - Absolute C{_links.self.href}, C{_links.liveness.href} and C{Location}; PATCH-only
   liveness (PUT is 405); an update may change nothing but C{state}.
 - ProblemDetails errors with the HTTP status; names are plain strings (C{rnis.v2}).
+- SerAvailabilityNotifications with absolute links; a PUT that changes C{state} notifies
+  STATE_CHANGED.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class EtsiMep:
                 self.heartbeat,
             ),
             (f"{mgmt}/services", ["GET"], self.discover),
+            (f"{mgmt}/services/<ser_id>", ["GET"], self.any_service),
             (f"{mgmt}/transports", ["GET"], self.transports),
             (f"{mgmt}/applications/<app_id>/subscriptions", ["POST"], self.subscribe),
             (
@@ -165,6 +168,7 @@ class EtsiMep:
         handle_errors: Any = self.app.handle_errors  # Klein types handlers without self
         handle_errors(NotFound)(self._elsewhere)
         self.core.termination_links = self._termination_links
+        self.core.registry.availability_links = self._availability_links
 
     def resource(self) -> IResource:
         """The resource to serve (the control API under /_emulator comes from the core)."""
@@ -187,6 +191,21 @@ class EtsiMep:
         self._mp1_base = base
         return base
 
+    def _notice_base(self) -> str:
+        """The base of a notification's links, sent outside any request."""
+        return self.public_url or self._mp1_base
+
+    def _availability_links(
+        self, record: ServiceRecord, sub: SubscriptionRecord, change: str
+    ) -> tuple[str | None, str]:
+        """
+        A SerAvailabilityNotification's links: absolute, REMOVED included, as MEC 011's
+        LinkType and AdvantEDGE 1.9.2 (service-mgmt.go checkSerAvailNotification builds the
+        service's from hostUrl + basePath + "services/{id}", seen on the interop kit).
+        """
+        base = f"{self._notice_base()}{self.api_root}"
+        return f"{base}/mec_service_mgmt/v1/services/{record.ser_instance_id}", base + sub.href
+
     def _termination_links(self, app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
         """
         MEC 011 v2.2.1's AppTerminationNotification links: absolute {"href"}s. With the
@@ -196,7 +215,7 @@ class EtsiMep:
         "confirm_termination"; seen in its notification on the interop kit), a path that
         answers 404.
         """
-        support = f"{self._mp1_base}{self.api_root}/mec_app_support/v1"
+        support = f"{self._notice_base()}{self.api_root}/mec_app_support/v1"
         app = f"{support}/applications/{app_id}"
         confirm = support if self.core.termination_link == "advantedge" else app
         return {
@@ -361,7 +380,11 @@ class EtsiMep:
 
     @fault_point("update")
     def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
-        """PUT a ServiceInfo: only state may differ from what the server holds."""
+        """
+        PUT a ServiceInfo: only state may differ from what the server holds. A new state
+        is notified as STATE_CHANGED, to the subscriptions whose states filter names it
+        (MEC 011's ServiceAvailabilityNotification; AdvantEDGE does the same).
+        """
         self._authorize(request, app_id)
         record = self._own(app_id, ser_id)
         body = self._json(request)
@@ -372,8 +395,9 @@ class EtsiMep:
             raise Problem(400, "Bad Request", "Only the ServiceInfo state property may be changed")
         if body.get("state") not in ("ACTIVE", "INACTIVE"):
             raise Problem(400, "Bad Request", "state must be ACTIVE or INACTIVE")
-        record.state = body["state"]
         record.last_beat = self.core.clock.seconds()
+        if body["state"] != record.state:
+            self.core.registry.set_state(record.ser_instance_id, body["state"], "STATE_CHANGED")
         return write_json(request, 200, self._view(request, record))
 
     @fault_point("deregister")
@@ -411,6 +435,15 @@ class EtsiMep:
             if not names or r.body.get("serName") in names
         ]
         return write_json(request, 200, [self._view(request, r) for r in records])
+
+    @fault_point("discovery")
+    def any_service(self, request: Request, ser_id: str) -> bytes:
+        """GET any service by its id: where a notification's service link leads."""
+        self._authorize(request, None)
+        record = self.core.registry.services.get(ser_id)
+        if record is None:
+            raise Problem(404, "Not Found", "no such service instance")
+        return write_json(request, 200, self._view(request, record))
 
     @fault_point("discovery")
     def transports(self, request: Request) -> bytes:
