@@ -429,11 +429,16 @@ class Registry:
         )
         return termination
 
+    def termination_pending(self, app_id: str) -> bool:
+        """Whether a termination of C{app_id} waits for its confirmation."""
+        termination = self.terminations.get(app_id)
+        return termination is not None and termination.ended_at is None
+
     def confirm_termination(self, app_id: str, raw: bytes) -> None:
         """Record the app's confirmation; the platform's clean-up follows at once."""
-        termination = self.terminations.get(app_id)
-        if termination is None or termination.ended_at is not None:
+        if not self.termination_pending(app_id):
             raise Rejected(18, "Conflict", "no termination is going on")
+        termination = self.terminations[app_id]
         try:
             body = json.loads(raw)
         except ValueError:
