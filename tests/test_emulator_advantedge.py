@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
 from mep_emulator import advantedge
 from mep_emulator.memory import InMemoryMep
@@ -146,6 +148,34 @@ class AppDeletedTests(PlatformTestCase):
         self.assertEqual(self.app_calls()["list services"].code, 200)
         self.mep.advance(2)
         self.assertEqual(self.app_calls()["list services"].json, NOT_FOUND)
+
+    def test_the_clean_ups_notices_arrive_once_it_is_over(self) -> None:
+        """
+        The REMOVED notices of the clean-up reach the app after the app instance is gone
+        (on the clock's next turn), as over a network: in memory, a receiver that calls
+        the platform back must not find it half-way through.
+        """
+        self.register_service(etsi_service("a", 0))
+        self.subscribe("http://app/cb")
+        seen: list[bool] = []  # whether the app instance was gone, per REMOVED notice
+        emulator = self.mep.emulator
+
+        class Receiver(Resource):
+            isLeaf = True
+
+            def render_POST(self, request: Any) -> bytes:
+                if request.path == b"/cb":
+                    seen.append(APP in emulator.deleted_apps)
+                return b""
+
+        receiver = self.mep.notifier.http = StubTreq(Receiver())
+        self.terminate()
+        self.confirm()
+        receiver.flush()
+        self.assertEqual(seen, [])
+        self.mep.clock.advance(0)
+        receiver.flush()
+        self.assertEqual(seen, [True])
 
     def test_provisioning_creates_it_again_not_ready(self) -> None:
         """
