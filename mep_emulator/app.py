@@ -200,6 +200,14 @@ class MepEmulator:
     chaos: float = 0.0  # the share of Mp1 requests refused at random (_chaos)
     chaos_rng: random.Random = field(factory=lambda: random.Random(7), repr=False)
     termination_link: str = "standard"  # the ETSI face's confirmTermination link: or "advantedge"
+    # The real platform the ETSI face plays where it departs from MEC 011: "standard" (none)
+    # or "advantedge" (AdvantEDGE 1.9.2; mep_emulator/advantedge.py).
+    platform: str = "standard"
+    # The app instances a termination deleted (platform advantedge): every call for one
+    # answers 404 until /_emulator/provision creates it again.
+    deleted_apps: set[str] = field(factory=set)
+    # The maxGracefulTimeout of a termination that names none: the face decides.
+    default_graceful_timeout: Callable[[], float] = field(default=lambda: 5)
     termination_deletes_credentials: bool = True  # as mepserver's termination does at mepauth
     # The mepauth records (AK/SK, requiredServices) terminations deleted, by app instance id:
     # /_emulator/provision puts them back, as MECM's provisioning PUTs them again.
@@ -680,6 +688,7 @@ class MepEmulator:
                     for a in self.apps.values()
                 ],
                 "retired": sorted(self.retired),
+                "deleted": sorted(self.deleted_apps),
                 "faults": self.faults.describe(),
                 "notifications": self.notifications[-100:],
                 "requests": [
@@ -753,6 +762,7 @@ class MepEmulator:
             "chaos": self.chaos,
             "termination_link": self.termination_link,
             "termination_deletes_credentials": self.termination_deletes_credentials,
+            "platform": self.platform,
         }
 
     @app.route("/_emulator/flush", methods=["POST"])
@@ -804,7 +814,9 @@ class MepEmulator:
         .../applications/{id}/confs: C{{"app_instance_id", "ak", "sk",
         "required_services"}}. ak and sk default to the app's present ones, else to those a
         termination deleted, else new ones; required_services is a list of names or null
-        (every service), unchanged when not given. Answers the record, SK included.
+        (every service), unchanged when not given. Answers the record, SK included. An app
+        instance a termination deleted (the ETSI face as AdvantEDGE) exists again, not
+        READY, as AdvantEDGE's sandbox creates it anew.
         """
         options = _options(request)
         error = _provision_error(options)
@@ -830,6 +842,7 @@ class MepEmulator:
         for old in [a for a in self.apps.values() if a.app_instance_id == app_id]:
             del self.apps[old.access_key]
         self.retired.pop(app_id, None)
+        self.deleted_apps.discard(app_id)  # the app instance exists again (not READY)
         self.apps[access_key] = app
         return write_json(
             request,
@@ -867,12 +880,13 @@ class MepEmulator:
     def terminate(self, request: Request, app_id: str) -> bytes:
         """
         Control API: start an app termination, C{{"operationAction", "maxGracefulTimeout"}}
-        (TERMINATING and 5 s by default; any values, to try the agent with bad ones).
+        (TERMINATING and the face's default, 5 s or AdvantEDGE's 10, when not given; any
+        values, to try the agent with bad ones).
         """
         options = _options(request)
         if options is None:
             return write_json(request, 400, {"error": "the body must be a JSON object"})
-        timeout = options.get("maxGracefulTimeout", 5)
+        timeout = options.get("maxGracefulTimeout", self.default_graceful_timeout())
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             return write_json(request, 400, {"error": "maxGracefulTimeout must be a number"})
         termination = self.registry.terminate(
@@ -909,6 +923,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
     "termination_deletes_credentials": (lambda v: isinstance(v, bool), "true or false"),
+    "platform": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
 }
 
 

@@ -9,6 +9,10 @@ AdvantEDGE (docs/protocol.md), over the same registry as the EdgeGallery face.
 - Absolute C{_links.self.href}, C{_links.liveness.href} and C{Location}; PATCH-only
   liveness (PUT is 405); an update may change nothing but C{state}.
 - ProblemDetails errors with the HTTP status; names are plain strings (C{rnis.v2}).
+- SerAvailabilityNotifications with absolute links; a PUT that changes C{state} notifies
+  STATE_CHANGED.
+- With the setting C{platform: advantedge}, AdvantEDGE 1.9.2's departures from MEC 011
+  (advantedge.py): a terminated app instance deleted, its error shapes and texts.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
+from mep_emulator import advantedge
 from mep_emulator.app import (
     MepEmulator,
     Problem,
@@ -83,6 +88,13 @@ def service_info_post(body: Any) -> dict[str, Any]:
     return dict(body)
 
 
+class NoSuchService(Problem):
+    """An unknown service id: a ProblemDetails, or AdvantEDGE's empty 404."""
+
+    def __init__(self) -> None:
+        super().__init__(404, "Not Found", "no such service instance")
+
+
 @define
 class OAuth2Client:
     """A client the token endpoint knows, bound to one app instance."""
@@ -130,6 +142,7 @@ class EtsiMep:
                 self.heartbeat,
             ),
             (f"{mgmt}/services", ["GET"], self.discover),
+            (f"{mgmt}/services/<ser_id>", ["GET"], self.any_service),
             (f"{mgmt}/transports", ["GET"], self.transports),
             (f"{mgmt}/applications/<app_id>/subscriptions", ["POST"], self.subscribe),
             (
@@ -165,6 +178,9 @@ class EtsiMep:
         handle_errors: Any = self.app.handle_errors  # Klein types handlers without self
         handle_errors(NotFound)(self._elsewhere)
         self.core.termination_links = self._termination_links
+        self.core.default_graceful_timeout = self._graceful_timeout
+        self.core.registry.availability_links = self._availability_links
+        self.core.registry.termination_listeners.append(self._termination_ended)
 
     def resource(self) -> IResource:
         """The resource to serve (the control API under /_emulator comes from the core)."""
@@ -173,19 +189,73 @@ class EtsiMep:
     def _elsewhere(self, request: Request, failure: Any) -> Any:
         if request.path.startswith(b"/_emulator/"):
             return self.core.resource()
-        return write_json(request, 404, _problem(404, "Not Found", "no such resource"))
+        return write_json(request, 404, self._problem(404, "Not Found", "no such resource"))
 
     # -- what the fault_point decorator and the handlers use ---------------------------
 
+    @property
+    def advantedge(self) -> bool:
+        """Whether the face plays AdvantEDGE 1.9.2 (the setting platform)."""
+        return self.core.platform == "advantedge"
+
     async def handle(self, request: Request, kind: str, handler: Any) -> Any:
         """Run a handler with the core's fault points and error answers (no Kong here)."""
-        return await self.core.handle(request, kind, handler, kong=False)
+        return await self.core.handle(
+            request, kind, lambda: self._answer(request, handler), kong=False
+        )
+
+    def _answer(self, request: Request, handler: Any) -> Any:
+        """The handler's answer; its Problem in the platform's shape (the handlers are sync)."""
+        try:
+            return handler()
+        except NoSuchService:
+            if not self.advantedge:
+                raise
+            # AdvantEDGE: w.WriteHeader(404) after the JSON Content-Type, and no body
+            request.setResponseCode(404)
+            request.setHeader(b"Content-Type", b"application/json; charset=UTF-8")
+            return b""
+        except Problem as e:
+            return write_json(request, e.status, self._problem(e.status, e.title, e.detail))
+
+    def _problem(self, status: int, title: str, detail: str) -> dict[str, Any]:
+        if self.advantedge:
+            return advantedge.problem_details(status, detail)
+        return _problem(status, title, detail)
 
     def _base(self, request: Request) -> str:
         host = (request.getHeader(b"host") or b"127.0.0.1").decode("latin-1")
         base = self.public_url or f"{'https' if request.isSecure() else 'http'}://{host}"
         self._mp1_base = base
         return base
+
+    def _notice_base(self) -> str:
+        """The base of a notification's links, sent outside any request."""
+        return self.public_url or self._mp1_base
+
+    def _availability_links(
+        self, record: ServiceRecord, sub: SubscriptionRecord, change: str
+    ) -> tuple[str | None, str]:
+        """
+        A SerAvailabilityNotification's links: absolute, REMOVED included, as MEC 011's
+        LinkType and AdvantEDGE 1.9.2 (service-mgmt.go checkSerAvailNotification builds the
+        service's from hostUrl + basePath + "services/{id}", seen on the interop kit).
+        """
+        base = f"{self._notice_base()}{self.api_root}"
+        return f"{base}/mec_service_mgmt/v1/services/{record.ser_instance_id}", base + sub.href
+
+    def _graceful_timeout(self) -> float:
+        """A termination's maxGracefulTimeout when the control call names none."""
+        return advantedge.GRACEFUL_TIMEOUT if self.advantedge else 5
+
+    def _termination_ended(self, app_id: str) -> None:
+        """
+        AdvantEDGE deletes the app instance once its termination is over (confirmed or at
+        the deadline: app-support.go delAppInfo): 404 for every call until it is created
+        again (/_emulator/provision).
+        """
+        if self.advantedge:
+            self.core.deleted_apps.add(app_id)
 
     def _termination_links(self, app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
         """
@@ -194,11 +264,12 @@ class EtsiMep:
         C{{base}}/mec_app_support/v1/confirm_termination, without C{applications/{id}/}
         (meep-app-enablement/server/app-support/app-support.go builds it from basePath +
         "confirm_termination"; seen in its notification on the interop kit), a path that
-        answers 404.
+        answers 404. The setting platform "advantedge" implies it.
         """
-        support = f"{self._mp1_base}{self.api_root}/mec_app_support/v1"
+        support = f"{self._notice_base()}{self.api_root}/mec_app_support/v1"
         app = f"{support}/applications/{app_id}"
-        confirm = support if self.core.termination_link == "advantedge" else app
+        theirs = self.core.termination_link == "advantedge" or self.advantedge
+        confirm = support if theirs else app
         return {
             "subscription": {"href": f"{app}/subscriptions/{sub.subscription_id}"},
             "confirmTermination": {"href": f"{confirm}/confirm_termination"},
@@ -226,8 +297,12 @@ class EtsiMep:
         """
         The bearer token, when checked; and, as AdvantEDGE does, READY: every call of an
         app (but confirm_ready and confirm_termination) is a 403 "not ready" until the app
-        confirmed READY, again after the platform lost its state (docs/protocol.md).
+        confirmed READY, again after the platform lost its state (docs/protocol.md). Before
+        all that, with platform advantedge, a deleted app instance: 404 (AdvantEDGE looks
+        the app up first in every handler).
         """
+        if self.advantedge and app_id is not None and app_id in self.core.deleted_apps:
+            raise Problem(404, "Not Found", advantedge.APP_NOT_FOUND)
         if ready and app_id is not None and app_id not in self.core.registry.ready:
             raise Problem(403, "Forbidden", NOT_READY)
         if not self.check_tokens:
@@ -236,14 +311,27 @@ class EtsiMep:
         verdict = self.core.issuer.check(values[0] if values else None, self.core.clock.seconds())
         if verdict.app_instance_id is None:
             raise Unauthorized(
-                401, _problem(401, "Unauthorized", "a valid bearer token is needed")
+                401, self._problem(401, "Unauthorized", "a valid bearer token is needed")
             )
         if app_id is not None and app_id != verdict.app_instance_id:
             raise Problem(403, "Forbidden", "the token is another application's")
 
     def _json(self, request: Request) -> Any:
+        return self._decode(read_body(request))
+
+    def _decode(self, raw: bytes) -> Any:
+        """
+        A request's JSON body: 400 when it is not JSON; with platform advantedge, Go's
+        decoder and AdvantEDGE's 500 with its message (every handler answers a decoding
+        error so).
+        """
+        if self.advantedge:
+            try:
+                return advantedge.decode(raw)
+            except advantedge.GoJsonError as e:
+                raise Problem(500, "Internal Server Error", str(e)) from None
         try:
-            return json.loads(read_body(request))
+            return json.loads(raw)
         except ValueError:
             raise Problem(400, "Bad Request", "body is not JSON") from None
 
@@ -268,7 +356,7 @@ class EtsiMep:
         try:
             return self.core.registry.get(app_id, ser_id)
         except Rejected:
-            raise Problem(404, "Not Found", "no such service instance") from None
+            raise NoSuchService() from None
 
     # -- OAuth 2.0 --------------------------------------------------------------------------
 
@@ -341,7 +429,13 @@ class EtsiMep:
             else "SerAvailabilityNotificationSubscription"
         )
         base = f"{self._base(request)}{self.api_root}/{api}/v1"
-        listed = [{"href": url(request, r), "subscriptionType": kind} for r in records]
+        # AdvantEDGE names the kind of its app-support ones in "rel", as MEC 011 v1.1.1 did
+        member = (
+            advantedge.SUBSCRIPTION_KIND_MEMBER
+            if termination and self.advantedge
+            else "subscriptionType"
+        )
+        listed = [{"href": url(request, r), member: kind} for r in records]
         return write_json(
             request,
             200,
@@ -361,7 +455,11 @@ class EtsiMep:
 
     @fault_point("update")
     def update(self, request: Request, app_id: str, ser_id: str) -> bytes:
-        """PUT a ServiceInfo: only state may differ from what the server holds."""
+        """
+        PUT a ServiceInfo: only state may differ from what the server holds. A new state
+        is notified as STATE_CHANGED, to the subscriptions whose states filter names it
+        (MEC 011's ServiceAvailabilityNotification; AdvantEDGE does the same).
+        """
         self._authorize(request, app_id)
         record = self._own(app_id, ser_id)
         body = self._json(request)
@@ -372,8 +470,9 @@ class EtsiMep:
             raise Problem(400, "Bad Request", "Only the ServiceInfo state property may be changed")
         if body.get("state") not in ("ACTIVE", "INACTIVE"):
             raise Problem(400, "Bad Request", "state must be ACTIVE or INACTIVE")
-        record.state = body["state"]
         record.last_beat = self.core.clock.seconds()
+        if body["state"] != record.state:
+            self.core.registry.set_state(record.ser_instance_id, body["state"], "STATE_CHANGED")
         return write_json(request, 200, self._view(request, record))
 
     @fault_point("deregister")
@@ -411,6 +510,15 @@ class EtsiMep:
             if not names or r.body.get("serName") in names
         ]
         return write_json(request, 200, [self._view(request, r) for r in records])
+
+    @fault_point("discovery")
+    def any_service(self, request: Request, ser_id: str) -> bytes:
+        """GET any service by its id: where a notification's service link leads."""
+        self._authorize(request, None)
+        record = self.core.registry.services.get(ser_id)
+        if record is None:
+            raise NoSuchService()
+        return write_json(request, 200, self._view(request, record))
 
     @fault_point("discovery")
     def transports(self, request: Request) -> bytes:
@@ -459,18 +567,30 @@ class EtsiMep:
     def confirm_ready(self, request: Request, app_id: str) -> bytes:
         """POST AppReadyConfirmation {"indication": "READY"}."""
         self._authorize(request, app_id, ready=False)
+        raw = read_body(request)
+        if self.advantedge:
+            self._decode(raw)  # its decoder's 500 (an empty body: "EOF")
         try:
-            self.core.registry.confirm_ready(app_id, read_body(request))
+            self.core.registry.confirm_ready(app_id, raw)
         except Rejected as e:
             raise Problem(400, e.title, e.detail) from None
         return write_json(request, 204, None)
 
     @fault_point("confirm_termination")
     def confirm_termination(self, request: Request, app_id: str) -> bytes:
-        """POST AppTerminationConfirmation: 204; 409 when no termination is pending."""
+        """
+        POST AppTerminationConfirmation: 204; 409 when no termination is pending (with
+        platform advantedge a 400, checked before the body is decoded, as app-support.go).
+        """
         self._authorize(request, app_id, ready=False)
+        raw = read_body(request)
+        registry = self.core.registry
+        if self.advantedge:
+            if not registry.termination_pending(app_id):
+                raise Problem(400, "Bad Request", advantedge.UNEXPECTED_CONFIRMATION)
+            self._decode(raw)
         try:
-            self.core.registry.confirm_termination(app_id, read_body(request))
+            registry.confirm_termination(app_id, raw)
         except Rejected as e:
             status = 409 if e.code == 18 else 400
             raise Problem(status, e.title, e.detail) from None

@@ -18,6 +18,12 @@ class Notifier:
     """
     POSTs notifications with the injected treq-like client and keeps a record of each
     delivery (for the control API). A callback that is only a path cannot be delivered.
+
+    Each POST leaves on the clock's next turn, after the change that caused it is complete,
+    as a platform's notification reaches the app over the network. In memory (StubTreq) a
+    POST at once would run the receiver's handler, and the requests it makes, inside the
+    registry's change: a termination's REMOVED notices would let an app read the platform
+    half-way through its clean-up, which no real platform shows.
     """
 
     http: Any  # treq.client.HTTPClient or treq.testing.StubTreq
@@ -40,6 +46,9 @@ class Notifier:
         if self.http is None:
             entry["status"] = "recorded"  # in-memory use without a callback target
             return
+        self.clock.callLater(0, self._post, notification, entry)
+
+    def _post(self, notification: Notification, entry: dict[str, Any]) -> None:
         d = self.http.post(
             notification.callback, json=notification.body, timeout=self.timeout, reactor=self.clock
         )

@@ -115,7 +115,19 @@ class SubscriptionRecord:
 
 #: The _links of an AppTerminationNotification for one termination subscription.
 TerminationLinks = Callable[[str, "SubscriptionRecord"], dict[str, Any]]
+#: The links of a SerAvailabilityNotification about C{record} (a change of C{change}) to one
+#: subscriber: the service reference's link (None: none) and the subscription's.
+AvailabilityLinks = Callable[[ServiceRecord, "SubscriptionRecord", str], tuple[str | None, str]]
 TERMINATION_ACTIONS = ("STOPPING", "TERMINATING")
+
+
+def edgegallery_availability_links(
+    record: ServiceRecord, sub: SubscriptionRecord, change: str
+) -> tuple[str | None, str]:
+    """Paths without the gateway's /mep, and no service link on REMOVED."""
+    if change == "REMOVED":
+        return None, sub.href
+    return f"/mec_service_mgmt/v1/services/{record.ser_instance_id}", sub.href
 
 
 def edgegallery_termination_links(app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
@@ -169,6 +181,8 @@ class Registry:
     terminations: dict[str, Termination] = field(factory=dict)  # by app instance id
     # Told the app instance id when a termination is over (the MEP's other parts clean up).
     termination_listeners: list[Callable[[str], None]] = field(factory=list)
+    # How availability notifications link: paths, unless a face (the ETSI one) builds its own.
+    availability_links: AvailabilityLinks = edgegallery_availability_links
 
     # -- services ------------------------------------------------------------------------
 
@@ -259,11 +273,17 @@ class Registry:
         del self.services[ser_instance_id]
         self._changed(record, "REMOVED")
 
-    def set_state(self, ser_instance_id: str, state: str) -> ServiceRecord:
-        """Control API: force a state (e.g. INACTIVE, to make heartbeats answer 409)."""
+    def set_state(
+        self, ser_instance_id: str, state: str, change: str = "ATTRIBUTES_CHANGED"
+    ) -> ServiceRecord:
+        """
+        Set a service's state and notify C{change}: the control API forces one (e.g.
+        INACTIVE, to make heartbeats answer 409) as mepserver's attribute change; the ETSI
+        face's update notifies STATE_CHANGED.
+        """
         record = self.services[ser_instance_id]
         record.state = state
-        self._changed(record, "ATTRIBUTES_CHANGED")
+        self._changed(record, change)
         return record
 
     def check_liveness(self) -> None:
@@ -409,11 +429,16 @@ class Registry:
         )
         return termination
 
+    def termination_pending(self, app_id: str) -> bool:
+        """Whether a termination of C{app_id} waits for its confirmation."""
+        termination = self.terminations.get(app_id)
+        return termination is not None and termination.ended_at is None
+
     def confirm_termination(self, app_id: str, raw: bytes) -> None:
         """Record the app's confirmation; the platform's clean-up follows at once."""
-        termination = self.terminations.get(app_id)
-        if termination is None or termination.ended_at is not None:
+        if not self.termination_pending(app_id):
             raise Rejected(18, "Conflict", "no termination is going on")
+        termination = self.terminations[app_id]
         try:
             body = json.loads(raw)
         except ValueError:
@@ -457,23 +482,22 @@ class Registry:
         for sub in list(self.subscriptions.values()):
             if sub.is_termination or not sub.matches(record):
                 continue
+            link, subscription = self.availability_links(record, sub, change)
             reference: dict[str, Any] = {
                 "serName": record.body["serName"],
                 "serInstanceId": record.ser_instance_id,
                 "state": record.state,
                 "changeType": change,
             }
-            if change != "REMOVED":
-                reference["link"] = {
-                    "href": f"/mec_service_mgmt/v1/services/{record.ser_instance_id}"
-                }
+            if link is not None:
+                reference["link"] = {"href": link}
             self.notify(
                 Notification(
                     sub.body["callbackReference"],
                     {
                         "notificationType": "SerAvailabilityNotification",
                         "serviceReferences": [reference],
-                        "_links": {"subscription": {"href": sub.href}},
+                        "_links": {"subscription": {"href": subscription}},
                     },
                 )
             )

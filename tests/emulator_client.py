@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.mp1 import signing
 from mep_emulator.auth import App
+from mep_emulator.dev import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.memory import DEV_APP, InMemoryMep
 
 BASE = "https://127.0.0.1:8443"
@@ -103,3 +105,17 @@ class EmulatorTestCase(SynchronousTestCase):
             body,
             headers or self.bearer(app),
         )
+
+
+def etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
+    """A bearer token from the ETSI face's OAuth 2.0 token endpoint."""
+    pair = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
+    headers = {
+        "Authorization": f"Basic {pair}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    reply = case.call(
+        "POST", f"{BASE}/oauth2/token", headers=headers, raw=b"grant_type=client_credentials"
+    )
+    case.assertEqual(reply.code, 200, reply.raw)
+    return {"Authorization": f"Bearer {reply.json['access_token']}"}

@@ -157,6 +157,15 @@ class ReferenceTests(SynchronousTestCase):
         for name in names:
             self.assertIn(f"`--{name}`", emulator)
 
+    def test_every_emulator_setting(self) -> None:
+        """Every setting /_emulator/settings takes has a row in docs/emulator.md's table."""
+        from mep_emulator.app import SETTINGS as EMULATOR_SETTINGS
+
+        emulator = read(os.path.join(DOCS, "emulator.md"))
+        rows = [line for line in emulator.splitlines() if line.startswith("| `")]
+        for name in EMULATOR_SETTINGS:
+            self.assertTrue([r for r in rows if f"`{name}`" in r.split(" | ")[0]], name)
+
     def test_links_resolve(self) -> None:
         """Every relative link in the README and docs/ leads to a file, and to its anchor."""
         for path in markdown_files():

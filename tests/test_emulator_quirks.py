@@ -5,16 +5,14 @@ mepserver; AdvantEDGE), each switchable, through its HTTP API.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import urlsplit
 
 from mep_emulator.app import CHAOS_STATUSES
-from mep_emulator.dev import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from mep_emulator.kong import MinuteLimit
 from mep_emulator.memory import DEV_APP, OTHER_APP, InMemoryMep
 
-from .emulator_client import BASE, MGMT, SUPPORT, EmulatorTestCase, Reply, service
+from .emulator_client import BASE, MGMT, SUPPORT, EmulatorTestCase, Reply, etsi_bearer, service
 
 APP = DEV_APP.app_instance_id
 CONTROL = f"{BASE}/_emulator"
@@ -131,7 +129,7 @@ class RateLimitTests(QuirkTestCase):
         self.mep = InMemoryMep.create(dialect="etsi", rate_limit=1, token_rate_limit=1)
         headers = {}
         for _ in range(3):
-            headers = _etsi_bearer(self)
+            headers = etsi_bearer(self)
         ready = f"{SUPPORT}/applications/{APP}/confirm_ready"
         self.assertEqual(self.call("POST", ready, {"indication": "READY"}, headers).code, 204)
         self.assertEqual([self.discover(headers).code for _ in range(3)], [200] * 3)
@@ -324,24 +322,10 @@ class LivenessIntervalTests(QuirkTestCase):
         )
 
 
-def _etsi_bearer(case: EmulatorTestCase) -> dict[str, str]:
-    """A bearer token from the ETSI face's OAuth 2.0 token endpoint."""
-    pair = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
-    headers = {
-        "Authorization": f"Basic {pair}",
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    reply = case.call(
-        "POST", f"{BASE}/oauth2/token", headers=headers, raw=b"grant_type=client_credentials"
-    )
-    case.assertEqual(reply.code, 200, reply.raw)
-    return {"Authorization": f"Bearer {reply.json['access_token']}"}
-
-
 class AdvantedgeTerminationLinkTests(QuirkTestCase):
     def setUp(self) -> None:
         self.mep = InMemoryMep.create(dialect="etsi")
-        self.headers = _etsi_bearer(self)
+        self.headers = etsi_bearer(self)
         support = f"{SUPPORT}/applications/{APP}"
         self.assertEqual(
             self.call(
