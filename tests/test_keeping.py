@@ -147,6 +147,19 @@ class BeatTimingTests(AgentTestCase):
         latency = keeper.beats.last_good - keeper.beats.reference  # 0.5 s, in 0.1 s steps
         self.assertTrue(0.5 - 1e-9 <= latency < 0.7, latency)
 
+    def test_a_long_pause_lets_a_steady_beat_go_at_its_last_moment(self) -> None:
+        """
+        The gateway paused everything past a steady beat's deadline (Kong's next minute):
+        the beat goes at its last safe moment anyway, and the service stays ACTIVE.
+        """
+        self.build((spec("a"),))
+        self.start()
+        self.advance(BEAT + 1)  # the first beat; from now on one every 59.5 s
+        self.budget.pause(100)  # until well past the next beat's deadline
+        self.assertEqual(self.watch(70), {"ACTIVE"})
+        (record,) = self.registry.services.values()
+        self.assertEqual(record.heartbeats, 2)
+
 
 class ConnectionReuseTests(AgentTestCase):
     """What keeps fifty services on a few connections to the MEP (performance issue)."""

@@ -129,7 +129,9 @@ class Beats:
         if paused > at:
             deadline = self.deadline(interval)
             last = None if deadline is None else deadline - self._schedule.margin(interval)
-            at = last if last is not None and at < last < paused else paused
+            # A pause that ends after the last safe moment: the beat goes at that moment (or
+            # now, when it has come), not after the pause.
+            at = max(at, last) if last is not None and last < paused else paused
         return at
 
     async def _beat(self, registration: Registration, path: str, name: str) -> bool:
