@@ -322,7 +322,11 @@ def keepers(cfg: AgentConfig, reactor: Any, link: Link, owned: Owned, seams: Sea
         Liveness(mep, link.budget, cfg.request_timeout, cfg.dialect.liveness_grace),
         Hooks(reached=lambda: link.wire.may_have_received(("register", "subscribe"))),
     )
-    kinds = Kinds(Services(mep), Subscriptions(mep), Subscriptions(mep, termination=True))
+    kinds = Kinds(
+        Services(mep, cfg.dialect.restore_sends_held),
+        Subscriptions(mep),
+        Subscriptions(mep, termination=True),
+    )
     want = wanted(cfg, cfg.app, seams.notify_secret)
     if owned.terminated is not None:
         want = Wanted((), ())  # the platform terminated the app: nothing is kept again
@@ -390,6 +394,7 @@ def keeping(
             cfg.termination_wait_app,
         )
         terminator.shutdown = cfg.shutdown_timeout
+        terminator.platform_deletes = cfg.dialect.deletes_at_termination
     return Keeping(records, holdings.ctx.ready, holdings, reconciler, terminator)
 
 

@@ -185,6 +185,28 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
         self.assertEqual(self.requests("register"), [201, 201])  # the first life's only
         self.assertEqual({self.sid("a"), self.sid("b")}, first)
 
+    def test_an_adopted_service_is_restored_with_its_own_body(self) -> None:
+        """
+        Adopted (so known by a read of it), then set INACTIVE: the repair PUTs the agent's
+        body with the state, not the MEP's presentation, which mepserver refuses (its gateway
+        URI, empty fields) and which would become the registered endpoint.
+        """
+        self.life()
+        sid = self.sid("a")
+        self.crash()
+        held = self.registry.services[sid]
+        held.body["transportId"] = ""  # how mepserver presents a service read back
+        held.body["transportInfo"]["endpoint"] = {"uris": ["https://mep-api-gw.mep:8443/a1"]}
+        self.life()
+        self.assertEqual(self.sid("a"), sid)  # adopted
+        self.registry.set_state(sid, "INACTIVE")
+        self.advance(BEAT + 5)
+        self.assertEqual(self.requests("update")[-1:], [200])
+        body = self.registry.services[sid].body
+        self.assertNotIn("transportId", body)
+        self.assertEqual(body["transportInfo"]["endpoint"], {"uris": ["http://a.local:80/"]})
+        self.assertEqual(self.registry.services[sid].state, "ACTIVE")
+
     def test_a_terminated_app_is_remembered(self) -> None:
         """After a termination, a restarted container registers, subscribes, confirms nothing."""
         self.life(notify_url=NOTIFY, termination=True)
@@ -210,6 +232,10 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
         _, view, _ = self.get_json(self.api, "/mep-agent/v1/termination")
         self.assertEqual(
             view, {"terminating": True, "operationAction": "TERMINATING", "earlierLife": True}
+        )
+        _, raw = self.request(self.ops, "GET", "/metrics")
+        self.assertIn(
+            b'mep_agent_terminating{operation_action="TERMINATING",phase="earlier-life"} 1.0', raw
         )
 
     def termination_confirmed(self) -> bool:

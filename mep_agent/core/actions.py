@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from mep_agent.core.beats import BeatRecord
 from mep_agent.core.errors import NoToken
 from mep_agent.core.keeping import Counts, KeeperContext, Phase
-from mep_agent.core.kinds import Held, Listed, MepKind
+from mep_agent.core.kinds import Held, Listed, MepKind, Services
 from mep_agent.core.owned import Intent, body_digest
 from mep_agent.mp1.client import Registration, Urgency
 from mep_agent.mp1.errors import MepError, Verdict
@@ -208,9 +208,9 @@ class Actions:
         held, body = self.held, self.body
         assert held is not None and body is not None
         if self._repair and not self._update and isinstance(held, Registration):
-            # Only the state: send back what the MEP holds (a MEC 011 platform refuses any
-            # other change; mepserver restores ACTIVE and keeps the serInstanceId).
-            body = dict(held.info or body, state=body.get("state"))
+            # Only the state (mepserver restores ACTIVE and keeps the serInstanceId).
+            assert isinstance(self.kind, Services)
+            body = self.kind.restore_body(held, body)
         what = "repair" if self._repair and not self._update else "update"
         try:
             mended = await self.kind.update(held, body)

@@ -175,14 +175,15 @@ class Holdings(Service):
             self._started(keeper)
         self.subscriptions = kept
 
-    async def withdraw(self, until: float, termination_too: bool) -> None:
+    async def withdraw(self, until: float, termination_too: bool, delete: bool = True) -> None:
         """
         The platform terminates the app: from now on nothing is wanted (a reloaded file
-        brings nothing back); everything is deleted by C{until}, the termination
-        subscription too when C{termination_too} (it goes once the termination is confirmed).
+        brings nothing back); everything is deleted by C{until} -- or, unless C{delete},
+        let go for the platform to delete -- the termination subscription too when
+        C{termination_too} (it goes once the termination is confirmed).
         """
         self.withdrawn = True
-        await self.close(until, delete=True, termination_too=termination_too)
+        await self.close(until, delete=delete, termination_too=termination_too)
         self.services, self.subscriptions = {}, []
         self.strays = [k for k in self.strays if not k.finished]
         if termination_too:

@@ -91,8 +91,15 @@ class Services:
     words = ("registered", "re-registered", "deregistered")
     events = ("registered", "reregistered", "deregistered")
 
-    def __init__(self, mep: MepClient) -> None:
+    def __init__(self, mep: MepClient, restore_sends_held: bool = True) -> None:
+        """@param restore_sends_held: see L{mep_agent.mp1.dialect.Dialect}."""
         self._mep = mep
+        self._restore_sends_held = restore_sends_held
+
+    def restore_body(self, held: Registration, body: dict[str, Any]) -> dict[str, Any]:
+        """What a repair of only the state PUTs (the dialect's rule, Dialect)."""
+        base = held.info if self._restore_sends_held and held.info else body
+        return dict(base, state=body.get("state"))
 
     def stub(self, ref: str, interval: int = 0) -> Held:
         """An instance known by its serInstanceId."""

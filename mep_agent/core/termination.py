@@ -265,6 +265,9 @@ class Terminator(Service):
 
     #: Seconds a stop waits for a termination under way (--shutdown-timeout).
     shutdown = 5.0
+    #: Whether the platform deletes the app's services and subscriptions itself at once
+    #: (Dialect.deletes_at_termination): then they are let go, not deleted.
+    platform_deletes = False
 
     def _stopped(self, result: object, running: list[Deferred[None]]) -> None:
         for run in running:
@@ -297,7 +300,9 @@ class Terminator(Service):
                 self._reconciler.stop_reading()
                 # Services and availability subscriptions now; the termination one after.
                 withdrawn = ensureDeferred(
-                    self._holdings.withdraw(notice.confirm_by, termination_too=False)
+                    self._holdings.withdraw(
+                        notice.confirm_by, termination_too=False, delete=not self.platform_deletes
+                    )
                 ).addErrback(self._withdraw_failed)
                 await self._until(withdrawn, notice.confirm_by)
                 if self._forward is not None:
@@ -307,7 +312,9 @@ class Terminator(Service):
                 await self._until(self._acknowledged, notice.confirm_by)
             notice.phase = TerminationPhase.CONFIRMING
             await self._confirm(notice)
-            await self._holdings.withdraw(notice.deadline, termination_too=True)
+            await self._holdings.withdraw(
+                notice.deadline, termination_too=True, delete=not self.platform_deletes
+            )
         except CancelledError:
             pass  # the agent is stopping, past its deadline
 

@@ -51,6 +51,15 @@ class Dialect:
     #: Whether confirm_ready must complete before any other Mp1 call: MEC 011 v2.2.1
     #: platforms refuse every call before it; EdgeGallery's mepserver accepts it any time.
     ready_first: bool = False
+    #: What a repair of only the state sends: the ServiceInfo the MEP holds with the state
+    #: changed (MEC 011 v2.2.1 platforms refuse any other change), or the agent's own body
+    #: (mepserver presents a service with the gateway's URI and empty fields, and refuses
+    #: that presentation when it is sent back).
+    restore_sends_held: bool = True
+    #: Whether the platform deletes the app's services and subscriptions itself, at once,
+    #: when it terminates the app (mepserver does, and fails MECM's termination when the app
+    #: deleted one first): then the agent leaves them to it.
+    deletes_at_termination: bool = False
 
     def default_auth(self, token_url: str | None) -> str:
         """--auth when it is not given."""
@@ -70,6 +79,8 @@ EDGEGALLERY = Dialect(
     discovery_name=_EDGEGALLERY_NAME,
     discovery_name_rule="up to 128 letters, digits, '_' or '-' (not first or last)",
     liveness_grace=mepserver_grace,
+    restore_sends_held=False,
+    deletes_at_termination=True,
 )
 ETSI = Dialect(
     "etsi",

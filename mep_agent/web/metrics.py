@@ -43,6 +43,10 @@ _STATUSES = {
 }
 
 
+#: The phase of a termination an earlier life of the container acted on.
+EARLIER_LIFE = "earlier-life"
+
+
 def status_label(status: int | None) -> str:
     """The label for an HTTP status: itself when common, else its class (4xx ...)."""
     if status is None:
@@ -368,6 +372,8 @@ class AgentCollector(Collector):
         )
         if notice is not None:
             terminating.add_metric([notice.action, notice.phase.value], 1.0)
+        elif terminator.terminated_before is not None:  # a restarted container remembers
+            terminating.add_metric([terminator.terminated_before, EARLIER_LIFE], 1.0)
         yield terminating
         yield GaugeMetricFamily(
             "mep_agent_termination_deadline_seconds",
