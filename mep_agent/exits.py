@@ -3,12 +3,18 @@ The process's exit status under twistd, which has no public way to set one.
 
 - SIGTERM and SIGINT stop the agent cleanly (it deregisters) and exit 0. twistd would
   re-raise the signal after a stop and so report "killed", so the agent takes those two
-  signals itself once the reactor runs (with signal.signal; no private reactor state).
-  Before the reactor runs (while twistd parses the options, the configuration is read and
-  the service tree is built) nothing has been sent to the MEP yet: a stop signal then ends
-  the process at once with 0 (L{exit_early_on_stop_signals}).
+  signals itself (with signal.signal; no private reactor state) in the reactor's start-up,
+  right after the reactor has installed its own handlers. From the first start-up trigger
+  until then the two signals are blocked, not lost: one sent in that gap waits and reaches
+  the agent's handler, a clean stop (nothing has been sent to the MEP yet, so it is quick).
+  Before the reactor starts (while twistd parses the options, the configuration is read and
+  the service tree is built) a stop signal ends the process at once with 0
+  (L{exit_early_on_stop_signals}).
 - A second signal while stopping exits at once (128 + signal): an operator who insists
   must not wait for the deregistration deadline.
+- A signal handler does no buffered I/O: Python runs it between two bytecodes of the main
+  thread, possibly inside a write to stdout, where a flush raises "reentrant call" and the
+  exception, caught by whatever code was writing (the log publisher), loses the signal.
 - SIGHUP re-reads app_instance_info.yaml (the hot reload).
 - A one-shot failure exits 1: after the reactor has shut down completely, with the
   output flushed, through os._exit — the only way to hand twistd's caller a status.
@@ -27,6 +33,8 @@ from twisted.logger import Logger
 
 from mep_agent.run import exit_at_once
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def exit_early_on_stop_signals() -> None:
     """
@@ -34,7 +42,7 @@ def exit_early_on_stop_signals() -> None:
     nothing was sent to the MEP, so there is nothing to clean up (Kubernetes deleting a pod
     that has only just started must not see it "killed").
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, exit_at_once)
 
 
@@ -62,7 +70,10 @@ class ProcessExit:
 
         @param on_hangup: what SIGHUP does (re-read app_instance_info.yaml), if anything.
         """
-        self._reactor.callWhenRunning(self._take_stop_signals)
+        self._reactor.addSystemEventTrigger("before", "startup", self._hold_stop_signals)
+        # "during": after the reactor's own trigger of that phase (registered when it was
+        # built), which installs its SIGTERM handler, and before anything runs on the loop.
+        self._reactor.addSystemEventTrigger("during", "startup", self._take_stop_signals)
         if on_hangup is not None:
             # The handler runs between reactor iterations; the work is scheduled on it.
             def hangup(signum: int, frame: FrameType | None) -> None:
@@ -72,9 +83,13 @@ class ProcessExit:
         self._reactor.addSystemEventTrigger("before", "shutdown", self._second_signal_exits)
         self._reactor.addSystemEventTrigger("after", "shutdown", self._exit_with_code)
 
+    def _hold_stop_signals(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
     def _take_stop_signals(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one waiting arrives now
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         # A normal stop, logged at info on the reactor (not written to stderr, which twistd
@@ -86,12 +101,11 @@ class ProcessExit:
         self._reactor.stop()
 
     def _second_signal_exits(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._exit_now)
 
     def _exit_now(self, signum: int, frame: FrameType | None) -> None:
-        sys.stderr.write(f"mep-agent: signal {signum} during shutdown; exiting now\n")
-        sys.stderr.flush()
+        os.write(2, f"mep-agent: signal {signum} during shutdown; exiting now\n".encode())
         os._exit(128 + signum)
 
     def _exit_with_code(self) -> None:

@@ -16,8 +16,14 @@ from types import FrameType
 
 def exit_at_once(signum: int, frame: FrameType | None) -> None:
     """A stop signal before the reactor runs: nothing to clean up, exit 0 now."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (RuntimeError, OSError, ValueError):
+            # RuntimeError: the signal came in the middle of a write to this stream
+            # ("reentrant call"); raised from here it would be swallowed by the code that
+            # was writing, and the signal lost. What is not flushed is lost, not the exit.
+            pass
     os._exit(0)
 
 
