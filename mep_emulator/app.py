@@ -43,6 +43,25 @@ from mep_emulator.rules import UUID, Rejected
 
 MAX_BODY = 4096  # mepserver refuses larger request bodies
 _HTTP_FOR_CODE = {3: 404, 5: 404, 17: 404, 10: 412, 9: 503, 11: 401, 18: 409, 16: 422, 20: 403}
+#: mepserver's ProblemDetails title for each internal code: the title follows the code,
+#: whatever the detail (common/httprsp_builder.go, cvtHttpErrInfo); any other: "Bad Request".
+_TITLE_FOR_CODE = {
+    2: "Can not found resource",
+    3: "Can not found resource",
+    5: "Can not found resource",
+    17: "Can not found resource",
+    9: "Remote server error",
+    10: "Precondition failed",
+    11: "UnAuthorization",
+    12: "Service register failed",
+    13: "Service instance failed",
+    14: "Request parameter error",
+    15: "App subscription error",
+    16: "Resource already exists",
+    18: "Service is in INACTIVE state",
+    19: "Duplicate request error",
+    20: "Operation Not Allowed",
+}
 
 log = Logger()
 Handler = Callable[..., Any]
@@ -64,7 +83,10 @@ def write_json(
 
 
 def problem(request: Request, error: Rejected) -> bytes:
-    """mepserver's error shape: internal code in 'status'; service-center's for 400012."""
+    """
+    mepserver's error shape: internal code in 'status', the title its code's;
+    service-center's for 400012.
+    """
     if error.code >= 400000:
         return write_json(
             request,
@@ -72,8 +94,9 @@ def problem(request: Request, error: Rejected) -> bytes:
             {"errorCode": str(error.code), "errorMessage": error.title, "detail": error.detail},
         )
     status = _HTTP_FOR_CODE.get(error.code, 400)
+    title = _TITLE_FOR_CODE.get(error.code, "Bad Request")
     return write_json(
-        request, status, {"title": error.title, "status": error.code, "detail": error.detail}
+        request, status, {"title": title, "status": error.code, "detail": error.detail}
     )
 
 

@@ -495,7 +495,7 @@ class EtsiMep:
             self.core.registry.heartbeat(app_id, ser_id, read_body(request))
         except Rejected as e:
             status = 409 if e.code == 18 else 404 if e.code in (3, 17) else 400
-            raise Problem(status, e.title, e.detail) from None
+            raise Problem(status, e.title, str(e)) from None
         return write_json(request, 204, None)
 
     @fault_point("discovery")
@@ -538,7 +538,7 @@ class EtsiMep:
         try:
             record = self.core.registry.subscribe(app_id, self._json(request), termination)
         except Rejected as e:
-            raise Problem(400, e.title, e.detail) from None
+            raise Problem(400, e.title, str(e)) from None
         url = (self._termination_url if termination else self._subscription_url)(request, record)
         request.setHeader(b"Location", url.encode())
         return write_json(
@@ -573,7 +573,7 @@ class EtsiMep:
         try:
             self.core.registry.confirm_ready(app_id, raw)
         except Rejected as e:
-            raise Problem(400, e.title, e.detail) from None
+            raise Problem(400, e.title, str(e)) from None
         return write_json(request, 204, None)
 
     @fault_point("confirm_termination")
@@ -593,7 +593,7 @@ class EtsiMep:
             registry.confirm_termination(app_id, raw)
         except Rejected as e:
             status = 409 if e.code == 18 else 400
-            raise Problem(status, e.title, e.detail) from None
+            raise Problem(status, e.title, str(e)) from None
         return write_json(request, 204, None)
 
     @fault_point("subscribe")

@@ -260,7 +260,7 @@ class Registry:
         if not record.interval:
             raise Rejected(17, "Can not found resource", "Invalid heartbeat update request")
         if record.state == "INACTIVE":
-            raise Rejected(18, "Conflict", "service is INACTIVE")
+            raise Rejected(18, "Conflict", "The service is in INACTIVE state")
         record.last_beat = self.clock.seconds()
         record.heartbeats += 1
         if record.state != "ACTIVE":

@@ -39,23 +39,30 @@ STATES = {"ACTIVE", "INACTIVE", "SUSPENDED"}
 
 
 class Rejected(Exception):
-    """A request mepserver refuses: its internal code and detail."""
+    """
+    A request mepserver refuses: its internal code and detail, and the field at fault when
+    one is (mepserver's detail never names it; the emulator's tests do).
+    """
 
-    def __init__(self, code: int, title: str, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, code: int, title: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail if field is None else f"{detail}: {field}")
         self.code = code
         self.title = title
         self.detail = detail
+        self.field = field
 
 
 def type_error(field: str) -> Rejected:
     """mepserver's answer to a field of the wrong type (status 4)."""
-    return Rejected(4, "Bad Request", f"unmarshal request body error: {field}")
+    return Rejected(4, "Bad Request", "unmarshal request body error", field)
 
 
 def invalid(field: str) -> Rejected:
-    """mepserver's answer to a field breaking a rule (status 14)."""
-    return Rejected(14, "Bad Request", f"request param validation failed: {field}")
+    """
+    mepserver's answer to a field breaking a rule (status 14): the detail is the same for
+    every rule (mp1/plans/svc_register.go, ParseBody).
+    """
+    return Rejected(14, "Bad Request", "request param validation failed", field)
 
 
 def _str(
