@@ -180,6 +180,7 @@ class EtsiMep:
         self.core.termination_links = self._termination_links
         self.core.default_graceful_timeout = self._graceful_timeout
         self.core.registry.availability_links = self._availability_links
+        self.core.registry.mepserver = False
         self.core.registry.termination_listeners.append(self._termination_ended)
 
     def resource(self) -> IResource:

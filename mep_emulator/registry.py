@@ -183,6 +183,10 @@ class Registry:
     termination_listeners: list[Callable[[str], None]] = field(factory=list)
     # How availability notifications link: paths, unless a face (the ETSI one) builds its own.
     availability_links: AvailabilityLinks = edgegallery_availability_links
+    # Whether the store behaves as EdgeGallery's mepserver, over servicecomb's
+    # service-center: every update of an instance is notified (below). The ETSI face sets
+    # False: MEC 011 notifies changes of state.
+    mepserver: bool = True
 
     # -- services ------------------------------------------------------------------------
 
@@ -214,6 +218,10 @@ class Registry:
         self.services[record.ser_instance_id] = record
         self.known_names.add(body["serName"])
         self._changed(record, "ADDED")
+        if self.mepserver:
+            # mepserver registers the instance (CREATE), then writes its properties
+            # (UpdateInstanceProperties: an UPDATE), and notifies each
+            self._changed(record, "ATTRIBUTES_CHANGED")
         return record
 
     def _own(self, app_id: str, ser_instance_id: str, missing: str) -> ServiceRecord:
@@ -263,7 +271,9 @@ class Registry:
             raise Rejected(18, "Conflict", "The service is in INACTIVE state")
         record.last_beat = self.clock.seconds()
         record.heartbeats += 1
-        if record.state != "ACTIVE":
+        if record.state != "ACTIVE" or self.mepserver:
+            # mepserver writes the beat's time into the instance's properties: an UPDATE,
+            # notified as any (mp1/plans/heartbeat_patched.go, mp1/event)
             record.state = "ACTIVE"
             self._changed(record, "ATTRIBUTES_CHANGED")
 

@@ -108,6 +108,22 @@ class StateChangedTests(EtsiEmulatorTestCase):
         self.assertEqual(reply.code, 400)
         self.assertEqual([c for _, c, _ in self.availability()], ["ADDED"])
 
+    def test_heartbeats_notify_nothing(self) -> None:
+        """
+        A heartbeat changes no state: nothing is notified (the EdgeGallery face's notice per
+        heartbeat is mepserver's, test_emulator_edgegallery).
+        """
+        self.mep.emulator.registry.liveness_interval = None  # the interval asked is granted
+        self.subscribe("http://app/nostates")
+        view = self.register_service(etsi_service("probe-a", interval=10)).json
+        liveness = view["_links"]["liveness"]["href"]
+        for _ in range(3):
+            self.mep.clock.advance(9)
+            self.assertEqual(
+                self.call("PATCH", liveness, {"state": "ACTIVE"}, self.headers).code, 204
+            )
+        self.assertEqual([c for _, c, _ in self.availability()], ["ADDED"])
+
 
 class AbsoluteLinkTests(EtsiEmulatorTestCase):
     def test_links_are_absolute_with_the_api_root(self) -> None:
@@ -154,8 +170,10 @@ class AbsoluteLinkTests(EtsiEmulatorTestCase):
             "serInstanceId"
         ]
         self.call("DELETE", f"{EG_MGMT}/applications/{APP}/services/{sid}", headers=headers)
-        added, removed = (n["body"]["serviceReferences"][0] for n in self.mep.notifier.delivered)
+        delivered = self.mep.notifier.delivered
+        added, changed, removed = (n["body"]["serviceReferences"][0] for n in delivered)
         self.assertEqual(added["link"], {"href": f"/mec_service_mgmt/v1/services/{sid}"})
+        self.assertEqual(changed["link"], added["link"])
         self.assertNotIn("link", removed)
 
 

@@ -268,16 +268,19 @@ class SubscriptionTests(EmulatorTestCase):
         self.assertEqual(self.subscribe({"states": ["GONE"]}).code, 400)
 
     def test_notifications(self) -> None:
-        """Matching subscriptions are notified of ADDED and REMOVED, others not."""
+        """
+        Matching subscriptions are notified of ADDED (and at once ATTRIBUTES_CHANGED, as
+        mepserver writes the new instance's properties) and REMOVED, others not.
+        """
         self.subscribe({"serNames": ["svc1"]})
         self.subscribe({"serNames": ["other"]}, callback="http://127.0.0.1:8080/other")
         headers = self.bearer()
         sid = self.register(service(), headers=headers).json["serInstanceId"]
         self.call("DELETE", f"{MGMT}/applications/{APP}/services/{sid}", headers=headers)
         sent = self.mep.notifier.delivered
-        self.assertEqual([n["callback"] for n in sent], ["http://127.0.0.1:8080/cb"] * 2)
+        self.assertEqual([n["callback"] for n in sent], ["http://127.0.0.1:8080/cb"] * 3)
         changes = [n["body"]["serviceReferences"][0]["changeType"] for n in sent]
-        self.assertEqual(changes, ["ADDED", "REMOVED"])
+        self.assertEqual(changes, ["ADDED", "ATTRIBUTES_CHANGED", "REMOVED"])
         self.assertEqual(sent[0]["body"]["notificationType"], "SerAvailabilityNotification")
 
     def test_cap(self) -> None:
