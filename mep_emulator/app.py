@@ -36,6 +36,7 @@ from mep_emulator.registry import (
     MGMT,
     SUPPORT,
     Registry,
+    ServiceRecord,
     TerminationLinks,
     edgegallery_termination_links,
 )
@@ -232,6 +233,10 @@ class MepEmulator:
     # The maxGracefulTimeout of a termination that names none: the face decides.
     default_graceful_timeout: Callable[[], float] = field(default=lambda: 5)
     termination_deletes_credentials: bool = True  # as mepserver's termination does at mepauth
+    # How the EdgeGallery face shows a service: "registered" (the body as registered) or
+    # "mepserver" (as mepserver answers: its reads rebuilt with the gateway's URIs, its
+    # 201 and PUT answers Go's decoding of the body; mepserver.py).
+    presentation: str = "mepserver"
     # The mepauth records (AK/SK, requiredServices) terminations deleted, by app instance id:
     # /_emulator/provision puts them back, as MECM's provisioning PUTs them again.
     retired: dict[str, App] = field(factory=dict)
@@ -324,6 +329,14 @@ class MepEmulator:
         if self.retry_after:
             request.setHeader(b"Retry-After", str(reset).encode())
         return True
+
+    def _shown(self, record: ServiceRecord) -> dict[str, Any]:
+        """A service as a read answers it (the setting presentation)."""
+        return record.read_back() if self.presentation == "mepserver" else record.view()
+
+    def _answered(self, record: ServiceRecord) -> dict[str, Any]:
+        """A service as the registration or update that made it so answers it."""
+        return record.answer() if self.presentation == "mepserver" else record.view()
 
     @staticmethod
     def _client_host(request: Request) -> str:
@@ -428,21 +441,22 @@ class MepEmulator:
         self._uuid_path(app_id)
         record = self.registry.register(app_id, self._json_body(request))
         request.setHeader(b"Location", f"/mep/mp1/v1/services/{record.ser_instance_id}")
-        return write_json(request, 201, record.view())
+        return write_json(request, 201, self._answered(record))
 
     @app.route(f"{MGMT}/applications/<app_id>/services", methods=["GET"])
     @fault_point("sync")
     def own_services(self, request: Request, app_id: str) -> bytes:
         """mepserver: the app's own services (filters as discovery)."""
         self._authorize(request, app_id)
-        return write_json(request, 200, self.registry.discover(_query(request), app_id))
+        found = self.registry.discover(_query(request), app_id)
+        return write_json(request, 200, [self._shown(r) for r in found])
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
     @fault_point("service")
     def one_service(self, request: Request, app_id: str, ser_id: str) -> bytes:
         """mepserver: one registered service."""
         self._authorize(request, app_id)
-        return write_json(request, 200, self.registry.get(app_id, ser_id).view())
+        return write_json(request, 200, self._shown(self.registry.get(app_id, ser_id)))
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["PUT"])
     @fault_point("update")
@@ -461,7 +475,7 @@ class MepEmulator:
         if self.refuse_updates == 501:
             raise Problem(501, "Not Implemented", "updating a service is not implemented")
         record = self.registry.update(app_id, ser_id, self._json_body(request))
-        return write_json(request, 200, record.view())
+        return write_json(request, 200, self._answered(record))
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["DELETE"])
     @fault_point("deregister")
@@ -523,7 +537,13 @@ class MepEmulator:
         found = self.registry.discover(_query(request))
         app = self._app(app_id)
         return write_json(
-            request, 200, [s for s in found if app is not None and app.may_discover(s["serName"])]
+            request,
+            200,
+            [
+                self._shown(r)
+                for r in found
+                if app is not None and app.may_discover(r.body["serName"])
+            ],
         )
 
     @app.route(f"{MGMT}/services/<ser_id>", methods=["GET"])
@@ -534,7 +554,7 @@ class MepEmulator:
         record = self.registry.services.get(ser_id)
         if record is None:
             raise Rejected(3, "Can not found resource", "service instance id not found")
-        return write_json(request, 200, record.view())
+        return write_json(request, 200, self._shown(record))
 
     @app.route(f"{MGMT}/transports", methods=["GET"])
     @fault_point("discovery")
@@ -689,7 +709,12 @@ class MepEmulator:
             200,
             {
                 "services": [
-                    dict(r.view(), heartbeats=r.heartbeats, lastHeartbeat=r.last_beat)
+                    dict(
+                        r.view(),
+                        heartbeats=r.heartbeats,
+                        lastHeartbeat=r.last_beat,
+                        gatewayRoutes=r.routes,
+                    )
                     for r in self.registry.services.values()
                 ],
                 "subscriptions": [
@@ -786,6 +811,7 @@ class MepEmulator:
             "termination_link": self.termination_link,
             "termination_deletes_credentials": self.termination_deletes_credentials,
             "platform": self.platform,
+            "presentation": self.presentation,
         }
 
     @app.route("/_emulator/flush", methods=["POST"])
@@ -947,6 +973,7 @@ SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
     "termination_deletes_credentials": (lambda v: isinstance(v, bool), "true or false"),
     "platform": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
+    "presentation": (lambda v: v in ("registered", "mepserver"), "registered or mepserver"),
 }
 
 

@@ -47,13 +47,15 @@ class InMemoryMep:
         token_rate_limit: int = 0,
         retry_after: bool = False,
         platform: str = "standard",
+        presentation: str = "mepserver",
     ) -> InMemoryMep:
         """
         A fresh emulator; C{callback_http} delivers its notifications (None: recorded).
         With C{dialect="etsi"} the ETSI MEC 011 v2.2.1 face is served under C{api_root}.
         C{rate_limit} and C{token_rate_limit} are Kong's per-minute limits on the EdgeGallery
         face (0: none; EdgeGallery sets 1000 and 100), C{retry_after} adds Retry-After to
-        their 429s. C{platform} is the ETSI face's setting of that name ("advantedge").
+        their 429s. C{platform} is the ETSI face's setting of that name ("advantedge"),
+        C{presentation} the EdgeGallery face's ("mepserver").
         """
         clock = clock or Clock()
         notifier = Notifier(callback_http, clock)
@@ -69,6 +71,7 @@ class InMemoryMep:
             token_limit=MinuteLimit(token_rate_limit),
             retry_after=retry_after,
             platform=platform,
+            presentation=presentation,
         )
         sweep = LoopingCall(registry.check_liveness)  # mepserver's 1 s liveness sweep
         sweep.clock = clock

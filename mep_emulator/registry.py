@@ -18,7 +18,7 @@ from typing import Any
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
 
-from mep_emulator import rules
+from mep_emulator import mepserver, rules
 from mep_emulator.rules import Rejected
 
 SERVICES_MAX = 50
@@ -52,6 +52,10 @@ class ServiceRecord:
     state: str
     last_beat: float
     heartbeats: int = 0
+    # What mepserver keeps of it (registry.mepserver only): the instance's properties and
+    # its gateway routes by endpoint URI (mepserver.py).
+    properties: dict[str, str] = field(factory=dict)
+    routes: dict[str, str] = field(factory=dict)
 
     @property
     def liveness_path(self) -> str:
@@ -71,6 +75,30 @@ class ServiceRecord:
             links["self"] = {"liveness": self.liveness_path}
         out["_links"] = links
         return out
+
+    def read_back(self) -> dict[str, Any]:
+        """The ServiceInfo mepserver answers a read with, rebuilt from what it keeps."""
+        return mepserver.read_back(
+            self.ser_instance_id,
+            self.state,
+            self.interval,
+            self.app_instance_id,
+            self.liveness_path,
+            self.properties,
+            self.routes,
+        )
+
+    def answer(self) -> dict[str, Any]:
+        """mepserver's answer to the registration or update that gave it its body."""
+        return mepserver.answer(self.body, self.ser_instance_id, self.interval, self.liveness_path)
+
+    def kept(self, body: dict[str, Any], first: bool) -> None:
+        """Keep C{body} as mepserver does: its properties, its gateway routes."""
+        self.properties = mepserver.properties(
+            body, self.interval, None if first else self.properties
+        )
+        self.properties["appInstanceId"] = self.app_instance_id
+        self.routes = mepserver.routes(body, None if first else self.routes)
 
 
 @define
@@ -215,6 +243,8 @@ class Registry:
             body["state"],
             self.clock.seconds(),
         )
+        if self.mepserver:
+            record.kept(body, first=True)
         self.services[record.ser_instance_id] = record
         self.known_names.add(body["serName"])
         self._changed(record, "ADDED")
@@ -246,6 +276,8 @@ class Registry:
         """PUT .../services/{id}: replace the ServiceInfo (and so its state), same id."""
         record = self._own(app_id, ser_instance_id, "service instance id not found")
         body = validate(body)
+        if self.mepserver:
+            record.kept(body, first=False)
         record.body = body
         record.state = body["state"]
         record.last_beat = self.clock.seconds()
@@ -308,7 +340,7 @@ class Registry:
 
     def discover(
         self, query: dict[str, list[str]], app_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ServiceRecord]:
         """GET .../services: by ser_name, or the OR of the other filters."""
         candidates = [
             s for s in self.services.values() if app_id is None or s.app_instance_id == app_id
@@ -322,7 +354,7 @@ class Registry:
                     "Micro-service does not exist",
                     f"service with name {name[:128]} provider does not exist",
                 )
-            return [s.view() for s in candidates if s.body["serName"] == name]
+            return [s for s in candidates if s.body["serName"] == name]
         if query.get("instance_id"):
             candidates = [s for s in candidates if s.ser_instance_id in query["instance_id"]]
         filters = {
@@ -331,7 +363,7 @@ class Registry:
             if k in ("ser_category_id", "scope_of_locality", "consumed_local_only", "is_local")
         }
         if not filters:
-            return [s.view() for s in candidates]
+            return candidates
 
         def properties(s: ServiceRecord) -> dict[str, str]:
             return {
@@ -341,9 +373,7 @@ class Registry:
                 "is_local": str(s.body.get("isLocal")).lower(),
             }
 
-        return [
-            s.view() for s in candidates if any(properties(s)[k] == v for k, v in filters.items())
-        ]
+        return [s for s in candidates if any(properties(s)[k] == v for k, v in filters.items())]
 
     # -- subscriptions -------------------------------------------------------------------
 

@@ -175,8 +175,12 @@ def service_info(body: Any) -> dict[str, Any]:
         security = _object(transport, "security", "transportInfo.")
         oauth = _object(security, "oAuth2Info", "transportInfo.security.") if security else None
         if oauth is not None:
+            # omitempty,max=4,min=1,dive,oneof=...: null passes, [] does not, and neither
+            # does [""], mepserver's own presentation of no grant types (mepserver.py)
             grants = _list(oauth, "grantTypes", "oAuth2Info.")
-            if not 1 <= len(grants) <= 4 or any(g not in GRANT_TYPES for g in grants):
+            if oauth.get("grantTypes") is not None and (
+                not 1 <= len(grants) <= 4 or any(g not in GRANT_TYPES for g in grants)
+            ):
                 raise invalid("oAuth2Info.grantTypes")
             token_endpoint = oauth.get("tokenEndpoint")
             if token_endpoint not in (None, "") and not is_uri(token_endpoint):

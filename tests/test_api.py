@@ -187,10 +187,16 @@ class DiscoveryRouteTests(ApiTestCase):
         self.start()
 
     def test_found(self) -> None:
-        """A registered service answers with its transportInfo.endpoint (original shape)."""
+        """
+        A registered service answers with its transportInfo.endpoint as the MEP gave it
+        (mepserver: the gateway's URI for the route it made, addresses and alternative null).
+        """
         code, body, response = self.get_json(self.api, f"{ENDPOINT}/httpbin")
         self.assertEqual(code, 200)
-        self.assertEqual(body, {"uris": ["http://httpbin.local:80/"]})
+        (record,) = self.instances("httpbin")
+        (route,) = record.routes.values()
+        gateway = f"https://mep-api-gw.mep:8443/{route}"
+        self.assertEqual(body, {"uris": [gateway], "addresses": None, "alternative": None})
         self.assertEqual(response.headers.getRawHeaders("x-cache"), ["MEP"])
         self.assertEqual(response.headers.getRawHeaders("age"), ["0"])
 

@@ -15,6 +15,7 @@ from .emulator_client import BASE, MGMT, EmulatorTestCase, Reply, service
 APP = DEV_APP.app_instance_id
 CONTROL = f"{BASE}/_emulator"
 SERVICES = f"{MGMT}/applications/{APP}/services"
+SERVICES_PATH = f"/mep/mec_service_mgmt/v1/applications/{APP}/services"
 
 
 class EdgeGalleryTestCase(EmulatorTestCase):
@@ -166,3 +167,285 @@ class EveryUpdateTests(EdgeGalleryTestCase):
         before = len(self.changes())
         self.assertEqual(self.beat(sid).code, 409)
         self.assertEqual(self.changes()[before:], [])
+
+
+#: The interop kit's two services (conf/app_instance_info.yaml): alpha with URIs and a full
+#: category, beta with an address only.
+ALPHA = {
+    "serName": "egtest-alpha",
+    "serCategory": {
+        "href": "/example/catalogue1",
+        "id": "id12345",
+        "name": "RNI",
+        "version": "1.0",
+    },
+    "version": "1.0.0",
+    "state": "ACTIVE",
+    "transportInfo": {
+        "id": "transport1",
+        "name": "REST",
+        "description": "alpha over REST",
+        "type": "REST_HTTP",
+        "protocol": "HTTP",
+        "version": "2.0",
+        "endpoint": {"uris": ["http://alpha-svc.interop:8080/"]},
+        "security": {},
+    },
+    "serializer": "JSON",
+    "scopeOfLocality": "MEC_HOST",
+    "consumedLocalOnly": True,
+    "isLocal": True,
+    "livenessInterval": 60,
+}
+BETA = {
+    "serName": "egtest-beta",
+    "version": "1.0.0",
+    "state": "ACTIVE",
+    "transportInfo": {
+        "id": "transport2",
+        "name": "status",
+        "type": "REST_HTTP",
+        "protocol": "HTTP",
+        "version": "1.1",
+        "endpoint": {"addresses": [{"host": "beta-svc.interop", "port": 8080}]},
+        "security": {},
+    },
+    "serializer": "JSON",
+    "livenessInterval": 60,
+}
+GATEWAY = "https://mep-api-gw.mep:8443/"
+
+
+class ReadingTestCase(EdgeGalleryTestCase):
+    """Reads of one service, and its gateway URI."""
+
+    def route(self, sid: str) -> str:
+        """The service's one gateway URI."""
+        (name,) = self.mep.emulator.registry.services[sid].routes.values()
+        return GATEWAY + name
+
+    def read(self, sid: str) -> dict[str, Any]:
+        reply = self.call("GET", f"{SERVICES}/{sid}", headers=self.headers)
+        self.assertEqual(reply.code, 200)
+        body: dict[str, Any] = reply.json
+        return body
+
+
+class PresentationTests(ReadingTestCase):
+    """D2: what mepserver answers is not what was registered (presentation: mepserver)."""
+
+    def test_the_default(self) -> None:
+        """The EdgeGallery face presents services as mepserver does unless told otherwise."""
+        self.assertEqual(self.control("GET", "/settings").json["presentation"], "mepserver")
+        self.assertEqual(self.control("POST", "/settings", {"presentation": "x"}).code, 400)
+
+    def test_a_read_as_the_kit_showed_it(self) -> None:
+        """
+        GET of alpha: its endpoint the gateway's URI (the serName and 20 hex digits),
+        transportId "", addresses and alternative null, grantTypes [""] for security {},
+        and the app in _links (the kit's s3 GET, word for word but the ids).
+        """
+        sid = self.made(ALPHA)
+        uri = self.route(sid)
+        self.assertRegex(uri, r"^https://mep-api-gw\.mep:8443/egtest-alpha[0-9a-f]{20}$")
+        self.assertEqual(
+            self.read(sid),
+            {
+                "serInstanceId": sid,
+                "serName": "egtest-alpha",
+                "serCategory": ALPHA["serCategory"],
+                "version": "1.0.0",
+                "state": "ACTIVE",
+                "transportId": "",
+                "transportInfo": {
+                    "id": "transport1",
+                    "name": "REST",
+                    "description": "alpha over REST",
+                    "type": "REST_HTTP",
+                    "protocol": "HTTP",
+                    "version": "2.0",
+                    "endpoint": {"uris": [uri], "addresses": None, "alternative": None},
+                    "security": {"oAuth2Info": {"grantTypes": [""], "tokenEndpoint": ""}},
+                },
+                "serializer": "JSON",
+                "scopeOfLocality": "MEC_HOST",
+                "consumedLocalOnly": True,
+                "isLocal": True,
+                "livenessInterval": 60,
+                "_links": {
+                    "self": {"liveness": f"{SERVICES_PATH}/{sid}/liveness"},
+                    "appInstanceId": APP,
+                },
+            },
+        )
+
+    def test_an_address_reads_back_as_a_gateway_uri(self) -> None:
+        """
+        beta, registered with an address only: read back with a gateway URI and no address
+        (Kong refused to make that service on the kit: the URI leads nowhere), an empty
+        category; the list and discovery show the same.
+        """
+        sid = self.made(BETA)
+        mepserver = self.mep.emulator.registry.services[sid]
+        self.assertEqual(list(mepserver.routes), ["HTTP://beta-svc.interop:8080/"])
+        read = self.read(sid)
+        self.assertEqual(
+            read["transportInfo"]["endpoint"],
+            {"uris": [self.route(sid)], "addresses": None, "alternative": None},
+        )
+        self.assertEqual(read["serCategory"], {"href": "", "id": "", "name": "", "version": ""})
+        self.assertEqual(read["transportInfo"]["description"], "")
+        listed = self.call("GET", SERVICES, headers=self.headers).json
+        found = self.call("GET", f"{MGMT}/services?ser_name=egtest-beta", headers=self.headers)
+        self.assertEqual(listed, [read])
+        self.assertEqual(found.json, [read])
+        self.assertEqual(
+            self.call("GET", f"{MGMT}/services/{sid}", headers=self.headers).json, read
+        )
+
+    def test_the_registration_answer_is_the_body_decoded(self) -> None:
+        """
+        201: the body as Go decoded it -- every member, empty ones "" or null, the
+        registered endpoint (not yet the gateway's), grantTypes null, appInstanceId "".
+        """
+        reply = self.register(BETA, headers=self.headers)
+        sid = reply.json["serInstanceId"]
+        self.assertEqual(
+            reply.json,
+            {
+                "serInstanceId": sid,
+                "serName": "egtest-beta",
+                "serCategory": {"href": "", "id": "", "name": "", "version": ""},
+                "version": "1.0.0",
+                "state": "ACTIVE",
+                "transportId": "",
+                "transportInfo": {
+                    "id": "transport2",
+                    "name": "status",
+                    "description": "",
+                    "type": "REST_HTTP",
+                    "protocol": "HTTP",
+                    "version": "1.1",
+                    "endpoint": {
+                        "uris": None,
+                        "addresses": [{"host": "beta-svc.interop", "port": 8080}],
+                        "alternative": None,
+                    },
+                    "security": {"oAuth2Info": {"grantTypes": None, "tokenEndpoint": ""}},
+                },
+                "serializer": "JSON",
+                "scopeOfLocality": "MEC_HOST",
+                "consumedLocalOnly": True,
+                "isLocal": True,
+                "livenessInterval": 60,
+                "_links": {
+                    "self": {"liveness": f"{SERVICES_PATH}/{sid}/liveness"},
+                    "appInstanceId": "",
+                },
+            },
+        )
+
+    def test_grant_types_split_on_a_comma_they_were_not_joined_with(self) -> None:
+        """One grant type reads back as given; two as one string with a full-width comma."""
+        one = {"grantTypes": ["OAUTH2_CLIENT_CREDENTIALS"], "tokenEndpoint": "https://mep/token"}
+        two = dict(one, grantTypes=["OAUTH2_CLIENT_CREDENTIALS", "OAUTH2_IMPLICIT_GRANT"])
+        for given, shown in (
+            (one, ["OAUTH2_CLIENT_CREDENTIALS"]),
+            (two, ["OAUTH2_CLIENT_CREDENTIALS\uff0cOAUTH2_IMPLICIT_GRANT"]),
+        ):
+            body = service(f"s{len(shown[0])}")
+            body["transportInfo"]["security"] = {"oAuth2Info": given}
+            read = self.read(self.made(body))
+            self.assertEqual(read["transportInfo"]["security"]["oAuth2Info"]["grantTypes"], shown)
+
+    def test_registered_presentation(self) -> None:
+        """presentation: registered echoes the body as registered, as the emulator did."""
+        self.assertEqual(
+            self.control("POST", "/settings", {"presentation": "registered"}).code, 200
+        )
+        sid = self.made(ALPHA)
+        read = self.read(sid)
+        self.assertEqual(read["transportInfo"], ALPHA["transportInfo"])
+        self.assertNotIn("transportId", read)
+        self.assertEqual(read["_links"]["appInstanceId"], APP)
+
+
+class OwnPresentationRefusedTests(ReadingTestCase):
+    """D3: mepserver refuses its own read-back on PUT; its registration answer it takes."""
+
+    def test_a_read_sent_back(self) -> None:
+        """
+        A GET answer PUT back with only the state changed: 400 for grantTypes [""], as a
+        third party's first try on the kit; with security {} instead, it is taken.
+        """
+        sid = self.made(ALPHA)
+        read = dict(self.read(sid), state="INACTIVE")
+        reply = self.call("PUT", f"{SERVICES}/{sid}", read, self.headers)
+        self.assertEqual(
+            (reply.code, reply.json),
+            (
+                400,
+                {
+                    "title": "Request parameter error",
+                    "status": 14,
+                    "detail": "request param validation failed",
+                },
+            ),
+        )
+        self.assertEqual(self.mep.emulator.registry.services[sid].state, "ACTIVE")
+        read["transportInfo"]["security"] = {}
+        self.assertEqual(self.call("PUT", f"{SERVICES}/{sid}", read, self.headers).code, 200)
+        self.assertEqual(self.mep.emulator.registry.services[sid].state, "INACTIVE")
+
+    def test_the_registration_answer_sent_back(self) -> None:
+        """The 201 answer PUT back (grantTypes null): 200, and its answer is that body."""
+        reply = self.register(ALPHA, headers=self.headers)
+        sid = reply.json["serInstanceId"]
+        put = self.call("PUT", f"{SERVICES}/{sid}", reply.json, self.headers)
+        self.assertEqual(put.code, 200)
+        self.assertEqual(put.json, reply.json)
+
+
+class RouteNameTests(ReadingTestCase):
+    """D7: an update that names another endpoint URI gets a new gateway route."""
+
+    def test_sending_back_the_gateway_uri_renames_the_route(self) -> None:
+        """
+        A PUT of the read-back (security {}), so naming the gateway URI as endpoint: a new
+        route for it, the old one gone -- the URI a consumer discovers changes at each such
+        update (the kit's admin log: PUT egtest-alpha6aca..., DELETE egtest-alpha6764...).
+        """
+        sid = self.made(ALPHA)
+        shown = []
+        for _ in range(3):
+            read = self.read(sid)
+            shown.append(read["transportInfo"]["endpoint"]["uris"][0])
+            read["transportInfo"]["security"] = {}
+            self.assertEqual(self.call("PUT", f"{SERVICES}/{sid}", read, self.headers).code, 200)
+        shown.append(self.route(sid))
+        self.assertEqual(len(set(shown)), 4)
+        routes = self.mep.emulator.registry.services[sid].routes
+        self.assertEqual(list(routes), [shown[2]])  # the route now leads to the last URI
+
+    def test_the_same_endpoint_keeps_its_route(self) -> None:
+        """A PUT of the registered body (the agent's own, a new state): the same route."""
+        sid = self.made(ALPHA)
+        before = self.route(sid)
+        body = dict(ALPHA, state="INACTIVE")
+        self.assertEqual(self.call("PUT", f"{SERVICES}/{sid}", body, self.headers).code, 200)
+        self.assertEqual(self.route(sid), before)
+
+    def test_back_to_the_registered_endpoint_is_another_route(self) -> None:
+        """
+        After a PUT of the gateway URI, the agent's own body (its endpoint) again: yet
+        another route, as the agent's repair on the kit (egtest-alpha86b1...).
+        """
+        sid = self.made(ALPHA)
+        first = self.route(sid)
+        read = self.read(sid)
+        read["transportInfo"]["security"] = {}
+        self.call("PUT", f"{SERVICES}/{sid}", read, self.headers)
+        self.assertEqual(self.call("PUT", f"{SERVICES}/{sid}", ALPHA, self.headers).code, 200)
+        routes = self.mep.emulator.registry.services[sid].routes
+        self.assertEqual(list(routes), ["http://alpha-svc.interop:8080/"])
+        self.assertNotIn(self.route(sid), (first, read["transportInfo"]["endpoint"]["uris"][0]))

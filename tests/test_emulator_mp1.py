@@ -40,7 +40,7 @@ class RegistrationTests(EmulatorTestCase):
         """livenessInterval 0 stays 0 and has no liveness link."""
         reply = self.register(service(interval=0))
         self.assertEqual(reply.json["livenessInterval"], 0)
-        self.assertNotIn("self", reply.json["_links"])
+        self.assertEqual(reply.json["_links"]["self"], {})
 
     def test_validation_rules(self) -> None:
         """mepserver's rules: type errors status 4, rule errors 14, non-objects 1."""
@@ -205,12 +205,20 @@ class DiscoveryTests(EmulatorTestCase):
         self.assertEqual((reply.code, reply.json), (200, []))
 
     def test_found(self) -> None:
-        """A registered name returns its instances with endpoint and provider."""
+        """
+        A registered name returns its instances with endpoint (mepserver's: the gateway's
+        URI) and provider.
+        """
         self.register(service())
         reply = self.discover("ser_name=svc1")
         self.assertEqual(reply.code, 200)
+        (record,) = self.mep.emulator.registry.services.values()
         self.assertEqual(
-            reply.json[0]["transportInfo"]["endpoint"]["uris"], ["http://svc1.local:80/"]
+            record.routes, {"http://svc1.local:80/": record.routes["http://svc1.local:80/"]}
+        )
+        self.assertEqual(
+            reply.json[0]["transportInfo"]["endpoint"]["uris"],
+            [f"https://mep-api-gw.mep:8443/{record.routes['http://svc1.local:80/']}"],
         )
         self.assertEqual(reply.json[0]["_links"]["appInstanceId"], APP)
 

@@ -213,7 +213,9 @@ class AgentAgainstEmulator(EmulatorProcesses):
         self.assertEqual(code, 200)
         self.assertGreater(token["expires_in"], 3500)
         code, endpoint = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/endpoint/beta")
-        self.assertEqual((code, endpoint), (200, {"uris": ["http://beta.local:80/"]}))
+        (route,) = (await self.services())["beta"]["gatewayRoutes"].values()
+        gateway = {"uris": [f"https://mep-api-gw.mep:8443/{route}"]}
+        self.assertEqual((code, endpoint), (200, dict(gateway, addresses=None, alternative=None)))
         code, _ = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/endpoint/nothere")
         self.assertEqual(code, 404)
         response_code, _ = await get_json(f"http://127.0.0.1:{self.ops}/mep-agent/v1/status")

@@ -187,16 +187,13 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
 
     def test_an_adopted_service_is_restored_with_its_own_body(self) -> None:
         """
-        Adopted (so known by a read of it), then set INACTIVE: the repair PUTs the agent's
-        body with the state, not the MEP's presentation, which mepserver refuses (its gateway
-        URI, empty fields) and which would become the registered endpoint.
+        Adopted (so known by a read of it: mepserver's presentation), then set INACTIVE: the
+        repair PUTs the agent's body with the state, not the MEP's presentation, which
+        mepserver refuses (grantTypes [""]) and whose gateway URI would become the endpoint.
         """
         self.life()
         sid = self.sid("a")
         self.crash()
-        held = self.registry.services[sid]
-        held.body["transportId"] = ""  # how mepserver presents a service read back
-        held.body["transportInfo"]["endpoint"] = {"uris": ["https://mep-api-gw.mep:8443/a1"]}
         self.life()
         self.assertEqual(self.sid("a"), sid)  # adopted
         self.registry.set_state(sid, "INACTIVE")

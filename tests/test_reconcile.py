@@ -247,7 +247,8 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         """The MEP holds another version than the file says: the sync PUTs the wanted one."""
         self.start_agent("a", sync_interval=10)
         sid = self.sid("a")
-        self.registry.services[sid].body["version"] = "0.9"
+        # a third party's PUT
+        self.registry.update(APP, sid, dict(self.registry.services[sid].body, version="0.9"))
         self.advance(10)
         self.assertEqual(self.registry.services[sid].body["version"], "1.0")
         self.assertEqual(self.requests("update"), [200])
