@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from mep_emulator import mm5
 from mep_emulator.auth import ACCESS_KEY, App, Lockout, TokenIssuer, verify_token_request
 from mep_emulator.dev import DEV_APP
 from mep_emulator.faults import BadFault, Fault, FaultPlan
@@ -349,14 +350,15 @@ class MepEmulator:
 
     def _termination_ended(self, app_id: str) -> None:
         """
-        The termination of C{app_id} is over: as EdgeGallery's, delete its AK/SK (and so its
+        A termination of C{app_id} cleans up: as EdgeGallery's, delete its AK/SK (and so its
         requiredServices) from mepauth. mepserver's AppInstanceTermination handler does
         (mepserver/mm5/plans/app_instance_termination.go, DeleteFromMepauth: DELETE
         .../{id}/confs); on the interop kit a token request with that AK then answers 401
         "Invalid access or signature." until the AK/SK are provisioned again, while tokens
         issued before stay valid until they expire. mepserver does it within that request
-        (the kit: about 0.5 s after the notification, the graceful window still open); the
-        emulator does it when its termination ends, with the rest of its clean-up.
+        (the kit: about 0.5 s after the notification, the graceful window still open), once
+        it deleted the app's services: the EdgeGallery face there too (mm5.py); the ETSI
+        face when its termination ends, with the rest of its clean-up.
         """
         if not self.termination_deletes_credentials:
             return
@@ -677,9 +679,9 @@ class MepEmulator:
     @app.route(f"{SUPPORT}/applications/<app_id>/confirm_termination", methods=["POST"])
     @fault_point("confirm_termination")
     def confirm_termination(self, request: Request, app_id: str) -> bytes:
-        """mepserver: the app confirms a termination."""
+        """mepserver: the app confirms a termination (mm5.py)."""
         self._authorize(request, None)
-        self.registry.confirm_termination(app_id, self._body(request))
+        mm5.confirm(self.registry, app_id, self._body(request))
         return write_json(request, 204, None)
 
     @app.route(f"{SUPPORT}/timing/current_time", methods=["GET"])
@@ -938,7 +940,9 @@ class MepEmulator:
         timeout = options.get("maxGracefulTimeout", self.default_graceful_timeout())
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             return write_json(request, 400, {"error": "maxGracefulTimeout must be a number"})
-        termination = self.registry.terminate(
+        start = mm5.terminate if self.registry.mepserver else Registry.terminate
+        termination = start(
+            self.registry,
             app_id,
             options.get("operationAction", "TERMINATING"),
             timeout,

@@ -42,11 +42,19 @@ class Notifier:
         del self.delivered[:-200]
         if not notification.callback.startswith(("http://", "https://")):
             entry["status"] = "undeliverable: not an absolute http(s) URL"
+            self._tell(notification, False)
             return
         if self.http is None:
-            entry["status"] = "recorded"  # in-memory use without a callback target
+            entry["status"] = "recorded"  # in-memory use without a callback target:
+            self._tell(notification, True)  # taken as delivered
             return
         self.clock.callLater(0, self._post, notification, entry)
+
+    @staticmethod
+    def _tell(notification: Notification, delivered: bool) -> None:
+        """Tell the notification's outcome when it is known at once (nothing is POSTed)."""
+        if notification.outcome is not None:
+            notification.outcome(delivered)
 
     def _post(self, notification: Notification, entry: dict[str, Any]) -> None:
         d = self.http.post(
@@ -55,10 +63,14 @@ class Notifier:
 
         def done(response: Any) -> Any:
             entry["status"] = response.code
+            if notification.outcome is not None:
+                notification.outcome(200 <= response.code < 300)
             return response.content()
 
         def failed(failure: Any) -> None:
             entry["status"] = f"failed: {failure.getErrorMessage()}"
+            if notification.outcome is not None:
+                notification.outcome(False)
             log.info(
                 "notification to {callback} failed: {error}",
                 callback=notification.callback,

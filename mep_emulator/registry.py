@@ -35,10 +35,14 @@ def suspension_grace(interval: int) -> int:
 
 @frozen
 class Notification:
-    """A notification to POST to a callback."""
+    """
+    A notification to POST to a callback; C{outcome}, when given, is told whether it was
+    delivered (a 2xx answer), as mepserver's termination worker needs to know.
+    """
 
     callback: str
     body: dict[str, Any]
+    outcome: Callable[[bool], None] | None = field(default=None, eq=False, repr=False)
 
 
 @define
@@ -177,8 +181,14 @@ class Termination:
     notified: int  # termination subscribers told
     confirmed_at: float | None = None
     confirmed_action: str | None = None
-    ended_at: float | None = None  # the app's services and subscriptions deleted
+    ended_at: float | None = None  # the platform's clean-up is over (nothing more follows)
     timer: Any = field(default=None, repr=False)
+    # mepserver's way (mm5.py): the one subscription told; whether the notice was delivered
+    # (None: not yet answered); the request's outcome as MECM hears it (None: deleting).
+    subscriber: str | None = None
+    delivered: bool | None = None
+    result: str | None = None
+    deleting: Any = field(default=None, repr=False)
 
     def view(self) -> dict[str, Any]:
         """What the control API shows."""
@@ -192,7 +202,16 @@ class Termination:
             "confirmedAt": self.confirmed_at,
             "confirmedAction": self.confirmed_action,
             "endedAt": self.ended_at,
+            "subscriber": self.subscriber,
+            "delivered": self.delivered,
+            "result": self.result,
         }
+
+    def cancel(self) -> None:
+        """Stop whatever of it is still to come (a new one replaces it; a restart)."""
+        for timer in (self.timer, self.deleting):
+            if timer is not None and timer.active():
+                timer.cancel()
 
 
 @define
@@ -207,7 +226,8 @@ class Registry:
     subscriptions: dict[str, SubscriptionRecord] = field(factory=dict)
     ready: set[str] = field(factory=set)
     terminations: dict[str, Termination] = field(factory=dict)  # by app instance id
-    # Told the app instance id when a termination is over (the MEP's other parts clean up).
+    # Told the app instance id when the MEP's other parts clean up after a termination: at
+    # its end; mepserver's once its request deleted the app's services (mm5.py).
     termination_listeners: list[Callable[[str], None]] = field(factory=list)
     # How availability notifications link: paths, unless a face (the ETSI one) builds its own.
     availability_links: AvailabilityLinks = edgegallery_availability_links
@@ -439,13 +459,12 @@ class Registry:
         links: TerminationLinks = edgegallery_termination_links,
     ) -> Termination:
         """
-        Start an app termination as mepserver does: notify the app's termination
-        subscribers, wait C{max_graceful_timeout} seconds for confirm_termination, then
-        delete the app's services and subscriptions either way (at once when confirmed).
+        Start an app termination as MEC 011 describes it (the EdgeGallery face runs
+        mepserver's, mm5.py): notify the app's termination subscribers, wait
+        C{max_graceful_timeout} seconds for confirm_termination, then delete the app's
+        services and subscriptions either way (at once when confirmed).
         """
-        previous = self.terminations.get(app_id)
-        if previous is not None and previous.timer is not None and previous.timer.active():
-            previous.timer.cancel()
+        self.replace_termination(app_id)
         now = self.clock.seconds()
         subscribers = self.app_subscriptions(app_id, termination=True)
         termination = Termination(
@@ -469,6 +488,12 @@ class Registry:
         )
         return termination
 
+    def replace_termination(self, app_id: str) -> None:
+        """A new termination of C{app_id}: what is left of the one before is stopped."""
+        previous = self.terminations.get(app_id)
+        if previous is not None:
+            previous.cancel()
+
     def termination_pending(self, app_id: str) -> bool:
         """Whether a termination of C{app_id} waits for its confirmation."""
         termination = self.terminations.get(app_id)
@@ -476,6 +501,13 @@ class Registry:
 
     def confirm_termination(self, app_id: str, raw: bytes) -> None:
         """Record the app's confirmation; the platform's clean-up follows at once."""
+        termination = self.confirmation(app_id, raw)
+        if termination.timer is not None and termination.timer.active():
+            termination.timer.cancel()
+        self._end_termination(termination)
+
+    def confirmation(self, app_id: str, raw: bytes) -> Termination:
+        """The app's confirmation of its pending termination, checked and recorded."""
         if not self.termination_pending(app_id):
             raise Rejected(18, "Conflict", "no termination is going on")
         termination = self.terminations[app_id]
@@ -487,9 +519,7 @@ class Registry:
             raise rules.invalid("operationAction")
         termination.confirmed_at = self.clock.seconds()
         termination.confirmed_action = termination.action
-        if termination.timer is not None and termination.timer.active():
-            termination.timer.cancel()
-        self._end_termination(termination)
+        return termination
 
     def _end_termination(self, termination: Termination) -> None:
         """
@@ -514,8 +544,7 @@ class Registry:
         self.subscriptions.clear()
         self.ready.clear()
         for termination in self.terminations.values():
-            if termination.timer is not None and termination.timer.active():
-                termination.timer.cancel()
+            termination.cancel()
         self.terminations.clear()
 
     def _changed(self, record: ServiceRecord, change: str) -> None:

@@ -300,9 +300,14 @@ class SubscriptionTests(EmulatorTestCase):
 
 
 class AppSupportTests(EmulatorTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        # a termination deletes the AK/SK; the token had before stays valid
+        self.headers = self.bearer()
+
     def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> int:
         url = f"{SUPPORT}/applications/{APP}/{path}"
-        return self.call("POST", url, body, headers or self.bearer()).code
+        return self.call("POST", url, body, headers or self.headers).code
 
     def test_confirm_ready(self) -> None:
         """READY answers 204 and is remembered; anything else 400."""
@@ -346,23 +351,27 @@ class AppSupportTests(EmulatorTestCase):
         self.assertEqual(self.post("subscriptions", body), 201)
 
     def test_termination_cleans_up_after_the_graceful_timeout(self) -> None:
-        """Unconfirmed: after maxGracefulTimeout the app's services and subscriptions go."""
+        """
+        Unconfirmed: the app's services go at once (mepserver's request deletes them), its
+        subscriptions after maxGracefulTimeout (its worker's wait).
+        """
         self.assertEqual(
             self.call(
-                "POST", f"{MGMT}/applications/{APP}/services", service("a"), self.bearer()
+                "POST", f"{MGMT}/applications/{APP}/services", service("a"), self.headers
             ).code,
             201,
         )
         self.subscribe_termination()
-        headers = self.bearer()  # the AK/SK go with the termination; the token stays valid
+        headers = self.headers
         options = {"operationAction": "STOPPING", "maxGracefulTimeout": 3}
         reply = self.call("POST", f"https://127.0.0.1:8443/_emulator/terminate/{APP}", options)
         self.assertEqual((reply.json["operationAction"], reply.json["deadline"]), ("STOPPING", 3))
         self.assertEqual(self.mep.notifier.delivered[-1]["body"]["maxGracefulTimeout"], 3)
-        self.mep.advance(2.5)
-        self.assertEqual(len(self.mep.emulator.registry.services), 1)
-        self.mep.advance(1)
         registry = self.mep.emulator.registry
+        self.assertEqual(registry.services, {})
+        self.mep.advance(2.5)
+        self.assertEqual(len(registry.subscriptions), 1)
+        self.mep.advance(1)
         self.assertEqual((registry.services, registry.subscriptions), ({}, {}))
         state = self.call("GET", "https://127.0.0.1:8443/_emulator/state").json
         (termination,) = state["terminations"]

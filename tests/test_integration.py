@@ -159,8 +159,13 @@ class EmulatorProcesses(TestCase):
         self.assertEqual(termination["confirmedAction"], action)
         code, ready = await get_json(f"http://127.0.0.1:{ops}/readyz")
         self.assertEqual((code, ready["reason"]), (503, "terminating"))
-        state = await self.state()
-        self.assertEqual((state["services"], state["subscriptions"]), ([], []))
+
+        async def cleaned() -> dict[str, Any] | None:
+            # EdgeGallery's request deletes the services one after the other (0.13 s each)
+            state = await self.state()
+            return state if (state["services"], state["subscriptions"]) == ([], []) else None
+
+        state = await eventually(cleaned, timeout=5)
         code, view = await get_json(f"http://127.0.0.1:{self.api}/mep-agent/v1/termination")
         self.assertEqual(
             (code, view["operationAction"], view["phase"]), (200, action, "confirmed")

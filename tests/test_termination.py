@@ -104,6 +104,7 @@ class EdgeGalleryTerminationTests(TerminationHarness):
         record = self.termination()
         self.assertTrue(record["confirmed"])
         self.assertLessEqual(record["confirmedAt"], record["deadline"])
+        self.advance(0.3, step=0.1)  # its request deletes them one by one (mm5.KONG_CLEANUP)
         self.assertEqual(self.registry.services, {})
         self.assertEqual(self.registry.subscriptions, {})
         _, view, _ = self.get_json(self.api, "/mep-agent/v1/termination")
@@ -343,32 +344,23 @@ class StopDuringTerminationTests(TerminationHarness):
         self.build((spec("a"), spec("b")), notify_url=NOTIFY, termination=True)
         self.start()
 
-    def test_sigterm_during_slow_deletions_finishes_the_termination(self) -> None:
-        """
-        Deletions take a second each, the notice gives 30 s, SIGTERM 0.3 s after it: the
-        stop deletes everything and confirms, within --shutdown-timeout.
-        """
-        self.start_agent()
-        self.fault(kind="deregister", delay=1, count=2)
-        self.deliver(self.terminate(maxGracefulTimeout=30))
-        self.advance(0.3, step=0.1)
-        started = self.clock.seconds()
-        self.stop()
-        self.assertLessEqual(self.clock.seconds() - started, 5.0)
-        self.assertEqual(self.registry.services, {})
-        self.assertEqual(self.requests("confirm_termination"), [204])
-        self.assertTrue(self.termination()["confirmed"])
-
     def test_sigterm_at_once_after_the_notice_still_confirms(self) -> None:
-        """A SIGTERM 5 ms after the notice, deletions under way: deleted and confirmed."""
+        """
+        A SIGTERM 5 ms after the notice, the platform's deletions under way: the stop
+        confirms and deletes nothing itself, and the platform's request, undisturbed,
+        succeeds (services, then the AK/SK) and nothing is left.
+        """
         self.start_agent()
-        self.fault(kind="deregister", delay=0.01, count=2)
         notice = self.terminate(maxGracefulTimeout=30)
         self.request(self.ops, "POST", NOTIFICATIONS, json=notice)
         self.clock.advance(0.005)
         self.stop()
-        self.assertEqual(self.registry.services, {})
         self.assertEqual(self.requests("confirm_termination"), [204])
+        self.assertEqual(self.requests("deregister"), [])
+        self.advance(0.5, step=0.1)  # its request: a service, then the other, then the AK/SK
+        self.assertEqual(self.termination()["result"], "success")
+        self.assertEqual((self.registry.services, self.registry.subscriptions), ({}, {}))
+        self.assertEqual(self.emulator.retired.keys(), {APP})
 
     def test_sigterm_while_waiting_for_the_application_confirms_at_once(self) -> None:
         """
@@ -398,6 +390,43 @@ class StopDuringTerminationTests(TerminationHarness):
         self.assertEqual(kinds - {"token"}, set())
         _, status, _ = self.get_json(self.ops, "/mep-agent/v1/status")
         self.assertFalse(status["sync"]["reading"])
+
+
+class EtsiStopDuringTerminationTests(TerminationHarness, EtsiTestCase):
+    """The ETSI face, where the agent deletes its services itself at a termination."""
+
+    def start_agent(self) -> None:
+        self.build((etsi_spec("a"), etsi_spec("b")), notify_url=NOTIFY, termination=True)
+        self.start()
+
+    def test_sigterm_during_slow_deletions_finishes_the_termination(self) -> None:
+        """
+        Deletions take a second each, the notice gives 30 s, SIGTERM 0.3 s after it: the
+        stop deletes everything and confirms, within --shutdown-timeout.
+        """
+        self.start_agent()
+        self.fault(kind="deregister", delay=1, count=2)
+        self.deliver(self.terminate(maxGracefulTimeout=30))
+        self.advance(0.3, step=0.1)
+        started = self.clock.seconds()
+        self.stop()
+        self.assertLessEqual(self.clock.seconds() - started, 5.0)
+        self.assertEqual(self.requests("deregister"), [204, 204])
+        self.assertEqual(self.registry.services, {})
+        self.assertEqual(self.requests("confirm_termination"), [204])
+        self.assertTrue(self.termination()["confirmed"])
+
+    def test_sigterm_at_once_after_the_notice_still_deletes_and_confirms(self) -> None:
+        """A SIGTERM 5 ms after the notice, deletions under way: deleted and confirmed."""
+        self.start_agent()
+        self.fault(kind="deregister", delay=0.01, count=2)
+        notice = self.terminate(maxGracefulTimeout=30)
+        self.request(self.ops, "POST", NOTIFICATIONS, json=notice)
+        self.clock.advance(0.005)
+        self.stop()
+        self.assertEqual(self.requests("deregister"), [204, 204])
+        self.assertEqual(self.registry.services, {})
+        self.assertEqual(self.requests("confirm_termination"), [204])
 
 
 class TerminationSpecTests(TerminationHarness, EtsiTestCase):

@@ -1,0 +1,119 @@
+"""
+An app termination as EdgeGallery's mepserver runs it, for the EdgeGallery face: MECM's
+C{DELETE .../AppInstanceTermination} (mm5/controller.go terminateAppInstance, read in
+EdgeGallery/mep 971f2d0 and seen on the interop kit) is two things at once.
+
+- The request itself deletes the app's services, one after the other from a list read
+  first, each followed by its gateway clean-up (DeleteService), then the app's AK/SK at
+  mepauth (DeleteFromMepauth), and answers MECM without waiting for the app. A service of
+  the list the app deleted in the meantime fails the request: "instance not found", the rest
+  of the list and the AK/SK kept.
+- A worker tells the app: only the first of its termination subscriptions (mepserver takes
+  the first one Go's map iteration gives, at random; here the first made), then waits up to
+  the grace period for confirm_termination and deletes the app's subscriptions. A notice it
+  could not deliver ends the worker there: the subscriptions are never deleted. With no
+  termination subscription there is no worker at all.
+
+The registry keeps the termination's record; the EdgeGallery face (app.py) starts it and
+takes the confirmation here.
+"""
+
+from __future__ import annotations
+
+from mep_emulator.registry import Notification, Registry, Termination, TerminationLinks
+
+#: Seconds between two of the request's deletions: the gateway clean-up of the one before
+#: (four or five Kong admin calls; 0.136 s between the kit's two unregistrations).
+KONG_CLEANUP = 0.13
+NOT_FOUND = "failure: instance not found"
+
+
+def terminate(
+    registry: Registry, app_id: str, action: str, grace: float, links: TerminationLinks
+) -> Termination:
+    """Start the termination of C{app_id}: the request's deletions and the worker's notice."""
+    registry.replace_termination(app_id)
+    now = registry.clock.seconds()
+    subscribers = registry.app_subscriptions(app_id, termination=True)
+    told = subscribers[:1]  # AppTerminationIsSubscribed: the first one, nobody else
+    termination = Termination(app_id, action, now, now + grace, len(told))
+    termination.subscriber = told[0].subscription_id if told else None
+    registry.terminations[app_id] = termination
+    if not told:
+        termination.ended_at = now  # no worker: nothing waits, no subscription is deleted
+    for sub in told:
+        registry.notify(
+            Notification(
+                sub.body["callbackReference"],
+                {
+                    "notificationType": "AppTerminationNotification",
+                    "operationAction": action,
+                    "maxGracefulTimeout": grace,
+                    "_links": links(app_id, sub),
+                },
+                outcome=lambda ok: _delivered(registry, termination, ok),
+            )
+        )
+    listed = [s.ser_instance_id for s in registry.services.values() if s.app_instance_id == app_id]
+    _delete(registry, termination, listed)
+    return termination
+
+
+def _delete(registry: Registry, termination: Termination, listed: list[str]) -> None:
+    """The request's next deletion; when the list is done, the AK/SK (the listeners)."""
+    termination.deleting = None
+    if not listed:
+        termination.result = "success"
+        for listener in registry.termination_listeners:
+            listener(termination.app_instance_id)
+        return
+    first, rest = listed[0], listed[1:]
+    if first not in registry.services:  # the app deleted it: Unregister fails
+        termination.result = NOT_FOUND
+        return
+    registry.deregister(termination.app_instance_id, first)
+    termination.deleting = registry.clock.callLater(
+        KONG_CLEANUP, _delete, registry, termination, rest
+    )
+
+
+def _delivered(registry: Registry, termination: Termination, ok: bool) -> None:
+    """The notice's fate: undelivered, the worker stops; delivered, it waits."""
+    if termination.delivered is not None or not _current(registry, termination):
+        return  # a later termination of the app, or a restart, replaced this one
+    termination.delivered = ok
+    now = registry.clock.seconds()
+    if not ok:
+        termination.ended_at = now  # handleTerminationNotification returns early
+        return
+    if termination.confirmed_at is not None:
+        _end(registry, termination)
+        return
+    grace = termination.deadline - termination.notified_at
+    termination.deadline = now + grace  # the wait begins once the notice is answered
+    termination.timer = registry.clock.callLater(grace, _end, registry, termination)
+
+
+def _current(registry: Registry, termination: Termination) -> bool:
+    return registry.terminations.get(termination.app_instance_id) is termination
+
+
+def confirm(registry: Registry, app_id: str, raw: bytes) -> None:
+    """
+    confirm_termination: taken while the termination waits (mepserver: while its record of
+    the delivered notice exists, until the worker's end); the worker, once its notice was
+    answered, then ends at once (it polls the record every 100 ms).
+    """
+    termination = registry.confirmation(app_id, raw)
+    if termination.delivered:
+        if termination.timer is not None and termination.timer.active():
+            termination.timer.cancel()
+        _end(registry, termination)
+
+
+def _end(registry: Registry, termination: Termination) -> None:
+    """The worker's end: the app's termination and availability subscriptions deleted."""
+    app_id = termination.app_instance_id
+    termination.ended_at = registry.clock.seconds()
+    for sub in [s for s in registry.subscriptions.values() if s.app_instance_id == app_id]:
+        del registry.subscriptions[sub.subscription_id]
