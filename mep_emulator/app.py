@@ -828,8 +828,19 @@ class MepEmulator:
 
     @app.route("/_emulator/restart", methods=["POST"])
     def restart(self, request: Request) -> bytes:
-        """Control API: forget every registration and subscription."""
-        self.registry.restart()
+        """
+        Control API: the platform restarted. By default with an empty store, as /flush;
+        C{{"keep": true}}: with its store kept, as mepserver over its etcd (what it stored
+        survives, a termination under way is lost).
+        """
+        options = _options(request)
+        keep = options.get("keep", False) if options is not None else None
+        if not isinstance(keep, bool):
+            return write_json(request, 400, {"error": 'the body must be {"keep": true|false}'})
+        if keep:
+            self.registry.restart_keeping()
+        else:
+            self.registry.restart()
         return write_json(request, 204, None)
 
     @app.route("/_emulator/rotate-key", methods=["POST"])

@@ -81,6 +81,8 @@ def _delivered(registry: Registry, termination: Termination, ok: bool) -> None:
     """The notice's fate: undelivered, the worker stops; delivered, it waits."""
     if termination.delivered is not None or not _current(registry, termination):
         return  # a later termination of the app, or a restart, replaced this one
+    if termination.abandoned_at is not None:
+        return  # a restart lost the worker that waited for this answer
     termination.delivered = ok
     now = registry.clock.seconds()
     if not ok:
@@ -101,11 +103,12 @@ def _current(registry: Registry, termination: Termination) -> bool:
 def confirm(registry: Registry, app_id: str, raw: bytes) -> None:
     """
     confirm_termination: taken while the termination waits (mepserver: while its record of
-    the delivered notice exists, until the worker's end); the worker, once its notice was
-    answered, then ends at once (it polls the record every 100 ms).
+    the delivered notice exists, until the worker's end, for ever once a restart lost the
+    worker); the worker, once its notice was answered, then ends at once (it polls the
+    record every 100 ms).
     """
     termination = registry.confirmation(app_id, raw)
-    if termination.delivered:
+    if termination.delivered and termination.abandoned_at is None:
         if termination.timer is not None and termination.timer.active():
             termination.timer.cancel()
         _end(registry, termination)

@@ -184,10 +184,12 @@ class Termination:
     ended_at: float | None = None  # the platform's clean-up is over (nothing more follows)
     timer: Any = field(default=None, repr=False)
     # mepserver's way (mm5.py): the one subscription told; whether the notice was delivered
-    # (None: not yet answered); the request's outcome as MECM hears it (None: deleting).
+    # (None: not yet answered); the request's outcome as MECM hears it (None: deleting);
+    # when a restart that kept the store lost the request and the worker.
     subscriber: str | None = None
     delivered: bool | None = None
     result: str | None = None
+    abandoned_at: float | None = None
     deleting: Any = field(default=None, repr=False)
 
     def view(self) -> dict[str, Any]:
@@ -205,6 +207,7 @@ class Termination:
             "subscriber": self.subscriber,
             "delivered": self.delivered,
             "result": self.result,
+            "abandonedAt": self.abandoned_at,
         }
 
     def cancel(self) -> None:
@@ -212,6 +215,20 @@ class Termination:
         for timer in (self.timer, self.deleting):
             if timer is not None and timer.active():
                 timer.cancel()
+
+    def abandon(self, now: float) -> None:
+        """
+        The platform restarted keeping its store: what ran in its memory (mepserver: the
+        request's deletions, the worker's wait) is lost, what it stored stays. A delivered
+        notice's record is in etcd, so a confirmation is still taken, and nothing follows.
+        """
+        self.cancel()
+        if self.result is None:
+            self.result = "failure: restarted"  # MECM's connection closed unanswered
+        if self.ended_at is None:
+            self.abandoned_at = now
+            if not self.delivered:
+                self.ended_at = now  # no record: a confirmation is refused
 
 
 @define
@@ -546,6 +563,15 @@ class Registry:
         for termination in self.terminations.values():
             termination.cancel()
         self.terminations.clear()
+
+    def restart_keeping(self) -> None:
+        """
+        Restart keeping the store, as mepserver over its etcd: services, subscriptions,
+        names and READY survive; terminations under way are abandoned.
+        """
+        now = self.clock.seconds()
+        for termination in self.terminations.values():
+            termination.abandon(now)
 
     def _changed(self, record: ServiceRecord, change: str) -> None:
         for sub in list(self.subscriptions.values()):

@@ -11,6 +11,7 @@ from typing import Any
 from mep_emulator.memory import DEV_APP
 
 from .emulator_client import BASE, MGMT, EmulatorTestCase, Reply, service
+from .emulator_client import SUPPORT as SUPPORT_URL
 
 APP = DEV_APP.app_instance_id
 CONTROL = f"{BASE}/_emulator"
@@ -449,3 +450,84 @@ class RouteNameTests(ReadingTestCase):
         routes = self.mep.emulator.registry.services[sid].routes
         self.assertEqual(list(routes), ["http://alpha-svc.interop:8080/"])
         self.assertNotIn(self.route(sid), (first, read["transportInfo"]["endpoint"]["uris"][0]))
+
+
+class RestartTests(EdgeGalleryTestCase):
+    """mepserver restarted: with its store (etcd) kept, or without it (/restart's default)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        body = {
+            "subscriptionType": "SerAvailabilityNotificationSubscription",
+            "callbackReference": "http://127.0.0.1:8080/cb",
+            "filteringCriteria": {"serNames": ["svc1"]},
+        }
+        url = f"{MGMT}/applications/{APP}/subscriptions"
+        self.assertEqual(self.call("POST", url, body, self.headers).code, 201)
+
+    def listed(self) -> tuple[int, int]:
+        """How many services and subscriptions the app's lists answer (404: none)."""
+        services = self.call("GET", SERVICES, None, self.headers)
+        subs = self.call("GET", f"{MGMT}/applications/{APP}/subscriptions", None, self.headers)
+        return (
+            len(services.json) if services.code == 200 else 0,
+            len(subs.json["_links"]["subscriptions"]) if subs.code == 200 else 0,
+        )
+
+    def test_keeping_the_store_keeps_everything(self) -> None:
+        """{"keep": true}: services, liveness and subscriptions survive, discovery too."""
+        sid = self.made(service())
+        self.assertEqual(self.control("POST", "/restart", {"keep": True}).code, 204)
+        self.assertEqual(self.listed(), (1, 1))
+        self.mep.clock.advance(30)
+        self.assertEqual(self.beat(sid).code, 204)
+        found = self.call("GET", f"{MGMT}/services?ser_name=svc1", None, self.headers)
+        self.assertEqual([s["serInstanceId"] for s in found.json], [sid])
+
+    def test_without_the_store_everything_is_forgotten(self) -> None:
+        """No body (or {"keep": false}): services and subscriptions gone, heartbeats 404."""
+        for body in (None, {"keep": False}):
+            with self.subTest(body=body):
+                sid = self.made(service())
+                self.assertEqual(self.control("POST", "/restart", body).code, 204)
+                self.assertEqual(self.listed(), (0, 0))
+                self.assertEqual(self.beat(sid).code, 404)
+
+    def test_keeping_the_store_loses_a_termination_under_way(self) -> None:
+        """
+        A restart 0.05 s into a termination: the request's deletions and the worker stop
+        where they were; the rest of the services, the subscriptions and the AK/SK stay
+        for good; a confirmation is still taken (its record is stored), nothing follows.
+        """
+        subscription = {
+            "subscriptionType": "AppTerminationNotificationSubscription",
+            "callbackReference": "http://127.0.0.1:8080/term",
+            "appInstanceId": APP,
+        }
+        url = f"{SUPPORT_URL}/applications/{APP}/subscriptions"
+        self.assertEqual(self.call("POST", url, subscription, self.headers).code, 201)
+        for name in ("svc1", "svc2", "svc3"):
+            self.made(service(name))
+        self.assertEqual(self.control("POST", f"/terminate/{APP}", {}).code, 200)
+        self.mep.clock.advance(0.05)
+        self.assertEqual(self.control("POST", "/restart", {"keep": True}).code, 204)
+        self.mep.advance(60)
+        self.assertEqual(self.listed(), (2, 1))
+        self.assertEqual(len(self.mep.emulator.registry.subscriptions), 2)
+        token = self.call("POST", f"{BASE}/mep/token", headers=self.token_headers())
+        self.assertEqual(token.code, 200)
+        confirm = f"{SUPPORT_URL}/applications/{APP}/confirm_termination"
+        body = {"operationAction": "TERMINATING"}
+        self.assertEqual(self.call("POST", confirm, body, self.headers).code, 204)
+        self.assertEqual(len(self.mep.emulator.registry.subscriptions), 2)
+        (termination,) = self.control("GET", "/state").json["terminations"]
+        self.assertEqual(termination["abandonedAt"], 0.05)
+        self.assertEqual(termination["result"], "failure: restarted")
+
+    def test_keep_must_be_a_boolean(self) -> None:
+        """Another body is refused with a 400, and nothing restarts."""
+        sid = self.made(service())
+        for body in ({"keep": "yes"}, [True]):
+            with self.subTest(body=body):
+                self.assertEqual(self.control("POST", "/restart", body).code, 400)
+        self.assertEqual(self.beat(sid).code, 204)
