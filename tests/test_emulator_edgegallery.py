@@ -1,7 +1,7 @@
 """
 The EdgeGallery face where the interop run found EdgeGallery's mepserver (EdgeGallery/mep
-971f2d0) departing from what the emulator did (the report's differences D1-D9), through the
-HTTP API; each test names its difference.
+971f2d0) departing from what the emulator did, through the HTTP API; each test names the
+behaviour it holds. (mm5.py's termination is tested in test_emulator_mm5.py.)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class EdgeGalleryTestCase(EmulatorTestCase):
 
 class ProblemTests(EdgeGalleryTestCase):
     def test_heartbeat_on_an_inactive_service(self) -> None:
-        """D9: mepserver's 409 to a heartbeat on an INACTIVE service, word for word."""
+        """mepserver's 409 to a heartbeat on an INACTIVE service, word for word."""
         sid = self.made(service())
         self.assertEqual(
             self.control("POST", f"/services/{sid}/state", {"state": "INACTIVE"}).code, 200
@@ -96,7 +96,7 @@ class ProblemTests(EdgeGalleryTestCase):
 
 
 class EveryUpdateTests(EdgeGalleryTestCase):
-    """D1: mepserver notifies every UPDATE of an instance as ATTRIBUTES_CHANGED."""
+    """mepserver notifies every UPDATE of an instance as ATTRIBUTES_CHANGED."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -233,7 +233,7 @@ class ReadingTestCase(EdgeGalleryTestCase):
 
 
 class PresentationTests(ReadingTestCase):
-    """D2: what mepserver answers is not what was registered (presentation: mepserver)."""
+    """What mepserver answers is not what was registered (presentation: mepserver)."""
 
     def test_the_default(self) -> None:
         """The EdgeGallery face presents services as mepserver does unless told otherwise."""
@@ -372,7 +372,7 @@ class PresentationTests(ReadingTestCase):
 
 
 class OwnPresentationRefusedTests(ReadingTestCase):
-    """D3: mepserver refuses its own read-back on PUT; its registration answer it takes."""
+    """mepserver refuses its own read-back on PUT; its registration answer it takes."""
 
     def test_a_read_sent_back(self) -> None:
         """
@@ -408,7 +408,7 @@ class OwnPresentationRefusedTests(ReadingTestCase):
 
 
 class RouteNameTests(ReadingTestCase):
-    """D7: an update that names another endpoint URI gets a new gateway route."""
+    """An update that names another endpoint URI gets a new gateway route."""
 
     def test_sending_back_the_gateway_uri_renames_the_route(self) -> None:
         """
