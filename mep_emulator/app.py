@@ -833,8 +833,13 @@ class MepEmulator:
         C{{"keep": true}}: with its store kept, as mepserver over its etcd (what it stored
         survives, a termination under way is lost).
         """
-        options = _options(request)
-        keep = options.get("keep", False) if options is not None else None
+        try:
+            options = json.loads(read_body(request) or b"null")
+        except ValueError:
+            options = []
+        if options is None:  # no body, or JSON null (treq's json=None): as it always was
+            options = {}
+        keep = options.get("keep", False) if isinstance(options, dict) else None
         if not isinstance(keep, bool):
             return write_json(request, 400, {"error": 'the body must be {"keep": true|false}'})
         if keep:
