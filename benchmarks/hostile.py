@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 from benchmarks.soak import (
@@ -38,9 +37,8 @@ from benchmarks.soak import (
     TWISTD,
     Process,
     agent_env,
+    many_connections_beside_an_emulator,
     resources,
-    services_yaml,
-    start_emulator,
     write_report,
 )
 
@@ -230,14 +228,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--out", default="hostile.json")
     options = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    work = tempfile.mkdtemp(prefix="mep-hostile-")
-    conf = os.path.join(work, "conf")
-    os.makedirs(conf)
-    services_yaml(os.path.join(conf, "app_instance_info.yaml"), 2)
-    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    emulator = start_emulator(work, base)
+    work, conf, base, emulator = many_connections_beside_an_emulator("mep-hostile-")
     agent = None
     report: dict[str, object] = {"machine": f"{os.cpu_count()} cores", "date": time.ctime()}
     try:

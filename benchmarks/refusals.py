@@ -27,14 +27,12 @@ import argparse
 import json
 import os
 import random
-import resource
 import selectors
 import socket
-import tempfile
 import time
 from typing import Any
 
-from benchmarks.soak import services_yaml, start_agent, start_emulator, write_report
+from benchmarks.soak import many_connections_beside_an_emulator, start_agent, write_report
 
 OTHER_PEER = "127.0.0.2"  # another loopback address: a peer of its own, as in hostile.py
 FLOOD_DEADLINE = 60.0  # seconds for every flood connection to get its answer or lose it
@@ -192,14 +190,7 @@ def main() -> None:
     parser.add_argument("--header-timeout", default="60", help="the agent's, in seconds")
     parser.add_argument("--out", default="refusals.json")
     options = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    work = tempfile.mkdtemp(prefix="mep-refusals-")
-    conf = os.path.join(work, "conf")
-    os.makedirs(conf)
-    services_yaml(os.path.join(conf, "app_instance_info.yaml"), 2)
-    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    emulator = start_emulator(work, base)
+    work, conf, base, emulator = many_connections_beside_an_emulator("mep-refusals-")
     agent = None
     report: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores",

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -166,6 +167,24 @@ def start_emulator(work: str, base: dict[str, str], *extra: str) -> Process:
     """The emulator on ports the system picks, its certificates and agent.env in work/mep."""
     command = ["mep-emulator", "--port", "auto", "--http-port", "auto"]
     return Process([*command, "--cert-dir", os.path.join(work, "mep"), *extra], base, work)
+
+
+def many_connections_beside_an_emulator(
+    prefix: str,
+) -> tuple[str, str, dict[str, str], Process]:
+    """
+    For a benchmark that opens thousands of connections: the file limit raised (to 8,192
+    at most), a work directory, its conf/ with two services, and the emulator started.
+    Returns the work directory, the conf directory, the base environment and the emulator.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    work = tempfile.mkdtemp(prefix=prefix)
+    conf = os.path.join(work, "conf")
+    os.makedirs(conf)
+    services_yaml(os.path.join(conf, "app_instance_info.yaml"), 2)
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    return work, conf, base, start_emulator(work, base)
 
 
 def agent_env(path: str) -> dict[str, str]:

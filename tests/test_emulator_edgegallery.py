@@ -18,6 +18,13 @@ CONTROL = f"{BASE}/_emulator"
 SERVICES = f"{MGMT}/applications/{APP}/services"
 SERVICES_PATH = f"/mep/mec_service_mgmt/v1/applications/{APP}/services"
 
+#: mepserver's answer to a body that breaks any of its rules (status 14, one detail for all).
+VALIDATION_FAILED = {
+    "title": "Request parameter error",
+    "status": 14,
+    "detail": "request param validation failed",
+}
+
 
 class EdgeGalleryTestCase(EmulatorTestCase):
     """The EdgeGallery face with the app's token at hand."""
@@ -67,14 +74,7 @@ class ProblemTests(EdgeGalleryTestCase):
             reply = self.register(body, headers=self.headers)
             self.assertEqual(
                 (reply.code, reply.json),
-                (
-                    400,
-                    {
-                        "title": "Request parameter error",
-                        "status": 14,
-                        "detail": "request param validation failed",
-                    },
-                ),
+                (400, VALIDATION_FAILED),
             )
 
     def test_a_type_error(self) -> None:
@@ -384,14 +384,7 @@ class OwnPresentationRefusedTests(ReadingTestCase):
         reply = self.call("PUT", f"{SERVICES}/{sid}", read, self.headers)
         self.assertEqual(
             (reply.code, reply.json),
-            (
-                400,
-                {
-                    "title": "Request parameter error",
-                    "status": 14,
-                    "detail": "request param validation failed",
-                },
-            ),
+            (400, VALIDATION_FAILED),
         )
         self.assertEqual(self.mep.emulator.registry.services[sid].state, "ACTIVE")
         read["transportInfo"]["security"] = {}
