@@ -28,6 +28,7 @@ from mep_agent.core.budget import Budget, burst_for
 from mep_agent.core.credential_files import CredentialFiles
 from mep_agent.core.discovery import DiscoveryCache, MepDiscovery
 from mep_agent.core.forward import NotificationForwarder
+from mep_agent.core.guard import RemakeGuard
 from mep_agent.core.holdings import Holdings, Kinds, Wanted
 from mep_agent.core.keeping import Discipline, Hooks, KeeperContext, Liveness
 from mep_agent.core.kinds import Services, Subscriptions
@@ -313,6 +314,11 @@ def keepers(cfg: AgentConfig, reactor: Any, link: Link, owned: Owned, seams: Sea
         required=cfg.dialect.ready_first,
         policy=full_jitter(rng=seams.rng),
     )
+    guard = None
+    if cfg.dialect.deletes_at_termination:  # its termination looks like a lost store
+        guard = RemakeGuard(
+            reactor, link.access.tokens.verify, lambda: len(cfg.app.services), seams.rng
+        )
     ctx = KeeperContext(
         reactor,
         ready,
@@ -321,6 +327,7 @@ def keepers(cfg: AgentConfig, reactor: Any, link: Link, owned: Owned, seams: Sea
         Discipline(full_jitter(rng=seams.rng), DeferredSemaphore(POOL_SIZE)),
         Liveness(mep, link.budget, cfg.request_timeout, cfg.dialect.liveness_grace),
         Hooks(reached=lambda: link.wire.may_have_received(("register", "subscribe"))),
+        guard,
     )
     kinds = Kinds(
         Services(mep, cfg.dialect.restore_sends_held),
@@ -382,6 +389,7 @@ def keeping(
     terminated = records.terminated is not None
     reconciler.reading = not terminated
     terminator = None
+    guard = holdings.ctx.guard
     if cfg.handles_termination or terminated:
         terminator = Terminator(
             link.access.client,
@@ -395,6 +403,8 @@ def keeping(
         )
         terminator.shutdown = cfg.shutdown_timeout
         terminator.platform_deletes = cfg.dialect.deletes_at_termination
+        if guard is not None:
+            guard.refused = terminator.unannounced
     return Keeping(records, holdings.ctx.ready, holdings, reconciler, terminator)
 
 

@@ -46,6 +46,9 @@ API_TOKEN = "/secrets/api-token"
 # (52.5 s: 63 s deadline, the whole 10 s request timeout while no latency is known, 0.5 s
 # safety); the same on a MEC 011 platform, which gives no grace (49.5 s). Later beats to a
 # fast MEP follow every 59.5 s (56.5 s), their timeout down to 3 s.
+#: Seconds from a loss to its remaking on EdgeGallery, at most: the guard's settle delay for a
+#: few services (core/guard.py) and its token request.
+GUARD = 5.0
 BEAT = BeatSchedule(10, mepserver_grace(60)).period(60)
 ETSI_BEAT = BeatSchedule(10, no_grace(60)).period(60)
 

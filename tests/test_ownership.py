@@ -228,7 +228,13 @@ class EdgeGalleryRestartTests(RestartMixin, AgentTestCase):
         self.assertEqual((code, body["reason"]), (503, "terminating"))
         _, view, _ = self.get_json(self.api, "/mep-agent/v1/termination")
         self.assertEqual(
-            view, {"terminating": True, "operationAction": "TERMINATING", "earlierLife": True}
+            view,
+            {
+                "terminating": True,
+                "operationAction": "TERMINATING",
+                "earlierLife": True,
+                "announced": True,
+            },
         )
         _, raw = self.request(self.ops, "GET", "/metrics")
         self.assertIn(

@@ -13,7 +13,7 @@ from typing import Any
 from mep_emulator.memory import DEV_APP
 from mep_emulator.registry import SERVICES_MAX, SubscriptionRecord
 
-from .agent_harness import BEAT, INFO, NOTIFICATIONS, ApiTestCase, document, spec
+from .agent_harness import BEAT, GUARD, INFO, NOTIFICATIONS, ApiTestCase, document, spec
 from .emulator_client import service
 from .test_etsi import ROOT, EtsiTestCase, etsi_spec
 
@@ -128,7 +128,7 @@ class EdgeGalleryReconcileTests(ReconcileHarness):
         self.start_agent("a", "b", sync_interval=10)
         lost = self.sid("b")
         del self.registry.services[lost]
-        self.advance(10)
+        self.advance(10 + GUARD)  # the sync, then the guard's check (core/guard.py)
         self.assertNotEqual(self.sid("b"), lost)
         self.assertEqual(len(self.instances("b")), 1)
         self.assertEqual(self.reconciler.repaired["lost"] if self.reconciler else 0, 1)

@@ -18,7 +18,7 @@ from mep_agent.core.termination import TerminationPhase
 from mep_emulator.memory import DEV_APP
 from mep_emulator.registry import SubscriptionRecord
 
-from .agent_harness import NOTIFICATIONS, ApiTestCase, spec
+from .agent_harness import GUARD, NOTIFICATIONS, ApiTestCase, spec
 from .test_etsi import ROOT, EtsiTestCase, etsi_spec
 
 APP = DEV_APP.app_instance_id
@@ -280,7 +280,7 @@ class EdgeGalleryTerminationTests(TerminationHarness):
         self.start_agent()
         self.registry.subscriptions.clear()
         self.reconciler.soon("a test")
-        self.settle()
+        self.advance(GUARD)  # on EdgeGallery, after the guard's check (core/guard.py)
         self.assertEqual(len(self.registry.app_subscriptions(APP, termination=True)), 1)
 
 

@@ -50,6 +50,7 @@ class Actions:
     _check: bool
     _replace: bool
     _unresolved: Intent | None
+    _lost_since: float | None
     _adoptee: Listed | None
     _adopting: Intent | None
     _not_before: float
@@ -65,6 +66,8 @@ class Actions:
         raise NotImplementedError  # the keeper's (keeper.py)
 
     async def _create(self) -> None:
+        if self._lost_since is not None and not await self._guarded(self._lost_since):
+            return
         self.phase = Phase.WANTED
         syncs = self._ctx.syncs
         await syncs.first()  # what earlier runs left is looked at before anything is added
@@ -104,6 +107,22 @@ class Actions:
             self.phase = Phase.WANTED
         if error is not None:
             await self._after_failure(error, "create")
+
+    async def _guarded(self, since: float) -> bool:
+        """
+        What the MEP lost is made anew only once the guard says the app still exists
+        (guard.py); False when it was terminated: then nothing is wanted any more.
+        """
+        guard = self._ctx.guard
+        assert guard is not None  # _lost_since is only set with one
+        self.phase = Phase.CHECKING
+        if not await guard.cleared():
+            self.body = None
+            self._lost_since = None
+            return False
+        self._lost_since = None
+        self._ctx.ready.maybe_lost(since)
+        return True
 
     def _created(self, held: Held, intent: Intent, digest: str) -> None:
         self._posting = None

@@ -73,6 +73,7 @@ class Keeper(Actions):
         self.slot = (0, 1)  # (index, count) among the services: heartbeats are staggered
         self._repair = self._update = self._check = self._replace = False
         self._unresolved: Intent | None = None  # a creation whose answer was lost
+        self._lost_since: float | None = None  # when what the MEP lost was made (guard.py)
         self._adoptee: Listed | None = None
         self._adopting: Intent | None = None  # the lost creation an adoption answers
         self._not_before = 0.0
@@ -204,7 +205,10 @@ class Keeper(Actions):
         since = self.held_since
         self._ctx.owned.gone(self.kind.ref(held))
         self._forget_held()
-        self._ctx.ready.maybe_lost(since)
+        if self._ctx.guard is None:
+            self._ctx.ready.maybe_lost(since)
+        else:  # READY too waits for the guard: a terminated app is not confirmed again
+            self._lost_since = since
         self.kick(now=True)
         return True
 

@@ -16,6 +16,7 @@ from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 
 from mep_agent.core.budget import Budget
+from mep_agent.core.guard import RemakeGuard
 from mep_agent.core.owned import Owned
 from mep_agent.core.ready import Ready
 from mep_agent.core.syncs import SyncRequests
@@ -76,6 +77,8 @@ class KeeperContext:
     discipline: Discipline
     liveness: Liveness | None = None
     hooks: Hooks = field(factory=Hooks)
+    #: Asked before what was lost is made anew, where a termination deletes it (guard.py).
+    guard: RemakeGuard | None = None
 
 
 @define

@@ -25,6 +25,14 @@ On a notice the agent:
 5. deletes its termination subscription. The process keeps running: Kubernetes decides
    when the pod stops. A SIGTERM meanwhile finishes the termination first -- deletions,
    then the confirmation -- within --shutdown-timeout and the platform's deadline.
+
+A termination nobody announced to this agent (EdgeGallery tells one subscription of the
+app's; core/guard.py finds it out: the services vanished and mepauth refuses the AK/SK) is
+L{Terminator.unannounced}: the same state (phase "unannounced", recorded as L{UNANNOUNCED}),
+then everything the agent made and the MEP still holds is deleted -- its subscriptions
+above all, which mepserver's worker leaves when its notice was not delivered; the token
+still works. It does not confirm: mepserver's worker has either ended (409) or is waiting
+for the pod it told, whose grace a confirmation from here would cut short.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ from mep_agent.util.tasks import wait_at_most
 
 NOTIFICATION_TYPE = "AppTerminationNotification"
 ACTIONS = ("STOPPING", "TERMINATING")
+#: What the state directory records for a termination found out, not announced (guard.py).
+UNANNOUNCED = "UNANNOUNCED"
 DEFAULT_GRACEFUL_TIMEOUT = 5.0  # what EdgeGallery's mepserver gives, when a notice says none
 MIN_GRACEFUL_TIMEOUT = 1.0  # a negative or zero value is clamped to this: confirm at once
 MAX_GRACEFUL_TIMEOUT = 600.0  # an absurd value is clamped to this
@@ -68,6 +78,7 @@ class TerminationPhase(enum.Enum):
     CONFIRMING = "confirming"
     CONFIRMED = "confirmed"
     NOT_CONFIRMED = "not-confirmed"  # refused, failed, or its deadline passed
+    UNANNOUNCED = "unannounced"  # found out (core/guard.py): nothing to confirm
 
 
 @define
@@ -84,6 +95,7 @@ class Notice:
     acknowledged_at: float | None = field(default=None, init=False)
     confirmed_at: float | None = field(default=None, init=False)
     error: str | None = field(default=None, init=False)
+    announced: bool = field(default=True, init=False)
 
     @property
     def deadline(self) -> float:
@@ -109,6 +121,7 @@ class Notice:
             "acknowledged": self.acknowledged_at is not None,
             "confirmed": self.confirmed_at is not None,
             "error": self.error,
+            "announced": self.announced,
         }
 
 
@@ -203,6 +216,35 @@ class Terminator(Service):
         self._tell_hooks()
         self._runs.append(ensureDeferred(self._leave(notice, first=previous is None)))
 
+    def unannounced(self) -> None:
+        """
+        The platform terminated the app without telling this agent (core/guard.py found it
+        out): leave as after a notice, but confirm nothing (see the module).
+        """
+        if self.notice is not None or self.terminated_before is not None:
+            return
+        notice = Notice("TERMINATING", 0.0, self._clock.seconds(), None, {})
+        notice.phase = TerminationPhase.UNANNOUNCED
+        notice.announced = False
+        self.notice = notice
+        self.log.warn(
+            "the platform terminated the app without telling this agent (its services are "
+            "gone and mepauth refuses the AK/SK): leaving; nothing is registered again",
+            event="termination.unannounced",
+        )
+        self._tell_hooks()
+        self._runs.append(ensureDeferred(self._leave_unannounced()))
+
+    async def _leave_unannounced(self) -> None:
+        self._owned.terminated_by(UNANNOUNCED)
+        self._ready.end()
+        self._reconciler.stop_reading()
+        until = self._clock.seconds() + self.shutdown
+        try:
+            await self._holdings.withdraw(until, termination_too=True, delete=True)
+        except CancelledError:
+            pass  # the agent is stopping
+
     def acknowledge(self) -> bool:
         """The application is ready to go; False when no termination is under way."""
         if self.notice is None:
@@ -231,10 +273,12 @@ class Terminator(Service):
         if self.notice is not None:
             return self.notice.view(self._clock.seconds())
         if self.terminated_before is not None:
+            announced = self.terminated_before != UNANNOUNCED
             return {
                 "terminating": True,
-                "operationAction": self.terminated_before,
+                "operationAction": self.terminated_before if announced else "TERMINATING",
                 "earlierLife": True,
+                "announced": announced,
             }
         return {"terminating": False}
 
@@ -257,7 +301,9 @@ class Terminator(Service):
                 event="termination.stop_confirms",
             )
             self._acknowledged.callback(None)
-        left = min(self.shutdown, self.notice.deadline - self._clock.seconds())
+        left = self.shutdown
+        if self.notice.announced:
+            left = min(left, self.notice.deadline - self._clock.seconds())
         done: Deferred[Any] = DeferredList(running, consumeErrors=True)
         return ensureDeferred(wait_at_most(self._clock, done, left)).addBoth(
             self._stopped, running

@@ -83,6 +83,8 @@ class TokenKeeper(Service):
         self._rejected_retry = rejected_retry
         self._token: Token | None = None
         self._waiters: list[Deferred[Token]] = []
+        self._verifiers: list[Deferred[bool]] = []  # asked before the next request is sent
+        self._resting = False  # asleep until the refresh (not backing off a failure)
         self._loop: Deferred[None] | None = None
         self._alarm = Alarm(clock)
         self._state = TokenState.STARTING
@@ -161,6 +163,25 @@ class TokenKeeper(Service):
     def _unavailable(self, reason: str) -> NoToken:
         return NoToken(self.tokens_obtained == 0, self.state.value, reason)
 
+    def verify(self) -> Deferred[bool]:
+        """
+        Whether mepauth still accepts the credentials, by a token request sent from now on
+        (never the cached token: a token lives on after its AK/SK are deleted): True when it
+        gives a token, False when it refuses the signature. Any other failure (a timeout, a
+        5xx, a 429, a lock) says nothing of the credentials: the request is retried as every
+        token request is (the back-off, the gap, the refusal budget, the request budget) and
+        the answer waits for it. Callers meanwhile share the one request.
+        """
+        d: Deferred[bool] = Deferred(self._forget_verifier)
+        self._verifiers.append(d)
+        if self._resting:  # a token is held: ask now (the gap still applies), not at refresh
+            self._alarm.wake()
+        return d
+
+    def _forget_verifier(self, d: Deferred[bool]) -> None:
+        if d in self._verifiers:
+            self._verifiers.remove(d)
+
     def on_refusal(self, hook: Callable[[], object]) -> None:
         """
         C{hook()} is called when the MEP refuses the signature (the key may have been
@@ -222,16 +243,28 @@ class TokenKeeper(Service):
         self._last_request = self._clock.seconds()
         self.requests_sent += 1
         self._new_credentials = False
+        verifiers, self._verifiers = self._verifiers, []  # answered by this request
         try:
             now = self._clock.seconds()
             token = await self._fetch(self._hurry_until if now < self._hurry_until else None)
         except MepError as e:
             delay = self._failed(e)
+            if e.verdict is Verdict.CREDENTIALS_REFUSED:
+                _answer(verifiers, False)
+            else:  # says nothing of the credentials: the next request answers them
+                self._verifiers = verifiers + self._verifiers
             if not self._new_credentials:  # they may have come at once (on_refusal)
                 await self._alarm.sleep(delay)
             return False
         self._obtained(token)
-        await self._alarm.sleep(max(MIN_REQUEST_GAP, token.expires_in * REFRESH_FRACTION))
+        _answer(verifiers, True)
+        if self._verifiers:
+            return False  # asked while this request was under way: another one, after the gap
+        self._resting = True
+        try:
+            await self._alarm.sleep(max(MIN_REQUEST_GAP, token.expires_in * REFRESH_FRACTION))
+        finally:
+            self._resting = False
         if self._token is token:  # lived its life unrefused: forced refreshes may be quick
             self._forced_delays = self._delays()
             self._forced_gap = MIN_REQUEST_GAP
@@ -314,3 +347,9 @@ class TokenKeeper(Service):
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(token)
+
+
+def _answer(verifiers: list[Deferred[bool]], accepted: bool) -> None:
+    for d in verifiers:
+        if not d.called:  # cancelled meanwhile
+            d.callback(accepted)

@@ -45,6 +45,8 @@ _STATUSES = {
 
 #: The phase of a termination an earlier life of the container acted on.
 EARLIER_LIFE = "earlier-life"
+#: ... when that termination was found out, not announced (core/guard.py).
+EARLIER_UNANNOUNCED = "earlier-life-unannounced"
 
 
 def status_label(status: int | None) -> str:
@@ -367,18 +369,22 @@ class AgentCollector(Collector):
         notice = terminator.notice
         terminating = GaugeMetricFamily(
             "mep_agent_terminating",
-            "1 once the platform announced a termination, by its operationAction and phase.",
+            "1 once the platform announced a termination (or the agent found out an "
+            "unannounced one: phase unannounced), by its operationAction and phase.",
             labels=["operation_action", "phase"],
         )
         if notice is not None:
             terminating.add_metric([notice.action, notice.phase.value], 1.0)
         elif terminator.terminated_before is not None:  # a restarted container remembers
-            terminating.add_metric([terminator.terminated_before, EARLIER_LIFE], 1.0)
+            earlier = terminator.view()
+            phase = EARLIER_LIFE if earlier["announced"] else EARLIER_UNANNOUNCED
+            terminating.add_metric([earlier["operationAction"], phase], 1.0)
         yield terminating
+        awaited = notice is not None and notice.announced  # nobody awaits an unannounced one
         yield GaugeMetricFamily(
             "mep_agent_termination_deadline_seconds",
             "When the platform stops waiting for confirm_termination (Unix time; 0: none).",
-            value=notice.deadline if notice is not None else 0.0,
+            value=notice.deadline if notice is not None and awaited else 0.0,
         )
 
 
