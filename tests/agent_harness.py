@@ -354,6 +354,27 @@ class AgentTestCase(SynchronousTestCase):
     def instances(self, name: str) -> list[Any]:
         return [s for s in self.registry.services.values() if s.body["serName"] == name]
 
+    def mep_json(
+        self, method: str, url: str, body: Any = None, token: bool = False
+    ) -> tuple[int, Any]:
+        """
+        A call to the in-memory MEP (its control API, or Mp1 as a third party with the app's
+        token when C{token}): the status and the decoded JSON body (None when empty).
+        """
+        headers = {"Authorization": f"Bearer {self.token_value()}"} if token else None
+        d = self.mep.http.request(
+            method,
+            url,
+            data=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+        )
+        self.mep.flush()
+        response = self.successResultOf(d)
+        content = self.mep.http.content(response)
+        self.mep.flush()
+        raw = self.successResultOf(content)
+        return response.code, json.loads(raw) if raw else None
+
     # -- the two APIs ---------------------------------------------------------------------
 
     def request(self, stub: Any, method: str, path: str, **kw: Any) -> tuple[Any, bytes]:

@@ -63,18 +63,7 @@ class AdvantedgeAgentTestCase(EtsiTestCase):
 
     def mep_call(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         """A call to the MEP with the app's token, as a third party or the platform's UI."""
-        d = self.mep.http.request(
-            method,
-            url,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token_value()}"},
-        )
-        self.mep.flush()
-        response = self.successResultOf(d)
-        content = self.mep.http.content(response)
-        self.mep.flush()
-        raw = self.successResultOf(content)
-        return response.code, json.loads(raw) if raw else None
+        return self.mep_json(method, url, body, token=True)
 
     def terminate(self, **options: Any) -> dict[str, Any]:
         """The platform terminates the app; the notice, delivered to the agent."""
@@ -223,11 +212,7 @@ class TerminationTests(AdvantedgeAgentTestCase):
 
     def terminate_unheard(self) -> int:
         """Start a termination nobody subscribed to; how many were told."""
-        d = self.mep.http.post(f"{BASE}/_emulator/terminate/{APP}", data=b"{}")
-        self.mep.flush()
-        response = self.successResultOf(d)
-        body = self.successResultOf(self.mep.http.content(response))
-        told: int = json.loads(body)["notified"]
+        told: int = self.mep_json("POST", f"{BASE}/_emulator/terminate/{APP}", {})[1]["notified"]
         return told
 
 

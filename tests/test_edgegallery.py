@@ -66,15 +66,7 @@ class EdgeGalleryAgentTestCase(AgentTestCase):
 
     def control(self, path: str, body: Any = None) -> tuple[int, Any]:
         """A call to the emulator's control API."""
-        d = self.mep.http.post(
-            f"{BASE}/_emulator{path}", data=None if body is None else json.dumps(body).encode()
-        )
-        self.mep.flush()
-        response = self.successResultOf(d)
-        content = self.mep.http.content(response)
-        self.mep.flush()
-        raw = self.successResultOf(content)
-        return response.code, json.loads(raw) if raw else None
+        return self.mep_json("POST", f"{BASE}/_emulator{path}", body)
 
     def changes(self) -> Counter[tuple[str, Any]]:
         """The availability notices delivered so far, by (changeType, answer status)."""

@@ -6,7 +6,6 @@ platform without liveness, siblings left alone, orphan subscriptions.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
@@ -389,10 +388,6 @@ class NoLivenessPlatformTests(ReconcileHarness, EtsiTestCase):
     def test_list_answers_follow_the_spec(self) -> None:
         """The ETSI face lists the app's services as a JSON array (what the sync reads)."""
         self.start_agent()
-        d = self.mep.http.get(
-            f"https://127.0.0.1:8443{ROOT}/mec_service_mgmt/v1/applications/{APP}/services",
-            headers={"Authorization": f"Bearer {self.token_value()}"},
-        )
-        self.mep.flush()
-        body = json.loads(self.successResultOf(self.mep.http.content(self.successResultOf(d))))
+        url = f"https://127.0.0.1:8443{ROOT}/mec_service_mgmt/v1/applications/{APP}/services"
+        body = self.mep_json("GET", url, token=True)[1]
         self.assertEqual(sorted(s["serName"] for s in body), ["a", "b"])
