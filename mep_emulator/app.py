@@ -1,6 +1,7 @@
 """
 The emulator's HTTP face: a Klein app that answers like EdgeGallery's Kong gateway,
-mepauth and mepserver together, plus a control API under /_emulator for fault injection.
+mepauth and mepserver together, with fault injection; the control API it mounts under
+/_emulator is control.py.
 
 Drive it in memory (treq's StubTreq / RequestTraversalAgent over C{resource()}) or serve
 it with C{twistd mep-emulator}.
@@ -12,14 +13,11 @@ import functools
 import gzip
 import json
 import random
-import secrets
-import string
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
-from attrs import define, evolve, field
+from attrs import define, field
 from klein import Klein
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -29,9 +27,10 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from mep_emulator import mm5
-from mep_emulator.auth import ACCESS_KEY, App, Lockout, TokenIssuer, verify_token_request
-from mep_emulator.dev import DEV_APP
-from mep_emulator.faults import BadFault, Fault, FaultPlan
+from mep_emulator.answers import body_start, header, query, read_body, write_json
+from mep_emulator.auth import App, Lockout, TokenIssuer, verify_token_request
+from mep_emulator.control import ControlAPI
+from mep_emulator.faults import Fault, FaultPlan
 from mep_emulator.kong import CONSUMER, RATE_LIMITED, MinuteLimit
 from mep_emulator.registry import (
     MGMT,
@@ -68,20 +67,6 @@ _TITLE_FOR_CODE = {
 log = Logger()
 Handler = Callable[..., Any]
 Route = Callable[..., Any]
-
-
-def write_json(
-    request: Request,
-    status: int,
-    body: Any,
-    content_type: bytes = b"application/json; charset=UTF-8",
-) -> bytes:
-    """Set the status and answer C{body} as JSON (no body for None)."""
-    request.setResponseCode(status)
-    if body is None:
-        return b""
-    request.setHeader(b"Content-Type", content_type)
-    return json.dumps(body).encode()
 
 
 def problem(request: Request, error: Rejected) -> bytes:
@@ -241,10 +226,12 @@ class MepEmulator:
     # The mepauth records (AK/SK, requiredServices) terminations deleted, by app instance id:
     # /_emulator/provision puts them back, as MECM's provisioning PUTs them again.
     retired: dict[str, App] = field(factory=dict)
+    control: ControlAPI = field(init=False)
 
     app = Klein()
 
     def __attrs_post_init__(self) -> None:
+        self.control = ControlAPI(self)
         self.registry.termination_listeners.append(self._termination_ended)
 
     def resource(self) -> IResource:
@@ -318,7 +305,7 @@ class MepEmulator:
         now = self.clock.seconds()
         if kind == "token":
             limit, identity = self.token_limit, self._client_host(request)
-        elif self.issuer.check(_header(request, "authorization"), now).app_instance_id is None:
+        elif self.issuer.check(header(request, "authorization"), now).app_instance_id is None:
             return False
         else:
             limit, identity = self.mp1_limit, CONSUMER
@@ -344,7 +331,7 @@ class MepEmulator:
         """The peer address, as Kong's C{get_forwarded_ip} without trusted_ips."""
         return str(getattr(request.getClientAddress(), "host", ""))
 
-    def _app(self, app_id: str) -> App | None:
+    def app_instance(self, app_id: str) -> App | None:
         """The app instance's mepauth record, None when it has none."""
         return next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
 
@@ -375,13 +362,13 @@ class MepEmulator:
                 kind,
                 status,
                 request.uri.decode("utf-8", "replace").partition("?")[2],
-                _body_start(request),
+                body_start(request),
             )
         )
 
     def _authorize(self, request: Request, path_app_id: str | None) -> str:
         """Kong's jwt + appid-header plugins, then mepserver's path/token app check."""
-        verdict = self.issuer.check(_header(request, "authorization"), self.clock.seconds())
+        verdict = self.issuer.check(header(request, "authorization"), self.clock.seconds())
         if verdict.app_instance_id is None:
             raise Unauthorized(verdict.status, verdict.body)
         if path_app_id is not None and path_app_id != verdict.app_instance_id:
@@ -416,7 +403,7 @@ class MepEmulator:
             self.apps,
             self.lockout,
             self.clock.seconds(),
-            lambda name: _header(request, name),
+            lambda name: header(request, name),
             request.uri.decode(),
         )
         if outcome.app is None:
@@ -450,7 +437,7 @@ class MepEmulator:
     def own_services(self, request: Request, app_id: str) -> bytes:
         """mepserver: the app's own services (filters as discovery)."""
         self._authorize(request, app_id)
-        found = self.registry.discover(_query(request), app_id)
+        found = self.registry.discover(query(request), app_id)
         return write_json(request, 200, [self._shown(r) for r in found])
 
     @app.route(f"{MGMT}/applications/<app_id>/services/<ser_id>", methods=["GET"])
@@ -536,8 +523,8 @@ class MepEmulator:
         interop kit with EG_REQUIRED_SERVICES=svc-a and after a termination.
         """
         app_id = self._authorize(request, None)
-        found = self.registry.discover(_query(request))
-        app = self._app(app_id)
+        found = self.registry.discover(query(request))
+        app = self.app_instance(app_id)
         return write_json(
             request,
             200,
@@ -700,364 +687,12 @@ class MepEmulator:
             },
         )
 
-    # -- control API (development and tests only; serve it on loopback) -----------------
+    # -- control API (control.py) ----------------------------------------------------------
 
-    @app.route("/_emulator/state", methods=["GET"])
-    def state(self, request: Request) -> bytes:
-        """Control API: everything the emulator holds, and what it saw."""
-        self.registry.check_liveness()
-        return write_json(
-            request,
-            200,
-            {
-                "services": [
-                    dict(
-                        r.view(),
-                        heartbeats=r.heartbeats,
-                        lastHeartbeat=r.last_beat,
-                        gatewayRoutes=r.routes,
-                    )
-                    for r in self.registry.services.values()
-                ],
-                "subscriptions": [
-                    dict(s.body, subscriptionId=s.subscription_id)
-                    for s in self.registry.subscriptions.values()
-                ],
-                "ready": sorted(self.registry.ready),
-                "terminations": [t.view() for t in self.registry.terminations.values()],
-                "tokens_issued": self.tokens_issued,
-                "request_counts": dict(self.counts),
-                "connections": dict(self.connections),
-                "token_lifetime": self.token_lifetime,
-                "settings": self.settings_view(),
-                "apps": [
-                    {
-                        "appInstanceId": a.app_instance_id,
-                        "requiredServices": _listed(a.required_services),
-                    }
-                    for a in self.apps.values()
-                ],
-                "retired": sorted(self.retired),
-                "deleted": sorted(self.deleted_apps),
-                "faults": self.faults.describe(),
-                "notifications": self.notifications[-100:],
-                "requests": [
-                    {"method": r.method, "path": r.path, "kind": r.kind, "status": r.status}
-                    for r in self.requests
-                ],
-            },
-        )
-
-    @app.route("/_emulator/faults", methods=["POST"])
-    def add_fault(self, request: Request) -> bytes:
-        """Control API: queue a fault."""
-        try:
-            fault, count = Fault.from_json(json.loads(read_body(request) or b"null"))
-        except (ValueError, BadFault) as e:
-            return write_json(request, 400, {"error": str(e)})
-        self.faults.add(fault, count)
-        return write_json(request, 201, {"faults": self.faults.describe()})
-
-    @app.route("/_emulator/faults", methods=["DELETE"])
-    def clear_faults(self, request: Request) -> bytes:
-        """Control API: forget the queued faults."""
-        self.faults.clear()
-        return write_json(request, 204, None)
-
-    @app.route("/_emulator/settings", methods=["POST"])
-    def settings(self, request: Request) -> bytes:
-        """
-        Control API: change settings, C{{name: value}} for any of SETTINGS (all or none are
-        applied); answers every setting.
-        """
-        try:
-            body = json.loads(read_body(request) or b"null")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not set(body) <= set(SETTINGS):
-            expected = ", ".join(SETTINGS)
-            return write_json(request, 400, {"error": f"expected some of {{{expected}}}"})
-        for key, value in body.items():
-            check, expected = SETTINGS[key]
-            if not check(value):
-                return write_json(request, 400, {"error": f"{key} must be {expected}"})
-        for key, value in body.items():
-            self._apply_setting(key, value)
-        return write_json(request, 200, self.settings_view())
-
-    @app.route("/_emulator/settings", methods=["GET"])
-    def get_settings(self, request: Request) -> bytes:
-        """Control API: every setting."""
-        return write_json(request, 200, self.settings_view())
-
-    def _apply_setting(self, key: str, value: Any) -> None:
-        if key == "liveness_interval":
-            self.registry.liveness_interval = value
-        elif key == "rate_limit":
-            self.mp1_limit.limit = value
-        elif key == "token_rate_limit":
-            self.token_limit.limit = value
-        else:  # an attribute of the same name
-            setattr(self, key, value)
-
-    def settings_view(self) -> dict[str, Any]:
-        """Every setting the control API changes, by name."""
-        return {
-            "token_lifetime": self.token_lifetime,
-            "liveness_interval": self.registry.liveness_interval,
-            "rate_limit": self.mp1_limit.limit,
-            "token_rate_limit": self.token_limit.limit,
-            "retry_after": self.retry_after,
-            "refuse_updates": self.refuse_updates,
-            "chaos": self.chaos,
-            "termination_link": self.termination_link,
-            "termination_deletes_credentials": self.termination_deletes_credentials,
-            "platform": self.platform,
-            "presentation": self.presentation,
-        }
-
-    @app.route("/_emulator/flush", methods=["POST"])
-    def flush(self, request: Request) -> bytes:
-        """
-        Control API: the platform restarted with an empty store: every service,
-        subscription and READY forgotten (the ETSI face then answers every call of the app
-        403 "not ready" until confirm_ready, as AdvantEDGE does).
-        """
-        self.registry.restart()
-        return write_json(request, 204, None)
-
-    @app.route("/_emulator/restart", methods=["POST"])
-    def restart(self, request: Request) -> bytes:
-        """
-        Control API: the platform restarted. By default with an empty store, as /flush;
-        C{{"keep": true}}: with its store kept, as mepserver over its etcd (what it stored
-        survives, a termination under way is lost).
-        """
-        try:
-            options = json.loads(read_body(request) or b"null")
-        except ValueError:
-            options = []
-        if options is None:  # no body, or JSON null (treq's json=None): as it always was
-            options = {}
-        keep = options.get("keep", False) if isinstance(options, dict) else None
-        if not isinstance(keep, bool):
-            return write_json(request, 400, {"error": 'the body must be {"keep": true|false}'})
-        if keep:
-            self.registry.restart_keeping()
-        else:
-            self.registry.restart()
-        return write_json(request, 204, None)
-
-    @app.route("/_emulator/rotate-key", methods=["POST"])
-    def rotate_key(self, request: Request) -> bytes:
-        """Sign with a new key (as a restarted MEP does): every issued token turns invalid."""
-        self.issuer.rotate()
-        return write_json(request, 204, None)
-
-    @app.route("/_emulator/rotate-credentials", methods=["POST"])
-    def rotate_credentials(self, request: Request) -> bytes:
-        """
-        Control API: switch an app to a new AK/SK, as the platform's provisioning does when
-        it rotates them: C{{"app_instance_id", "ak", "sk"}} (new ones generated when not
-        given); the old AK is unknown from then on (401). Answers the new pair.
-        """
-        options = _options(request)
-        if options is None:
-            return write_json(request, 400, {"error": "the body must be a JSON object"})
-        app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
-        old = next((a for a in self.apps.values() if a.app_instance_id == app_id), None)
-        if old is None:
-            return write_json(request, 404, {"error": "no such app instance"})
-        access_key = options.get("ak") or _generated(20)
-        secret_key = options.get("sk") or _generated(64)
-        del self.apps[old.access_key]
-        self.apps[access_key] = evolve(old, access_key=access_key, secret_key=secret_key)
-        return write_json(request, 200, {"ak": access_key, "sk": secret_key})
-
-    @app.route("/_emulator/provision", methods=["POST"])
-    def provision(self, request: Request) -> bytes:
-        """
-        Control API: provision an app's mepauth record, as MECM does with mepauth's PUT
-        .../applications/{id}/confs: C{{"app_instance_id", "ak", "sk",
-        "required_services"}}. ak and sk default to the app's present ones, else to those a
-        termination deleted, else new ones; required_services is a list of names or null
-        (every service), unchanged when not given. Answers the record, SK included. An app
-        instance a termination deleted (the ETSI face as AdvantEDGE) exists again, not
-        READY, as AdvantEDGE's sandbox creates it anew.
-        """
-        options = _options(request)
-        error = _provision_error(options)
-        if options is None or error is not None:
-            return write_json(request, 400, {"error": error})
-        app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
-        base = self._app(app_id) or self.retired.get(app_id)
-        access_key = options.get("ak") or (base.access_key if base else _generated(20))
-        holder = self.apps.get(access_key)
-        if holder is not None and holder.app_instance_id != app_id:
-            return write_json(request, 409, {"error": "ak belongs to another app instance"})
-        required = (
-            _tuple(options["required_services"])
-            if "required_services" in options
-            else (base.required_services if base else None)
-        )
-        app = App(
-            access_key,
-            options.get("sk") or (base.secret_key if base else _generated(64)),
-            app_id,
-            required,
-        )
-        for old in [a for a in self.apps.values() if a.app_instance_id == app_id]:
-            del self.apps[old.access_key]
-        self.retired.pop(app_id, None)
-        self.deleted_apps.discard(app_id)  # the app instance exists again (not READY)
-        self.apps[access_key] = app
-        return write_json(
-            request,
-            200,
-            {
-                "app_instance_id": app_id,
-                "ak": app.access_key,
-                "sk": app.secret_key,
-                "required_services": _listed(required),
-            },
-        )
-
-    @app.route("/_emulator/unlock", methods=["POST"])
-    def unlock(self, request: Request) -> bytes:
-        """Control API: lift every AK lock-out."""
-        self.lockout.unlock_all()
-        return write_json(request, 204, None)
-
-    @app.route("/_emulator/services/<ser_id>/state", methods=["POST"])
-    def force_state(self, request: Request, ser_id: str) -> bytes:
-        """Control API: force a service's state."""
-        try:
-            state = json.loads(read_body(request) or b"null").get("state")
-        except (ValueError, AttributeError):
-            state = None
-        if state not in ("ACTIVE", "INACTIVE", "SUSPENDED"):
-            return write_json(
-                request, 400, {"error": "state must be ACTIVE, INACTIVE or SUSPENDED"}
-            )
-        if ser_id not in self.registry.services:
-            return write_json(request, 404, {"error": "no such service"})
-        return write_json(request, 200, self.registry.set_state(ser_id, state).view())
-
-    @app.route("/_emulator/terminate/<app_id>", methods=["POST"])
-    def terminate(self, request: Request, app_id: str) -> bytes:
-        """
-        Control API: start an app termination, C{{"operationAction", "maxGracefulTimeout"}}
-        (TERMINATING and the face's default, 5 s or AdvantEDGE's 10, when not given; any
-        values, to try the agent with bad ones).
-        """
-        options = _options(request)
-        if options is None:
-            return write_json(request, 400, {"error": "the body must be a JSON object"})
-        timeout = options.get("maxGracefulTimeout", self.default_graceful_timeout())
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            return write_json(request, 400, {"error": "maxGracefulTimeout must be a number"})
-        start = mm5.terminate if self.registry.mepserver else Registry.terminate
-        termination = start(
-            self.registry,
-            app_id,
-            options.get("operationAction", "TERMINATING"),
-            timeout,
-            self.termination_links,
-        )
-        return write_json(request, 200, termination.view())
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    @app.route("/_emulator/", branch=True)
+    def control_api(self, request: Request) -> IResource:
+        """The control API under /_emulator (development and tests only)."""
+        return self.control.app.resource()
 
 
 CHAOS_STATUSES = (400, 403, 404, 409, 429, 500, 501, 502, 503)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-#: What /_emulator/settings takes: name -> (check, what the check wants).
-SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "token_lifetime": (_positive_int, "a positive integer"),
-    "liveness_interval": (_positive_int, "a positive integer"),
-    "rate_limit": (_count, "an integer >= 0 (0: none)"),
-    "token_rate_limit": (_count, "an integer >= 0 (0: none)"),
-    "retry_after": (lambda v: isinstance(v, bool), "true or false"),
-    "refuse_updates": (lambda v: v is None or (_count(v) and v in (501, 405)), "501, 405 or null"),
-    "chaos": (
-        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1,
-        "a number from 0 to 1",
-    ),
-    "termination_link": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
-    "termination_deletes_credentials": (lambda v: isinstance(v, bool), "true or false"),
-    "platform": (lambda v: v in ("standard", "advantedge"), "standard or advantedge"),
-    "presentation": (lambda v: v in ("registered", "mepserver"), "registered or mepserver"),
-}
-
-
-def _provision_error(options: dict[str, Any] | None) -> str | None:
-    """What is wrong with a /_emulator/provision body, None when nothing."""
-    if options is None:
-        return "the body must be a JSON object"
-    app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
-    if not isinstance(app_id, str) or not UUID.match(app_id):
-        return "app_instance_id must be a lower-case UUID"
-    ak, sk = options.get("ak"), options.get("sk")
-    if ak is not None and not (isinstance(ak, str) and ACCESS_KEY.fullmatch(ak)):
-        return "ak must be 20 characters of A-Z a-z 0-9 _ + / ="
-    if sk is not None and not (isinstance(sk, str) and sk):
-        return "sk must be a non-empty string"
-    required = options.get("required_services")
-    if required is not None and not (
-        isinstance(required, list) and all(isinstance(n, str) for n in required)
-    ):
-        return "required_services must be a list of service names or null"
-    return None
-
-
-def _generated(length: int) -> str:
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def _tuple(names: list[str] | None) -> tuple[str, ...] | None:
-    return None if names is None else tuple(names)
-
-
-def _listed(names: tuple[str, ...] | None) -> list[str] | None:
-    return None if names is None else list(names)
-
-
-def _body_start(request: Request) -> bytes:
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    start: bytes = content.read(4096)
-    return start
-
-
-def _options(request: Request) -> dict[str, Any] | None:
-    """A control call's JSON object body ({} when empty); None when it is not one."""
-    try:
-        options = json.loads(read_body(request) or b"{}")
-    except ValueError:
-        return None
-    return options if isinstance(options, dict) else None
-
-
-def read_body(request: Request) -> bytes:
-    """The whole request body (the emulator trusts its loopback callers)."""
-    return request.content.read() if request.content is not None else b""
-
-
-def _header(request: Request, name: str) -> str | None:
-    values = request.requestHeaders.getRawHeaders(name)
-    return values[0] if values else None
-
-
-def _query(request: Request) -> dict[str, list[str]]:
-    query = request.uri.decode("utf-8", "replace").partition("?")[2]
-    return parse_qs(query, keep_blank_values=True)

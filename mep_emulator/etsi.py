@@ -31,14 +31,13 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
 from mep_emulator import advantedge
+from mep_emulator.answers import read_body, write_json
 from mep_emulator.app import (
     MepEmulator,
     Problem,
     RequestRecord,
     Unauthorized,
     fault_point,
-    read_body,
-    write_json,
 )
 from mep_emulator.registry import ServiceRecord, SubscriptionRecord
 from mep_emulator.rules import Rejected

@@ -159,7 +159,7 @@ class ReferenceTests(SynchronousTestCase):
 
     def test_every_emulator_setting(self) -> None:
         """Every setting /_emulator/settings takes has a row in docs/emulator.md's table."""
-        from mep_emulator.app import SETTINGS as EMULATOR_SETTINGS
+        from mep_emulator.control import SETTINGS as EMULATOR_SETTINGS
 
         emulator = read(os.path.join(DOCS, "emulator.md"))
         rows = [line for line in emulator.splitlines() if line.startswith("| `")]
