@@ -16,7 +16,7 @@ from .agent_harness import BEAT
 from .test_edgegallery import APP, NOTIFY, EdgeGalleryAgentTestCase
 
 #: The callback of a pod killed for good: mepserver tells it and nobody answers 2xx.
-DEAD = "http://10.1.2.3:9090/mep-agent/v1/notifications/killed-pod"
+DEAD = "http://127.0.0.1:9/mep-agent/v1/notifications/killed-pod"
 #: The longest settle delay for the agent's two services (guard.settle_delay; a test of
 #: its own holds the two equal).
 SETTLED = 3.3
@@ -94,6 +94,13 @@ class UnannouncedTerminationTests(UnannouncedTestCase):
         self.assertIn(b"mep_agent_termination_deadline_seconds 0.0", raw)
         warned = [e for e in self.events if e.get("event") == "termination.unannounced"]
         self.assertEqual(len(warned), 1)
+        # The refusal the check expects is no user's mistake: a warning that says so, not
+        # the error that tells the operator to check AK, SK and APPINSTID.
+        refused = [e for e in self.events if str(e.get("event", "")).startswith("token.")]
+        self.assertEqual(
+            [(e["event"], e["log_level"].name) for e in refused if e["event"] != "token.obtained"],
+            [("token.check_refused", "warn")],
+        )
         snapshot = self.pod_state.snapshot()
         assert snapshot is not None
         self.assertEqual(snapshot.terminated, "UNANNOUNCED")

@@ -248,7 +248,7 @@ class TokenKeeper(Service):
             now = self._clock.seconds()
             token = await self._fetch(self._hurry_until if now < self._hurry_until else None)
         except MepError as e:
-            delay = self._failed(e)
+            delay = self._failed(e, checking=bool(verifiers))
             if e.verdict is Verdict.CREDENTIALS_REFUSED:
                 _answer(verifiers, False)
             else:  # says nothing of the credentials: the next request answers them
@@ -283,8 +283,11 @@ class TokenKeeper(Service):
         if allowed > now:
             await sleep(self._clock, allowed - now)
 
-    def _failed(self, error: MepError) -> float:
-        """Record a failed request; the seconds to wait before the next."""
+    def _failed(self, error: MepError, checking: bool = False) -> float:
+        """
+        Record a failed request; the seconds to wait before the next. C{checking}: the
+        request answers a L{verify} (the MEP lost what the agent held).
+        """
         self.refresh_failures += 1
         self.last_error = str(error)
         if error.verdict is Verdict.CREDENTIALS_REFUSED:
@@ -292,6 +295,17 @@ class TokenKeeper(Service):
             self._state = TokenState.REJECTED
             for hook in self._refusal_hooks:
                 hook()
+            if checking:  # expected where a termination deletes them: not a user's mistake
+                self.log.warn(
+                    "the MEP refused the AK/SK when the agent checked them after the MEP "
+                    "lost what it held ({error}): the platform deleted them, as its "
+                    "termination does; retrying in {delay:.0f}s",
+                    error=str(error),
+                    delay=self._rejected_retry,
+                    event="token.check_refused",
+                    status=error.status,
+                )
+                return self._rejected_retry
             self.log.error(
                 "the MEP refused the AK/SK signature ({error}); retrying in {delay:.0f}s. "
                 "Check AK, SK and APPINSTID: mepauth locks the AK for 900s after 3 refused "
