@@ -403,6 +403,7 @@ def keeping(
         )
         terminator.shutdown = cfg.shutdown_timeout
         terminator.platform_deletes = cfg.dialect.deletes_at_termination
+        terminator.done = link.access.tokens.retire
         if guard is not None:
             guard.refused = terminator.unannounced
     return Keeping(records, holdings.ctx.ready, holdings, reconciler, terminator)

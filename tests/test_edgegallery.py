@@ -171,7 +171,13 @@ class TerminationTests(EdgeGalleryAgentTestCase):
         self.assertEqual(termination.result, "success")
         self.assertEqual((self.registry.services, self.emulator.retired.keys()), ({}, {APP}))
         self.assertEqual(self.get_json(self.ops, "/readyz")[0], 503)
-        self.advance(120, step=5)
+        # The AK/SK went with the app: a terminated agent asks mepauth for nothing more
+        # (its token's refresh would be refused every 160 s for good); the token it holds
+        # is still served while it lasts.
+        after_confirmation = len(self.emulator.requests)
+        self.advance(3700, step=50)
+        self.assertEqual(self.kinds_since(after_confirmation), Counter())
+        self.assertEqual(self.get_json(self.api, "/mep-agent/v1/token")[0], 503)
         before = len(self.emulator.requests)
         started = self.clock.seconds()
         self.stop()

@@ -177,3 +177,44 @@ class ExpiredTokenTests(SynchronousTestCase):
         self.assertEqual((error.status, error.fields["state"]), (503, "expired"))
         self.assertIn("expired", error.message)
         self.assertNotIn("valid", str(error.fields))
+
+
+class RetireTests(SynchronousTestCase):
+    """A terminated app's token keeper (termination.py calls retire)."""
+
+    def test_retired_asks_nothing_more(self) -> None:
+        """
+        After retire: no token request ever again, the token held is still served while
+        it lasts, a caller waiting for a check or a token is answered at once.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.task import Clock
+
+        from mep_agent.core.errors import NoToken
+        from mep_agent.core.token import TokenKeeper
+        from mep_agent.mp1.tokens import Token
+        from mep_agent.util.secret import Secret
+
+        clock = Clock()
+        answers: list[Deferred[Token]] = []
+
+        def fetch(urgent_until: float | None) -> Deferred[Token]:
+            answers.append(Deferred())
+            return answers[-1]
+
+        keeper = TokenKeeper(fetch, clock)
+        keeper.startService()
+        self.addCleanup(keeper.stopService)
+        answers[0].callback(Token(Secret("t"), "Bearer", 100, clock.seconds()))
+        check = keeper.verify()
+        clock.advance(1)  # the check's request is under way
+        self.assertEqual(len(answers), 2)
+        keeper.retire()
+        self.assertEqual(self.successResultOf(check), False)
+        self.assertEqual(keeper.state, TokenState.STOPPED)
+        self.assertIsNotNone(keeper.require())  # still valid: served
+        clock.advance(100)
+        self.assertEqual(len(answers), 2)
+        self.failureResultOf(ensureDeferred(keeper.get(5)), NoToken)
+        clock.pump([160] * 10)
+        self.assertEqual(len(answers), 2)

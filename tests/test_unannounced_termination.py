@@ -69,7 +69,9 @@ class UnannouncedTerminationTests(UnannouncedTestCase):
         leaves nothing it made.
         """
         self.terminated_unannounced()
-        self.advance(60, step=1)  # within mepauth's next retry (token.REJECTED_RETRY)
+        # Past two of the retries a refused token request gets (token.REJECTED_RETRY): a
+        # terminated agent asks mepauth for nothing more.
+        self.advance(400, step=2)
         kinds = self.kinds_since(self.before)
         self.assertEqual(kinds["register"], 0)
         self.assertEqual(kinds["subscribe"], 0)
@@ -99,7 +101,7 @@ class UnannouncedTerminationTests(UnannouncedTestCase):
         refused = [e for e in self.events if str(e.get("event", "")).startswith("token.")]
         self.assertEqual(
             [(e["event"], e["log_level"].name) for e in refused if e["event"] != "token.obtained"],
-            [("token.check_refused", "warn")],
+            [("token.check_refused", "warn"), ("token.retired", "info")],
         )
         snapshot = self.pod_state.snapshot()
         assert snapshot is not None

@@ -244,6 +244,8 @@ class Terminator(Service):
             await self._holdings.withdraw(until, termination_too=True, delete=True)
         except CancelledError:
             pass  # the agent is stopping
+        else:
+            self._done()
 
     def acknowledge(self) -> bool:
         """The application is ready to go; False when no termination is under way."""
@@ -314,6 +316,9 @@ class Terminator(Service):
     #: Whether the platform deletes the app's services and subscriptions itself at once
     #: (Dialect.deletes_at_termination): then they are let go, not deleted.
     platform_deletes = False
+    #: Called once the termination's work is done (the token keeper's retire: mepauth
+    #: deletes the AK/SK with the app, and a terminated agent asks the MEP for nothing).
+    done: Callable[[], object] | None = None
 
     def _stopped(self, result: object, running: list[Deferred[None]]) -> None:
         for run in running:
@@ -363,6 +368,12 @@ class Terminator(Service):
             )
         except CancelledError:
             pass  # the agent is stopping, past its deadline
+        else:
+            self._done()
+
+    def _done(self) -> None:
+        if self.done is not None:
+            self.done()
 
     def _withdraw_failed(self, failure: Failure) -> None:
         self.log.failure("withdrawing failed", failure, event="termination.bug")

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -57,7 +57,7 @@ class TokenState(enum.Enum):
     FAILING = "failing"  # requests fail (network, 5xx, malformed answers): backing off
     REJECTED = "rejected"  # mepauth refused the signature: AK/SK/APPINSTID wrong
     LOCKED = "locked"  # mepauth locked the AK: waiting the lock out
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # the agent is stopping, or the app was terminated (retire)
 
 
 class TokenKeeper(Service):
@@ -134,6 +134,8 @@ class TokenKeeper(Service):
             return token
         if not self.running:
             raise self._unavailable("the agent is stopping")
+        if self._state is TokenState.STOPPED:
+            raise self._unavailable("the app was terminated")
         if hurry:
             self._hurry_until = max(self._hurry_until, self._clock.seconds() + timeout)
             self._alarm.wake()
@@ -221,6 +223,29 @@ class TokenKeeper(Service):
         )
         self._alarm.wake()
 
+    def retire(self) -> None:
+        """
+        The platform terminated the app (termination.py): nothing more is asked of mepauth,
+        which deletes the AK/SK with the app (every request would be refused, one every
+        160 s for good); a token held is still served until it expires.
+        """
+        if self._state is TokenState.STOPPED:
+            return
+        self._state = TokenState.STOPPED
+        if self._loop is not None:
+            self._loop.cancel()
+            self._loop = None
+        _answer(self._verifiers, False)  # nobody makes anything anew now
+        self._verifiers = []
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(Failure(self._unavailable("the app was terminated")))
+        self.log.info(
+            "the app was terminated: no more token requests (a token held is served until "
+            "it expires)",
+            event="token.retired",
+        )
+
     # -- the loop ------------------------------------------------------------------------
 
     def startService(self) -> None:
@@ -247,6 +272,9 @@ class TokenKeeper(Service):
         try:
             now = self._clock.seconds()
             token = await self._fetch(self._hurry_until if now < self._hurry_until else None)
+        except CancelledError:  # stopping or retired: whoever stops answers the checks
+            self._verifiers = verifiers + self._verifiers
+            raise
         except MepError as e:
             delay = self._failed(e, checking=bool(verifiers))
             if e.verdict is Verdict.CREDENTIALS_REFUSED:
