@@ -324,12 +324,13 @@ class TokenKeeper(Service):
             for hook in self._refusal_hooks:
                 hook()
             if checking:  # expected where a termination deletes them: not a user's mistake
+                # No "retrying in": the agent leaves (termination.unannounced) and retires
+                # this keeper; only with --termination off is the request tried again.
                 self.log.warn(
                     "the MEP refused the AK/SK when the agent checked them after the MEP "
                     "lost what it held ({error}): the platform deleted them, as its "
-                    "termination does; retrying in {delay:.0f}s",
+                    "termination does",
                     error=str(error),
-                    delay=self._rejected_retry,
                     event="token.check_refused",
                     status=error.status,
                 )
