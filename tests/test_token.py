@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from itertools import islice
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from mep_agent.core.errors import NoToken
 from mep_agent.core.keeping import Phase
-from mep_agent.core.token import REJECTED_RETRY, TokenState
+from mep_agent.core.token import REJECTED_RETRY, TokenKeeper, TokenState
 from mep_agent.mp1.errors import MepError
+from mep_agent.mp1.tokens import Token
 from mep_agent.util import retry
+from mep_agent.util.secret import Secret
+from mep_agent.web.problems import problem_for
 from mep_emulator.auth import LOCK_WINDOW
 
 from .agent_harness import AgentTestCase, spec
@@ -145,28 +150,27 @@ class RefreshTests(AgentTestCase):
         self.assertEqual(self.keeper("svc1").phase, Phase.HELD)
 
 
+def by_hand(
+    test: SynchronousTestCase,
+) -> tuple[Clock, TokenKeeper, list[Deferred[Token]]]:
+    """A started keeper on a Clock whose token requests the test answers (C{answers})."""
+    clock = Clock()
+    answers: list[Deferred[Token]] = []
+
+    def fetch(urgent_until: float | None) -> Deferred[Token]:
+        answers.append(Deferred())
+        return answers[-1]
+
+    keeper = TokenKeeper(fetch, clock)
+    keeper.startService()
+    test.addCleanup(keeper.stopService)
+    return clock, keeper, answers
+
+
 class ExpiredTokenTests(SynchronousTestCase):
     def test_expired_before_the_refresh_is_not_called_valid(self) -> None:
         """A token that expires while its refresh is under way is "expired", never "valid"."""
-        from twisted.internet.defer import Deferred
-        from twisted.internet.task import Clock
-
-        from mep_agent.core.errors import NoToken
-        from mep_agent.core.token import TokenKeeper
-        from mep_agent.mp1.tokens import Token
-        from mep_agent.util.secret import Secret
-        from mep_agent.web.problems import problem_for
-
-        clock = Clock()
-        answers: list[Deferred[Token]] = []
-
-        def fetch(urgent_until: float | None) -> Deferred[Token]:
-            answers.append(Deferred())
-            return answers[-1]
-
-        keeper = TokenKeeper(fetch, clock)
-        keeper.startService()
-        self.addCleanup(keeper.stopService)
+        clock, keeper, answers = by_hand(self)
         answers[0].callback(Token(Secret("t"), "Bearer", 10, clock.seconds()))
         self.assertEqual(keeper.state, TokenState.VALID)
         clock.advance(8)  # the refresh goes out at 80 % of the lifetime, and hangs
@@ -187,24 +191,7 @@ class RetireTests(SynchronousTestCase):
         After retire: no token request ever again, the token held is still served while
         it lasts, a caller waiting for a check or a token is answered at once.
         """
-        from twisted.internet.defer import Deferred
-        from twisted.internet.task import Clock
-
-        from mep_agent.core.errors import NoToken
-        from mep_agent.core.token import TokenKeeper
-        from mep_agent.mp1.tokens import Token
-        from mep_agent.util.secret import Secret
-
-        clock = Clock()
-        answers: list[Deferred[Token]] = []
-
-        def fetch(urgent_until: float | None) -> Deferred[Token]:
-            answers.append(Deferred())
-            return answers[-1]
-
-        keeper = TokenKeeper(fetch, clock)
-        keeper.startService()
-        self.addCleanup(keeper.stopService)
+        clock, keeper, answers = by_hand(self)
         answers[0].callback(Token(Secret("t"), "Bearer", 100, clock.seconds()))
         check = keeper.verify()
         clock.advance(1)  # the check's request is under way
