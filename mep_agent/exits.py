@@ -9,7 +9,7 @@ The process's exit status under twistd, which has no public way to set one.
   the agent's handler, a clean stop (nothing has been sent to the MEP yet, so it is quick).
   Before the reactor starts (while twistd parses the options, the configuration is read and
   the service tree is built) a stop signal ends the process at once with 0
-  (L{exit_early_on_stop_signals}).
+  (run.py, L{mep_agent.run.exit_early_on_stop_signals}).
 - A second signal while stopping exits at once (128 + signal): an operator who insists
   must not wait for the deregistration deadline.
 - A signal handler does no buffered I/O: Python runs it between two bytecodes of the main
@@ -31,19 +31,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from mep_agent.run import exit_at_once
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def exit_early_on_stop_signals() -> None:
-    """
-    From now until the reactor runs, SIGTERM and SIGINT end the process with 0 at once:
-    nothing was sent to the MEP, so there is nothing to clean up (Kubernetes deleting a pod
-    that has only just started must not see it "killed").
-    """
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, exit_at_once)
+from mep_agent.run import STOP_SIGNALS
 
 
 class ProcessExit:

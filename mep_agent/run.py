@@ -13,6 +13,8 @@ import signal
 import sys
 from types import FrameType
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 
 def exit_at_once(signum: int, frame: FrameType | None) -> None:
     """A stop signal before the reactor runs: nothing to clean up, exit 0 now."""
@@ -27,10 +29,20 @@ def exit_at_once(signum: int, frame: FrameType | None) -> None:
     os._exit(0)
 
 
+def exit_early_on_stop_signals() -> None:
+    """
+    From now until the reactor runs, SIGTERM and SIGINT end the process with 0 at once:
+    nothing was sent to the MEP, so there is nothing to clean up (Kubernetes deleting a pod
+    that has only just started must not see it "killed"). Under plain twistd the plugin's
+    options call this once parsed (tap.py); exits.py takes the signals over at start-up.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, exit_at_once)
+
+
 def main() -> None:
     """Take the stop signals, then run twistd with the agent's plugin in the foreground."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, exit_at_once)
+    exit_early_on_stop_signals()
     from twisted.scripts.twistd import run
 
     sys.argv = ["twistd", "-n", "--pidfile=", "mep-agent", *sys.argv[1:]]

@@ -27,8 +27,9 @@ from mep_agent.config.errors import ConfigError
 from mep_agent.config.load import AgentConfig, load, setting_value
 from mep_agent.config.parsers import LogFormat, LogLevel
 from mep_agent.config.settings import SETTINGS
-from mep_agent.exits import ProcessExit, exit_early_on_stop_signals
+from mep_agent.exits import ProcessExit
 from mep_agent.logs import factory_name
+from mep_agent.run import exit_early_on_stop_signals
 from mep_agent.util.secret import Secret
 
 log = Logger()

@@ -235,10 +235,14 @@ class Terminator(Service):
         self._tell_hooks()
         self._runs.append(ensureDeferred(self._leave_unannounced()))
 
-    async def _leave_unannounced(self) -> None:
-        self._owned.terminated_by(UNANNOUNCED)
+    def _stop_keeping(self, recorded: str) -> None:
+        """Terminated: recorded as C{recorded}, READY over, nothing more read from the MEP."""
+        self._owned.terminated_by(recorded)
         self._ready.end()
         self._reconciler.stop_reading()
+
+    async def _leave_unannounced(self) -> None:
+        self._stop_keeping(UNANNOUNCED)
         until = self._clock.seconds() + self.shutdown
         try:
             await self._holdings.withdraw(until, termination_too=True, delete=True)
@@ -346,9 +350,7 @@ class Terminator(Service):
     async def _leave(self, notice: Notice, first: bool) -> None:
         try:
             if first:
-                self._owned.terminated_by(notice.action)
-                self._ready.end()
-                self._reconciler.stop_reading()
+                self._stop_keeping(notice.action)
                 # Services and availability subscriptions now; the termination one after.
                 withdrawn = ensureDeferred(
                     self._holdings.withdraw(
