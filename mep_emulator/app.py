@@ -305,10 +305,14 @@ class MepEmulator:
         now = self.clock.seconds()
         if kind == "token":
             limit, identity = self.token_limit, self._client_host(request)
-        elif self.issuer.check(header(request, "authorization"), now).app_instance_id is None:
-            return False
         else:
             limit, identity = self.mp1_limit, CONSUMER
+        if limit.limit <= 0:  # none (the default): no token check for it on every request
+            return False
+        if kind != "token":  # the jwt plugin first: a refused token is not counted
+            verdict = self.issuer.check(header(request, "authorization"), now)
+            if verdict.app_instance_id is None:
+                return False
         reset = limit.admit(identity, now)
         if reset is None:
             return False

@@ -199,7 +199,7 @@ class ControlAPI:
         if options is None:
             return write_json(request, 400, {"error": "the body must be a JSON object"})
         app_id = options.get("app_instance_id", DEV_APP.app_instance_id)
-        old = next((a for a in self.mep.apps.values() if a.app_instance_id == app_id), None)
+        old = self.mep.app_instance(app_id)
         if old is None:
             return write_json(request, 404, {"error": "no such app instance"})
         access_key = options.get("ak") or _generated(20)

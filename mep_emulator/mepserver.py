@@ -12,7 +12,7 @@ show what (app.py).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 #: serviceGatewayURIFormatString with mepserver's app.conf (http_protocol https, ssl_enabled:
@@ -55,7 +55,6 @@ def endpoint_uris(body: Mapping[str, Any]) -> list[str] | None:
 def routes(
     body: Mapping[str, Any],
     before: Mapping[str, str] | None,
-    name: Callable[[str], str] = route_name,
 ) -> dict[str, str]:
     """
     The gateway routes of a service, by endpoint URI, after a registration (C{before} None)
@@ -69,7 +68,7 @@ def routes(
     if uris is None:
         return dict(before or NO_ROUTES)
     kept = before or NO_ROUTES
-    return {uri: kept.get(uri) or name(str(body.get("serName", ""))) for uri in uris}
+    return {uri: kept.get(uri) or route_name(str(body.get("serName", ""))) for uri in uris}
 
 
 def properties(

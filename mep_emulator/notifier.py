@@ -52,7 +52,7 @@ class Notifier:
 
     @staticmethod
     def _tell(notification: Notification, delivered: bool) -> None:
-        """Tell the notification's outcome when it is known at once (nothing is POSTed)."""
+        """Tell the notification's outcome (delivered: a 2xx answer), if anyone asked."""
         if notification.outcome is not None:
             notification.outcome(delivered)
 
@@ -63,14 +63,12 @@ class Notifier:
 
         def done(response: Any) -> Any:
             entry["status"] = response.code
-            if notification.outcome is not None:
-                notification.outcome(200 <= response.code < 300)
+            self._tell(notification, 200 <= response.code < 300)
             return response.content()
 
         def failed(failure: Any) -> None:
             entry["status"] = f"failed: {failure.getErrorMessage()}"
-            if notification.outcome is not None:
-                notification.outcome(False)
+            self._tell(notification, False)
             log.info(
                 "notification to {callback} failed: {error}",
                 callback=notification.callback,

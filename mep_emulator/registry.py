@@ -101,7 +101,6 @@ class ServiceRecord:
         self.properties = mepserver.properties(
             body, self.interval, None if first else self.properties
         )
-        self.properties["appInstanceId"] = self.app_instance_id
         self.routes = mepserver.routes(body, None if first else self.routes)
 
 
@@ -150,7 +149,6 @@ TerminationLinks = Callable[[str, "SubscriptionRecord"], dict[str, Any]]
 #: The links of a SerAvailabilityNotification about C{record} (a change of C{change}) to one
 #: subscriber: the service reference's link (None: none) and the subscription's.
 AvailabilityLinks = Callable[[ServiceRecord, "SubscriptionRecord", str], tuple[str | None, str]]
-TERMINATION_ACTIONS = ("STOPPING", "TERMINATING")
 
 
 def edgegallery_availability_links(

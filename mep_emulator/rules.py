@@ -49,7 +49,6 @@ class Rejected(Exception):
         self.code = code
         self.title = title
         self.detail = detail
-        self.field = field
 
 
 def type_error(field: str) -> Rejected:
