@@ -32,15 +32,9 @@ from mep_emulator.auth import App, Lockout, TokenIssuer, verify_token_request
 from mep_emulator.control import ControlAPI
 from mep_emulator.faults import Fault, FaultPlan
 from mep_emulator.kong import CONSUMER, RATE_LIMITED, MinuteLimit
-from mep_emulator.registry import (
-    MGMT,
-    SUPPORT,
-    Registry,
-    ServiceRecord,
-    TerminationLinks,
-    edgegallery_termination_links,
-)
+from mep_emulator.registry import MGMT, SUPPORT, Registry, ServiceRecord
 from mep_emulator.rules import UUID, Rejected
+from mep_emulator.termination import TerminationLinks, edgegallery_termination_links
 
 MAX_BODY = 4096  # mepserver refuses larger request bodies
 _HTTP_FOR_CODE = {3: 404, 5: 404, 17: 404, 10: 412, 9: 503, 11: 401, 18: 409, 16: 422, 20: 403}

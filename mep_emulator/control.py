@@ -17,11 +17,11 @@ from klein import Klein
 from twisted.web.server import Request
 
 from mep_emulator import mm5
+from mep_emulator import termination as mec011
 from mep_emulator.answers import json_object_body, read_body, write_json
 from mep_emulator.auth import ACCESS_KEY, App
 from mep_emulator.dev import DEV_APP
 from mep_emulator.faults import BadFault, Fault
-from mep_emulator.registry import Registry
 from mep_emulator.rules import UUID
 
 if TYPE_CHECKING:
@@ -290,15 +290,15 @@ class ControlAPI:
         timeout = options.get("maxGracefulTimeout", self.mep.default_graceful_timeout())
         if isinstance(timeout, bool) or not isinstance(timeout, int | float):
             return write_json(request, 400, {"error": "maxGracefulTimeout must be a number"})
-        start = mm5.terminate if self.mep.registry.mepserver else Registry.terminate
-        termination = start(
+        start = mm5.terminate if self.mep.registry.mepserver else mec011.terminate
+        started = start(
             self.mep.registry,
             app_id,
             options.get("operationAction", "TERMINATING"),
             timeout,
             self.mep.termination_links,
         )
-        return write_json(request, 200, termination.view())
+        return write_json(request, 200, started.view())
 
 
 def _positive_int(value: Any) -> bool:

@@ -31,6 +31,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
 from mep_emulator import advantedge
+from mep_emulator import termination as mec011
 from mep_emulator.answers import read_body, write_json
 from mep_emulator.app import (
     MepEmulator,
@@ -586,11 +587,11 @@ class EtsiMep:
         raw = read_body(request)
         registry = self.core.registry
         if self.advantedge:
-            if not registry.termination_pending(app_id):
+            if not mec011.pending(registry, app_id):
                 raise Problem(400, "Bad Request", advantedge.UNEXPECTED_CONFIRMATION)
             self._decode(raw)
         try:
-            registry.confirm_termination(app_id, raw)
+            mec011.confirm(registry, app_id, raw)
         except Rejected as e:
             status = 409 if e.code == 18 else 400
             raise Problem(status, e.title, str(e)) from None

@@ -20,7 +20,9 @@ takes the confirmation here.
 
 from __future__ import annotations
 
-from mep_emulator.registry import Notification, Registry, Termination, TerminationLinks
+from mep_emulator import termination as mec011
+from mep_emulator.registry import Registry
+from mep_emulator.termination import Termination, TerminationLinks
 
 #: Seconds between two of the request's deletions: the gateway clean-up of the one before
 #: (four or five Kong admin calls; 0.136 s between the kit's two unregistrations).
@@ -32,26 +34,16 @@ def terminate(
     registry: Registry, app_id: str, action: str, grace: float, links: TerminationLinks
 ) -> Termination:
     """Start the termination of C{app_id}: the request's deletions and the worker's notice."""
-    registry.replace_termination(app_id)
-    now = registry.clock.seconds()
     subscribers = registry.app_subscriptions(app_id, termination=True)
     told = subscribers[:1]  # AppTerminationIsSubscribed: the first one, nobody else
-    termination = Termination(app_id, action, now, now + grace, len(told))
+    termination = mec011.start(registry, app_id, action, grace, told)
     termination.subscriber = told[0].subscription_id if told else None
-    registry.terminations[app_id] = termination
-    if not told:
-        termination.ended_at = now  # no worker: nothing waits, no subscription is deleted
+    if not told:  # no worker: nothing waits, no subscription is deleted
+        termination.ended_at = termination.notified_at
     for sub in told:
         registry.notify(
-            Notification(
-                sub.body["callbackReference"],
-                {
-                    "notificationType": "AppTerminationNotification",
-                    "operationAction": action,
-                    "maxGracefulTimeout": grace,
-                    "_links": links(app_id, sub),
-                },
-                outcome=lambda ok: _delivered(registry, termination, ok),
+            mec011.notice(
+                sub, termination, grace, links, lambda ok: _delivered(registry, termination, ok)
             )
         )
     listed = [s.ser_instance_id for s in registry.services.values() if s.app_instance_id == app_id]
@@ -64,8 +56,7 @@ def _delete(registry: Registry, termination: Termination, listed: list[str]) -> 
     termination.deleting = None
     if not listed:
         termination.result = "success"
-        for listener in registry.termination_listeners:
-            listener(termination.app_instance_id)
+        mec011.cleaned_up(registry, termination.app_instance_id)
         return
     first, rest = listed[0], listed[1:]
     if first not in registry.services:  # the app deleted it: Unregister fails
@@ -107,10 +98,9 @@ def confirm(registry: Registry, app_id: str, raw: bytes) -> None:
     worker); the worker, once its notice was answered, then ends at once (it polls the
     record every 100 ms).
     """
-    termination = registry.confirmation(app_id, raw)
+    termination = mec011.confirmation(registry, app_id, raw)
     if termination.delivered and termination.abandoned_at is None:
-        if termination.timer is not None and termination.timer.active():
-            termination.timer.cancel()
+        termination.stop_waiting()
         _end(registry, termination)
 
 
@@ -118,5 +108,4 @@ def _end(registry: Registry, termination: Termination) -> None:
     """The worker's end: the app's termination and availability subscriptions deleted."""
     app_id = termination.app_instance_id
     termination.ended_at = registry.clock.seconds()
-    for sub in [s for s in registry.subscriptions.values() if s.app_instance_id == app_id]:
-        del registry.subscriptions[sub.subscription_id]
+    mec011.drop_subscriptions(registry, app_id)

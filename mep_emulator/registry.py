@@ -1,7 +1,8 @@
 """
 The emulated mepserver's state: service instances with liveness, suspension and
 deregistration; discovery; availability and termination subscriptions; and the
-notifications all of this produces. Time comes from an injected clock.
+notifications all of this produces. Time comes from an injected clock. Terminations are
+kept here and run by termination.py (MEC 011's) and mm5.py (mepserver's).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 from twisted.internet.interfaces import IReactorTime
 
 from mep_emulator import mepserver, rules
 from mep_emulator.rules import Rejected
+
+if TYPE_CHECKING:
+    from mep_emulator.termination import Termination
 
 SERVICES_MAX = 50
 SUBSCRIPTIONS_MAX = 50
@@ -144,8 +148,6 @@ class SubscriptionRecord:
         )
 
 
-#: The _links of an AppTerminationNotification for one termination subscription.
-TerminationLinks = Callable[[str, "SubscriptionRecord"], dict[str, Any]]
 #: The links of a SerAvailabilityNotification about C{record} (a change of C{change}) to one
 #: subscriber: the service reference's link (None: none) and the subscription's.
 AvailabilityLinks = Callable[[ServiceRecord, "SubscriptionRecord", str], tuple[str | None, str]]
@@ -158,75 +160,6 @@ def edgegallery_availability_links(
     if change == "REMOVED":
         return None, sub.href
     return f"/mec_service_mgmt/v1/services/{record.ser_instance_id}", sub.href
-
-
-def edgegallery_termination_links(app_id: str, sub: SubscriptionRecord) -> dict[str, Any]:
-    """mepserver's links: plain paths, not {"href": ...} (docs/protocol.md, "App termination")."""
-    return {
-        "subscription": f"/mep{sub.href}",
-        "confirmTermination": f"{SUPPORT}/applications/{app_id}/confirm_termination",
-    }
-
-
-@define
-class Termination:
-    """An app termination under way or over: what was asked, and what the app confirmed."""
-
-    app_instance_id: str
-    action: str
-    notified_at: float
-    deadline: float
-    notified: int  # termination subscribers told
-    confirmed_at: float | None = None
-    confirmed_action: str | None = None
-    ended_at: float | None = None  # the platform's clean-up is over (nothing more follows)
-    timer: Any = field(default=None, repr=False)
-    # mepserver's way (mm5.py): the one subscription told; whether the notice was delivered
-    # (None: not yet answered); the request's outcome as MECM hears it (None: deleting);
-    # when a restart that kept the store lost the request and the worker.
-    subscriber: str | None = None
-    delivered: bool | None = None
-    result: str | None = None
-    abandoned_at: float | None = None
-    deleting: Any = field(default=None, repr=False)
-
-    def view(self) -> dict[str, Any]:
-        """What the control API shows."""
-        return {
-            "appInstanceId": self.app_instance_id,
-            "operationAction": self.action,
-            "notifiedAt": self.notified_at,
-            "deadline": self.deadline,
-            "notified": self.notified,
-            "confirmed": self.confirmed_at is not None,
-            "confirmedAt": self.confirmed_at,
-            "confirmedAction": self.confirmed_action,
-            "endedAt": self.ended_at,
-            "subscriber": self.subscriber,
-            "delivered": self.delivered,
-            "result": self.result,
-            "abandonedAt": self.abandoned_at,
-        }
-
-    def cancel(self) -> None:
-        """Stop whatever of it is still to come (a new one replaces it; a restart)."""
-        for timer in (self.timer, self.deleting):
-            if timer is not None and timer.active():
-                timer.cancel()
-
-    def abandon(self, now: float) -> None:
-        """
-        The platform restarted keeping its store: what ran in its memory (mepserver: the
-        request's deletions, the worker's wait) is lost, what it stored stays. A delivered
-        notice's record is in etcd, so a confirmation is still taken, and nothing follows.
-        """
-        self.cancel()
-        if self.result is None:
-            self.result = "failure: restarted"  # MECM's connection closed unanswered
-        if self.ended_at is None:
-            self.abandoned_at = now
-            if not self.delivered:
-                self.ended_at = now  # no record: a confirmation is refused
 
 
 @define
@@ -465,92 +398,6 @@ class Registry:
         if not isinstance(body, dict) or body.get("indication") != "READY":
             raise rules.type_error("indication")
         self.ready.add(app_id)
-
-    def terminate(
-        self,
-        app_id: str,
-        action: str = "TERMINATING",
-        max_graceful_timeout: float = 5,
-        links: TerminationLinks = edgegallery_termination_links,
-    ) -> Termination:
-        """
-        Start an app termination as MEC 011 describes it (the EdgeGallery face runs
-        mepserver's, mm5.py): notify the app's termination subscribers, wait
-        C{max_graceful_timeout} seconds for confirm_termination, then delete the app's
-        services and subscriptions either way (at once when confirmed).
-        """
-        self.replace_termination(app_id)
-        now = self.clock.seconds()
-        subscribers = self.app_subscriptions(app_id, termination=True)
-        termination = Termination(
-            app_id, action, now, now + max_graceful_timeout, len(subscribers)
-        )
-        self.terminations[app_id] = termination
-        for sub in subscribers:
-            self.notify(
-                Notification(
-                    sub.body["callbackReference"],
-                    {
-                        "notificationType": "AppTerminationNotification",
-                        "operationAction": action,
-                        "maxGracefulTimeout": max_graceful_timeout,
-                        "_links": links(app_id, sub),
-                    },
-                )
-            )
-        termination.timer = self.clock.callLater(
-            max_graceful_timeout, self._end_termination, termination
-        )
-        return termination
-
-    def replace_termination(self, app_id: str) -> None:
-        """A new termination of C{app_id}: what is left of the one before is stopped."""
-        previous = self.terminations.get(app_id)
-        if previous is not None:
-            previous.cancel()
-
-    def termination_pending(self, app_id: str) -> bool:
-        """Whether a termination of C{app_id} waits for its confirmation."""
-        termination = self.terminations.get(app_id)
-        return termination is not None and termination.ended_at is None
-
-    def confirm_termination(self, app_id: str, raw: bytes) -> None:
-        """Record the app's confirmation; the platform's clean-up follows at once."""
-        termination = self.confirmation(app_id, raw)
-        if termination.timer is not None and termination.timer.active():
-            termination.timer.cancel()
-        self._end_termination(termination)
-
-    def confirmation(self, app_id: str, raw: bytes) -> Termination:
-        """The app's confirmation of its pending termination, checked and recorded."""
-        if not self.termination_pending(app_id):
-            raise Rejected(18, "Conflict", "no termination is going on")
-        termination = self.terminations[app_id]
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise rules.type_error("body") from None
-        if not isinstance(body, dict) or body.get("operationAction") != termination.action:
-            raise rules.invalid("operationAction")
-        termination.confirmed_at = self.clock.seconds()
-        termination.confirmed_action = termination.action
-        return termination
-
-    def _end_termination(self, termination: Termination) -> None:
-        """
-        Delete the app's services (notifying REMOVED) and subscriptions, and READY (which
-        only the ETSI face keeps: mepserver's confirm_ready keeps nothing); tell the
-        listeners.
-        """
-        app_id = termination.app_instance_id
-        termination.ended_at = self.clock.seconds()
-        for record in [s for s in self.services.values() if s.app_instance_id == app_id]:
-            self.deregister(app_id, record.ser_instance_id)
-        for sub in [s for s in self.subscriptions.values() if s.app_instance_id == app_id]:
-            del self.subscriptions[sub.subscription_id]
-        self.ready.discard(app_id)
-        for listener in self.termination_listeners:
-            listener(app_id)
 
     def restart(self) -> None:
         """Forget every registration and subscription, as a MEP that lost its data."""
