@@ -89,15 +89,18 @@ def request(
 class Process:
     """A twistd child whose output is collected by a thread; ended only by us, by PID."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: str) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: str, path: str = CHECKOUT
+    ) -> None:
+        """@param path: the checkout the child imports (another one: an older agent)."""
         # The children import the checkout: compile it the way an install does, or with
         # PYTHONDONTWRITEBYTECODE (set on these machines) every spawn compiles it again.
-        compileall.compile_dir(os.path.join(CHECKOUT, "mep_agent"), quiet=1)
+        compileall.compile_dir(os.path.join(path, "mep_agent"), quiet=1)
         self.output = b""
         self.proc = subprocess.Popen(
             [sys.executable, TWISTD, "-n", "--pidfile=", *args],
             cwd=cwd,
-            env=dict(env, PYTHONPATH=CHECKOUT),
+            env=dict(env, PYTHONPATH=path),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -119,7 +122,8 @@ class Process:
             time.sleep(0.05)
         raise SystemExit(f"soak: {pattern!r} not seen:\n{self.output.decode()[-2000:]}")
 
-    def end(self) -> None:
+    def end(self) -> int:
+        """SIGTERM, SIGKILL after 15 s; the exit status."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
@@ -127,6 +131,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        return self.proc.returncode
 
 
 def write_report(path: str, report: dict[str, Any], leave_out: tuple[str, ...] = ()) -> None:

@@ -24,60 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
 
-from benchmarks.soak import CHECKOUT, TWISTD, agent_env, request, services_yaml, write_report
+from benchmarks.soak import (
+    CHECKOUT,
+    Process,
+    agent_env,
+    request,
+    services_yaml,
+    start_emulator,
+    write_report,
+)
 
 SERVICES = ("svc0", "svc1")
-
-
-class Child:
-    """A twistd child with its own PYTHONPATH; ended only by us, by PID."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: str, path: str) -> None:
-        log = open(os.path.join(cwd, f"{args[0]}.log"), "wb")
-        self.log_path = log.name
-        self.proc = subprocess.Popen(
-            [sys.executable, TWISTD, "-n", "--pidfile=", *args],
-            cwd=cwd,
-            env=dict(os.environ, **env, PYTHONPATH=path),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def wait_for(child: Child, text: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = child.output()
-        if text in out:
-            return out
-        time.sleep(0.1)
-    raise SystemExit(f"storm: {text!r} not seen:\n{child.output()[-2000:]}")
-
-
-def port_of(output: str, scheme: str) -> int:
-    marker = f"mep-emulator: serving {scheme}://127.0.0.1:"
-    return int(output.split(marker, 1)[1].split()[0])
 
 
 def state(http: int) -> dict[str, Any]:
@@ -92,14 +53,10 @@ def total(counts: dict[str, int], status: str | None = None) -> int:
     return sum(n for key, n in counts.items() if status is None or key.endswith(f" {status}"))
 
 
-def start(work: str, agent_path: str) -> tuple[Child, Child, int]:
-    emulator = Child(
-        ["mep-emulator", "--port", "auto", "--http-port", "auto", "--rate-limit", "1000",
-         "--cert-dir", os.path.join(work, "mep")],
-        {}, work, CHECKOUT,
-    )  # fmt: skip
-    out = wait_for(emulator, "serving http://")
-    http = port_of(out, "http")
+def start(work: str, agent_path: str) -> tuple[Process, Process, int]:
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    emulator = start_emulator(work, base, "--rate-limit", "1000")
+    http = int(emulator.wait_for(rb"serving http://127.0.0.1:(\d+)").group(1))
     conf = os.path.join(work, "conf")
     os.makedirs(conf, exist_ok=True)
     services_yaml(os.path.join(conf, "app_instance_info.yaml"), len(SERVICES))
@@ -110,11 +67,11 @@ def start(work: str, agent_path: str) -> tuple[Child, Child, int]:
         MEP_AGENT_OPS_LISTEN="tcp:0:interface=127.0.0.1",
         MEP_AGENT_NOTIFY_URL="http://127.0.0.1:9/mep-agent/v1/notifications",
     )
-    agent = Child(["mep-agent"], env, work, agent_path)
+    agent = Process(["mep-agent"], dict(base, **env), work, path=agent_path)
     deadline = time.monotonic() + 30
     while len(state(http)["services"]) < len(SERVICES):
         if time.monotonic() > deadline:
-            raise SystemExit(f"storm: not registered:\n{agent.output()[-2000:]}")
+            raise SystemExit(f"storm: not registered:\n{agent.output.decode()[-2000:]}")
         time.sleep(0.2)
     return emulator, agent, http
 
@@ -182,7 +139,7 @@ def main() -> None:
         try:
             run = refused_repair if args.scenario == "refused-repair" else chaos
             report = run(http, args.seconds)
-            code = agent.stop()
+            code = agent.end()
             left = state(http)
             report["exit status"] = code
             report["left after SIGTERM"] = {
@@ -190,8 +147,8 @@ def main() -> None:
                 "subscriptions": len(left["subscriptions"]),
             }
         finally:
-            agent.stop()
-            emulator.stop()
+            agent.end()
+            emulator.end()
     report = {"agent": args.agent, "scenario": args.scenario, **report}
     write_report(args.out, report, leave_out=("counts",))
 
