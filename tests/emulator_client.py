@@ -16,6 +16,7 @@ from mep_emulator.memory import DEV_APP, InMemoryMep
 BASE = "https://127.0.0.1:8443"
 MGMT = f"{BASE}/mep/mec_service_mgmt/v1"
 SUPPORT = f"{BASE}/mep/mec_app_support/v1"
+CONTROL = f"{BASE}/_emulator"
 
 
 def service(name: str = "svc1", interval: int = 60, **extra: Any) -> dict[str, Any]:
@@ -71,6 +72,20 @@ class EmulatorTestCase(SynchronousTestCase):
         content = self.mep.http.content(response)
         self.mep.http.flush()
         return Reply(response.code, response.headers, self.successResultOf(content))
+
+    def control(self, method: str, path: str, body: Any = None) -> Reply:
+        """A call to the emulator's control API (C{path} below /_emulator)."""
+        return self.call(method, f"{CONTROL}{path}", body)
+
+    def settings(self, **values: Any) -> Reply:
+        """Change the emulator's settings."""
+        return self.control("POST", "/settings", values)
+
+    def terminate_app(self, app_id: str = DEV_APP.app_instance_id, **options: Any) -> Reply:
+        """Start a termination of C{app_id} (MECM's request); its answer, 200."""
+        reply = self.control("POST", f"/terminate/{app_id}", options)
+        self.assertEqual(reply.code, 200, reply.raw)
+        return reply
 
     def token_headers(
         self,

@@ -16,11 +16,10 @@ from twisted.web.resource import Resource
 from mep_emulator import advantedge
 from mep_emulator.memory import InMemoryMep
 
-from .emulator_client import BASE, Reply
+from .emulator_client import CONTROL, Reply
 from .test_emulator_etsi import APP, MGMT, ROOT, SUPPORT, EtsiEmulatorTestCase
 from .test_etsi import etsi_service
 
-CONTROL = f"{BASE}/_emulator"
 JSON = ["application/json; charset=UTF-8"]
 NOT_FOUND = {"status": 404, "detail": "App Instance not found"}
 UNKNOWN = f"{MGMT}/applications/{APP}/services/00000000000000000000000000000000"
@@ -43,13 +42,9 @@ class PlatformTestCase(EtsiEmulatorTestCase):
         url = f"{SUPPORT}/applications/{APP}/subscriptions"
         self.assertEqual(self.call("POST", url, body, self.headers).code, 201)
 
-    def settings(self, **values: Any) -> Reply:
-        return self.call("POST", f"{CONTROL}/settings", values)
-
     def terminate(self, **options: Any) -> dict[str, Any]:
         """Start a termination; the notice the subscriber got."""
-        reply = self.call("POST", f"{CONTROL}/terminate/{APP}", options)
-        self.assertEqual(reply.code, 200, reply.raw)
+        self.terminate_app(APP, **options)
         notice: dict[str, Any] = self.mep.notifier.delivered[-1]["body"]
         return notice
 

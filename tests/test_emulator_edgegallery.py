@@ -10,11 +10,10 @@ from typing import Any
 
 from mep_emulator.memory import DEV_APP
 
-from .emulator_client import BASE, MGMT, EmulatorTestCase, Reply, service
+from .emulator_client import BASE, CONTROL, MGMT, EmulatorTestCase, Reply, service
 from .emulator_client import SUPPORT as SUPPORT_URL
 
 APP = DEV_APP.app_instance_id
-CONTROL = f"{BASE}/_emulator"
 SERVICES = f"{MGMT}/applications/{APP}/services"
 SERVICES_PATH = f"/mep/mec_service_mgmt/v1/applications/{APP}/services"
 
@@ -32,9 +31,6 @@ class EdgeGalleryTestCase(EmulatorTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.headers = self.bearer()
-
-    def control(self, method: str, path: str, body: Any = None) -> Reply:
-        return self.call(method, f"{CONTROL}{path}", body)
 
     def made(self, body: dict[str, Any]) -> str:
         """Register C{body}; its serInstanceId."""

@@ -20,7 +20,6 @@ from mep_emulator.mm5 import KONG_CLEANUP
 from .emulator_client import BASE, MGMT, SUPPORT, EmulatorTestCase, Reply, service
 
 APP = DEV_APP.app_instance_id
-CONTROL = f"{BASE}/_emulator"
 SERVICES = f"{MGMT}/applications/{APP}/services"
 TERMINATION_SUBSCRIPTIONS = f"{SUPPORT}/applications/{APP}/subscriptions"
 CONFIRM = f"{SUPPORT}/applications/{APP}/confirm_termination"
@@ -80,9 +79,7 @@ class Mm5TestCase(EmulatorTestCase):
 
     def terminate(self, **options: Any) -> dict[str, Any]:
         """MECM's termination request; the emulator's record as it answers."""
-        reply = self.call("POST", f"{CONTROL}/terminate/{APP}", options)
-        self.assertEqual(reply.code, 200, reply.raw)
-        view: dict[str, Any] = reply.json
+        view: dict[str, Any] = self.terminate_app(APP, **options).json
         return view
 
     def record(self) -> dict[str, Any]:

@@ -12,17 +12,22 @@ from mep_emulator.app import CHAOS_STATUSES
 from mep_emulator.kong import MinuteLimit
 from mep_emulator.memory import DEV_APP, OTHER_APP, InMemoryMep
 
-from .emulator_client import BASE, MGMT, SUPPORT, EmulatorTestCase, Reply, etsi_bearer, service
+from .emulator_client import (
+    BASE,
+    CONTROL,
+    MGMT,
+    SUPPORT,
+    EmulatorTestCase,
+    Reply,
+    etsi_bearer,
+    service,
+)
 
 APP = DEV_APP.app_instance_id
-CONTROL = f"{BASE}/_emulator"
 RATE_LIMITED = b'{"message":"API rate limit exceeded"}'
 
 
 class QuirkTestCase(EmulatorTestCase):
-    def settings(self, **values: Any) -> Reply:
-        return self.call("POST", f"{CONTROL}/settings", values)
-
     def discover(self, headers: dict[str, str], query: str = "") -> Reply:
         return self.call("GET", f"{MGMT}/services{query}", headers=headers)
 
@@ -33,8 +38,7 @@ class QuirkTestCase(EmulatorTestCase):
         return self.call("GET", f"{CONTROL}/state").json
 
     def terminate(self, **options: Any) -> None:
-        reply = self.call("POST", f"{CONTROL}/terminate/{APP}", options)
-        self.assertEqual(reply.code, 200, reply.raw)
+        self.terminate_app(APP, **options)
 
 
 class RateLimitTests(QuirkTestCase):
