@@ -16,7 +16,6 @@ import yaml
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from mep_agent.agent import AgentService, Seams, build
@@ -35,7 +34,7 @@ from mep_emulator import certs
 from mep_emulator.memory import DEV_APP, InMemoryMep
 
 from .emulator_client import service
-from .helpers import FakeFiles
+from .helpers import FakeFiles, capture_events
 
 BASE = "https://127.0.0.1:8443"
 CONF = "/conf"
@@ -306,11 +305,7 @@ class AgentTestCase(SynchronousTestCase):
 
     def capture_events(self) -> list[Any]:
         """Every log event from now on, until the test ends."""
-        events: list[Any] = []
-        observer: ILogObserver = events.append  # type: ignore[assignment]
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-        return events
+        return capture_events(self)
 
     def fault(self, **spec: Any) -> None:
         d = self.mep.http.post(f"{BASE}/_emulator/faults", data=json.dumps(spec).encode())

@@ -7,6 +7,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
 from mep_emulator.dev import DEV_APP
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -56,3 +59,12 @@ class FakeFiles:
         if path not in self.files:
             raise FileNotFoundError(2, "No such file or directory", path)
         return self.files[path]
+
+
+def capture_events(test: SynchronousTestCase) -> list[Any]:
+    """Every log event from now on, until C{test} ends."""
+    events: list[Any] = []
+    observer: ILogObserver = events.append  # type: ignore[assignment]
+    globalLogPublisher.addObserver(observer)
+    test.addCleanup(globalLogPublisher.removeObserver, observer)
+    return events

@@ -19,6 +19,7 @@ from mep_agent.web.problems import problem_for
 from mep_emulator.auth import LOCK_WINDOW
 
 from .agent_harness import AgentTestCase, spec
+from .helpers import capture_events
 
 
 class BackoffTests(SynchronousTestCase):
@@ -205,3 +206,29 @@ class RetireTests(SynchronousTestCase):
         self.failureResultOf(ensureDeferred(keeper.get(5)), NoToken)
         clock.pump([160] * 10)
         self.assertEqual(len(answers), 2)
+
+
+class StopTests(SynchronousTestCase):
+    def test_a_request_the_stop_cuts_short_is_no_failure(self) -> None:
+        """
+        The stop cancels the token request under way (the wire answers "timed out"): no
+        failure logged or counted, and no request tried again.
+        """
+        clock = Clock()
+        answers: list[Deferred[Token]] = []
+
+        def timed_out(d: Deferred[Token]) -> None:  # what the wire makes of a cancellation
+            d.errback(MepError("token", None, "no answer: timed out"))
+
+        def fetch(urgent_until: float | None) -> Deferred[Token]:
+            answers.append(Deferred(timed_out))
+            return answers[-1]
+
+        keeper = TokenKeeper(fetch, clock)
+        keeper.startService()
+        events = capture_events(self)
+        keeper.stopService()
+        clock.pump([1.0] * 10)
+        self.assertEqual(len(answers), 1)
+        self.assertEqual(keeper.refresh_failures, 0)
+        self.assertEqual([e for e in events if e.get("event") == "token.failed"], [])

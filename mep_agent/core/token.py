@@ -276,6 +276,9 @@ class TokenKeeper(Service):
             self._verifiers = verifiers + self._verifiers
             raise
         except MepError as e:
+            if not self.running:  # the stop cancelled it (the wire says "timed out"): done
+                self._verifiers = verifiers + self._verifiers
+                return True
             delay = self._failed(e, checking=bool(verifiers))
             if e.verdict is Verdict.CREDENTIALS_REFUSED:
                 _answer(verifiers, False)
